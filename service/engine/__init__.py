@@ -1,0 +1,1 @@
+"""Frozen backbone, prefix attention, prefix bank, pooling and the encoders built on them."""

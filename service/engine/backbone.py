@@ -1,0 +1,141 @@
+"""Load a frozen encoder from a local folder and describe it (``BackboneSpec``)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from service.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+# Families whose position ids start after the padding index (RoBERTa's convention).
+_PADDING_OFFSET_FAMILIES = {"roberta", "xlm-roberta", "camembert", "xlm-roberta-xl"}
+SUPPORTED_FAMILIES = {"bert", *_PADDING_OFFSET_FAMILIES}
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What a prefix must match, and what the engine needs to build rows."""
+
+    model_type: str
+    num_layers: int
+    num_heads: int
+    head_dim: int
+    hidden_size: int
+    max_positions: int
+    position_offset: int  # first text position id (RoBERTa: padding_idx + 1)
+    pad_token_id: int
+    weights_digest: str
+
+    @property
+    def fingerprint(self) -> str:
+        """Short stable id of architecture, sizes and weights (recorded in prefix metadata)."""
+        payload = json.dumps(asdict(self), sort_keys=True).encode()
+        return f"{self.model_type}-L{self.num_layers}-H{self.hidden_size}-" + hashlib.sha256(payload).hexdigest()[:16]
+
+    @property
+    def max_text_positions(self) -> int:
+        """Positions usable by text when no prefix shifts them."""
+        return self.max_positions - self.position_offset
+
+
+@dataclass
+class Backbone:
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    spec: BackboneSpec
+    path: Path
+    default_max_tokens: int  # the model's trained sequence length (sentence-transformers config)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+
+def weights_digest(folder: Path) -> str:
+    """sha256 over the weight files of a model folder (names and bytes), safetensors preferred."""
+    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
+    if not files:
+        raise ModelLoadError(f"no weight files (*.safetensors) in model folder {folder}")
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        with f.open("rb") as fh:
+            while chunk := fh.read(1 << 22):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+
+
+def spec_from_config(config: object, digest: str) -> BackboneSpec:
+    model_type = str(getattr(config, "model_type", ""))
+    if model_type not in SUPPORTED_FAMILIES:
+        raise ModelLoadError(
+            f"unsupported architecture {model_type!r}; supported: {', '.join(sorted(SUPPORTED_FAMILIES))}"
+        )
+    hidden = int(config.hidden_size)  # type: ignore[attr-defined]
+    heads = int(config.num_attention_heads)  # type: ignore[attr-defined]
+    pad = int(getattr(config, "pad_token_id", 0) or 0)
+    return BackboneSpec(
+        model_type=model_type,
+        num_layers=int(config.num_hidden_layers),  # type: ignore[attr-defined]
+        num_heads=heads,
+        head_dim=hidden // heads,
+        hidden_size=hidden,
+        max_positions=int(config.max_position_embeddings),  # type: ignore[attr-defined]
+        position_offset=pad + 1 if model_type in _PADDING_OFFSET_FAMILIES else 0,
+        pad_token_id=pad,
+        weights_digest=digest,
+    )
+
+
+def _trained_max_tokens(folder: Path, spec: BackboneSpec) -> int:
+    st = folder / "sentence_bert_config.json"
+    if st.is_file():
+        try:
+            return min(int(json.loads(st.read_text())["max_seq_length"]), spec.max_text_positions)
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignoring unreadable %s", st)
+    return spec.max_text_positions
+
+
+def load_backbone(path: Path, device: str = "auto", dtype: str = "auto") -> Backbone:
+    """Load weights and tokenizer from a local folder, offline; the model is frozen (eval, no grad)."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"model folder {path} has no config.json")
+    from service.engine.attention import install_prefix_attention
+
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    config = AutoConfig.from_pretrained(path, local_files_only=True)
+    spec = spec_from_config(config, weights_digest(path))
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = AutoModel.from_pretrained(path, local_files_only=True, dtype=dt, add_pooling_layer=False)
+    model.to(dev).eval()
+    model.requires_grad_(False)
+    install_prefix_attention(model)
+    log.info("loaded %s (%s) on %s as %s", path, spec.fingerprint, dev, dt)
+    return Backbone(model, tokenizer, spec, path, _trained_max_tokens(path, spec))

@@ -1,0 +1,76 @@
+"""The prefix bank: an immutable snapshot of the loaded prefixes, stacked for one forward call."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from service.errors import PrefixNotFound
+from service.registry.formats import LoadedPrefix
+
+
+@dataclass(frozen=True, eq=False)
+class PrefixBank:
+    """Stacked K/V of P prefixes, padded to the longest (``lengths`` says which slots are real).
+
+    keys, values: float32 [P, layers, heads, Lmax, head_dim] on CPU; lengths, shifts: int64 [P].
+    ``version`` is a digest of the members, so encoders re-upload the bank only when it changes.
+    """
+
+    prefixes: tuple[LoadedPrefix, ...]
+    keys: torch.Tensor
+    values: torch.Tensor
+    lengths: torch.Tensor
+    shifts: torch.Tensor
+    version: str
+
+    @classmethod
+    def build(cls, prefixes: Iterable[LoadedPrefix], spec_shape: tuple[int, int, int] | None = None) -> PrefixBank:
+        """``spec_shape`` = (layers, heads, head_dim), needed only to shape an empty bank."""
+        members = tuple(sorted(prefixes, key=lambda p: p.name))
+        if members:
+            layers, heads, _, hdim = members[0].key.shape
+        elif spec_shape is not None:
+            layers, heads, hdim = spec_shape
+        else:
+            layers = heads = hdim = 0
+        lmax = max((p.prefix_len for p in members), default=1)
+        keys = torch.zeros(len(members), layers, heads, lmax, hdim)
+        values = torch.zeros_like(keys)
+        for i, p in enumerate(members):
+            keys[i, :, :, : p.prefix_len] = p.key
+            values[i, :, :, : p.prefix_len] = p.value
+        version = hashlib.sha256("".join(f"{p.name}={p.digest};" for p in members).encode()).hexdigest()[:16]
+        return cls(
+            prefixes=members,
+            keys=keys,
+            values=values,
+            lengths=torch.tensor([p.prefix_len for p in members], dtype=torch.long),
+            shifts=torch.tensor([p.position_shift for p in members], dtype=torch.long),
+            version=version,
+        )
+
+    @property
+    def names(self) -> list[str]:
+        return [p.name for p in self.prefixes]
+
+    def __len__(self) -> int:
+        return len(self.prefixes)
+
+    def get(self, name: str) -> LoadedPrefix:
+        return self.prefixes[self.indices([name])[0]]
+
+    def indices(self, names: Sequence[str]) -> list[int]:
+        """Bank slots of ``names``, in order; unknown names raise :class:`PrefixNotFound`."""
+        lookup = {p.name: i for i, p in enumerate(self.prefixes)}
+        unknown = [n for n in names if n not in lookup]
+        if unknown:
+            known = ", ".join(lookup) or "none"
+            raise PrefixNotFound(f"unknown prefix(es) {', '.join(map(repr, unknown))}; known prefixes: {known}")
+        return [lookup[n] for n in names]
+
+    def max_shift(self, slots: Sequence[int]) -> int:
+        return max((int(self.shifts[s]) for s in slots), default=0)

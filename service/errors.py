@@ -1,0 +1,82 @@
+"""Domain errors. The HTTP layer maps each to its status code and a stable JSON body."""
+
+from __future__ import annotations
+
+
+class PrefixEmbedError(Exception):
+    """Base of every error whose message is safe to show to a client."""
+
+    status_code = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(PrefixEmbedError):
+    code = "invalid_input"
+
+
+class InputTooLong(PrefixEmbedError):
+    status_code = 413
+    code = "input_too_long"
+
+
+class TooManyInputs(PrefixEmbedError):
+    status_code = 413
+    code = "too_many_inputs"
+
+
+class PrefixNotFound(PrefixEmbedError):
+    status_code = 404
+    type = "not_found_error"
+    code = "prefix_not_found"
+
+
+class PrefixDisabled(PrefixEmbedError):
+    status_code = 409
+    code = "prefix_disabled"
+
+
+class NoActivePrefixes(PrefixEmbedError):
+    status_code = 409
+    code = "no_active_prefixes"
+
+
+class InvalidPrefixFile(PrefixEmbedError):
+    """A prefix file that cannot be served; the message names the file and the reason."""
+
+    status_code = 422
+    code = "invalid_prefix_file"
+
+
+class ModelLoadError(PrefixEmbedError):
+    status_code = 500
+    type = "server_error"
+    code = "model_load_error"
+
+
+class Unauthorized(PrefixEmbedError):
+    status_code = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class QueueFull(PrefixEmbedError):
+    status_code = 429
+    type = "overloaded_error"
+    code = "queue_full"
+
+
+class DeadlineExceeded(PrefixEmbedError):
+    status_code = 504
+    type = "timeout_error"
+    code = "deadline_exceeded"
+
+
+class NotReady(PrefixEmbedError):
+    status_code = 503
+    type = "unavailable_error"
+    code = "not_ready"

@@ -1,0 +1,1 @@
+"""Prefix files: formats and validation, the registry state, the folder watcher."""
