@@ -33,7 +33,9 @@ class Batcher:
         self.encoder = encoder
         self.max_queue = max_queue
         self.timeout_s = timeout_s
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefix-embed-worker")
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="prefix-embed-worker"
+        )
         self._pending = 0
 
     @property
@@ -46,7 +48,9 @@ class Batcher:
     async def stop(self) -> None:
         self._pool.shutdown(wait=True)
 
-    def _run(self, texts: Sequence[str], bank: PrefixBank, slots: Sequence[int], truncate: bool, deadline: float) -> EmbedOutput:
+    def _run(
+        self, texts: Sequence[str], bank: PrefixBank, slots: Sequence[int], truncate: bool, deadline: float
+    ) -> EmbedOutput:
         if time.monotonic() > deadline:
             raise DeadlineExceeded(f"request waited longer than {self.timeout_s:g} s in the queue")
         limit = text_token_limit(self.encoder.spec, self.encoder.max_input_tokens, bank.max_shift(slots))

@@ -22,7 +22,9 @@ def _settings(**overrides: Any) -> Any:
 def embed(
     texts: Annotated[list[str], typer.Argument(help="Texts to embed.")],
     prefix_dir: Annotated[Path | None, typer.Option(help="Prefix folder.")] = None,
-    prefix: Annotated[list[str] | None, typer.Option("--prefix", help="Prefix name (repeat); default: all enabled.")] = None,
+    prefix: Annotated[
+        list[str] | None, typer.Option("--prefix", help="Prefix name (repeat); default: all enabled.")
+    ] = None,
     model: Annotated[Path | None, typer.Option(help="Model folder (default: all-MiniLM-L6-v2).")] = None,
     combine: Annotated[str, typer.Option(help="separate | concat")] = "separate",
     encoding: Annotated[str, typer.Option(help="float | base64 | binary | int8")] = "float",
@@ -71,7 +73,9 @@ def embed(
     for item in doc["data"]:
         for name, vec in item.get("embeddings", {"concat": item.get("embedding")}).items():
             head = ", ".join(f"{x:+.4f}" for x in vec[:6]) if encoding == "float" else str(vec)[:60]
-            typer.echo(f"[{item['index']}] {name:<24} dim={len(vec) if encoding == 'float' else '-'}  [{head}, ...]")
+            typer.echo(
+                f"[{item['index']}] {name:<24} dim={len(vec) if encoding == 'float' else '-'}  [{head}, ...]"
+            )
 
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (numbers go to BENCHMARKS.md).")

@@ -35,7 +35,9 @@ class Settings(BaseSettings):
 
     # --- model -----------------------------------------------------------------------------
     model: Path | None = Field(None, description="Local folder of the backbone (None: the default model).")
-    served_model_name: str | None = Field(None, description="Name reported as `model` (default: folder name).")
+    served_model_name: str | None = Field(
+        None, description="Name reported as `model` (default: folder name)."
+    )
     backend: Backend = "torch"
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     dtype: DType = Field("auto", description="auto = float32 on CPU, float16 on CUDA")
@@ -58,7 +60,9 @@ class Settings(BaseSettings):
         32768, ge=64, description="Token budget of one forward call: rows x padded length, prefix included."
     )
     forward_chunk_rows: int | None = Field(
-        None, ge=0, description="Split forward calls into chunks of this many rows (None: 32 on CPU, 0=off on GPU)."
+        None,
+        ge=0,
+        description="Split forward calls into chunks of this many rows (None: 32 on CPU, 0=off on GPU).",
     )
     max_queue_requests: int = Field(1024, ge=1, description="Queued requests before 429.")
     request_timeout_s: float = Field(30.0, gt=0, description="Deadline of a request in the queue (504).")

@@ -24,7 +24,9 @@ def choose_prefixes(bank: PrefixBank, enabled: Collection[str], requested: Seque
     if requested is None:
         names = [n for n in bank.names if n in enabled]
         if not names:
-            raise NoActivePrefixes("no prefix is enabled; enable one with PATCH /prefixes or add a prefix file")
+            raise NoActivePrefixes(
+                "no prefix is enabled; enable one with PATCH /prefixes or add a prefix file"
+            )
         return names
     bank.indices(requested)  # unknown names -> PrefixNotFound, listing the known ones
     disabled = [n for n in requested if n not in enabled]
@@ -71,7 +73,12 @@ def render_embed_document(
             data.append({"index": i, "embedding": encode_vector(row.reshape(-1), encoding)})
         else:
             data.append(
-                {"index": i, "embeddings": {p.name: encode_vector(v, encoding) for p, v in zip(prefixes, row, strict=True)}}
+                {
+                    "index": i,
+                    "embeddings": {
+                        p.name: encode_vector(v, encoding) for p, v in zip(prefixes, row, strict=True)
+                    },
+                }
             )
     return {
         "model": model,

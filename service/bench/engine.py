@@ -17,7 +17,9 @@ from service.engine.factory import build_torch_encoder
 from service.registry.formats import LoadedPrefix
 
 
-def random_prefixes(n: int, prefix_len: int, layers: int, heads: int, head_dim: int, seed: int = 0) -> list[LoadedPrefix]:
+def random_prefixes(
+    n: int, prefix_len: int, layers: int, heads: int, head_dim: int, seed: int = 0
+) -> list[LoadedPrefix]:
     g = torch.Generator().manual_seed(seed)
     out = []
     for i in range(n):
@@ -42,7 +44,9 @@ def run_engine_bench(
 ) -> dict[str, Any]:
     enc = build_torch_encoder(settings)
     spec = enc.spec
-    bank = PrefixBank.build(random_prefixes(n_prefixes, prefix_len, spec.num_layers, spec.num_heads, spec.head_dim))
+    bank = PrefixBank.build(
+        random_prefixes(n_prefixes, prefix_len, spec.num_layers, spec.num_heads, spec.head_dim)
+    )
     slots = list(range(n_prefixes))
     texts = sample_texts(n_texts)
     batch = enc.tokenize(texts, max_length=enc.max_input_tokens, truncate=True)
@@ -58,12 +62,17 @@ def run_engine_bench(
     def plain() -> object:
         return enc.encode_plain(plain_batch)
 
-    t = {name: _time(fn, repeats) for name, fn in (("batched", batched), ("sequential", sequential), ("plain", plain))}
+    t = {
+        name: _time(fn, repeats)
+        for name, fn in (("batched", batched), ("sequential", sequential), ("plain", plain))
+    }
     calls_before = enc.forward_calls
     batched()
     calls_one = enc.forward_calls - calls_before
     return {
-        "device": torch.cuda.get_device_name() if enc.device.startswith("cuda") else platform.processor() or "cpu",
+        "device": torch.cuda.get_device_name()
+        if enc.device.startswith("cuda")
+        else platform.processor() or "cpu",
         "torch_threads": torch.get_num_threads(),
         "dtype": enc.dtype,
         "B": n_texts,

@@ -38,7 +38,7 @@ def prefix_sdpa_attention(
     it is built once per forward call instead of once per layer.
     """
     if prefix_keys is not None and prefix_values is not None and prefix_index is not None:
-        layer = module.layer_idx
+        layer = int(module.layer_idx)  # type: ignore[arg-type]
         key = torch.cat([prefix_keys[:, layer][prefix_index], key], dim=2)
         value = torch.cat([prefix_values[:, layer][prefix_index], value], dim=2)
     mask = key_mask if key_mask is not None else attention_mask

@@ -38,7 +38,10 @@ class BackboneSpec:
     def fingerprint(self) -> str:
         """Short stable id of architecture, sizes and weights (recorded in prefix metadata)."""
         payload = json.dumps(asdict(self), sort_keys=True).encode()
-        return f"{self.model_type}-L{self.num_layers}-H{self.hidden_size}-" + hashlib.sha256(payload).hexdigest()[:16]
+        return (
+            f"{self.model_type}-L{self.num_layers}-H{self.hidden_size}-"
+            + hashlib.sha256(payload).hexdigest()[:16]
+        )
 
     @property
     def max_text_positions(self) -> int:

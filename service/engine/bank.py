@@ -28,7 +28,9 @@ class PrefixBank:
     version: str
 
     @classmethod
-    def build(cls, prefixes: Iterable[LoadedPrefix], spec_shape: tuple[int, int, int] | None = None) -> PrefixBank:
+    def build(
+        cls, prefixes: Iterable[LoadedPrefix], spec_shape: tuple[int, int, int] | None = None
+    ) -> PrefixBank:
         """``spec_shape`` = (layers, heads, head_dim), needed only to shape an empty bank."""
         members = tuple(sorted(prefixes, key=lambda p: p.name))
         if members:
@@ -69,7 +71,9 @@ class PrefixBank:
         unknown = [n for n in names if n not in lookup]
         if unknown:
             known = ", ".join(lookup) or "none"
-            raise PrefixNotFound(f"unknown prefix(es) {', '.join(map(repr, unknown))}; known prefixes: {known}")
+            raise PrefixNotFound(
+                f"unknown prefix(es) {', '.join(map(repr, unknown))}; known prefixes: {known}"
+            )
         return [lookup[n] for n in names]
 
     def max_shift(self, slots: Sequence[int]) -> int:

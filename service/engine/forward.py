@@ -50,8 +50,15 @@ class PrefixedForward(nn.Module):
         text_mask = attention_mask.bool()
         extra: dict[str, torch.Tensor] = {}
         if prefix_keys is not None:
-            assert prefix_values is not None and prefix_index is not None
-            assert prefix_lengths is not None and prefix_shift is not None
+            if (
+                prefix_values is None
+                or prefix_index is None
+                or prefix_lengths is None
+                or prefix_shift is None
+            ):
+                raise ValueError(
+                    "prefix_keys needs prefix_values, prefix_index, prefix_lengths and prefix_shift"
+                )
             lp = prefix_keys.shape[3]
             slots = torch.arange(lp, device=input_ids.device)
             prefix_valid = slots.unsqueeze(0) < prefix_lengths[prefix_index].unsqueeze(1)  # [R, Lp]

@@ -38,7 +38,9 @@ class TorchEncoder:
         self.device = str(backbone.device)
         self.dtype = str(backbone.dtype).removeprefix("torch.")
         self.pooling = pooling
-        self.max_input_tokens = min(max_input_tokens or backbone.default_max_tokens, self.spec.max_text_positions)
+        self.max_input_tokens = min(
+            max_input_tokens or backbone.default_max_tokens, self.spec.max_text_positions
+        )
         if chunk_rows is None:
             chunk_rows = CPU_CHUNK_ROWS if backbone.device.type == "cpu" else 0
         self.chunk_rows = chunk_rows
@@ -70,7 +72,9 @@ class TorchEncoder:
             return n_texts
         return max(1, self.chunk_rows // max(1, n_prefixes))
 
-    def _call(self, batch: TokenizedBatch, prefix: tuple[torch.Tensor, ...] | None, slots: Sequence[int]) -> torch.Tensor:
+    def _call(
+        self, batch: TokenizedBatch, prefix: tuple[torch.Tensor, ...] | None, slots: Sequence[int]
+    ) -> torch.Tensor:
         dev = self.backbone.device
         reps = max(1, len(slots))
         ids = torch.from_numpy(batch.input_ids).to(dev).repeat_interleave(reps, 0)
@@ -91,11 +95,17 @@ class TorchEncoder:
         return out
 
     @torch.inference_mode()
-    def _run(self, batch: TokenizedBatch, prefix: tuple[torch.Tensor, ...] | None, slots: Sequence[int]) -> np.ndarray:
+    def _run(
+        self, batch: TokenizedBatch, prefix: tuple[torch.Tensor, ...] | None, slots: Sequence[int]
+    ) -> np.ndarray:
         per_call = self._texts_per_call(batch.size, len(slots))
         outs = []
         for start in range(0, batch.size, per_call):
-            part = batch if per_call >= batch.size else batch.take(range(start, min(start + per_call, batch.size)))
+            part = (
+                batch
+                if per_call >= batch.size
+                else batch.take(range(start, min(start + per_call, batch.size)))
+            )
             outs.append(self._call(part, prefix, slots))
         return torch.cat(outs).cpu().numpy()
 

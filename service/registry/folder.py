@@ -26,7 +26,11 @@ class Rejected:
 def is_candidate(path: Path) -> bool:
     """Whether a folder entry is meant as a prefix (so a failure to load it is reported)."""
     name = path.name
-    return not (name.startswith((".", "_")) or name == STATE_FILE or (path.is_file() and name.endswith(IGNORED_SUFFIXES)))
+    return not (
+        name.startswith((".", "_"))
+        or name == STATE_FILE
+        or (path.is_file() and name.endswith(IGNORED_SUFFIXES))
+    )
 
 
 def scan_folder(

@@ -70,36 +70,42 @@ def prefix_name(path: Path) -> str | None:
 
 def check_name(name: str, source: str) -> None:
     if not NAME_RE.fullmatch(name):
-        raise InvalidPrefixFile(
-            f"{source}: bad prefix name {name!r}: must match [a-z0-9][a-z0-9_.-]{{0,63}}"
-        )
+        raise InvalidPrefixFile(f"{source}: bad prefix name {name!r}: must match [a-z0-9][a-z0-9_.-]{{0,63}}")
 
 
 def _parse_safetensors(data: bytes, source: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     if not data:
         raise InvalidPrefixFile(f"{source}: empty file")
     if data[:1] == b"\x80" or data[:2] == b"PK":
-        raise InvalidPrefixFile(f"{source}: looks like a pickle / torch.save archive; only safetensors is loaded")
+        raise InvalidPrefixFile(
+            f"{source}: looks like a pickle / torch.save archive; only safetensors is loaded"
+        )
     try:
         tensors = st_load(data)
         header_len = int.from_bytes(data[:8], "little")
         header = json.loads(data[8 : 8 + header_len])
     except (SafetensorError, ValueError, OSError) as exc:
-        raise InvalidPrefixFile(f"{source}: not a valid safetensors file (truncated or corrupt): {exc}") from None
+        raise InvalidPrefixFile(
+            f"{source}: not a valid safetensors file (truncated or corrupt): {exc}"
+        ) from None
     meta = header.get("__metadata__") or {}
     return tensors, {str(k): str(v) for k, v in meta.items()}
 
 
 def _check_tensor(t: torch.Tensor, what: str, source: str) -> torch.Tensor:
     if t.dtype not in FLOAT_DTYPES:
-        raise InvalidPrefixFile(f"{source}: {what} has dtype {t.dtype}; expected float32, float16 or bfloat16")
+        raise InvalidPrefixFile(
+            f"{source}: {what} has dtype {t.dtype}; expected float32, float16 or bfloat16"
+        )
     t = t.to(torch.float32)
     if not torch.isfinite(t).all():
         raise InvalidPrefixFile(f"{source}: {what} contains NaN or inf")
     return t
 
 
-def _check_shape(key: torch.Tensor, value: torch.Tensor, spec: BackboneSpec, source: str, max_len: int) -> None:
+def _check_shape(
+    key: torch.Tensor, value: torch.Tensor, spec: BackboneSpec, source: str, max_len: int
+) -> None:
     if key.ndim != 4 or value.shape != key.shape:
         raise InvalidPrefixFile(
             f"{source}: key {tuple(key.shape)} and value {tuple(value.shape)} must both be "
@@ -179,7 +185,13 @@ def peft_prompt_to_kv(weight: torch.Tensor, spec: BackboneSpec) -> tuple[torch.T
 
 
 def parse_peft(
-    name: str, config_bytes: bytes, weight_bytes: bytes, spec: BackboneSpec, *, source: str, max_prefix_len: int
+    name: str,
+    config_bytes: bytes,
+    weight_bytes: bytes,
+    spec: BackboneSpec,
+    *,
+    source: str,
+    max_prefix_len: int,
 ) -> LoadedPrefix:
     """Validate a PEFT PrefixTuning adapter (also one trained with ``prefix_projection``: PEFT saves the
     projected prefix as ``prompt_embeddings``)."""
@@ -190,18 +202,28 @@ def parse_peft(
     except (json.JSONDecodeError, UnicodeDecodeError, AssertionError):
         raise InvalidPrefixFile(f"{source}: {PEFT_CONFIG} is not a JSON object") from None
     if cfg.get("peft_type") != "PREFIX_TUNING":
-        raise InvalidPrefixFile(f"{source}: peft_type is {cfg.get('peft_type')!r}, only PREFIX_TUNING is served")
-    want = {"num_layers": spec.num_layers, "num_attention_heads": spec.num_heads, "token_dim": spec.hidden_size}
+        raise InvalidPrefixFile(
+            f"{source}: peft_type is {cfg.get('peft_type')!r}, only PREFIX_TUNING is served"
+        )
+    want = {
+        "num_layers": spec.num_layers,
+        "num_attention_heads": spec.num_heads,
+        "token_dim": spec.hidden_size,
+    }
     for k, v in want.items():
         if cfg.get(k) != v:
             raise InvalidPrefixFile(
                 f"{source}: PEFT config of another architecture: {k}={cfg.get(k)!r}, the backbone has {v}"
             )
     if cfg.get("num_transformer_submodules", 1) != 1:
-        raise InvalidPrefixFile(f"{source}: encoder-decoder prefixes (num_transformer_submodules != 1) unsupported")
+        raise InvalidPrefixFile(
+            f"{source}: encoder-decoder prefixes (num_transformer_submodules != 1) unsupported"
+        )
     tensors, _ = _parse_safetensors(weight_bytes, f"{source}/{PEFT_WEIGHTS}")
     if "prompt_embeddings" not in tensors:
-        raise InvalidPrefixFile(f"{source}: {PEFT_WEIGHTS} has no 'prompt_embeddings' (has {sorted(tensors)})")
+        raise InvalidPrefixFile(
+            f"{source}: {PEFT_WEIGHTS} has no 'prompt_embeddings' (has {sorted(tensors)})"
+        )
     w = _check_tensor(tensors["prompt_embeddings"], "prompt_embeddings", source)
     plen = int(cfg.get("num_virtual_tokens", -1))
     if w.ndim != 2 or w.shape != (plen, spec.num_layers * 2 * spec.hidden_size):
@@ -221,16 +243,22 @@ def load_prefix(path: Path, spec: BackboneSpec, *, max_prefix_len: int, max_byte
     """Load and validate one entry of the prefix folder."""
     source = path.name
     if path.suffix in PICKLE_SUFFIXES:
-        raise InvalidPrefixFile(f"{source}: pickle-based files are never loaded; save the prefix as safetensors")
+        raise InvalidPrefixFile(
+            f"{source}: pickle-based files are never loaded; save the prefix as safetensors"
+        )
     name = prefix_name(path)
     if name is None:
-        raise InvalidPrefixFile(f"{source}: not a prefix (expected NAME.safetensors or a PEFT adapter folder)")
+        raise InvalidPrefixFile(
+            f"{source}: not a prefix (expected NAME.safetensors or a PEFT adapter folder)"
+        )
     if path.is_dir():
         cfg, weights = path / PEFT_CONFIG, path / PEFT_WEIGHTS
         if not cfg.is_file() or not weights.is_file():
             pickled = [p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES]
             hint = f" (found {pickled}: pickle files are never loaded)" if pickled else ""
-            raise InvalidPrefixFile(f"{source}: PEFT adapter folder needs {PEFT_CONFIG} and {PEFT_WEIGHTS}{hint}")
+            raise InvalidPrefixFile(
+                f"{source}: PEFT adapter folder needs {PEFT_CONFIG} and {PEFT_WEIGHTS}{hint}"
+            )
         _check_size(weights, max_bytes, source)
         return parse_peft(
             name, cfg.read_bytes(), weights.read_bytes(), spec, source=source, max_prefix_len=max_prefix_len
@@ -250,7 +278,10 @@ def native_bytes(key: torch.Tensor, value: torch.Tensor, metadata: dict[str, Any
     meta = {"format": FORMAT_VERSION}
     for k, v in metadata.items():
         meta[k] = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
-    tensors = {"key": key.detach().to(torch.float32).contiguous(), "value": value.detach().to(torch.float32).contiguous()}
+    tensors = {
+        "key": key.detach().to(torch.float32).contiguous(),
+        "value": value.detach().to(torch.float32).contiguous(),
+    }
     return st_save(tensors, metadata=meta)
 
 
