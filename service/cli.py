@@ -107,3 +107,14 @@ def bench_engine(
     typer.echo(json.dumps(result, indent=2))
     if out:
         out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def _register_method_commands() -> None:
+    from service.method.commands import evaluate_cmd, similarity_cmd, train_cmd
+
+    app.command("train")(train_cmd)
+    app.command("evaluate")(evaluate_cmd)
+    app.command("similarity")(similarity_cmd)
+
+
+_register_method_commands()
