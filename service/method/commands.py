@@ -51,6 +51,7 @@ def train_cmd(
     patience: int = 4,
     seed: int = 0,
     init_std: float = 0.5,
+    head_init: Annotated[str, typer.Option(help="probe (fit the head first, LP-FT) | random")] = "probe",
     projection: Annotated[bool, typer.Option(help="PEFT prefix_projection (MLP reparametrization).")] = False,
     checkpoint_step: Annotated[
         list[int] | None,
@@ -88,7 +89,7 @@ def train_cmd(
     cfg = TrainConfig(
         prefix_len=prefix_len, max_length=max_length, batch_size=batch_size, lr=lr, head_lr=head_lr,
         max_steps=max_steps, eval_every=eval_every, patience=patience, seed=seed, init_std=init_std,
-        projection=projection, checkpoint_steps=tuple(checkpoint_step or ()), threads=threads,
+        head_init=head_init, projection=projection, checkpoint_steps=tuple(checkpoint_step or ()), threads=threads,
     )  # fmt: skip
     model_path = model or default_model_path()
     result = train_prefix(model_path, splits, cfg, progress=progress)
@@ -202,10 +203,25 @@ def similarity_cmd(
     relative: Annotated[bool, typer.Option(help="Use the change from the recorded initial prefix.")] = True,
     model: Annotated[Path | None, typer.Option(help="Backbone folder (default: all-MiniLM-L6-v2).")] = None,
     heatmap_png: Annotated[Path | None, typer.Option("--heatmap", help="Write a heatmap PNG here.")] = None,
+    evaluation: Annotated[
+        Path | None,
+        typer.Option(
+            help="An evaluate result (evaluation.json): report whether similarity predicts transfer."
+        ),
+    ] = None,
+    target_prefix: Annotated[
+        list[Path] | None,
+        typer.Option("--target-prefix", help="Prefix trained on a target task (file or folder)."),
+    ] = None,
+    checkpoints: Annotated[
+        Path | None, typer.Option(help="Folder of early-checkpoint prefixes (sources and targets).")
+    ] = None,
+    report: Annotated[Path | None, typer.Option(help="Write the transfer report (markdown) here.")] = None,
 ) -> None:
     """Task similarity of prefixes from their parameters (JSON: the matrix, or a ranking for --target)."""
     from service.method.prefix_io import load_prefixes
     from service.method.similarity import heatmap, similarity_document, similarity_matrix
+    from service.method.transfer import transfer_markdown, transfer_report
 
     prefixes = sorted(load_prefixes(prefix or [Path("prefixes")], _spec(model)), key=lambda p: p.name)
     doc = similarity_document(prefixes, target, measure, relative)
@@ -215,3 +231,20 @@ def similarity_cmd(
             names, similarity_matrix(prefixes, measure, relative), heatmap_png, f"task similarity ({measure})"
         )
     typer.echo(json.dumps(doc, indent=2))
+    if evaluation is not None:
+        spec = _spec(model)
+        result = json.loads(evaluation.read_text())
+        sources = [p for p in prefixes if p.name in result["sources"]]
+        targets = load_prefixes(target_prefix or [], spec)
+        variants = {"final": (sources, targets)}
+        ckpts = load_prefixes([checkpoints], spec) if checkpoints else []
+        for step in sorted({int(p.metadata.get("checkpoint_step", 0)) for p in ckpts}):
+            at = [p for p in ckpts if int(p.metadata.get("checkpoint_step", 0)) == step]
+            variants[f"step{step}"] = (at, at)
+            variants[f"final sources, step{step} target"] = (sources, at)
+        rep = transfer_report(result, variants, measure)
+        text = transfer_markdown(rep)
+        if report:
+            report.write_text(text)
+            report.with_suffix(".json").write_text(json.dumps(rep, indent=2) + "\n")
+        typer.echo(text)

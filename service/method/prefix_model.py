@@ -18,6 +18,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokeniz
 
 from service.engine.backbone import BackboneSpec, spec_from_config, weights_digest
 from service.engine.pooling import mean_pool
+from service.method.prefix_init import initial_prompt
 from service.registry.formats import peft_prompt_to_kv
 
 ADAPTER = "default"
@@ -62,16 +63,6 @@ class PrefixModel:
     def key_value(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Native layout: key, value [layers, heads, Lp, head_dim]."""
         return peft_prompt_to_kv(self.prompt_weight(), self.spec)
-
-
-def initial_prompt(num_layers: int, hidden: int, prefix_len: int, seed: int, std: float) -> torch.Tensor:
-    """The deterministic starting prefix [Lp, layers*2*hidden]: N(0, std^2) from ``seed``.
-
-    Every prefix of one backbone, length and seed starts from the same point, so the parameters'
-    change (trained - initial) is comparable between tasks (service/method/similarity.py).
-    """
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(prefix_len, num_layers * 2 * hidden, generator=g) * std
 
 
 def build_prefix_model(

@@ -42,7 +42,7 @@ def encode_all(
     tag = f"{encoder.spec.fingerprint}-{encoder.pooling}-{max_length}-{_texts_digest(texts)}"
 
     def cache_file(digest: str) -> Path | None:
-        return None if cache_dir is None else cache_dir / f"{tag}-{digest[:16]}.npy"
+        return None if cache_dir is None else cache_dir / f"{tag}-{digest}.npy"
 
     out: dict[str, np.ndarray] = {}
     todo: list[LoadedPrefix] = []

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from service.method.prefix_model import initial_prompt
+from service.method.prefix_init import initial_prompt
 from service.registry.formats import LoadedPrefix
 
 MEASURES = ("mean", "flat")

