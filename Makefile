@@ -37,7 +37,8 @@ serve: install
 	$(BIN)/python -m service serve
 
 lint: install
-	$(BIN)/ruff check service tests bench
+	$(BIN)/ruff check service tests
+	$(BIN)/ruff format --check service tests
 	$(BIN)/mypy
 
 pytest: install

@@ -64,6 +64,11 @@ class Settings(BaseSettings):
         ge=0,
         description="Split forward calls into chunks of this many rows (None: 32 on CPU, 0=off on GPU).",
     )
+    batch_slot_policy: Literal["group", "union"] = Field(
+        "group",
+        description="Requests asking different prefix sets: separate forward calls per set (group) "
+        "or one call running the union of the sets (union). See BENCHMARKS.md.",
+    )
     max_queue_requests: int = Field(1024, ge=1, description="Queued requests before 429.")
     request_timeout_s: float = Field(30.0, gt=0, description="Deadline of a request in the queue (504).")
     max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024)

@@ -14,6 +14,11 @@ class PrefixEmbedError(Exception):
         super().__init__(message)
         self.message = message
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """Extra HTTP response headers for this error (e.g. ``Retry-After``)."""
+        return {}
+
 
 class InvalidInput(PrefixEmbedError):
     code = "invalid_input"
@@ -65,15 +70,33 @@ class Unauthorized(PrefixEmbedError):
 
 
 class QueueFull(PrefixEmbedError):
+    """The batcher's queue is full. ``retry_after``: whole seconds until it has likely drained."""
+
     status_code = 429
     type = "overloaded_error"
     code = "queue_full"
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, int(retry_after))
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class DeadlineExceeded(PrefixEmbedError):
     status_code = 504
     type = "timeout_error"
     code = "deadline_exceeded"
+
+
+class InferenceFailed(PrefixEmbedError):
+    """The forward batch holding this request raised; details are in the server log only."""
+
+    status_code = 500
+    type = "server_error"
+    code = "inference_failed"
 
 
 class NotReady(PrefixEmbedError):

@@ -73,18 +73,23 @@ def check_name(name: str, source: str) -> None:
         raise InvalidPrefixFile(f"{source}: bad prefix name {name!r}: must match [a-z0-9][a-z0-9_.-]{{0,63}}")
 
 
+def _looks_pickled(data: bytes) -> bool:
+    # pickle protocol 2+ opens with 0x80 <protocol>; torch.save writes a zip archive ("PK")
+    return (data[:1] == b"\x80" and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")) or data[:2] == b"PK"
+
+
 def _parse_safetensors(data: bytes, source: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     if not data:
         raise InvalidPrefixFile(f"{source}: empty file")
-    if data[:1] == b"\x80" or data[:2] == b"PK":
-        raise InvalidPrefixFile(
-            f"{source}: looks like a pickle / torch.save archive; only safetensors is loaded"
-        )
     try:
         tensors = st_load(data)
         header_len = int.from_bytes(data[:8], "little")
         header = json.loads(data[8 : 8 + header_len])
     except (SafetensorError, ValueError, OSError) as exc:
+        if _looks_pickled(data):
+            raise InvalidPrefixFile(
+                f"{source}: looks like a pickle / torch.save archive; only safetensors is loaded"
+            ) from None
         raise InvalidPrefixFile(
             f"{source}: not a valid safetensors file (truncated or corrupt): {exc}"
         ) from None
