@@ -17,8 +17,8 @@ from service.config import Settings
 from service.engine.quantize import l2_normalize
 from service.registry.formats import native_bytes
 from service.runtime import Runtime
+from tests.api_fake_encoder import FAKE_SPEC, FakeEncoder
 from tests.conftest import random_kv
-from tests.fake_encoder import FAKE_SPEC, FakeEncoder
 
 PREFIXES = ("alpha", "beta", "gamma")
 

@@ -17,8 +17,8 @@ from service.registry.formats import native_bytes
 from service.registry.registry import PrefixRegistry
 from service.registry.state import STATE_FILE, read_disabled
 from service.registry.watcher import FolderWatcher
+from tests.api_fake_encoder import FAKE_SPEC
 from tests.conftest import random_kv
-from tests.fake_encoder import FAKE_SPEC
 
 WritePrefix = Callable[..., Path]
 
