@@ -80,11 +80,6 @@ class Forbidden(PrefixEmbedError):
     code = "admin_key_required"
 
 
-class PayloadTooLarge(PrefixEmbedError):
-    status_code = 413
-    code = "payload_too_large"
-
-
 class QueueFull(PrefixEmbedError):
     """The batcher's queue is full. ``retry_after``: whole seconds until it has likely drained."""
 
