@@ -20,7 +20,13 @@ from typing import Any
 
 from service.engine.backbone import BackboneSpec
 from service.engine.bank import PrefixBank
-from service.errors import InvalidInput, InvalidPrefixFile, PrefixConflict, PrefixNotFound
+from service.errors import (
+    InvalidInput,
+    InvalidPrefixFile,
+    PrefixConflict,
+    PrefixNotFound,
+    PrefixStoreUnwritable,
+)
 from service.registry.folder import Rejected, is_candidate
 from service.registry.formats import (
     NATIVE_SUFFIX,
@@ -203,6 +209,17 @@ class PrefixRegistry:
     # --- changes from the API --------------------------------------------------------------------
 
     @contextmanager
+    def _writable(self, what: str) -> Iterator[None]:
+        """Turn a failed write into a clear 503 (e.g. the folder is mounted read-only)."""
+        try:
+            yield
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise PrefixStoreUnwritable(
+                f"cannot {what}: prefix folder {self.folder} is not writable ({reason}); nothing was changed"
+            ) from exc
+
+    @contextmanager
     def _state_lock(self) -> Iterator[None]:
         with self._lock, (self.folder / STATE_LOCK).open("a") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
@@ -214,7 +231,7 @@ class PrefixRegistry:
     def apply_patch(self, patch: object) -> Snapshot:
         """Apply a JSON merge patch ``{name: {"enabled": bool}}``: all of it or nothing, persisted."""
         changes = _parse_patch(patch)
-        with self._state_lock():
+        with self._writable("persist the prefix state"), self._state_lock():
             self._rescan()  # a prefix dropped in a moment ago is known, even before the watcher fires
             scan = self._collect()
             known = sorted(scan.prefixes)
@@ -248,7 +265,8 @@ class PrefixRegistry:
                         f"prefix {name!r} is served from {entry_name}; remove that entry before uploading"
                     )
             created = not (self.folder / source).exists()
-            atomic_write(self.folder / source, data)
+            with self._writable(f"write {source}"):
+                atomic_write(self.folder / source, data)
             self._update_entry(self.folder / source)
             self._publish(self._collect())
             entry = self._entries[source]
