@@ -201,6 +201,70 @@ def bench_engine(
         out.write_text(json.dumps(result, indent=2) + "\n")
 
 
+@bench_app.command("service")
+def bench_service(
+    out_dir: Annotated[Path, typer.Option(help="Where results, logs and the plot go.")] = Path(
+        "bench-results"
+    ),
+    model: Annotated[Path | None, typer.Option(help="Model folder (default: all-MiniLM-L6-v2).")] = None,
+    backbone: Annotated[
+        str, typer.Option(help="minilm | bert-base (random BERT-base-sized weights, for GPU speed runs).")
+    ] = "minilm",
+    device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+    dtype: Annotated[str, typer.Option(help="auto | float32 | float16 | bfloat16")] = "auto",
+    texts: Annotated[int, typer.Option(help="Texts per phase.")] = 128,
+    prefixes: Annotated[int, typer.Option(help="P of the concurrency sweep and the ratios.")] = 8,
+    prefix_len: Annotated[int, typer.Option(help="Prefix length.")] = 16,
+    concurrency: Annotated[str, typer.Option(help="Concurrency levels, comma-separated.")] = "1,8,64",
+    scaling: Annotated[
+        str, typer.Option(help="P values of the scaling run, comma-separated.")
+    ] = "1,2,4,8,16",
+    encoding: Annotated[str, typer.Option(help="Response encoding of /embed: base64 | float.")] = "base64",
+    seq_len: Annotated[
+        int | None, typer.Option(help="Fixed text length in tokens (long texts truncated to it).")
+    ] = None,
+    max_batch_tokens: Annotated[int, typer.Option(help="Token budget of one forward call.")] = 32768,
+    chunk_rows: Annotated[
+        int | None, typer.Option(help="Rows per model call (default: device policy).")
+    ] = None,
+    peer: Annotated[bool, typer.Option(help="Also run infinity-emb (MiniLM only).")] = True,
+    peer_exe: Annotated[Path, typer.Option(help="infinity_emb executable (its own venv).")] = Path(
+        "/work/bench-venv/bin/infinity_emb"
+    ),
+    policy: Annotated[bool, typer.Option(help="Also compare the batcher's slot policies in-process.")] = True,
+) -> None:
+    """The service under loopback load: throughput and latency, ratios, P scaling plot, peer."""
+    from service.bench.report import markdown, plot_scaling
+    from service.bench.service_bench import ServiceBench, ServiceBenchConfig
+
+    logging.basicConfig(level=logging.WARNING)
+    cfg = ServiceBenchConfig(
+        out_dir=out_dir,
+        model=model,
+        backbone=backbone,
+        device=device,
+        dtype=dtype,
+        texts=texts,
+        prefixes=prefixes,
+        prefix_len=prefix_len,
+        concurrency=[int(c) for c in concurrency.split(",")],
+        scaling=[int(p) for p in scaling.split(",")],
+        encoding=encoding,
+        seq_len=seq_len,
+        max_batch_tokens=max_batch_tokens,
+        chunk_rows=chunk_rows,
+        peer=peer,
+        peer_exe=peer_exe,
+        policy=policy,
+    )
+    result = ServiceBench(cfg).run()
+    (out_dir / "service.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot_scaling(result, out_dir / "service_scaling.png")
+    md = markdown(result)
+    (out_dir / "service.md").write_text(md + "\n")
+    typer.echo(md)
+
+
 def _register_method_commands() -> None:
     from service.method.commands import evaluate_cmd, similarity_cmd, train_cmd
 

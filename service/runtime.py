@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from service.batching import Batcher
+from service.batching.prometheus import register_batcher_metrics
 from service.config import Settings
 from service.engine.bank import PrefixBank
 from service.engine.encoder import Encoder
@@ -50,7 +51,6 @@ class Runtime:
         self.started_at = time.time()
         self.model_name = settings.model_name()
         m = self.metrics
-        m.queue_depth.set_function(lambda: self.batcher.queue_depth if self.batcher else 0)
         m.prefixes_loaded.set_function(lambda: len(self.registry.snapshot.bank) if self.registry else 0)
         m.prefixes_enabled.set_function(lambda: len(self.registry.snapshot.enabled) if self.registry else 0)
         m.prefixes_rejected.set_function(lambda: len(self.registry.snapshot.rejected) if self.registry else 0)
@@ -79,9 +79,11 @@ class Runtime:
             self.registry = registry
             if s.warmup:
                 await asyncio.to_thread(warm_up, encoder)
-            self.metrics.hook_encoder(encoder)  # after warm-up: the metrics count served calls only
-            self.batcher = Batcher(encoder, max_queue=s.max_queue_requests, timeout_s=s.request_timeout_s)
-            await self.batcher.start()
+            # Built after warm-up, so its forward-call metrics count served calls only.
+            batcher = Batcher.from_settings(encoder, s)
+            register_batcher_metrics(batcher, self.metrics.registry)
+            await batcher.start()
+            self.batcher = batcher
             if s.watch:
                 self.watcher = FolderWatcher(registry)
                 self.watcher.start()
@@ -113,10 +115,9 @@ class Runtime:
 
 
 def warm_up(encoder: Encoder) -> None:
-    """One plain and one prefixed call, so the first request does not pay for lazy initialization."""
+    """One prefixed call, so the first request does not pay for lazy initialization."""
     spec = encoder.spec
     batch = encoder.tokenize(["warm up the encoder"], max_length=encoder.max_input_tokens, truncate=True)
-    encoder.encode_plain(batch)
     zeros = torch.zeros(spec.num_layers, spec.num_heads, 1, spec.head_dim)
     probe = LoadedPrefix("warmup", "warmup", zeros, zeros.clone(), "none", "<warm-up>", "native")
     encoder.encode(batch, PrefixBank.build([probe]), [0])

@@ -31,10 +31,10 @@ def error_response(
 
 async def domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, PrefixEmbedError)
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
-    if exc.status_code == 429:
-        headers = {"Retry-After": str(getattr(exc, "retry_after", 1))}
-    return error_response(exc.status_code, exc.message, exc.type, exc.code, headers)
+    headers = dict(exc.headers)  # e.g. Retry-After of a 429
+    if exc.status_code == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return error_response(exc.status_code, exc.message, exc.type, exc.code, headers or None)
 
 
 def _describe(err: dict[str, Any]) -> str:

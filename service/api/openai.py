@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from service.api.auth import require_api_key
 from service.api.deps import RuntimeDep, ServingDep
+from service.api.disconnect import cancel_on_disconnect
 from service.api.rendering import json_response
 from service.api.schemas import OpenAIEmbeddingRequest, texts_of
 from service.embedding import choose_prefixes, render_embed_document
@@ -37,7 +38,7 @@ def resolve_model(model: str, snap: Snapshot, served_name: str) -> list[str]:
 
 @router.post("/embeddings")
 async def create_embeddings(
-    body: OpenAIEmbeddingRequest, serving: ServingDep, runtime: RuntimeDep
+    body: OpenAIEmbeddingRequest, request: Request, serving: ServingDep, runtime: RuntimeDep
 ) -> Response:
     texts = texts_of(body.input, runtime.settings.max_client_batch, field="input")
     snap = serving.registry.snapshot
@@ -45,7 +46,9 @@ async def create_embeddings(
     dim = serving.encoder.dim * len(names)
     if body.dimensions is not None and body.dimensions != dim:
         raise InvalidInput(f"dimensions={body.dimensions} is not available: model {body.model!r} has {dim}")
-    out = await serving.batcher.embed(texts, snap.bank, snap.bank.indices(names), truncate=True)
+    out = await cancel_on_disconnect(
+        request, serving.batcher.embed(texts, snap.bank, snap.bank.indices(names), truncate=True)
+    )
     runtime.metrics.embeddings.labels("/v1/embeddings").inc(len(texts) * len(names))
 
     def build() -> dict[str, Any]:

@@ -214,7 +214,7 @@ class BatchWorker:
                 obs.on_batch_failed(len(requests))
             return
         seconds = time.perf_counter() - t0
-        if not self._hooked:  # an encoder without the per-call hook: count the whole call as one
+        if not self._calls and batch.rows:  # an encoder that does not report its calls: count one
             prefix_pad = int(batch.bank.keys.shape[3]) if len(batch.bank) else 0
             self._forward(batch.rows, batch.rows * (tokens.padded_len + prefix_pad), seconds)
         record = BatchRecord(

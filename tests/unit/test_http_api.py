@@ -16,7 +16,7 @@ from service.app import create_app
 from service.config import Settings
 from service.engine.quantize import decode_base64_float, decode_binary, int8_quantize
 from service.runtime import Runtime
-from tests.fake_encoder import FAKE_SPEC, FakeEncoder
+from tests.api_fake_encoder import FAKE_SPEC, FakeEncoder
 from tests.http_helpers import (
     assert_error,
     expected_vectors,
@@ -257,13 +257,40 @@ def test_ready_is_503_until_the_model_is_loaded(tmp_path: Path) -> None:
     assert_error(client.post("/embed", json={"inputs": "x"}), 503, "not_ready")
 
 
-def test_an_unexpected_error_is_a_generic_500_and_the_next_request_works(served, caplog) -> None:
+def test_a_failing_encoder_is_a_500_without_details_and_the_next_request_works(served, caplog) -> None:
     client, fake, runtime = served
     fake.fail_with = RuntimeError("secret detail /srv/weights")
     r = client.post("/embed", json={"inputs": "x"})
-    message = assert_error(r, 500, "internal_error")
+    assert_error(r, 500, "inference_failed")
     assert "secret" not in r.text
-    assert message == "internal server error"
     assert "secret detail" in caplog.text  # logged for the operator
     fake.fail_with = None
     assert client.post("/embed", json={"inputs": "x"}).status_code == 200
+
+
+class _BrokenRegistry:
+    @property
+    def snapshot(self) -> None:
+        raise KeyError("secret internal state")
+
+
+def test_an_unexpected_error_is_a_generic_500(served, caplog, monkeypatch) -> None:
+    client, fake, runtime = served
+    monkeypatch.setattr(runtime, "registry", _BrokenRegistry())
+    r = client.post("/embed", json={"inputs": "x"})
+    assert assert_error(r, 500, "internal_error") == "internal server error"
+    assert "secret" not in r.text
+    assert "secret internal state" in caplog.text
+
+
+def test_a_model_that_fails_to_load_keeps_ready_at_503_with_the_reason(tmp_path: Path) -> None:
+    app = create_app(Settings(model=tmp_path / "no-such-model", prefix_dir=tmp_path / "prefixes"))
+    with TestClient(app) as client:
+        runtime = app.state.runtime
+        deadline = time.monotonic() + 30
+        while runtime.load_error is None:
+            assert time.monotonic() < deadline, "start-up neither failed nor finished"
+            time.sleep(0.02)
+        assert_error(client.get("/ready"), 503, "not_ready", "model failed to load", "no config.json")
+        assert_error(client.post("/embed", json={"inputs": "x"}), 503, "not_ready")
+        assert client.get("/health").status_code == 200

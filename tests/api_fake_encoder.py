@@ -1,4 +1,7 @@
-"""A deterministic fake of the Encoder protocol for API and batcher tests: no model, no torch calls.
+"""A deterministic fake of the whole Encoder protocol for HTTP tests: no model, no torch calls.
+
+Unlike the batcher tests' fake (tests/unit/fake_encoder.py), its spec has real prefix-file shapes
+(so ``write_prefix``/``native_bytes`` files load), and each prefix's vector depends on its digest.
 
 Tokens are whitespace words (plus [CLS]/[SEP]); the vector of a text under a prefix is a
 pseudo-random normal vector seeded by the text's token ids and the prefix digest, so tests can
