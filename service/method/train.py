@@ -185,12 +185,13 @@ def train_prefix(
         history.append({"step": step, "loss": loss, "dev": metrics, "seconds": time.perf_counter() - start})
         if progress:
             bar.write(f"step {step}: dev macro-F1 {score:.4f} {json.dumps(metrics)}")
-        if score > best["score"]:
+        if step > 0 and score > best["score"]:  # step 0 is the untrained prefix: a reference only
             weights = [p.detach().clone() for p in model.trainable()]
             best = {"score": score, "step": step, "metrics": metrics, "weights": weights}
             bad_checks = 0
             return False
-        bad_checks += 1
+        if step > 0:
+            bad_checks += 1
         return bad_checks >= cfg.patience
 
     if cfg.head_init == "probe":

@@ -61,9 +61,15 @@ def test_dev_accuracy_beats_majority(trained: TrainResult) -> None:
     assert dev["n_dev"] >= 50
     assert dev["majority_accuracy"] <= 0.56
     assert dev["accuracy"] > dev["majority_accuracy"] + 0.2
-    assert trained.metadata["training"]["steps_run"] <= 16
-    assert set(trained.checkpoints) == {4}
-    assert [h["step"] for h in trained.history] == [0, 8, 16]
+    assert trained.metadata["training"]["steps_run"] == 8
+    assert set(trained.checkpoints) == {2}
+    assert [h["step"] for h in trained.history] == [0, 4, 8]  # step 0: the head's probe fit
+    spec = trained.model.spec
+    start = initial_prompt(spec.num_layers, spec.hidden_size, 4, 0, 0.5)
+    moved = trained.checkpoints[2][0] - start.view(4, spec.num_layers, 2, spec.num_heads, -1)[
+        :, :, 0
+    ].permute(1, 2, 0, 3)
+    assert 0 < moved.abs().max() < 0.1  # two Adam steps of lr 1e-2 moved the prefix, a little
 
 
 def test_written_file_round_trips_metadata(
