@@ -133,3 +133,32 @@ def test_cli_train_then_similarity_on_a_tiny_model(tiny_bert_path: Path, tmp_pat
     assert doc["matrix"][0][0] == pytest.approx(1.0)
     assert doc["matrix"][0][1] == doc["matrix"][1][0]
     assert png.is_file()
+    out_dir = tmp_path / "results"
+    args = [
+        "evaluate",
+        "--prefix",
+        str(tmp_path / "prefixes"),
+        "--target",
+        str(DATA / "vader_tweets_160.jsonl"),
+    ]
+    args += [
+        "--model",
+        str(tiny_bert_path),
+        "--n-train",
+        "40",
+        "--n-test",
+        "20",
+        "--c",
+        "1.0",
+        "--max-length",
+        "24",
+    ]
+    args += ["--out-dir", str(out_dir), "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    result = json.loads((out_dir / "evaluation.json").read_text())
+    assert list(result["sources"]) == ["spam-a", "spam-b"]
+    reps = [row["representation"] for row in result["rows"]]
+    assert reps[:4] == ["plain", "spam-a", "spam-b", "concat"]
+    assert "| concat int8 | int8 | 64 | 64 |" in (out_dir / "evaluation.md").read_text()
+    assert (out_dir / "evaluation.png").is_file()
