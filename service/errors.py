@@ -14,6 +14,11 @@ class PrefixEmbedError(Exception):
         super().__init__(message)
         self.message = message
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """Extra HTTP response headers for this error (e.g. ``Retry-After``)."""
+        return {}
+
 
 class InvalidInput(PrefixEmbedError):
     code = "invalid_input"
@@ -45,6 +50,11 @@ class NoActivePrefixes(PrefixEmbedError):
     code = "no_active_prefixes"
 
 
+class PrefixConflict(PrefixEmbedError):
+    status_code = 409
+    code = "prefix_conflict"
+
+
 class InvalidPrefixFile(PrefixEmbedError):
     """A prefix file that cannot be served; the message names the file and the reason."""
 
@@ -64,16 +74,48 @@ class Unauthorized(PrefixEmbedError):
     code = "invalid_api_key"
 
 
+class PrefixStoreUnwritable(PrefixEmbedError):
+    """The prefix folder cannot be written (read-only mount, permissions): nothing was changed."""
+
+    status_code = 503
+    type = "unavailable_error"
+    code = "prefix_store_unwritable"
+
+
+class Forbidden(PrefixEmbedError):
+    status_code = 403
+    type = "permission_error"
+    code = "admin_key_required"
+
+
 class QueueFull(PrefixEmbedError):
+    """The batcher's queue is full. ``retry_after``: whole seconds until it has likely drained."""
+
     status_code = 429
     type = "overloaded_error"
     code = "queue_full"
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, int(retry_after))
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class DeadlineExceeded(PrefixEmbedError):
     status_code = 504
     type = "timeout_error"
     code = "deadline_exceeded"
+
+
+class InferenceFailed(PrefixEmbedError):
+    """The forward batch holding this request raised; details are in the server log only."""
+
+    status_code = 500
+    type = "server_error"
+    code = "inference_failed"
 
 
 class NotReady(PrefixEmbedError):

@@ -29,14 +29,18 @@ def random_prefixes(
     return out
 
 
-def _time(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
-    times = []
+def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds per variant, variants interleaved round-robin so that load drift on a shared
+    machine hits all of them alike (ratios are what we report)."""
+    for fn in fns.values():
+        fn()  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def run_engine_bench(
@@ -62,10 +66,18 @@ def run_engine_bench(
     def plain() -> object:
         return enc.encode_plain(plain_batch)
 
-    t = {
-        name: _time(fn, repeats)
-        for name, fn in (("batched", batched), ("sequential", sequential), ("plain", plain))
-    }
+    def chunked() -> object:
+        enc.chunk_rows = chunk
+        try:
+            return enc.encode(batch, bank, slots)
+        finally:
+            enc.chunk_rows = one_call
+
+    one_call, chunk = enc.chunk_rows, 32
+    variants: dict[str, Callable[[], object]] = {"batched": batched, "sequential": sequential, "plain": plain}
+    if enc.device == "cpu" and one_call == 0:
+        variants["batched_chunk32"] = chunked
+    t = time_interleaved(variants, repeats)
     calls_before = enc.forward_calls
     batched()
     calls_one = enc.forward_calls - calls_before
@@ -85,4 +97,9 @@ def run_engine_bench(
         "seconds": {k: round(v, 4) for k, v in t.items()},
         "speedup_batched_vs_sequential": round(t["sequential"] / t["batched"], 3),
         "prefix_overhead_vs_plain": round(t["batched"] / t["plain"] - 1, 4),
+        **(
+            {"speedup_chunk32_vs_one_call": round(t["batched"] / t["batched_chunk32"], 3)}
+            if "batched_chunk32" in t
+            else {}
+        ),
     }

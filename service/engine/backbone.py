@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
 
 from service.errors import ModelLoadError
 
@@ -143,7 +144,15 @@ def load_backbone(path: Path, device: str = "auto", dtype: str = "auto") -> Back
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    model = AutoModel.from_pretrained(path, local_files_only=True, dtype=dt, add_pooling_layer=False)
+    # The load report lists the checkpoint's pooler weights, which we drop on purpose (no pooling layer).
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        model = AutoModel.from_pretrained(path, local_files_only=True, dtype=dt, add_pooling_layer=False)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
     model.to(dev).eval()
     model.requires_grad_(False)
     install_prefix_attention(model)

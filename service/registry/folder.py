@@ -39,7 +39,7 @@ def scan_folder(
     loaded: list[LoadedPrefix] = []
     rejected: list[Rejected] = []
     if not folder.is_dir():
-        return loaded, [Rejected(str(folder), "prefix folder does not exist")]
+        return loaded, [Rejected(str(folder), f"{folder}: prefix folder does not exist")]
     for path in sorted(folder.iterdir()):
         if not is_candidate(path):
             continue

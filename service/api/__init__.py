@@ -1,0 +1,1 @@
+"""The HTTP layer: request schemas, routers, dependencies, auth, error mapping, middleware."""

@@ -1,0 +1,81 @@
+"""OpenAI-compatible ``POST /v1/embeddings`` (and ``GET /v1/models``), so OpenAI clients work unchanged.
+
+``model`` is a prefix name (that prefix's vector) or the served model name (the concat of every
+enabled prefix, in bank order). A prefix name wins if both match.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+
+from service.api.auth import require_api_key
+from service.api.deps import RuntimeDep, ServingDep
+from service.api.disconnect import cancel_on_disconnect
+from service.api.rendering import json_response
+from service.api.schemas import OpenAIEmbeddingRequest, texts_of
+from service.embedding import choose_prefixes, render_embed_document
+from service.errors import InvalidInput, PrefixNotFound
+from service.registry.registry import Snapshot
+
+router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_api_key)])
+
+
+def resolve_model(model: str, snap: Snapshot, served_name: str) -> list[str]:
+    """The prefix names ``model`` stands for."""
+    if model in snap.bank.names:
+        return choose_prefixes(snap.bank, snap.enabled, [model])
+    if model == served_name:
+        return choose_prefixes(snap.bank, snap.enabled, None)
+    known = ", ".join(snap.bank.names) or "none"
+    raise PrefixNotFound(
+        f"model {model!r} not found: use {served_name!r} (every enabled prefix, concatenated) "
+        f"or a prefix name ({known})"
+    )
+
+
+@router.post("/embeddings")
+async def create_embeddings(
+    body: OpenAIEmbeddingRequest, request: Request, serving: ServingDep, runtime: RuntimeDep
+) -> Response:
+    texts = texts_of(body.input, runtime.settings.max_client_batch, field="input")
+    snap = serving.registry.snapshot
+    names = resolve_model(body.model, snap, runtime.model_name)
+    dim = serving.encoder.dim * len(names)
+    if body.dimensions is not None and body.dimensions != dim:
+        raise InvalidInput(f"dimensions={body.dimensions} is not available: model {body.model!r} has {dim}")
+    out = await cancel_on_disconnect(
+        request, serving.batcher.embed(texts, snap.bank, snap.bank.indices(names), truncate=True)
+    )
+    runtime.metrics.embeddings.labels("/v1/embeddings").inc(len(texts) * len(names))
+
+    def build() -> dict[str, Any]:
+        doc = render_embed_document(
+            model=body.model,
+            prefixes=[snap.bank.get(n) for n in names],
+            vectors=out.vectors,
+            prompt_tokens=out.prompt_tokens,
+            combine="concat",
+            normalize=True,
+            encoding=body.encoding_format,
+        )
+        data = [
+            {"object": "embedding", "index": d["index"], "embedding": d["embedding"]} for d in doc["data"]
+        ]
+        return {"object": "list", "data": data, "model": body.model, "usage": doc["usage"]}
+
+    return await json_response(build)
+
+
+@router.get("/models")
+async def list_models(serving: ServingDep, runtime: RuntimeDep) -> dict[str, Any]:
+    """The served model name and every enabled prefix, each usable as ``model``."""
+    snap = serving.registry.snapshot
+    created = int(runtime.started_at)
+    ids = [runtime.model_name, *snap.enabled_names()]
+    return {
+        "object": "list",
+        "data": [{"id": i, "object": "model", "created": created, "owned_by": "prefix-embed"} for i in ids],
+    }

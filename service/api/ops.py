@@ -1,0 +1,95 @@
+"""Operations: ``/health`` (alive), ``/ready`` (warmed up), ``/info``, ``/metrics``. No auth here."""
+
+from __future__ import annotations
+
+import platform
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from service import __version__
+from service.api.deps import MetricsDep, RuntimeDep
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    """The process is up (the model may still be loading: see ``/ready``)."""
+    return {"status": "ok"}
+
+
+@router.get("/ready")
+async def ready(runtime: RuntimeDep) -> JSONResponse:
+    """200 once the model is loaded and warmed up, 503 before (and after a failed start-up)."""
+    runtime.serving()  # raises NotReady -> 503 with the reason
+    return JSONResponse({"status": "ready"})
+
+
+def _versions() -> dict[str, str]:
+    import fastapi
+    import torch
+    import transformers
+
+    return {
+        "prefix_embed": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "fastapi": fastapi.__version__,
+        **_ort_versions(),
+    }
+
+
+def _ort_versions() -> dict[str, str]:
+    from service.engine.ort_runtime import installed_ort_distributions
+
+    return dict(d.split("==", 1) for d in installed_ort_distributions())
+
+
+@router.get("/info")
+async def info(runtime: RuntimeDep) -> dict[str, Any]:
+    """Model, fingerprint, backend, device, dtype, limits and versions."""
+    s = runtime.settings
+    enc = runtime.encoder
+    snap = runtime.registry.snapshot if runtime.registry else None
+    return {
+        "model": runtime.model_name,
+        "model_path": str(s.model) if s.model is not None else None,
+        "ready": runtime.ready,
+        "fingerprint": enc.spec.fingerprint if enc else None,
+        "backend": enc.backend if enc else s.backend,
+        "device": enc.device if enc else s.device,
+        "dtype": enc.dtype if enc else s.dtype,
+        # ONNX Runtime providers really in use (session.get_providers()); absent for torch
+        "providers": getattr(enc, "providers", None),
+        "dim": enc.dim if enc else None,
+        "pooling": s.pooling,
+        "prefix_dir": str(s.prefix_dir),
+        "prefixes": {
+            "loaded": len(snap.bank) if snap else 0,
+            "enabled": len(snap.enabled) if snap else 0,
+            "rejected": len(snap.rejected) if snap else 0,
+            "bank_version": snap.bank.version if snap else None,
+        },
+        "limits": {
+            "max_client_batch": s.max_client_batch,
+            "max_input_tokens": enc.max_input_tokens if enc else s.max_input_tokens,
+            "max_batch_tokens": s.max_batch_tokens,
+            "max_request_bytes": s.max_request_bytes,
+            "max_prefix_file_bytes": s.max_prefix_file_bytes,
+            "max_prefix_len": s.max_prefix_len,
+            "max_queue_requests": s.max_queue_requests,
+            "request_timeout_s": s.request_timeout_s,
+        },
+        "auth": {"api_keys": bool(s.api_keys), "admin_key": s.admin_key is not None},
+        "versions": _versions(),
+    }
+
+
+@router.get("/metrics")
+async def metrics(m: MetricsDep) -> Response:
+    """Prometheus text format."""
+    return Response(m.render(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,85 @@
+"""``/prefixes``: list the prefix folder, enable/disable prefixes (JSON merge patch), upload a prefix.
+
+Changes are written to the folder (state file, prefix files) atomically, so they survive restarts
+and reach every replica sharing the folder through its watcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Request
+from fastapi.responses import JSONResponse
+
+from service.api.auth import require_admin, require_api_key
+from service.api.deps import ServingDep
+from service.registry.formats import LoadedPrefix
+from service.registry.registry import Snapshot
+
+router = APIRouter(prefix="/prefixes", tags=["prefixes"])
+
+PatchBody = Annotated[Any, Body(description='JSON merge patch, e.g. {"sentiment": {"enabled": false}}')]
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def prefix_doc(prefix: LoadedPrefix, snap: Snapshot) -> dict[str, Any]:
+    return {
+        "name": prefix.name,
+        "enabled": prefix.name in snap.enabled,
+        "digest": prefix.digest,
+        "prefix_len": prefix.prefix_len,
+        "position_convention": prefix.position_convention,
+        "kind": prefix.kind,
+        "source": prefix.source,
+        "loaded_at": _iso(prefix.loaded_at),
+        # True while the file is rejected and the previous good version keeps serving.
+        "stale": prefix.name in snap.stale,
+        "metadata": prefix.metadata,
+    }
+
+
+def listing(snap: Snapshot) -> dict[str, Any]:
+    return {
+        "prefixes": [prefix_doc(p, snap) for p in snap.bank.prefixes],
+        "rejected": [{"source": r.source, "reason": r.reason} for r in snap.rejected],
+        "bank_version": snap.bank.version,
+        "version": snap.version,
+        "updated_at": _iso(snap.loaded_at),
+    }
+
+
+@router.get("", dependencies=[Depends(require_api_key)])
+async def list_prefixes(serving: ServingDep) -> dict[str, Any]:
+    """Every served prefix, and every rejected folder entry with its reason."""
+    return listing(serving.registry.snapshot)
+
+
+@router.patch("", dependencies=[Depends(require_admin)])
+async def patch_prefixes(patch: PatchBody, serving: ServingDep) -> dict[str, Any]:
+    """Enable or disable prefixes: all of the patch or none of it; unknown names -> 404."""
+    snap = await asyncio.to_thread(serving.registry.apply_patch, patch)
+    return listing(snap)
+
+
+@router.patch("/{name}", dependencies=[Depends(require_admin)])
+async def patch_prefix(name: str, patch: PatchBody, serving: ServingDep) -> dict[str, Any]:
+    """``{"enabled": false}`` for one prefix."""
+    snap = await asyncio.to_thread(serving.registry.apply_patch, {name: patch})
+    return prefix_doc(snap.bank.get(name), snap)
+
+
+@router.put("/{name}", dependencies=[Depends(require_admin)], status_code=201)
+async def put_prefix(name: str, request: Request, serving: ServingDep) -> JSONResponse:
+    """Upload a native prefix file (the request body): validated, written atomically, hot-loaded.
+
+    201 when the prefix is new, 200 when it replaced an existing file. Its enabled state is kept.
+    """
+    data = await request.body()
+    result = await asyncio.to_thread(serving.registry.put_prefix, name, data)
+    snap = serving.registry.snapshot
+    return JSONResponse(prefix_doc(result.prefix, snap), status_code=201 if result.created else 200)

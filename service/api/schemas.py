@@ -1,0 +1,104 @@
+"""Request bodies of the embedding routes, and the checks on their contents that depend on settings."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+
+from service.engine.quantize import Encoding
+from service.errors import InvalidInput, TooManyInputs
+
+
+def _json_kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def check_text_inputs(value: Any) -> Any:
+    """A string or a list of strings; say precisely what else was sent (token ids are not accepted)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                hint = (
+                    " (token id arrays are not supported: send text)" if isinstance(item, int | list) else ""
+                )
+                raise ValueError(f"item {i} is {_json_kind(item)}, not a string{hint}")
+        return value
+    raise ValueError(f"must be a string or a list of strings, not {_json_kind(value)}")
+
+
+class EmbedRequest(BaseModel):
+    """``POST /embed``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: str | list[str] = Field(description="One text or a list of texts.")
+    prefixes: list[str] | None = Field(
+        None, description="Prefix names, in output order; null = every enabled prefix."
+    )
+    combine: Literal["separate", "concat"] = "separate"
+    normalize: StrictBool = True
+    truncate: StrictBool = True
+    encoding: Encoding = "float"
+
+    _inputs = field_validator("inputs", mode="before")(check_text_inputs)
+
+
+class OpenAIEmbeddingRequest(BaseModel):
+    """``POST /v1/embeddings`` (OpenAI-compatible; unknown fields such as ``user`` are ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    input: str | list[str]
+    model: str = Field(
+        description="A prefix name, or the served model name for the concat of enabled prefixes."
+    )
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1)
+    user: str | None = None
+
+    _input = field_validator("input", mode="before")(check_text_inputs)
+
+
+def texts_of(inputs: str | list[str], max_inputs: int, field: str = "inputs") -> list[str]:
+    """The request's texts, or a 4xx naming what is wrong and the limit."""
+    texts = [inputs] if isinstance(inputs, str) else list(inputs)
+    if not texts:
+        raise InvalidInput(f"{field} is an empty list; send at least one string")
+    if len(texts) > max_inputs:
+        raise TooManyInputs(
+            f"{field} has {len(texts)} items, over the limit of {max_inputs} per request (max_client_batch)"
+        )
+    empty = [i for i, t in enumerate(texts) if not t]
+    if empty:
+        which = (
+            f"{field} is an empty string"
+            if isinstance(inputs, str)
+            else f"{field}: item(s) {', '.join(map(str, empty[:10]))} are empty strings"
+        )
+        raise InvalidInput(f"{which}; every input needs some text")
+    return texts
+
+
+def check_prefix_list(prefixes: Sequence[str] | None) -> list[str] | None:
+    if prefixes is None:
+        return None
+    if not prefixes:
+        raise InvalidInput("prefixes is an empty list; send null (or omit it) for every enabled prefix")
+    dupes = sorted({p for p in prefixes if list(prefixes).count(p) > 1})
+    if dupes:
+        raise InvalidInput(f"prefixes lists {', '.join(map(repr, dupes))} more than once")
+    return list(prefixes)

@@ -1,0 +1,249 @@
+"""The two threads behind the batcher: a tokenizer stage and one inference worker per encoder.
+
+Tokenization of new requests overlaps the forward pass of the current batch (the tokenizer and
+torch both release the GIL). Only the inference thread touches the model; only the tokenizer
+thread touches the tokenizer. A failing batch fails its own requests and the threads keep going.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import Sequence
+
+import numpy as np
+
+from service.batching.planner import PlannedBatch, SlotPolicy, plan_batch
+from service.batching.request import EmbedOutput, EmbedRequest
+from service.batching.stats import BatcherObserver, BatchRecord
+from service.engine.encoder import Encoder
+from service.engine.tokenize import text_token_limit
+from service.errors import DeadlineExceeded, InferenceFailed, NotReady, PrefixEmbedError
+
+log = logging.getLogger(__name__)
+
+_TOKENIZE_GROUP = 256  # requests tokenized in one tokenizer call at most
+
+
+class BatchWorker:
+    """``submit(request)`` from the event loop; results arrive through ``request.resolve``."""
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        observers: Sequence[BatcherObserver],
+        *,
+        max_batch_tokens: int,
+        slot_policy: SlotPolicy,
+    ) -> None:
+        self.encoder = encoder
+        self.observers = observers
+        self.max_batch_tokens = max_batch_tokens
+        self.slot_policy: SlotPolicy = slot_policy
+        self._tok_queue: queue.SimpleQueue[EmbedRequest | None] = queue.SimpleQueue()
+        self._ready: deque[EmbedRequest] = deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._threads: list[threading.Thread] = []
+        # Forward calls of the batch being run, counted through the encoder's observer hook.
+        self._hooked = hasattr(encoder, "on_forward")
+        self._calls = 0
+        self._call_tokens = 0
+        self._previous_hook = getattr(encoder, "on_forward", None)
+        if self._hooked:
+            encoder.on_forward = self._on_forward  # type: ignore[attr-defined]
+
+    def _on_forward(self, rows: int, tokens: int, seconds: float) -> None:
+        if self._previous_hook is not None:
+            self._previous_hook(rows, tokens, seconds)
+        self._forward(rows, tokens, seconds)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._threads:
+            return
+        for name, target in (("tokenizer", self._tokenize_loop), ("infer", self._infer_loop)):
+            t = threading.Thread(target=target, name=f"prefix-embed-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def submit(self, req: EmbedRequest) -> None:
+        self._tok_queue.put(req)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop both threads after the batch in progress; fail whatever is still queued."""
+        if self._threads:
+            self._tok_queue.put(None)
+            self._threads[0].join(timeout)
+            with self._cond:
+                self._stopping = True
+                self._cond.notify_all()
+            self._threads[1].join(timeout)
+        with self._cond:
+            leftovers, self._ready = list(self._ready), deque()
+        while True:
+            try:
+                item = self._tok_queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                leftovers.append(item)
+        for req in leftovers:
+            req.fail(NotReady("the server is shutting down; retry on another replica"))
+        if self._hooked and getattr(self.encoder, "on_forward", None) == self._on_forward:
+            self.encoder.on_forward = self._previous_hook  # type: ignore[attr-defined]
+
+    # --- tokenizer stage ---------------------------------------------------------------------
+    def _tokenize_loop(self) -> None:
+        done = False
+        while not done:
+            first = self._tok_queue.get()
+            if first is None:
+                return
+            group = [first]
+            while len(group) < _TOKENIZE_GROUP:
+                try:
+                    nxt = self._tok_queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    done = True
+                    break
+                group.append(nxt)
+            try:
+                self._tokenize(group)
+            except Exception:  # a bug here must not strand the requests
+                log.exception("tokenizer stage failed")
+                for req in group:
+                    req.fail(InferenceFailed("tokenization failed; see the server log"))
+
+    def _tokenize(self, group: list[EmbedRequest]) -> None:
+        now = time.monotonic()
+        by_limit: dict[tuple[int, bool], list[EmbedRequest]] = defaultdict(list)
+        for req in group:
+            if not req.live:
+                continue
+            if req.expired(now):
+                req.fail(DeadlineExceeded("request waited past its deadline before tokenization"))
+                continue
+            spec, bank = self.encoder.spec, req.bank
+            limit = text_token_limit(spec, self.encoder.max_input_tokens, bank.max_shift(req.slots))
+            by_limit[(limit, req.truncate)].append(req)
+        tokenized: list[EmbedRequest] = []
+        for (limit, truncate), reqs in by_limit.items():
+            try:
+                self._tokenize_together(reqs, limit, truncate)
+                tokenized.extend(reqs)
+            except PrefixEmbedError:
+                # One request's input is bad (too long without truncation): find which, alone.
+                for req in reqs:
+                    try:
+                        self._tokenize_together([req], limit, truncate)
+                        tokenized.append(req)
+                    except PrefixEmbedError as exc:
+                        req.fail(exc)
+        with self._cond:
+            self._ready.extend(tokenized)
+            self._cond.notify()
+
+    def _tokenize_together(self, reqs: list[EmbedRequest], limit: int, truncate: bool) -> None:
+        texts = [t for r in reqs for t in r.texts]
+        batch = self.encoder.tokenize(texts, max_length=limit, truncate=truncate)
+        row = 0
+        for req in reqs:
+            req.token_ids = [batch.input_ids[row + i, : batch.lengths[row + i]] for i in range(req.size)]
+            row += req.size
+
+    # --- inference worker --------------------------------------------------------------------
+    def _infer_loop(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    if self._stopping:  # stop() fails what is left
+                        return
+                    self._purge(time.monotonic())
+                    batch = plan_batch(self._ready, max_tokens=self.max_batch_tokens, policy=self.slot_policy)
+                    if batch is not None:
+                        break
+                    self._cond.wait()
+            try:
+                self._run(batch)
+            except Exception:  # never let a bug end the worker: fail the batch, keep serving
+                log.exception("batch bookkeeping failed")
+                for req in batch.requests:
+                    req.fail(InferenceFailed("the batch failed; see the server log"))
+
+    def _purge(self, now: float) -> None:
+        keep: deque[EmbedRequest] = deque()
+        for req in self._ready:
+            if not req.live or req.next_text >= req.size:
+                continue  # cancelled / failed, or every text already handed to a batch
+            if req.expired(now):
+                req.fail(DeadlineExceeded("request waited past its deadline in the queue"))
+                continue
+            keep.append(req)
+        self._ready = keep
+
+    def _forward(self, rows: int, tokens: int, seconds: float) -> None:
+        self._calls += 1
+        self._call_tokens += tokens
+        for obs in self.observers:
+            obs.on_forward(rows, tokens, seconds)
+
+    def _run(self, batch: PlannedBatch) -> None:
+        requests = batch.requests
+        start = time.monotonic()
+        for req in requests:
+            if req.started_at is None:
+                req.started_at = start
+                for obs in self.observers:
+                    obs.on_queued(start - req.enqueued_at)
+        tokens = batch.tokenized(self.encoder.spec.pad_token_id)
+        self._calls = self._call_tokens = 0
+        t0 = time.perf_counter()
+        try:
+            vectors = self.encoder.encode(tokens, batch.bank, batch.slots)
+        except Exception:
+            log.exception("encoder call failed (%d requests, %d rows)", len(requests), batch.rows)
+            for req in requests:
+                req.fail(InferenceFailed("inference failed for this batch; see the server log"))
+            for obs in self.observers:
+                obs.on_batch_failed(len(requests))
+            return
+        seconds = time.perf_counter() - t0
+        if not self._calls and batch.rows:  # an encoder that does not report its calls: count one
+            prefix_pad = int(batch.bank.keys.shape[3]) if len(batch.bank) else 0
+            self._forward(batch.rows, batch.rows * (tokens.padded_len + prefix_pad), seconds)
+        record = BatchRecord(
+            requests=len(requests),
+            texts=len(batch.items),
+            rows=batch.rows,
+            forward_calls=self._calls,
+            padded_tokens=self._call_tokens,
+            real_tokens=batch.real_tokens(),
+            queue_seconds=start - min(r.enqueued_at for r in requests),
+            inference_seconds=seconds,
+        )
+        for obs in self.observers:
+            obs.on_batch(record)
+        self._scatter(batch, vectors)
+
+    @staticmethod
+    def _scatter(batch: PlannedBatch, vectors: np.ndarray) -> None:
+        column = {s: j for j, s in enumerate(batch.slots)}
+        for row, (req, i) in enumerate(batch.items):
+            if not req.live:
+                continue
+            if req.vectors is None:
+                req.vectors = np.empty((req.size, len(req.slots), vectors.shape[2]), dtype=np.float32)
+            if req.slots == batch.slots:
+                req.vectors[i] = vectors[row]
+            else:  # union policy: this request asked for a subset of the batch's slots
+                req.vectors[i] = vectors[row, [column[s] for s in req.slots]]
+            req.done_texts += 1
+        for req in batch.requests:
+            if req.live and req.done_texts == req.size and req.vectors is not None:
+                req.resolve(EmbedOutput(req.vectors, req.prompt_tokens))

@@ -1,0 +1,74 @@
+"""Turn a service-benchmark result into a PNG (scaling with P) and Markdown tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _rows(result: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    return [p for p in result["phases"] if p["phase"] == name]
+
+
+def plot_scaling(result: dict[str, Any], path: Path) -> Path:
+    """Vectors/s and texts/s against P, for the service (end to end) and the raw encoder."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    service = {p["P"]: p["vectors_per_s"] for p in _rows(result, "service_scaling")}
+    raw = {p["prefixes"]: p["vectors_per_s"] for p in _rows(result, "raw_encoder")}
+    ps = sorted(service)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, per_text in zip(axes, (False, True), strict=True):
+        for label, data, style in (("service (HTTP, c=64)", service, "o-"), ("raw encoder", raw, "s--")):
+            xs = [p for p in ps if p in data]
+            ys = [data[p] / (p if per_text else 1) for p in xs]
+            ax.plot(xs, ys, style, label=label)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ps, [str(p) for p in ps])
+        ax.set_xlabel("prefixes per text (P)")
+        ax.set_ylabel("texts / s" if per_text else "vectors (text x prefix) / s")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    m = result["machine"]
+    fig.suptitle(f"prefix-embed scaling with P, {m['cpu'] if not m.get('gpu') else m['gpu']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The tables that go into BENCHMARKS.md."""
+    out = []
+    head = "| phase | P | c | vectors/s | p50 ms | p99 ms | ok/sent | load avg after |"
+    out += [head, "|---|---|---|---|---|---|---|---|"]
+    for p in result["phases"]:
+        if "concurrency" not in p:
+            continue
+        label = p["phase"] + (f" ({p['encoding']})" if "encoding" in p else "")
+        out.append(
+            f"| {label} | {p.get('P', 1)} | {p['concurrency']} | {p['vectors_per_s']} | {p['p50_ms']} | "
+            f"{p['p99_ms']} | {p['ok']}/{p['requests']} | {p['loadavg'][0]} |"
+        )
+    out += ["", "| raw encoder P | vectors/s | MFU | load avg after |", "|---|---|---|---|"]
+    for p in _rows(result, "raw_encoder"):
+        out.append(f"| {p['prefixes']} | {p['vectors_per_s']} | {p['mfu']:.1%} | {p['loadavg'][0]} |")
+    for p in _rows(result, "slot_policy"):
+        out += [
+            "",
+            "| slot policy mix/policy | requests | vectors/s | forward calls | rows computed / needed |",
+        ]
+        out.append("|---|---|---|---|---|")
+        for key, v in p.items():
+            if isinstance(v, dict) and "vectors_per_s" in v:
+                out.append(
+                    f"| {key} | {v['requests']} | {v['vectors_per_s']} | {v['forward_calls']} | "
+                    f"{v['rows_computed']} / {v['rows_needed']} |"
+                )
+    out += ["", "Ratios: `" + str(result.get("ratios")) + "`"]
+    if "peer_error" in result:
+        out += ["", f"Peer error: `{result['peer_error']}`"]
+    return "\n".join(out)

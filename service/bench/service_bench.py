@@ -1,0 +1,317 @@
+"""``python -m service bench service``: the service under loopback load, against the raw encoder
+and against infinity-emb, with the ratios of issue 4 measured side by side in one run.
+
+Servers are started here on 127.0.0.1 and stopped at the end. Every phase sends a fixed list of
+requests (bounded in count and time). Results: a JSON document and a PNG of the P scaling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from service.bench.flops import batch_flops, peak_flops
+from service.bench.inproc import raw_encoder_rate, slot_policy_rates
+from service.bench.load import Call, fetch_json, run_load
+from service.bench.servers import free_port, infinity_server, our_server
+from service.bench.workload import (
+    bench_texts,
+    bert_base_folder,
+    embed_calls,
+    openai_calls,
+    split_calls,
+    write_prefixes,
+)
+from service.config import Settings, default_model_path
+from service.engine.bank import PrefixBank
+from service.engine.factory import build_torch_encoder
+from service.registry.folder import scan_folder
+
+
+@dataclass
+class ServiceBenchConfig:
+    out_dir: Path
+    model: Path | None = None
+    backbone: str = "minilm"  # minilm | bert-base (random weights, speed only)
+    device: str = "cpu"
+    dtype: str = "auto"
+    texts: int = 128
+    prefixes: int = 8
+    prefix_len: int = 16
+    concurrency: list[int] = field(default_factory=lambda: [1, 8, 64])
+    scaling: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
+    encoding: str = "base64"
+    seq_len: int | None = None
+    max_batch_tokens: int = 32768
+    chunk_rows: int | None = None
+    peer: bool = True
+    peer_exe: Path = Path("/work/bench-venv/bin/infinity_emb")
+    policy: bool = True
+    time_limit_s: float = 300.0
+
+
+def _loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+    except OSError:
+        commit = ""
+    return {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "commit": commit,
+        "loadavg_start": _loadavg(),
+    }
+
+
+class ServiceBench:
+    """Holds the shared pieces (model folder, prefixes, texts, in-process encoder) of one run."""
+
+    def __init__(self, cfg: ServiceBenchConfig) -> None:
+        self.cfg = cfg
+        self.result: dict[str, Any] = {"machine": machine(), "config": _jsonable(cfg.__dict__), "phases": []}
+        cfg.out_dir.mkdir(parents=True, exist_ok=True)
+        base = cfg.model or default_model_path()
+        self.model = (
+            bert_base_folder(cfg.out_dir / "bert-base-random", base) if cfg.backbone == "bert-base" else base
+        )
+        overrides: dict[str, Any] = {
+            "model": self.model,
+            "device": cfg.device,
+            "dtype": cfg.dtype,
+            "forward_chunk_rows": cfg.chunk_rows,
+            "max_input_tokens": cfg.seq_len,
+            "max_batch_tokens": cfg.max_batch_tokens,
+        }
+        self.settings = Settings(**overrides)
+        self.encoder = build_torch_encoder(self.settings)
+        self.spec = self.encoder.spec
+        self.tmp = Path(tempfile.mkdtemp(prefix="prefix-embed-bench-"))
+        self.prefix_dir = self.tmp / "prefixes"
+        n = max([cfg.prefixes, *cfg.scaling])
+        self.names = write_prefixes(self.prefix_dir, self.spec, n, cfg.prefix_len)
+        loaded, rejected = scan_folder(self.prefix_dir, self.spec, max_prefix_len=512, max_bytes=1 << 30)
+        _check(not rejected, rejected)
+        self.bank = PrefixBank.build(loaded)
+        self.texts = bench_texts(cfg.texts, cfg.seq_len)
+        self.intermediate = int(getattr(self.encoder.backbone.model.config, "intermediate_size", 0))
+        self.lengths: list[int] = []
+        self.peak: tuple[float, str] | None = None
+
+    # --- helpers -------------------------------------------------------------------------------
+    def flops(self, n_prefixes: int) -> float:
+        return batch_flops(self.spec, self.intermediate, self.lengths, self.cfg.prefix_len, n_prefixes)
+
+    def mfu(self, n_prefixes: int, seconds: float) -> float:
+        assert self.peak is not None
+        return self.flops(n_prefixes) / seconds / self.peak[0]
+
+    def phase(self, name: str, data: dict[str, Any]) -> dict[str, Any]:
+        entry = {"phase": name, **data, "loadavg": _loadavg()}
+        self.result["phases"].append(entry)
+        print(json.dumps({k: v for k, v in entry.items() if k != "lengths"}), flush=True)
+        return entry
+
+    def load(self, base: str, calls: list[Call], concurrency: int) -> dict[str, Any]:
+        res = asyncio.run(run_load(base, calls, concurrency, time_limit_s=self.cfg.time_limit_s))
+        return res.summary()
+
+    # --- phases --------------------------------------------------------------------------------
+    def run_raw(self) -> None:
+        cfg = self.cfg
+        dtype = self.encoder.dtype
+        self.peak = peak_flops(self.encoder.device, dtype)
+        self.result["peak_flops"] = {"flops": self.peak[0], "source": self.peak[1], "dtype": dtype}
+        for p in sorted({cfg.prefixes, *cfg.scaling}):
+            r = raw_encoder_rate(self.encoder, self.bank, self.texts, list(range(p)))
+            self.lengths = r.pop("lengths")
+            r["mfu"] = round(self.mfu(p, r["seconds"]), 4)
+            self.phase("raw_encoder", r)
+
+    def run_policy(self) -> None:
+        texts = self.texts[: min(32, len(self.texts))]
+        rates = slot_policy_rates(
+            self.encoder, self.bank, texts, self.cfg.prefixes, max_batch_tokens=self.cfg.max_batch_tokens
+        )
+        self.phase("slot_policy", {"texts": len(texts), "prefixes": self.cfg.prefixes, **rates})
+
+    def run_ours(self) -> None:
+        cfg = self.cfg
+        port = free_port()
+        env = {
+            "PREFIX_EMBED_DEVICE": cfg.device,
+            "PREFIX_EMBED_DTYPE": cfg.dtype,
+            "PREFIX_EMBED_MAX_BATCH_TOKENS": str(cfg.max_batch_tokens),
+            "PREFIX_EMBED_REQUEST_TIMEOUT_S": "600",
+            "PREFIX_EMBED_MAX_QUEUE_REQUESTS": "4096",
+        }
+        if cfg.chunk_rows is not None:
+            env["PREFIX_EMBED_FORWARD_CHUNK_ROWS"] = str(cfg.chunk_rows)
+        if cfg.seq_len is not None:
+            env["PREFIX_EMBED_MAX_INPUT_TOKENS"] = str(cfg.seq_len)
+        base = f"http://127.0.0.1:{port}"
+        names = self.names[: cfg.prefixes]
+        with our_server(
+            port, model=self.model, prefix_dir=self.prefix_dir, env=env, log_path=cfg.out_dir / "server.log"
+        ) as srv:
+            self.result["our_startup_s"] = round(srv.startup_s, 1)
+            doc = asyncio.run(fetch_json(base, embed_calls(self.texts[:1], names, "float")[0]))
+            _check(len(doc["data"]) == 1 and len(doc["data"][0]["embeddings"]) == len(names), doc)
+            self.load(base, embed_calls(self.texts[:32], names, cfg.encoding), 8)  # warm-up
+            for c in cfg.concurrency:
+                r = self.load(base, embed_calls(self.texts, names, cfg.encoding), c)
+                self.phase("service_all_prefixes", {"P": len(names), "encoding": cfg.encoding, **r})
+            c = max(cfg.concurrency)
+            r = self.load(base, split_calls(self.texts, names, cfg.encoding), c)
+            self.phase("service_one_prefix_per_request", {"P": len(names), "encoding": cfg.encoding, **r})
+            other = "float" if cfg.encoding != "float" else "base64"
+            r = self.load(base, embed_calls(self.texts, names, other), c)
+            self.phase("service_all_prefixes", {"P": len(names), "encoding": other, **r})
+            for p in cfg.scaling:
+                r = self.load(base, embed_calls(self.texts, self.names[:p], cfg.encoding), c)
+                r["mfu"] = round(self.mfu(p, self.cfg.texts * p / r["vectors_per_s"]), 4) if r["ok"] else None
+                self.phase("service_scaling", {"P": p, "encoding": cfg.encoding, **r})
+            for c in cfg.concurrency:
+                r = self.load(base, openai_calls(self.texts, self.names[0]), c)
+                self.phase("peer_ours_one_prefix", {"route": "/v1/embeddings", **r})
+            self.result["our_metrics"] = _scrape(base)
+
+    def run_peer(self) -> None:
+        cfg = self.cfg
+        if cfg.backbone != "minilm":
+            self.result["peer_error"] = "peer comparison runs on the MiniLM backbone only"
+            return
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        try:
+            with infinity_server(
+                port,
+                executable=cfg.peer_exe,
+                model=self.model,
+                device=cfg.device,
+                served_name="minilm",
+                log_path=cfg.out_dir / "infinity.log",
+            ) as srv:
+                self.result["peer_startup_s"] = round(srv.startup_s, 1)
+                doc = asyncio.run(fetch_json(base, openai_calls(self.texts[:1], "minilm", "/embeddings")[0]))
+                _check(
+                    len(doc["data"]) == 1 and len(doc["data"][0]["embedding"]) == self.spec.hidden_size, doc
+                )
+                self.load(base, openai_calls(self.texts[:32], "minilm", "/embeddings"), 8)  # warm-up
+                for c in cfg.concurrency:
+                    r = self.load(base, openai_calls(self.texts, "minilm", "/embeddings"), c)
+                    self.phase("peer_infinity", {"route": "/embeddings", **r})
+        except (OSError, RuntimeError, TimeoutError) as exc:
+            self.result["peer_error"] = f"{type(exc).__name__}: {exc}"[-4000:]
+            print(f"peer failed: {self.result['peer_error']}", flush=True)
+
+    def run(self) -> dict[str, Any]:
+        self.run_raw()
+        if self.cfg.policy:
+            self.run_policy()
+        self.run_ours()
+        if self.cfg.peer:
+            self.run_peer()
+        self.result["ratios"] = ratios(self.result["phases"], self.cfg)
+        self.result["machine"]["loadavg_end"] = _loadavg()
+        return self.result
+
+
+def _by(phases: list[dict[str, Any]], name: str, **match: Any) -> dict[str, Any] | None:
+    for p in phases:
+        if p["phase"] == name and all(p.get(k) == v for k, v in match.items()):
+            return p
+    return None
+
+
+def ratios(phases: list[dict[str, Any]], cfg: ServiceBenchConfig) -> dict[str, Any]:
+    """The headline ratios, each from phases of this same run."""
+    c, p = max(cfg.concurrency), cfg.prefixes
+    out: dict[str, Any] = {}
+    allp = _by(phases, "service_all_prefixes", concurrency=c, encoding=cfg.encoding)
+    split = _by(phases, "service_one_prefix_per_request", concurrency=c)
+    raw = _by(phases, "raw_encoder", prefixes=p)
+    if allp and split:
+        out["all_prefixes_vs_split_requests"] = round(allp["vectors_per_s"] / split["vectors_per_s"], 3)
+    if allp and raw:
+        out["service_vs_raw_encoder"] = round(allp["vectors_per_s"] / raw["vectors_per_s"], 3)
+    out["service_vs_raw_by_P"] = {}
+    for q in cfg.scaling:
+        s, r = _by(phases, "service_scaling", P=q), _by(phases, "raw_encoder", prefixes=q)
+        if s and r:
+            out["service_vs_raw_by_P"][str(q)] = round(s["vectors_per_s"] / r["vectors_per_s"], 3)
+    out["ours_vs_infinity_one_prefix"] = {}
+    for k in cfg.concurrency:
+        ours, peer = (
+            _by(phases, "peer_ours_one_prefix", concurrency=k),
+            _by(phases, "peer_infinity", concurrency=k),
+        )
+        if ours and peer and peer["vectors_per_s"]:
+            out["ours_vs_infinity_one_prefix"][str(k)] = round(
+                ours["vectors_per_s"] / peer["vectors_per_s"], 3
+            )
+    return out
+
+
+def _scrape(base: str) -> dict[str, float]:
+    """The batcher's counters from ``/metrics`` (forward calls, rows, padding) after the run."""
+    import httpx
+
+    try:
+        text = httpx.get(f"{base}/metrics", timeout=10).text
+    except httpx.HTTPError as exc:
+        return {"error": f"{exc}"}  # type: ignore[dict-item]
+    wanted = (
+        "prefix_embed_forward_calls_total",
+        "prefix_embed_batch_rows_total",
+        "prefix_embed_batch_tokens_sum",
+        "prefix_embed_batch_tokens_count",
+        "prefix_embed_padding_ratio_sum",
+        "prefix_embed_padding_ratio_count",
+        "prefix_embed_queue_seconds_sum",
+        "prefix_embed_queue_seconds_count",
+        "prefix_embed_inference_seconds_sum",
+        "prefix_embed_inference_seconds_count",
+    )
+    out = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] in wanted:
+            out[parts[0]] = float(parts[1])
+    return out
+
+
+def _check(ok: bool, detail: object) -> None:
+    if not ok:
+        raise RuntimeError(f"unexpected response: {str(detail)[:500]}")
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: str(v) if isinstance(v, Path) else v for k, v in d.items()}

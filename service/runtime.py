@@ -1,0 +1,123 @@
+"""What a running service holds (settings, encoder, prefix registry, batcher, watcher, metrics) and
+how it starts and stops. ``create_app`` keeps one :class:`Runtime` on ``app.state.runtime``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from service.batching import Batcher
+from service.batching.prometheus import register_batcher_metrics
+from service.config import Settings
+from service.engine.bank import PrefixBank
+from service.engine.encoder import Encoder
+from service.errors import NotReady, PrefixEmbedError
+from service.metrics import Metrics
+from service.registry.formats import LoadedPrefix
+from service.registry.registry import PrefixRegistry
+from service.registry.watcher import FolderWatcher
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Serving:
+    """The parts a request needs, all present once the service is ready."""
+
+    encoder: Encoder
+    registry: PrefixRegistry
+    batcher: Batcher
+
+
+class Runtime:
+    """Loads the model in the background so that ``/health`` answers at once and ``/ready`` says when
+    requests can be served (after warm-up)."""
+
+    def __init__(self, settings: Settings, encoder: Encoder | None = None) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.encoder = encoder
+        self.registry: PrefixRegistry | None = None
+        self.batcher: Batcher | None = None
+        self.watcher: FolderWatcher | None = None
+        self.ready = False
+        self.load_error: str | None = None
+        self.on_fatal: Callable[[], None] | None = None  # set by `serve`: stop the server
+        self.started_at = time.time()
+        self.model_name = settings.model_name()
+        m = self.metrics
+        m.prefixes_loaded.set_function(lambda: len(self.registry.snapshot.bank) if self.registry else 0)
+        m.prefixes_enabled.set_function(lambda: len(self.registry.snapshot.enabled) if self.registry else 0)
+        m.prefixes_rejected.set_function(lambda: len(self.registry.snapshot.rejected) if self.registry else 0)
+        m.ready.set_function(lambda: float(self.ready))
+
+    def serving(self) -> Serving:
+        """The encoder, registry and batcher, or :class:`NotReady` (503) while loading."""
+        if not self.ready or self.encoder is None or self.registry is None or self.batcher is None:
+            reason = f"model failed to load: {self.load_error}" if self.load_error else "model is loading"
+            raise NotReady(f"not ready: {reason}; poll GET /ready")
+        return Serving(self.encoder, self.registry, self.batcher)
+
+    async def start(self) -> None:
+        """Load, scan the prefix folder, warm up, start the batcher and the watcher; then ready."""
+        s = self.settings
+        try:
+            if self.encoder is None:
+                from service.engine.factory import build_encoder
+
+                self.encoder = await asyncio.to_thread(build_encoder, s)
+            encoder = self.encoder
+            registry = PrefixRegistry(
+                s.prefix_dir, encoder.spec, max_prefix_len=s.max_prefix_len, max_bytes=s.max_prefix_file_bytes
+            )
+            await asyncio.to_thread(registry.load)
+            self.registry = registry
+            if s.warmup:
+                await asyncio.to_thread(warm_up, encoder)
+            # Built after warm-up, so its forward-call metrics count served calls only.
+            batcher = Batcher.from_settings(encoder, s)
+            register_batcher_metrics(batcher, self.metrics.registry)
+            await batcher.start()
+            self.batcher = batcher
+            if s.watch:
+                self.watcher = FolderWatcher(registry)
+                self.watcher.start()
+        except Exception as exc:
+            self.load_error = exc.message if isinstance(exc, PrefixEmbedError) else type(exc).__name__
+            log.exception("start-up failed")
+            if self.on_fatal is not None:
+                self.on_fatal()
+            return
+        self.ready = True
+        snap = registry.snapshot
+        log.info(
+            "ready: %s (%s) on %s/%s, %d prefixes (%d enabled) from %s",
+            self.model_name,
+            encoder.spec.fingerprint,
+            encoder.device,
+            encoder.dtype,
+            len(snap.bank),
+            len(snap.enabled),
+            s.prefix_dir,
+        )
+
+    async def stop(self) -> None:
+        self.ready = False
+        if self.watcher is not None:
+            await self.watcher.stop()
+        if self.batcher is not None:
+            await self.batcher.stop()
+
+
+def warm_up(encoder: Encoder) -> None:
+    """One prefixed call, so the first request does not pay for lazy initialization."""
+    spec = encoder.spec
+    batch = encoder.tokenize(["warm up the encoder"], max_length=encoder.max_input_tokens, truncate=True)
+    zeros = torch.zeros(spec.num_layers, spec.num_heads, 1, spec.head_dim)
+    probe = LoadedPrefix("warmup", "warmup", zeros, zeros.clone(), "none", "<warm-up>", "native")
+    encoder.encode(batch, PrefixBank.build([probe]), [0])

@@ -1,0 +1,116 @@
+"""The image's own CMD, ENV and HEALTHCHECK, run as a process here (no docker daemon on CI).
+
+Start the server exactly as the container would (Dockerfile CMD, the image's PREFIX_EMBED_*
+variables; only the bind address becomes loopback and the port a free one), wait until the
+Dockerfile's health check passes, then send SIGTERM in the middle of a long request: the
+request must still get its full answer and the process must exit cleanly (what `docker stop`
+relies on).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from dockerfile_parse import DockerfileParser
+from prometheus_client.parser import text_string_to_metric_families
+
+from service.engine.backbone import Backbone
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _queue_depth(port: int) -> float:
+    metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    for family in text_string_to_metric_families(metrics):
+        if family.name == "prefix_embed_queue_depth":
+            return float(family.samples[0].value)
+    raise AssertionError("no prefix_embed_queue_depth in /metrics")
+
+
+def _instruction(parser: DockerfileParser, name: str) -> str:
+    return [i["value"] for i in parser.structure if i["instruction"] == name][-1]
+
+
+def test_sigterm_drains_an_in_flight_request_then_exits(
+    tmp_path: Path, minilm: Backbone, write_prefix: Callable[..., Path]
+) -> None:
+    parser = DockerfileParser(path=str(REPO / "Dockerfile"))
+    cmd = json.loads(_instruction(parser, "CMD"))
+    health = json.loads(_instruction(parser, "HEALTHCHECK").partition(" CMD ")[2])
+    prefixes = tmp_path / "prefixes"
+    prefixes.mkdir()
+    write_prefix(prefixes, "alpha", minilm.spec, seed=1)
+    write_prefix(prefixes, "beta", minilm.spec, seed=2)
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFIX_EMBED_")}
+    env |= {k: v for k, v in parser.envs.items() if k.startswith("PREFIX_EMBED_")}
+    env |= {
+        "PREFIX_EMBED_PORT": str(port),
+        "PREFIX_EMBED_PREFIX_DIR": str(prefixes),
+        "PREFIX_EMBED_ONNX_CACHE_DIR": str(tmp_path / "onnx"),
+        "PREFIX_EMBED_DEVICE": "cpu",
+        "PYTHONPATH": str(REPO),
+    }
+    assert cmd[0] == "python"
+    assert health[0] == "python"
+    argv = [sys.executable, *cmd[1:]]
+    argv[argv.index("0.0.0.0")] = "127.0.0.1"  # tests serve on loopback only
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen(argv, env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 180
+        while subprocess.run([sys.executable, *health[1:]], env=env, capture_output=True).returncode != 0:
+            assert server.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the health check never passed"
+            time.sleep(0.5)
+
+        # 64 texts x 2 prefixes: a second or more of CPU work, so still running when SIGTERM arrives
+        texts = [f"sentence {i} " + "a fairly long text about many things " * 8 for i in range(64)]
+        answer: dict[str, object] = {}
+
+        def post() -> None:
+            r = httpx.post(f"http://127.0.0.1:{port}/embed", json={"inputs": texts}, timeout=120)
+            answer.update(status=r.status_code, body=r.json(), at=time.monotonic())
+
+        client = threading.Thread(target=post)
+        client.start()
+        while _queue_depth(port) < 1:  # admitted by the batcher: in flight
+            assert client.is_alive(), answer
+            time.sleep(0.01)
+        signalled_at = time.monotonic()
+        server.send_signal(signal.SIGTERM)
+        client.join(timeout=150)
+        # uvicorn re-raises the signal it caught once shutdown is complete: -SIGTERM is a clean exit
+        assert server.wait(timeout=60) in (0, -signal.SIGTERM), log.read_text()
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    assert answer["status"] == 200, answer.get("body")
+    assert answer["at"] > signalled_at, "the request ended before SIGTERM: nothing was drained"  # type: ignore[operator]
+    body = answer["body"]
+    assert isinstance(body, dict)
+    assert len(body["data"]) == len(texts)
+    assert {p["name"] for p in body["prefixes"]} == {"alpha", "beta"}
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)

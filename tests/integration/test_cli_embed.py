@@ -1,0 +1,72 @@
+"""`python -m service embed --json` prints the POST /embed document, equal to the engine's vectors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from typer.testing import CliRunner
+
+from service.cli import app
+from service.engine.backbone import Backbone
+from service.engine.bank import PrefixBank
+from service.engine.quantize import l2_normalize
+from service.engine.torch_encoder import TorchEncoder
+from service.registry.folder import scan_folder
+
+
+def test_embed_json_matches_engine(
+    tiny_bert: Backbone, tiny_bert_path: Path, tmp_path: Path, write_prefix: Callable[..., Path]
+) -> None:
+    write_prefix(tmp_path, "topic", tiny_bert.spec, prefix_len=3, seed=1)
+    write_prefix(tmp_path, "sentiment", tiny_bert.spec, prefix_len=5, seed=2)
+    texts = ["good news everyone", "a second, longer text for the batch"]
+    result = CliRunner().invoke(
+        app,
+        [
+            "embed",
+            "--model",
+            str(tiny_bert_path),
+            "--prefix-dir",
+            str(tmp_path),
+            "--prefix",
+            "topic",
+            "--prefix",
+            "sentiment",
+            "--json",
+            *texts,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert [p["name"] for p in doc["prefixes"]] == ["topic", "sentiment"]
+    assert all(p["dim"] == 32 and len(p["digest"]) == 64 for p in doc["prefixes"])
+
+    loaded, rejected = scan_folder(tmp_path, tiny_bert.spec, max_prefix_len=64, max_bytes=1 << 20)
+    assert not rejected
+    bank = PrefixBank.build(loaded)
+    enc = TorchEncoder(tiny_bert, chunk_rows=0)
+    expected = l2_normalize(
+        enc.encode(
+            enc.tokenize(texts, max_length=64, truncate=True), bank, bank.indices(["topic", "sentiment"])
+        )
+    )
+    for i, item in enumerate(doc["data"]):
+        assert item["index"] == i
+        np.testing.assert_allclose(item["embeddings"]["topic"], expected[i, 0], atol=1e-5)
+        np.testing.assert_allclose(item["embeddings"]["sentiment"], expected[i, 1], atol=1e-5)
+    assert doc["usage"]["prompt_tokens"] > 0
+
+
+def test_embed_unknown_prefix_is_a_clear_error(
+    tiny_bert: Backbone, tiny_bert_path: Path, tmp_path: Path, write_prefix: Callable[..., Path]
+) -> None:
+    write_prefix(tmp_path, "topic", tiny_bert.spec)
+    result = CliRunner().invoke(
+        app,
+        ["embed", "--model", str(tiny_bert_path), "--prefix-dir", str(tmp_path), "--prefix", "nope", "hi"],
+    )
+    assert result.exit_code == 2
+    assert "unknown prefix(es) 'nope'; known prefixes: topic" in result.stderr

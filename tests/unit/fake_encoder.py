@@ -1,0 +1,125 @@
+"""A deterministic fake encoder for batcher tests: no model, controllable speed and failures.
+
+Token ids: 1 (CLS), one id per word (from a vocabulary grown on first sight), 2 (SEP). The vector of
+text t under slot s is [sum of t's ids, number of t's tokens, s, 1]: it does not depend on padding
+or batch mates, and a test computes the expected value with :meth:`expected`. ``calls`` records the
+decoded texts and slots of every encode() call.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from service.engine.backbone import BackboneSpec
+from service.engine.bank import PrefixBank
+from service.engine.encoder import TokenizedBatch
+from service.errors import InputTooLong
+from service.registry.formats import LoadedPrefix
+
+SPEC = BackboneSpec(
+    model_type="bert",
+    num_layers=1,
+    num_heads=1,
+    head_dim=2,
+    hidden_size=4,
+    max_positions=64,
+    position_offset=0,
+    pad_token_id=0,
+    weights_digest="fake",
+)
+
+
+def fake_bank(names: Sequence[str], prefix_len: int = 2) -> PrefixBank:
+    prefixes = [
+        LoadedPrefix(
+            n,
+            f"digest-{n}",
+            torch.zeros(1, 1, prefix_len, 2),
+            torch.zeros(1, 1, prefix_len, 2),
+            "none",
+            "<test>",
+            "native",
+        )
+        for n in names
+    ]
+    return PrefixBank.build(prefixes)
+
+
+class FakeEncoder:
+    backend = "fake"
+    device = "cpu"
+    dtype = "float32"
+    spec = SPEC
+    dim = 4
+    max_input_tokens = 64
+
+    def __init__(self, *, delay_s: float = 0.0) -> None:
+        self.delay_s = delay_s
+        self.gate = threading.Event()  # encode() waits on it: tests hold the worker with clear()
+        self.gate.set()
+        self.entered = threading.Event()  # set when an encode() call starts
+        self.fail_when: Callable[[list[str]], bool] = lambda texts: any("boom" in t for t in texts)
+        self.calls: list[tuple[list[str], tuple[int, ...]]] = []  # (texts, slots) per encode()
+        self.forward_calls = 0
+        self.on_forward: Callable[[int, int, float], None] | None = None
+        self.vocab: dict[str, int] = {}
+
+    def ids(self, text: str) -> list[int]:
+        return [1, *(self.vocab.setdefault(w, len(self.vocab) + 10) for w in text.split()), 2]
+
+    def expected(self, text: str, slot: int) -> np.ndarray:
+        ids = self.ids(text)[: self.max_input_tokens]
+        return np.array([sum(ids), len(ids), slot, 1], dtype=np.float32)
+
+    def tokenize(self, texts: Sequence[str], *, max_length: int, truncate: bool) -> TokenizedBatch:
+        rows = [self.ids(t) for t in texts]
+        for i, r in enumerate(rows):
+            if len(r) > max_length and not truncate:
+                raise InputTooLong(f"input {i} has {len(r)} tokens, over the limit of {max_length}")
+        rows = [r[:max_length] for r in rows]
+        width = max(len(r) for r in rows)
+        ids = np.zeros((len(rows), width), dtype=np.int64)
+        mask = np.zeros_like(ids)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = r
+            mask[i, : len(r)] = 1
+        return TokenizedBatch(ids, mask, tuple(len(r) for r in rows))
+
+    def decoded(self, batch: TokenizedBatch) -> list[str]:
+        words = {i: w for w, i in self.vocab.items()}
+        return [
+            " ".join(words[int(i)] for i in row[1 : n - 1])
+            for row, n in zip(batch.input_ids, batch.lengths, strict=True)
+        ]
+
+    def encode(self, batch: TokenizedBatch, bank: PrefixBank, slots: Sequence[int]) -> np.ndarray:
+        self.entered.set()
+        self.gate.wait(timeout=10)
+        start = time.perf_counter()
+        time.sleep(self.delay_s)
+        texts = self.decoded(batch)
+        self.calls.append((texts, tuple(slots)))
+        if self.fail_when(texts):
+            raise RuntimeError("injected encoder failure")
+        out = np.zeros((batch.size, len(slots), self.dim), dtype=np.float32)
+        for b in range(batch.size):
+            n = batch.lengths[b]
+            for p, s in enumerate(slots):
+                out[b, p] = [batch.input_ids[b, :n].sum(), n, s, 1]
+        self.forward_calls += 1
+        if self.on_forward is not None:
+            lp = int(bank.keys.shape[3])
+            self.on_forward(
+                batch.size * len(slots),
+                batch.size * len(slots) * (batch.padded_len + lp),
+                time.perf_counter() - start,
+            )
+        return out
+
+    def encode_plain(self, batch: TokenizedBatch) -> np.ndarray:
+        raise NotImplementedError
