@@ -62,12 +62,13 @@ class OnnxEncoder:
         self.onnx_path = Path(onnx_path)
         self.max_input_tokens = min(max_input_tokens or default_max_tokens, spec.max_text_positions)
         options = session_options(threads)
-        session = ort.InferenceSession(str(onnx_path), options, providers=requested_providers(device))
+        requested = requested_providers(device)
+        session = ort.InferenceSession(str(onnx_path), options, providers=requested)
         found = session.get_modelmeta().custom_metadata_map
         stale = key.mismatches(found)
         if stale:  # the file was replaced between the cache check and now
             raise ModelLoadError(f"{onnx_path} does not match the expected export ({', '.join(stale)})")
-        self.device, self._ort_device, self._device_id = active_device(session, device)
+        self.device, self._ort_device, self._device_id = active_device(session, device, requested)
         self.dtype = "float32"
         if self._ort_device == "cuda" and dtype in ("auto", "float16"):
             fp16 = fp16_session(onnx_path, session, options, spec, len(tokenizer))

@@ -12,6 +12,10 @@ import logging
 from importlib import metadata
 from typing import Any
 
+# torch before onnxruntime: a CUDA build of torch loads the CUDA 13 / cuDNN 9 libraries (pip's nvidia-*
+# wheels) that onnxruntime-gpu's CUDA provider links against; the CUDA base image has no cuDNN of its own.
+import torch  # noqa: F401
+
 from service.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -80,10 +84,11 @@ def session_options(threads: int | None = None, *, spinning: bool = False) -> An
     return so
 
 
-def active_device(session: Any, device: str) -> tuple[str, str, int]:
+def active_device(session: Any, device: str, requested: list[Any]) -> tuple[str, str, int]:
     """(device string, ORT device type, device id) of what ``session`` really runs on.
 
-    An explicit ``cuda`` request that ended on the CPU provider is an error, not a silent fallback."""
+    An explicit ``cuda`` request that ended on the CPU provider is an error; with ``auto`` it is a
+    logged fallback (onnxruntime-gpu on a machine without a GPU or without CUDA 13 / cuDNN 9)."""
     providers = session.get_providers()
     if providers and providers[0] == CUDA_PROVIDER:
         options = session.get_provider_options().get(CUDA_PROVIDER, {})
@@ -92,6 +97,8 @@ def active_device(session: Any, device: str) -> tuple[str, str, int]:
     if device.startswith("cuda"):
         raise ModelLoadError(
             f"device {device!r} requested but ONNX Runtime runs on {providers}: "
-            "install onnxruntime-gpu (gpu extra) with a matching CUDA, or use device auto/cpu"
+            "install onnxruntime-gpu (gpu extra) with CUDA 13 and cuDNN 9, or use device auto/cpu"
         )
+    if any(isinstance(p, tuple) and p[0] == CUDA_PROVIDER for p in requested):
+        log.warning("ONNX Runtime could not start the CUDA provider; running on %s", providers)
     return "cpu", "cpu", 0
