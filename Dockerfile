@@ -13,6 +13,8 @@ ARG VARIANT=gpu
 # built in `builder` runs unchanged in `runtime`.
 # torch==2.13.0 from PyPI is the CUDA 13.0 build on Linux x86-64, and onnxruntime-gpu 1.31.1
 # targets CUDA 13 as well: keep this base on the same CUDA major (host driver >= 580).
+# cuDNN is not in this base: it comes with torch (nvidia-cudnn-cu13), which is why the ONNX
+# backend must load CUDA libraries through torch/onnxruntime.preload_dlls() before its session.
 FROM nvidia/cuda:13.0.1-runtime-ubuntu24.04 AS os-gpu
 ENV TORCH_INDEX_URL=""
 

@@ -1,6 +1,6 @@
 # The two commands of the README:   make serve   and   make test
 # Both create .venv on first use. Pins live in pyproject.toml (one source of truth,
-# read here, in the Dockerfile and in tests/unit/test_packaging.py).
+# read here, by the Dockerfile (through `make install`) and checked by tests/unit/test_docker.py).
 PYTHON ?= python3
 VENV ?= .venv
 # Which ONNX Runtime goes into this environment: cpu -> onnxruntime, gpu -> onnxruntime-gpu.

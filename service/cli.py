@@ -265,3 +265,71 @@ def bench_service(
     md = markdown(result)
     (out_dir / "service.md").write_text(md + "\n")
     typer.echo(md)
+
+
+@bench_app.command("onnx")
+def bench_onnx(
+    model: Annotated[Path | None, typer.Option(help="Model folder (default: all-MiniLM-L6-v2).")] = None,
+    texts: Annotated[int, typer.Option(help="B: texts per batch.")] = 32,
+    prefixes: Annotated[int, typer.Option(help="P: prefixes per text.")] = 8,
+    prefix_len: Annotated[int, typer.Option(help="Prefix length.")] = 16,
+    rounds: Annotated[int, typer.Option(help="Interleaved timed rounds (torch, ORT alternate).")] = 7,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto | float32 | float16")] = "auto",
+    chunk_rows: Annotated[
+        int | None, typer.Option(help="Rows per model call for both (default: each backend's own).")
+    ] = None,
+    onnx_cache_dir: Annotated[Path | None, typer.Option(help="Where ONNX exports are cached.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the results as JSON here.")] = None,
+) -> None:
+    """ONNX Runtime vs torch side by side on the same rows (parity and throughput)."""
+    from service.bench.onnx import run_onnx_bench
+
+    logging.basicConfig(level=logging.WARNING)
+    settings = _settings(
+        model=model,
+        backend="onnx",
+        device=device,
+        dtype=dtype,
+        forward_chunk_rows=chunk_rows,
+        onnx_cache_dir=onnx_cache_dir,
+    )
+    result = run_onnx_bench(
+        settings, n_texts=texts, n_prefixes=prefixes, prefix_len=prefix_len, rounds=rounds
+    )
+    typer.echo(json.dumps(result, indent=2))
+    if out:
+        out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+@app.command("export-onnx")
+def export_onnx(
+    model: Annotated[Path | None, typer.Option(help="Model folder (default: all-MiniLM-L6-v2).")] = None,
+    pooling: Annotated[str | None, typer.Option(help="mean | cls | multilayer")] = None,
+    pooling_layers: Annotated[int | None, typer.Option(help="Layers of multilayer pooling.")] = None,
+    onnx_cache_dir: Annotated[Path | None, typer.Option(help="Where ONNX exports are cached.")] = None,
+    force: Annotated[bool, typer.Option(help="Export again even if a valid cached file exists.")] = False,
+) -> None:
+    """Export the prefix-enabled backbone to ONNX (validated against torch) into the ONNX cache."""
+    from service.engine.onnx_export import ensure_onnx_export
+    from service.engine.ort_runtime import check_ort_install
+    from service.errors import PrefixEmbedError
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    settings = _settings(
+        model=model, pooling=pooling, pooling_layers=pooling_layers, onnx_cache_dir=onnx_cache_dir
+    )
+    check_ort_install()
+    try:
+        result = ensure_onnx_export(
+            settings.model_path(),
+            settings.onnx_cache_dir,
+            pooling=settings.pooling,
+            pooling_layers=settings.pooling_layers,
+            force=force,
+        )
+    except PrefixEmbedError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+    verb = "exported" if result.exported else "reused"
+    typer.echo(f"{verb} {result.path} (max |ORT - torch| = {result.max_abs_diff:.2g})")

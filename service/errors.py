@@ -74,15 +74,18 @@ class Unauthorized(PrefixEmbedError):
     code = "invalid_api_key"
 
 
+class PrefixStoreUnwritable(PrefixEmbedError):
+    """The prefix folder cannot be written (read-only mount, permissions): nothing was changed."""
+
+    status_code = 503
+    type = "unavailable_error"
+    code = "prefix_store_unwritable"
+
+
 class Forbidden(PrefixEmbedError):
     status_code = 403
     type = "permission_error"
     code = "admin_key_required"
-
-
-class PayloadTooLarge(PrefixEmbedError):
-    status_code = 413
-    code = "payload_too_large"
 
 
 class QueueFull(PrefixEmbedError):

@@ -279,7 +279,12 @@ def _check_size(path: Path, max_bytes: int, source: str) -> None:
 
 
 def native_bytes(key: torch.Tensor, value: torch.Tensor, metadata: dict[str, Any]) -> bytes:
-    """Serialize a native prefix. Non-string metadata values are stored as JSON."""
+    """Serialize a native prefix, byte-for-byte deterministic (so the digest names the content).
+
+    Non-string metadata values are stored as JSON. safetensors writes its header keys in no fixed
+    order; the header is re-emitted with sorted keys (same offsets, padded to 8 bytes as the format
+    requires), so saving the same prefix twice gives the same bytes and the same digest.
+    """
     meta = {"format": FORMAT_VERSION}
     for k, v in metadata.items():
         meta[k] = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
@@ -287,7 +292,12 @@ def native_bytes(key: torch.Tensor, value: torch.Tensor, metadata: dict[str, Any
         "key": key.detach().to(torch.float32).contiguous(),
         "value": value.detach().to(torch.float32).contiguous(),
     }
-    return st_save(tensors, metadata=meta)
+    raw = st_save(tensors, metadata=meta)
+    header_len = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + header_len])
+    canonical = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    canonical += b" " * (-len(canonical) % 8)
+    return len(canonical).to_bytes(8, "little") + canonical + raw[8 + header_len :]
 
 
 def atomic_write(path: Path, data: bytes) -> None:

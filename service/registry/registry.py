@@ -20,8 +20,14 @@ from typing import Any
 
 from service.engine.backbone import BackboneSpec
 from service.engine.bank import PrefixBank
-from service.errors import InvalidInput, InvalidPrefixFile, PrefixConflict, PrefixNotFound
-from service.registry.folder import Rejected, is_candidate, scan_folder
+from service.errors import (
+    InvalidInput,
+    InvalidPrefixFile,
+    PrefixConflict,
+    PrefixNotFound,
+    PrefixStoreUnwritable,
+)
+from service.registry.folder import Rejected, is_candidate
 from service.registry.formats import (
     NATIVE_SUFFIX,
     LoadedPrefix,
@@ -96,8 +102,10 @@ class PrefixRegistry:
         self.max_bytes = max_bytes
         self._lock = threading.RLock()
         self._entries: dict[str, _Entry] = {}
-        empty = PrefixBank.build([], (spec.num_layers, spec.num_heads, spec.head_dim))
-        self._snapshot = Snapshot(empty, frozenset(), (), frozenset(), time.time(), 0)
+        self._shape = (spec.num_layers, spec.num_heads, spec.head_dim)
+        self._snapshot = Snapshot(
+            PrefixBank.build([], self._shape), frozenset(), (), frozenset(), time.time(), 0
+        )
 
     @property
     def snapshot(self) -> Snapshot:
@@ -110,32 +118,24 @@ class PrefixRegistry:
         """Initial scan of the folder (creating it when missing), then publish."""
         with self._lock:
             self.folder.mkdir(parents=True, exist_ok=True)
-            loaded, rejected = scan_folder(
-                self.folder, self.spec, max_prefix_len=self.max_prefix_len, max_bytes=self.max_bytes
-            )
-            for p in loaded:
-                self._entries[p.source] = _Entry(_signature(self.folder / p.source), p, last_good=p)
-            for r in rejected:
-                path = self.folder / r.source
-                try:
-                    self._entries[r.source] = _Entry(_signature(path), error=r.reason)
-                except OSError:
-                    continue
-            return self._publish(self._collect())
+            return self.refresh()
 
     def refresh(self) -> Snapshot:
         """Re-scan: reload entries whose files changed, drop removed ones, re-read the state file."""
         with self._lock:
-            seen: set[str] = set()
-            for path in sorted(self.folder.iterdir()) if self.folder.is_dir() else []:
-                if not is_candidate(path):
-                    continue
-                seen.add(path.name)
-                self._update_entry(path)
-            for gone in self._entries.keys() - seen:
-                log.info("prefix entry %s removed", gone)
-                del self._entries[gone]
+            self._rescan()
             return self._publish(self._collect())
+
+    def _rescan(self) -> None:
+        seen: set[str] = set()
+        for path in sorted(self.folder.iterdir()) if self.folder.is_dir() else []:
+            if not is_candidate(path):
+                continue
+            seen.add(path.name)
+            self._update_entry(path)
+        for gone in self._entries.keys() - seen:
+            log.info("prefix entry %s removed", gone)
+            del self._entries[gone]
 
     def _update_entry(self, path: Path) -> None:
         old = self._entries.get(path.name)
@@ -191,7 +191,7 @@ class PrefixRegistry:
         if {p.name: p.digest for p in old.bank.prefixes} == members:
             bank = old.bank  # unchanged: keep the bank object, so encoders keep their device copy
         else:
-            bank = PrefixBank.build(scan.prefixes.values())
+            bank = PrefixBank.build(scan.prefixes.values(), self._shape)
         enabled = frozenset(bank.names) - disabled
         rejected, stale = tuple(scan.rejected), frozenset(scan.stale)
         if bank is old.bank and enabled == old.enabled and rejected == old.rejected and stale == old.stale:
@@ -209,6 +209,17 @@ class PrefixRegistry:
     # --- changes from the API --------------------------------------------------------------------
 
     @contextmanager
+    def _writable(self, what: str) -> Iterator[None]:
+        """Turn a failed write into a clear 503 (e.g. the folder is mounted read-only)."""
+        try:
+            yield
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise PrefixStoreUnwritable(
+                f"cannot {what}: prefix folder {self.folder} is not writable ({reason}); nothing was changed"
+            ) from exc
+
+    @contextmanager
     def _state_lock(self) -> Iterator[None]:
         with self._lock, (self.folder / STATE_LOCK).open("a") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
@@ -220,8 +231,10 @@ class PrefixRegistry:
     def apply_patch(self, patch: object) -> Snapshot:
         """Apply a JSON merge patch ``{name: {"enabled": bool}}``: all of it or nothing, persisted."""
         changes = _parse_patch(patch)
-        with self._state_lock():
-            known = self._snapshot.bank.names
+        with self._writable("persist the prefix state"), self._state_lock():
+            self._rescan()  # a prefix dropped in a moment ago is known, even before the watcher fires
+            scan = self._collect()
+            known = sorted(scan.prefixes)
             unknown = [n for n in changes if n not in known]
             if unknown:
                 raise PrefixNotFound(
@@ -236,7 +249,7 @@ class PrefixRegistry:
                 else:
                     disabled.add(name)
             write_disabled(self.folder, disabled)
-            return self._publish(self._collect(), frozenset(disabled))
+            return self._publish(scan, frozenset(disabled))
 
     def put_prefix(self, name: str, data: bytes) -> PutResult:
         """Validate native prefix bytes, write them atomically as ``NAME.safetensors``, publish."""
@@ -252,7 +265,8 @@ class PrefixRegistry:
                         f"prefix {name!r} is served from {entry_name}; remove that entry before uploading"
                     )
             created = not (self.folder / source).exists()
-            atomic_write(self.folder / source, data)
+            with self._writable(f"write {source}"):
+                atomic_write(self.folder / source, data)
             self._update_entry(self.folder / source)
             self._publish(self._collect())
             entry = self._entries[source]

@@ -281,3 +281,16 @@ def test_an_unexpected_error_is_a_generic_500(served, caplog, monkeypatch) -> No
     assert assert_error(r, 500, "internal_error") == "internal server error"
     assert "secret" not in r.text
     assert "secret internal state" in caplog.text
+
+
+def test_a_model_that_fails_to_load_keeps_ready_at_503_with_the_reason(tmp_path: Path) -> None:
+    app = create_app(Settings(model=tmp_path / "no-such-model", prefix_dir=tmp_path / "prefixes"))
+    with TestClient(app) as client:
+        runtime = app.state.runtime
+        deadline = time.monotonic() + 30
+        while runtime.load_error is None:
+            assert time.monotonic() < deadline, "start-up neither failed nor finished"
+            time.sleep(0.02)
+        assert_error(client.get("/ready"), 503, "not_ready", "model failed to load", "no config.json")
+        assert_error(client.post("/embed", json={"inputs": "x"}), 503, "not_ready")
+        assert client.get("/health").status_code == 200

@@ -220,3 +220,22 @@ def test_scan_folder_keeps_serving_good_files_next_to_bad_ones(spec: BackboneSpe
     assert [(r.source, "not a valid safetensors file" in r.reason) for r in rejected] == [
         ("broken.safetensors", True)
     ]
+
+
+def test_native_bytes_are_deterministic_and_round_trip(spec: BackboneSpec, tmp_path: Path) -> None:
+    key, value = random_kv(spec, 4)
+    meta = {
+        "task": "t",
+        "labels": ["a", "b"],
+        "metrics": {"acc": 0.5, "f1": 0.4},
+        "z": "1",
+        "b": "2",
+        "m": "3",
+    }
+    first = native_bytes(key, value, meta)
+    assert all(native_bytes(key, value, dict(reversed(list(meta.items())))) == first for _ in range(5))
+    (tmp_path / "t.safetensors").write_bytes(first)
+    loaded = load_prefix(tmp_path / "t.safetensors", spec, max_prefix_len=100, max_bytes=1 << 20)
+    assert torch.equal(loaded.key, key)
+    assert torch.equal(loaded.value, value)
+    assert loaded.metadata["metrics"] == {"acc": 0.5, "f1": 0.4}

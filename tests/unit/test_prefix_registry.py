@@ -192,3 +192,21 @@ def test_watcher_publishes_a_dropped_in_file_within_a_second(folder: Path) -> No
             await watcher.stop()
 
     assert asyncio.run(scenario()) < 1.0
+
+
+def test_unwritable_folder_gives_a_clear_error_and_changes_nothing(folder: Path) -> None:
+    from service.errors import PrefixStoreUnwritable
+
+    registry = make_registry(folder)
+    registry.load()
+    # root ignores file modes, so make the writes fail the way a read-only mount does: the state
+    # file's path is taken by a directory, and so is the upload's target.
+    (folder / STATE_FILE).mkdir()
+    with pytest.raises(PrefixStoreUnwritable, match="not writable") as err:
+        registry.apply_patch({"alpha": {"enabled": False}})
+    assert err.value.status_code == 503
+    assert "alpha" in registry.snapshot.enabled_names()
+    (folder / "delta.safetensors").mkdir()
+    with pytest.raises(PrefixStoreUnwritable, match=r"cannot write delta.safetensors"):
+        registry.put_prefix("delta", prefix_bytes(seed=9))
+    assert "delta" not in registry.snapshot.bank.names

@@ -1,0 +1,106 @@
+"""The official ``openai`` client against a real server process serving all-MiniLM-L6-v2."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import openai
+import pytest
+
+from service.config import Settings
+from service.embedding import embed_sync
+from service.engine.backbone import Backbone
+from service.engine.bank import PrefixBank
+from service.engine.factory import build_torch_encoder
+from service.engine.quantize import l2_normalize
+from service.registry.folder import scan_folder
+from tests.e2e.server_process import ServerProcess
+
+pytestmark = pytest.mark.slow
+
+TEXTS = ["The movie was wonderful.", "Stocks fell sharply on Monday after the report."]
+KEY = "sk-test-key"
+
+
+@pytest.fixture(scope="module")
+def prefix_dir(tmp_path_factory: pytest.TempPathFactory, minilm: Backbone) -> Path:
+    from service.registry.formats import native_bytes
+    from tests.conftest import random_kv
+
+    folder = tmp_path_factory.mktemp("minilm-prefixes")
+    for i, name in enumerate(("sentiment", "topic")):
+        key, value = random_kv(minilm.spec, 8, seed=i, scale=0.2)
+        meta = {"backbone_fingerprint": minilm.spec.fingerprint}
+        (folder / f"{name}.safetensors").write_bytes(native_bytes(key, value, meta))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, prefix_dir: Path) -> Iterator[ServerProcess]:
+    log = tmp_path_factory.mktemp("logs") / "server.log"
+    proc = ServerProcess(log, "--prefix-dir", str(prefix_dir), "--api-key", KEY).start()
+    try:
+        yield proc.wait_ready()
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def engine(minilm: Backbone, prefix_dir: Path) -> Callable[[list[str]], np.ndarray]:
+    encoder = build_torch_encoder(Settings(device="cpu", dtype="float32"), backbone=minilm)
+    loaded, _ = scan_folder(prefix_dir, minilm.spec, max_prefix_len=256, max_bytes=1 << 24)
+    bank = PrefixBank.build(loaded)
+
+    def vectors(names: list[str]) -> np.ndarray:
+        return l2_normalize(embed_sync(encoder, bank, names, TEXTS)[0])
+
+    return vectors
+
+
+def test_openai_client_round_trip(server: ServerProcess, engine: Callable[[list[str]], np.ndarray]) -> None:
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0)
+    want = engine(["sentiment", "topic"])
+
+    one = client.embeddings.create(model="sentiment", input=TEXTS)  # the client asks for base64
+    assert one.model == "sentiment"
+    assert [d.index for d in one.data] == [0, 1]
+    assert one.usage.prompt_tokens == one.usage.total_tokens > len(TEXTS)
+    np.testing.assert_allclose([d.embedding for d in one.data], want[:, 0], atol=1e-5)
+
+    floats = client.embeddings.create(model="topic", input=TEXTS[1], encoding_format="float")
+    np.testing.assert_allclose(floats.data[0].embedding, want[1, 1], atol=1e-5)
+
+    every = client.embeddings.create(model="all-MiniLM-L6-v2", input=TEXTS)
+    assert len(every.data[0].embedding) == 2 * 384
+    np.testing.assert_allclose([d.embedding for d in every.data], want.reshape(2, -1) / np.sqrt(2), atol=1e-5)
+
+    assert {m.id for m in client.models.list()} == {"all-MiniLM-L6-v2", "sentiment", "topic"}
+
+    with pytest.raises(openai.NotFoundError, match="model 'nope' not found"):
+        client.embeddings.create(model="nope", input="x")
+    with pytest.raises(openai.BadRequestError, match="empty string"):
+        client.embeddings.create(model="topic", input=[""])
+    with pytest.raises(openai.AuthenticationError, match="invalid API key"):
+        openai.OpenAI(base_url=f"{server.url}/v1", api_key="wrong", max_retries=0).embeddings.create(
+            model="topic", input="x"
+        )
+
+
+def test_embed_route_on_the_real_model(
+    server: ServerProcess, engine: Callable[[list[str]], np.ndarray]
+) -> None:
+    import httpx
+
+    headers = {"authorization": f"Bearer {KEY}"}
+    doc = httpx.post(f"{server.url}/embed", json={"inputs": TEXTS}, headers=headers, timeout=30).json()
+    want = engine(["sentiment", "topic"])
+    assert doc["model"] == "all-MiniLM-L6-v2"
+    for i, item in enumerate(doc["data"]):
+        np.testing.assert_allclose(item["embeddings"]["sentiment"], want[i, 0], atol=1e-5)
+        np.testing.assert_allclose(item["embeddings"]["topic"], want[i, 1], atol=1e-5)
+    info = httpx.get(f"{server.url}/info", timeout=30).json()  # open without a key
+    assert info["model"] == "all-MiniLM-L6-v2"
+    assert info["dim"] == 384
+    assert info["limits"]["max_input_tokens"] == 256
