@@ -12,6 +12,18 @@ import typer
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
 
+def _register_method_commands() -> None:
+    """train / evaluate / similarity live in service/method/commands.py."""
+    from service.method.commands import evaluate_cmd, similarity_cmd, train_cmd
+
+    app.command("train")(train_cmd)
+    app.command("evaluate")(evaluate_cmd)
+    app.command("similarity")(similarity_cmd)
+
+
+_register_method_commands()
+
+
 def _settings(**overrides: Any) -> Any:
     from service.config import Settings
 
@@ -212,7 +224,7 @@ def bench_service(
     ] = "minilm",
     device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
     dtype: Annotated[str, typer.Option(help="auto | float32 | float16 | bfloat16")] = "auto",
-    texts: Annotated[int, typer.Option(help="Texts per phase.")] = 128,
+    texts: Annotated[int, typer.Option(help="Texts per phase.")] = 64,
     prefixes: Annotated[int, typer.Option(help="P of the concurrency sweep and the ratios.")] = 8,
     prefix_len: Annotated[int, typer.Option(help="Prefix length.")] = 16,
     concurrency: Annotated[str, typer.Option(help="Concurrency levels, comma-separated.")] = "1,8,64",
@@ -232,6 +244,7 @@ def bench_service(
         "/work/bench-venv/bin/infinity_emb"
     ),
     policy: Annotated[bool, typer.Option(help="Also compare the batcher's slot policies in-process.")] = True,
+    rounds: Annotated[int, typer.Option(help="Interleaved rounds of the headline ratios.")] = 3,
 ) -> None:
     """The service under loopback load: throughput and latency, ratios, P scaling plot, peer."""
     from service.bench.report import markdown, plot_scaling
@@ -256,6 +269,7 @@ def bench_service(
         peer=peer,
         peer_exe=peer_exe,
         policy=policy,
+        rounds=rounds,
     )
     result = ServiceBench(cfg).run()
     (out_dir / "service.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -265,12 +279,69 @@ def bench_service(
     typer.echo(md)
 
 
-def _register_method_commands() -> None:
-    from service.method.commands import evaluate_cmd, similarity_cmd, train_cmd
+@bench_app.command("onnx")
+def bench_onnx(
+    model: Annotated[Path | None, typer.Option(help="Model folder (default: all-MiniLM-L6-v2).")] = None,
+    texts: Annotated[int, typer.Option(help="B: texts per batch.")] = 32,
+    prefixes: Annotated[int, typer.Option(help="P: prefixes per text.")] = 8,
+    prefix_len: Annotated[int, typer.Option(help="Prefix length.")] = 16,
+    rounds: Annotated[int, typer.Option(help="Interleaved timed rounds (torch, ORT alternate).")] = 7,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto | float32 | float16")] = "auto",
+    chunk_rows: Annotated[
+        int | None, typer.Option(help="Rows per model call for both (default: each backend's own).")
+    ] = None,
+    onnx_cache_dir: Annotated[Path | None, typer.Option(help="Where ONNX exports are cached.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the results as JSON here.")] = None,
+) -> None:
+    """ONNX Runtime vs torch side by side on the same rows (parity and throughput)."""
+    from service.bench.onnx import run_onnx_bench
 
-    app.command("train")(train_cmd)
-    app.command("evaluate")(evaluate_cmd)
-    app.command("similarity")(similarity_cmd)
+    logging.basicConfig(level=logging.WARNING)
+    settings = _settings(
+        model=model,
+        backend="onnx",
+        device=device,
+        dtype=dtype,
+        forward_chunk_rows=chunk_rows,
+        onnx_cache_dir=onnx_cache_dir,
+    )
+    result = run_onnx_bench(
+        settings, n_texts=texts, n_prefixes=prefixes, prefix_len=prefix_len, rounds=rounds
+    )
+    typer.echo(json.dumps(result, indent=2))
+    if out:
+        out.write_text(json.dumps(result, indent=2) + "\n")
 
 
-_register_method_commands()
+@app.command("export-onnx")
+def export_onnx(
+    model: Annotated[Path | None, typer.Option(help="Model folder (default: all-MiniLM-L6-v2).")] = None,
+    pooling: Annotated[str | None, typer.Option(help="mean | cls | multilayer")] = None,
+    pooling_layers: Annotated[int | None, typer.Option(help="Layers of multilayer pooling.")] = None,
+    onnx_cache_dir: Annotated[Path | None, typer.Option(help="Where ONNX exports are cached.")] = None,
+    force: Annotated[bool, typer.Option(help="Export again even if a valid cached file exists.")] = False,
+) -> None:
+    """Export the prefix-enabled backbone to ONNX (validated against torch) into the ONNX cache."""
+    from service.engine.onnx_export import ensure_onnx_export
+    from service.engine.ort_runtime import check_ort_install
+    from service.errors import PrefixEmbedError
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    settings = _settings(
+        model=model, pooling=pooling, pooling_layers=pooling_layers, onnx_cache_dir=onnx_cache_dir
+    )
+    check_ort_install()
+    try:
+        result = ensure_onnx_export(
+            settings.model_path(),
+            settings.onnx_cache_dir,
+            pooling=settings.pooling,
+            pooling_layers=settings.pooling_layers,
+            force=force,
+        )
+    except PrefixEmbedError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+    verb = "exported" if result.exported else "reused"
+    typer.echo(f"{verb} {result.path} (max |ORT - torch| = {result.max_abs_diff:.2g})")

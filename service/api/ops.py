@@ -39,7 +39,14 @@ def _versions() -> dict[str, str]:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "fastapi": fastapi.__version__,
+        **_ort_versions(),
     }
+
+
+def _ort_versions() -> dict[str, str]:
+    from service.engine.ort_runtime import installed_ort_distributions
+
+    return dict(d.split("==", 1) for d in installed_ort_distributions())
 
 
 @router.get("/info")
@@ -56,6 +63,8 @@ async def info(runtime: RuntimeDep) -> dict[str, Any]:
         "backend": enc.backend if enc else s.backend,
         "device": enc.device if enc else s.device,
         "dtype": enc.dtype if enc else s.dtype,
+        # ONNX Runtime providers really in use (session.get_providers()); absent for torch
+        "providers": getattr(enc, "providers", None),
         "dim": enc.dim if enc else None,
         "pooling": s.pooling,
         "prefix_dir": str(s.prefix_dir),

@@ -115,7 +115,8 @@ def spec_from_config(config: object, digest: str) -> BackboneSpec:
     )
 
 
-def _trained_max_tokens(folder: Path, spec: BackboneSpec) -> int:
+def trained_max_tokens(folder: Path, spec: BackboneSpec) -> int:
+    """The sequence length the model was trained with (sentence-transformers config), else the maximum."""
     st = folder / "sentence_bert_config.json"
     if st.is_file():
         try:
@@ -125,17 +126,23 @@ def _trained_max_tokens(folder: Path, spec: BackboneSpec) -> int:
     return spec.max_text_positions
 
 
-def load_backbone(path: Path, device: str = "auto", dtype: str = "auto") -> Backbone:
-    """Load weights and tokenizer from a local folder, offline; the model is frozen (eval, no grad)."""
+def read_spec(path: Path) -> BackboneSpec:
+    """The spec (fingerprint included) of a model folder, without building the model."""
     path = Path(path)
     if not (path / "config.json").is_file():
         raise ModelLoadError(f"model folder {path} has no config.json")
+    config = AutoConfig.from_pretrained(path, local_files_only=True)
+    return spec_from_config(config, weights_digest(path))
+
+
+def load_backbone(path: Path, device: str = "auto", dtype: str = "auto") -> Backbone:
+    """Load weights and tokenizer from a local folder, offline; the model is frozen (eval, no grad)."""
+    path = Path(path)
+    spec = read_spec(path)
     from service.engine.attention import install_prefix_attention
 
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
-    config = AutoConfig.from_pretrained(path, local_files_only=True)
-    spec = spec_from_config(config, weights_digest(path))
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     # The load report lists the checkpoint's pooler weights, which we drop on purpose (no pooling layer).
     verbosity = hf_logging.get_verbosity()
@@ -150,4 +157,4 @@ def load_backbone(path: Path, device: str = "auto", dtype: str = "auto") -> Back
     model.requires_grad_(False)
     install_prefix_attention(model)
     log.info("loaded %s (%s) on %s as %s", path, spec.fingerprint, dev, dt)
-    return Backbone(model, tokenizer, spec, path, _trained_max_tokens(path, spec))
+    return Backbone(model, tokenizer, spec, path, trained_max_tokens(path, spec))

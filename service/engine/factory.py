@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from service.config import Settings
 from service.engine.backbone import Backbone, load_backbone
 from service.engine.encoder import Encoder
 from service.engine.torch_encoder import TorchEncoder
+
+if TYPE_CHECKING:
+    from service.engine.onnx_encoder import OnnxEncoder
 
 
 def build_torch_encoder(settings: Settings, backbone: Backbone | None = None) -> TorchEncoder:
@@ -19,7 +24,42 @@ def build_torch_encoder(settings: Settings, backbone: Backbone | None = None) ->
     )
 
 
+def build_onnx_encoder(settings: Settings, *, force_export: bool = False) -> OnnxEncoder:
+    """Export (or reuse the cached export of) the backbone, then open an ONNX Runtime session on it."""
+    from transformers import AutoTokenizer
+
+    from service.engine.backbone import read_spec, trained_max_tokens
+    from service.engine.onnx_encoder import OnnxEncoder
+    from service.engine.onnx_export import ensure_onnx_export
+    from service.engine.ort_runtime import check_ort_install
+
+    check_ort_install()
+    path = settings.model_path()
+    spec = read_spec(path)
+    export = ensure_onnx_export(
+        path,
+        settings.onnx_cache_dir,
+        pooling=settings.pooling,
+        pooling_layers=settings.pooling_layers,
+        force=force_export,
+        spec=spec,
+    )
+    return OnnxEncoder(
+        export.path,
+        export.key,
+        spec,
+        AutoTokenizer.from_pretrained(path, local_files_only=True),
+        default_max_tokens=trained_max_tokens(path, spec),
+        device=settings.device,
+        dtype=settings.dtype,
+        chunk_rows=settings.forward_chunk_rows,
+        max_input_tokens=settings.max_input_tokens,
+    )
+
+
 def build_encoder(settings: Settings) -> Encoder:
     if settings.backend == "torch":
         return build_torch_encoder(settings)
+    if settings.backend == "onnx":
+        return build_onnx_encoder(settings)
     raise NotImplementedError(f"backend {settings.backend!r} is not available in this build")

@@ -1,0 +1,104 @@
+"""ONNX Runtime plumbing: which distribution is installed, which providers to ask for, session options.
+
+``onnxruntime`` and ``onnxruntime-gpu`` install into the same ``onnxruntime`` folder (the last one
+installed silently wins), so an environment must hold exactly one of them. What really runs is
+``session.get_providers()``: ``get_available_providers()`` lists CUDA on any onnxruntime-gpu install,
+GPU or not.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import metadata
+from typing import Any
+
+# torch before onnxruntime: a CUDA build of torch loads the CUDA 13 / cuDNN 9 libraries (pip's nvidia-*
+# wheels) that onnxruntime-gpu's CUDA provider links against; the CUDA base image has no cuDNN of its own.
+import torch  # noqa: F401
+
+from service.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+ORT_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu")
+CPU_PROVIDER = "CPUExecutionProvider"
+CUDA_PROVIDER = "CUDAExecutionProvider"
+
+
+def installed_ort_distributions() -> list[str]:
+    """The ONNX Runtime distributions installed in this environment (by package metadata)."""
+    found = []
+    for name in ORT_DISTRIBUTIONS:
+        try:
+            found.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def check_ort_install() -> list[str]:
+    """Warn when both distributions are installed (one silently overwrote the other's files)."""
+    found = installed_ort_distributions()
+    if not found:
+        raise ModelLoadError(
+            "backend 'onnx' needs ONNX Runtime: install the cpu extra (onnxruntime) "
+            "or the gpu extra (onnxruntime-gpu), not both"
+        )
+    if len(found) > 1:
+        log.warning(
+            "both %s are installed; they share one `onnxruntime` folder and the last one installed "
+            "silently won. Uninstall both and install exactly one (extra `cpu` or `gpu`).",
+            " and ".join(found),
+        )
+    return found
+
+
+def requested_providers(device: str) -> list[Any]:
+    """Providers to ask for: CUDA (with CPU fallback) for ``auto`` when this build has it, or ``cuda[:N]``."""
+    import onnxruntime as ort
+
+    if device == "cpu":
+        return [CPU_PROVIDER]
+    if device == "auto" and CUDA_PROVIDER not in ort.get_available_providers():
+        return [CPU_PROVIDER]
+    if device not in ("auto", "cuda") and not device.startswith("cuda:"):
+        raise ModelLoadError(
+            f"device {device!r} is not supported by the onnx backend (auto | cpu | cuda[:N])"
+        )
+    device_id = int(device.split(":", 1)[1]) if ":" in device else 0
+    return [(CUDA_PROVIDER, {"device_id": device_id}), CPU_PROVIDER]
+
+
+def session_options(threads: int | None = None, *, spinning: bool = False) -> Any:
+    """Session options. Spinning is off by default: on a shared CPU, busy-waiting intra-op threads
+    steal cores from the tokenizer, the event loop and other processes (measured in BENCHMARKS.md)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    so.log_severity_level = 3  # errors only: ORT's warnings about unused initializers are noise
+    return so
+
+
+def active_device(session: Any, device: str, requested: list[Any]) -> tuple[str, str, int]:
+    """(device string, ORT device type, device id) of what ``session`` really runs on.
+
+    An explicit ``cuda`` request that ended on the CPU provider is an error; with ``auto`` it is a
+    logged fallback (onnxruntime-gpu on a machine without a GPU or without CUDA 13 / cuDNN 9)."""
+    providers = session.get_providers()
+    if providers and providers[0] == CUDA_PROVIDER:
+        options = session.get_provider_options().get(CUDA_PROVIDER, {})
+        device_id = int(options.get("device_id", 0))
+        return f"cuda:{device_id}", "cuda", device_id
+    if device.startswith("cuda"):
+        raise ModelLoadError(
+            f"device {device!r} requested but ONNX Runtime runs on {providers}: "
+            "install onnxruntime-gpu (gpu extra) with CUDA 13 and cuDNN 9, or use device auto/cpu"
+        )
+    if any(isinstance(p, tuple) and p[0] == CUDA_PROVIDER for p in requested):
+        log.warning("ONNX Runtime could not start the CUDA provider; running on %s", providers)
+    return "cpu", "cpu", 0
