@@ -12,6 +12,18 @@ import typer
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
 
+def _register_method_commands() -> None:
+    """train / evaluate / similarity live in service/method/commands.py."""
+    from service.method.commands import evaluate_cmd, similarity_cmd, train_cmd
+
+    app.command("train")(train_cmd)
+    app.command("evaluate")(evaluate_cmd)
+    app.command("similarity")(similarity_cmd)
+
+
+_register_method_commands()
+
+
 def _settings(**overrides: Any) -> Any:
     from service.config import Settings
 
