@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import platform
 import statistics
 import time
@@ -77,7 +78,10 @@ def run_engine_bench(
     variants: dict[str, Callable[[], object]] = {"batched": batched, "sequential": sequential, "plain": plain}
     if enc.device == "cpu" and one_call == 0:
         variants["batched_chunk32"] = chunked
-    t = time_interleaved(variants, repeats)
+    # Timed on a worker thread, as the service's batcher runs the encoder (on this VM the main
+    # thread measured up to ~2x slower for the same calls: BENCHMARKS.md, service section).
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        t = pool.submit(time_interleaved, variants, repeats).result()
     calls_before = enc.forward_calls
     batched()
     calls_one = enc.forward_calls - calls_before
