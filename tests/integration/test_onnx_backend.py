@@ -247,6 +247,18 @@ def test_stale_detection_rules(tmp_path: Path, bert_onnx: OnnxEncoder, tiny_bert
     assert onnx_export.read_export_metadata(tmp_path / "missing.onnx") is None
 
 
+def test_export_that_differs_from_torch_is_not_cached(
+    tmp_path: Path, tiny_bert_path: Path, roberta_onnx: OnnxEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The on-the-spot validation is real: a graph that computes something else (here: the RoBERTa
+    graph standing in for BERT's export) fails it, and nothing is written to the cache."""
+    wrong = onnx.load(str(roberta_onnx.onnx_path))
+    monkeypatch.setattr(onnx_export, "_trace", lambda forward: wrong)
+    with pytest.raises(onnx_export.OnnxExportError, match="differs from torch by"):
+        build_onnx_encoder(onnx_settings(tiny_bert_path, tmp_path))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_session_refuses_a_file_swapped_after_the_cache_check(
     bert_onnx: OnnxEncoder, roberta_onnx: OnnxEncoder, tiny_bert: Backbone
 ) -> None:
