@@ -12,6 +12,18 @@ import typer
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
 
+def _register_method_commands() -> None:
+    """train / evaluate / similarity live in service/method/commands.py."""
+    from service.method.commands import evaluate_cmd, similarity_cmd, train_cmd
+
+    app.command("train")(train_cmd)
+    app.command("evaluate")(evaluate_cmd)
+    app.command("similarity")(similarity_cmd)
+
+
+_register_method_commands()
+
+
 def _settings(**overrides: Any) -> Any:
     from service.config import Settings
 
@@ -212,7 +224,7 @@ def bench_service(
     ] = "minilm",
     device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
     dtype: Annotated[str, typer.Option(help="auto | float32 | float16 | bfloat16")] = "auto",
-    texts: Annotated[int, typer.Option(help="Texts per phase.")] = 128,
+    texts: Annotated[int, typer.Option(help="Texts per phase.")] = 64,
     prefixes: Annotated[int, typer.Option(help="P of the concurrency sweep and the ratios.")] = 8,
     prefix_len: Annotated[int, typer.Option(help="Prefix length.")] = 16,
     concurrency: Annotated[str, typer.Option(help="Concurrency levels, comma-separated.")] = "1,8,64",
@@ -232,6 +244,7 @@ def bench_service(
         "/work/bench-venv/bin/infinity_emb"
     ),
     policy: Annotated[bool, typer.Option(help="Also compare the batcher's slot policies in-process.")] = True,
+    rounds: Annotated[int, typer.Option(help="Interleaved rounds of the headline ratios.")] = 3,
 ) -> None:
     """The service under loopback load: throughput and latency, ratios, P scaling plot, peer."""
     from service.bench.report import markdown, plot_scaling
@@ -256,6 +269,7 @@ def bench_service(
         peer=peer,
         peer_exe=peer_exe,
         policy=policy,
+        rounds=rounds,
     )
     result = ServiceBench(cfg).run()
     (out_dir / "service.json").write_text(json.dumps(result, indent=2) + "\n")

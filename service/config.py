@@ -65,7 +65,8 @@ class Settings(BaseSettings):
     forward_chunk_rows: int | None = Field(
         None,
         ge=0,
-        description="Split forward calls into chunks of this many rows (None: 32 on CPU, 0=off on GPU).",
+        description="Split forward calls into chunks of this many rows "
+        "(None: 32 on CPU; 0 = one call, the GPU default).",
     )
     batch_slot_policy: Literal["group", "union"] = Field(
         "group",

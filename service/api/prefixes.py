@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Request
+from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from service.api.auth import require_admin, require_api_key
 from service.api.deps import ServingDep
+from service.method.similarity import similarity_document
 from service.registry.formats import LoadedPrefix
 from service.registry.registry import Snapshot
 
@@ -57,6 +58,23 @@ def listing(snap: Snapshot) -> dict[str, Any]:
 async def list_prefixes(serving: ServingDep) -> dict[str, Any]:
     """Every served prefix, and every rejected folder entry with its reason."""
     return listing(serving.registry.snapshot)
+
+
+@router.get("/similarity", dependencies=[Depends(require_api_key)])
+async def prefix_similarity(
+    serving: ServingDep,
+    target: Annotated[str | None, Query(description="Rank the other prefixes for this one.")] = None,
+    measure: Annotated[Literal["mean", "flat"], Query(description="Task-embedding measure.")] = "mean",
+) -> dict[str, Any]:
+    """Task embeddings (service/method/similarity.py): the pairwise similarity of every loaded prefix,
+    or, with ``target``, the other prefixes ranked by similarity to it. Unknown target -> 404."""
+    snap = serving.registry.snapshot
+    if target is not None:
+        snap.bank.indices([target])  # PrefixNotFound (404) naming the known prefixes
+    doc = await asyncio.to_thread(similarity_document, snap.bank.prefixes, target, measure)
+    for item in doc["prefixes"]:
+        item["enabled"] = item["name"] in snap.enabled
+    return doc | {"bank_version": snap.bank.version}
 
 
 @router.patch("", dependencies=[Depends(require_admin)])

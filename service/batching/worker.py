@@ -193,14 +193,29 @@ class BatchWorker:
         for obs in self.observers:
             obs.on_forward(rows, tokens, seconds)
 
+    def _texts_per_call(self, n_slots: int) -> int:
+        """Texts per encoder call: the encoder's row chunk (CPU policy) when it has one."""
+        chunk = int(getattr(self.encoder, "chunk_rows", 0) or 0)
+        return max(1, chunk // max(1, n_slots)) if chunk else 0
+
     def _run(self, batch: PlannedBatch) -> None:
-        requests = batch.requests
+        """Run a planned batch (sorted by length) as encoder calls of one row chunk each, answering
+        every request as soon as its last text is done rather than when the whole batch is."""
         start = time.monotonic()
-        for req in requests:
+        for req in batch.requests:
             if req.started_at is None:
                 req.started_at = start
                 for obs in self.observers:
                     obs.on_queued(start - req.enqueued_at)
+        per_call = self._texts_per_call(len(batch.slots)) or len(batch.items)
+        for first in range(0, len(batch.items), per_call):
+            part = PlannedBatch(batch.bank, batch.slots, batch.items[first : first + per_call])
+            part.items = [(r, i) for r, i in part.items if r.live]
+            if part.items:
+                self._run_call(part, start)
+
+    def _run_call(self, batch: PlannedBatch, start: float) -> None:
+        requests = batch.requests
         tokens = batch.tokenized(self.encoder.spec.pad_token_id)
         self._calls = self._call_tokens = 0
         t0 = time.perf_counter()

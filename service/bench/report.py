@@ -43,19 +43,23 @@ def plot_scaling(result: dict[str, Any], path: Path) -> Path:
 def markdown(result: dict[str, Any]) -> str:
     """The tables that go into BENCHMARKS.md."""
     out = []
-    head = "| phase | P | c | vectors/s | p50 ms | p99 ms | ok/sent | load avg after |"
-    out += [head, "|---|---|---|---|---|---|---|---|"]
+    head = "| phase | round | P | c | vectors/s | p50 ms | p99 ms | ok/sent | load avg after |"
+    out += [head, "|---|---|---|---|---|---|---|---|---|"]
     for p in result["phases"]:
         if "concurrency" not in p:
             continue
         label = p["phase"] + (f" ({p['encoding']})" if "encoding" in p else "")
         out.append(
-            f"| {label} | {p.get('P', 1)} | {p['concurrency']} | {p['vectors_per_s']} | {p['p50_ms']} | "
+            f"| {label} | {p.get('round', '')} | {p.get('P', 1)} | {p['concurrency']} | {p['vectors_per_s']} | {p['p50_ms']} | "
             f"{p['p99_ms']} | {p['ok']}/{p['requests']} | {p['loadavg'][0]} |"
         )
-    out += ["", "| raw encoder P | vectors/s | MFU | load avg after |", "|---|---|---|---|"]
-    for p in _rows(result, "raw_encoder"):
-        out.append(f"| {p['prefixes']} | {p['vectors_per_s']} | {p['mfu']:.1%} | {p['loadavg'][0]} |")
+    out += ["", "| raw encoder | round | P | vectors/s | MFU | load avg after |", "|---|---|---|---|---|---|"]
+    for p in _rows(result, "raw_encoder") + _rows(result, "ratio_raw_encoder"):
+        mfu = f"{p['mfu']:.1%}" if "mfu" in p else ""
+        out.append(
+            f"| {p['phase']} | {p.get('round', '')} | {p['prefixes']} | {p['vectors_per_s']} | {mfu} | "
+            f"{p['loadavg'][0]} |"
+        )
     for p in _rows(result, "slot_policy"):
         out += [
             "",

@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import os
 import platform
+import statistics
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ class ServiceBenchConfig:
     backbone: str = "minilm"  # minilm | bert-base (random weights, speed only)
     device: str = "cpu"
     dtype: str = "auto"
-    texts: int = 128
+    texts: int = 64
     prefixes: int = 8
     prefix_len: int = 16
     concurrency: list[int] = field(default_factory=lambda: [1, 8, 64])
@@ -57,6 +58,7 @@ class ServiceBenchConfig:
     peer: bool = True
     peer_exe: Path = Path("/work/bench-venv/bin/infinity_emb")
     policy: bool = True
+    rounds: int = 3  # interleaved rounds of the headline ratios
     time_limit_s: float = 300.0
 
 
@@ -156,13 +158,15 @@ class ServiceBench:
             self.phase("raw_encoder", r)
 
     def run_policy(self) -> None:
-        texts = self.texts[: min(32, len(self.texts))]
+        texts = self.texts[: min(8, len(self.texts))]  # `union` on the split mix costs P x P rows
         rates = slot_policy_rates(
             self.encoder, self.bank, texts, self.cfg.prefixes, max_batch_tokens=self.cfg.max_batch_tokens
         )
         self.phase("slot_policy", {"texts": len(texts), "prefixes": self.cfg.prefixes, **rates})
 
-    def run_ours(self) -> None:
+    def run_service(self) -> None:
+        """Our server: concurrency sweep, encodings, P scaling, then the interleaved ratio rounds
+        and the peer comparison while it is still up."""
         cfg = self.cfg
         port = free_port()
         env = {
@@ -178,38 +182,50 @@ class ServiceBench:
             env["PREFIX_EMBED_MAX_INPUT_TOKENS"] = str(cfg.seq_len)
         base = f"http://127.0.0.1:{port}"
         names = self.names[: cfg.prefixes]
+        c = max(cfg.concurrency)
         with our_server(
             port, model=self.model, prefix_dir=self.prefix_dir, env=env, log_path=cfg.out_dir / "server.log"
         ) as srv:
             self.result["our_startup_s"] = round(srv.startup_s, 1)
             doc = asyncio.run(fetch_json(base, embed_calls(self.texts[:1], names, "float")[0]))
             _check(len(doc["data"]) == 1 and len(doc["data"][0]["embeddings"]) == len(names), doc)
-            self.load(base, embed_calls(self.texts[:32], names, cfg.encoding), 8)  # warm-up
-            for c in cfg.concurrency:
-                r = self.load(base, embed_calls(self.texts, names, cfg.encoding), c)
+            self.load(base, embed_calls(self.texts[:8], names, cfg.encoding), 8)  # warm-up
+            for k in cfg.concurrency:
+                r = self.load(base, embed_calls(self.texts, names, cfg.encoding), k)
                 self.phase("service_all_prefixes", {"P": len(names), "encoding": cfg.encoding, **r})
-            c = max(cfg.concurrency)
-            r = self.load(base, split_calls(self.texts, names, cfg.encoding), c)
-            self.phase("service_one_prefix_per_request", {"P": len(names), "encoding": cfg.encoding, **r})
             other = "float" if cfg.encoding != "float" else "base64"
             r = self.load(base, embed_calls(self.texts, names, other), c)
             self.phase("service_all_prefixes", {"P": len(names), "encoding": other, **r})
             for p in cfg.scaling:
                 r = self.load(base, embed_calls(self.texts, self.names[:p], cfg.encoding), c)
-                r["mfu"] = round(self.mfu(p, self.cfg.texts * p / r["vectors_per_s"]), 4) if r["ok"] else None
+                r["mfu"] = round(self.mfu(p, cfg.texts * p / r["vectors_per_s"]), 4) if r["ok"] else None
                 self.phase("service_scaling", {"P": p, "encoding": cfg.encoding, **r})
-            for c in cfg.concurrency:
-                r = self.load(base, openai_calls(self.texts, self.names[0]), c)
-                self.phase("peer_ours_one_prefix", {"route": "/v1/embeddings", **r})
+            # The headline ratios: the three variants alternate, round after round, so that load
+            # from other tenants drifts over all of them alike; ratios are taken within a round.
+            for rnd in range(cfg.rounds):
+                raw = raw_encoder_rate(self.encoder, self.bank, self.texts, list(range(len(names))))
+                raw.pop("lengths")
+                self.phase("ratio_raw_encoder", {"round": rnd, "P": len(names), **raw})
+                r = self.load(base, embed_calls(self.texts, names, cfg.encoding), c)
+                self.phase("ratio_all_prefixes", {"round": rnd, "P": len(names), **r})
+                r = self.load(base, split_calls(self.texts, names, cfg.encoding), c)
+                self.phase("ratio_one_prefix_per_request", {"round": rnd, "P": len(names), **r})
+            if cfg.peer:
+                self.run_peer(base)
+            else:
+                for k in cfg.concurrency:
+                    r = self.load(base, openai_calls(self.texts, self.names[0]), k)
+                    self.phase("peer_ours_one_prefix", {"round": 0, **r})
             self.result["our_metrics"] = _scrape(base)
 
-    def run_peer(self) -> None:
+    def run_peer(self, ours: str) -> None:
+        """infinity-emb vs our service with one prefix: same client, same texts, alternating."""
         cfg = self.cfg
         if cfg.backbone != "minilm":
             self.result["peer_error"] = "peer comparison runs on the MiniLM backbone only"
             return
         port = free_port()
-        base = f"http://127.0.0.1:{port}"
+        peer = f"http://127.0.0.1:{port}"
         try:
             with infinity_server(
                 port,
@@ -220,14 +236,19 @@ class ServiceBench:
                 log_path=cfg.out_dir / "infinity.log",
             ) as srv:
                 self.result["peer_startup_s"] = round(srv.startup_s, 1)
-                doc = asyncio.run(fetch_json(base, openai_calls(self.texts[:1], "minilm", "/embeddings")[0]))
+                self.result["peer_version"] = _peer_version(cfg.peer_exe)
+                doc = asyncio.run(fetch_json(peer, openai_calls(self.texts[:1], "minilm", "/embeddings")[0]))
                 _check(
                     len(doc["data"]) == 1 and len(doc["data"][0]["embedding"]) == self.spec.hidden_size, doc
                 )
-                self.load(base, openai_calls(self.texts[:32], "minilm", "/embeddings"), 8)  # warm-up
-                for c in cfg.concurrency:
-                    r = self.load(base, openai_calls(self.texts, "minilm", "/embeddings"), c)
-                    self.phase("peer_infinity", {"route": "/embeddings", **r})
+                self.load(peer, openai_calls(self.texts[:8], "minilm", "/embeddings"), 8)  # warm-up
+                self.load(ours, openai_calls(self.texts[:8], self.names[0]), 8)
+                for k in cfg.concurrency:
+                    for rnd in range(cfg.rounds):
+                        r = self.load(ours, openai_calls(self.texts, self.names[0]), k)
+                        self.phase("peer_ours_one_prefix", {"round": rnd, "route": "/v1/embeddings", **r})
+                        r = self.load(peer, openai_calls(self.texts, "minilm", "/embeddings"), k)
+                        self.phase("peer_infinity", {"round": rnd, "route": "/embeddings", **r})
         except (OSError, RuntimeError, TimeoutError) as exc:
             self.result["peer_error"] = f"{type(exc).__name__}: {exc}"[-4000:]
             print(f"peer failed: {self.result['peer_error']}", flush=True)
@@ -236,9 +257,7 @@ class ServiceBench:
         self.run_raw()
         if self.cfg.policy:
             self.run_policy()
-        self.run_ours()
-        if self.cfg.peer:
-            self.run_peer()
+        self.run_service()
         self.result["ratios"] = ratios(self.result["phases"], self.cfg)
         self.result["machine"]["loadavg_end"] = _loadavg()
         return self.result
@@ -251,32 +270,37 @@ def _by(phases: list[dict[str, Any]], name: str, **match: Any) -> dict[str, Any]
     return None
 
 
+def _paired(phases: list[dict[str, Any]], num: str, den: str, **match: Any) -> dict[str, Any] | None:
+    """Per-round ratios num/den of vectors/s (same round = same load conditions), and their median."""
+    per_round = []
+    for p in phases:
+        if p["phase"] != num or not all(p.get(k) == v for k, v in match.items()):
+            continue
+        other = _by(phases, den, round=p.get("round"), **match)
+        if other and other["vectors_per_s"]:
+            per_round.append(round(p["vectors_per_s"] / other["vectors_per_s"], 3))
+    if not per_round:
+        return None
+    return {"median": statistics.median(per_round), "rounds": per_round}
+
+
 def ratios(phases: list[dict[str, Any]], cfg: ServiceBenchConfig) -> dict[str, Any]:
-    """The headline ratios, each from phases of this same run."""
-    c, p = max(cfg.concurrency), cfg.prefixes
-    out: dict[str, Any] = {}
-    allp = _by(phases, "service_all_prefixes", concurrency=c, encoding=cfg.encoding)
-    split = _by(phases, "service_one_prefix_per_request", concurrency=c)
-    raw = _by(phases, "raw_encoder", prefixes=p)
-    if allp and split:
-        out["all_prefixes_vs_split_requests"] = round(allp["vectors_per_s"] / split["vectors_per_s"], 3)
-    if allp and raw:
-        out["service_vs_raw_encoder"] = round(allp["vectors_per_s"] / raw["vectors_per_s"], 3)
-    out["service_vs_raw_by_P"] = {}
+    """The headline ratios, each from interleaved phases of this same run."""
+    out: dict[str, Any] = {
+        "all_prefixes_vs_one_prefix_per_request": _paired(
+            phases, "ratio_all_prefixes", "ratio_one_prefix_per_request"
+        ),
+        "service_vs_raw_encoder": _paired(phases, "ratio_all_prefixes", "ratio_raw_encoder"),
+        "ours_vs_infinity_one_prefix": {
+            str(k): _paired(phases, "peer_ours_one_prefix", "peer_infinity", concurrency=k)
+            for k in cfg.concurrency
+        },
+        "service_vs_raw_by_P_single_pass": {},
+    }
     for q in cfg.scaling:
         s, r = _by(phases, "service_scaling", P=q), _by(phases, "raw_encoder", prefixes=q)
         if s and r:
-            out["service_vs_raw_by_P"][str(q)] = round(s["vectors_per_s"] / r["vectors_per_s"], 3)
-    out["ours_vs_infinity_one_prefix"] = {}
-    for k in cfg.concurrency:
-        ours, peer = (
-            _by(phases, "peer_ours_one_prefix", concurrency=k),
-            _by(phases, "peer_infinity", concurrency=k),
-        )
-        if ours and peer and peer["vectors_per_s"]:
-            out["ours_vs_infinity_one_prefix"][str(k)] = round(
-                ours["vectors_per_s"] / peer["vectors_per_s"], 3
-            )
+            out["service_vs_raw_by_P_single_pass"][str(q)] = round(s["vectors_per_s"] / r["vectors_per_s"], 3)
     return out
 
 
@@ -306,6 +330,17 @@ def _scrape(base: str) -> dict[str, float]:
         if len(parts) == 2 and parts[0] in wanted:
             out[parts[0]] = float(parts[1])
     return out
+
+
+def _peer_version(exe: Path) -> str:
+    pip = exe.parent / "pip"
+    try:
+        out = subprocess.run([str(pip), "show", "infinity-emb"], capture_output=True, text=True, check=False)
+    except OSError:
+        return "unknown"
+    return next(
+        (ln.split(":", 1)[1].strip() for ln in out.stdout.splitlines() if ln.startswith("Version")), "?"
+    )
 
 
 def _check(ok: bool, detail: object) -> None:

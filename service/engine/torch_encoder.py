@@ -17,7 +17,7 @@ from service.engine.tokenize import tokenize
 # Called after every model call with (rows, padded tokens incl. prefix slots, seconds).
 ForwardObserver = Callable[[int, int, float], None]
 
-CPU_CHUNK_ROWS = 32  # measured: 32-row calls beat one large call on a 2-core CPU (BENCHMARKS.md)
+CPU_CHUNK_ROWS = 32  # measured on a worker thread: 32-row calls ~2x one large call on 2 cores (BENCHMARKS.md)
 
 
 class TorchEncoder:

@@ -74,7 +74,11 @@ def check_name(name: str, source: str) -> None:
 
 
 def _looks_pickled(data: bytes) -> bool:
-    # pickle protocol 2+ opens with 0x80 <protocol>; torch.save writes a zip archive ("PK")
+    # pickle protocol 2+ opens with 0x80 <protocol>; torch.save writes a zip archive ("PK"). A safetensors
+    # file opens with its u64 header length, whose low bytes can be exactly 0x80 0x02..0x05 (a header of
+    # 640..1535 bytes), then "{": that is never a pickle.
+    if data[8:9] == b"{":
+        return False
     return (data[:1] == b"\x80" and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")) or data[:2] == b"PK"
 
 

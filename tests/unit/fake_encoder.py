@@ -58,8 +58,9 @@ class FakeEncoder:
     dim = 4
     max_input_tokens = 64
 
-    def __init__(self, *, delay_s: float = 0.0) -> None:
+    def __init__(self, *, delay_s: float = 0.0, chunk_rows: int = 0) -> None:
         self.delay_s = delay_s
+        self.chunk_rows = chunk_rows  # the CPU row-chunk policy, read by the batcher
         self.gate = threading.Event()  # encode() waits on it: tests hold the worker with clear()
         self.gate.set()
         self.entered = threading.Event()  # set when an encode() call starts

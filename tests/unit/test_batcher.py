@@ -103,6 +103,33 @@ def test_token_budget_splits_a_large_request_between_texts_never_between_prefixe
         np.testing.assert_array_equal(vectors[i], np.stack([enc.expected(text, s) for s in (0, 1, 2)]))
 
 
+def test_row_chunks_answer_each_request_as_soon_as_its_chunk_is_done() -> None:
+    enc = FakeEncoder(delay_s=0.1, chunk_rows=4)  # 4 rows = 2 texts x 2 prefixes per call
+    batcher = Batcher(enc)
+    texts = ["a", "b b", "c c c", "d d d d", "e e e e e", "f f f f f f"]
+    done_at: dict[str, float] = {}
+
+    async def one(text: str) -> None:
+        out = await batcher.embed([text], BANK, [0, 1])
+        np.testing.assert_array_equal(out.vectors[0], np.stack([enc.expected(text, s) for s in (0, 1)]))
+        done_at[text] = time.monotonic()
+
+    async def scenario() -> None:
+        hold(enc)
+        blocker = asyncio.ensure_future(batcher.embed(["hold"], BANK, [0, 1]))
+        await wait_until(enc.entered.is_set)
+        futs = [asyncio.ensure_future(one(t)) for t in reversed(texts)]  # longest first
+        await asyncio.sleep(0.05)
+        enc.gate.set()
+        await asyncio.gather(blocker, *futs)
+        await batcher.stop()
+
+    run(scenario)
+    # one planned batch of 6 texts, sorted by length, run as 3 calls of 2 texts
+    assert [t for t, _ in enc.calls[1:]] == [["a", "b b"], ["c c c", "d d d d"], ["e e e e e", "f f f f f f"]]
+    assert done_at["b b"] < done_at["c c c"] - 0.05 < done_at["e e e e e"] - 0.1
+
+
 def test_failing_batch_fails_its_requests_and_the_next_batch_succeeds() -> None:
     enc = FakeEncoder()
     batcher = Batcher(enc)

@@ -1,0 +1,79 @@
+"""Fixed representations of a target task's texts: the plain backbone and every prefix, via the engine.
+
+All prefixes of a text are computed in the engine's batched forward (the served vectors, exactly).
+Vectors are cached per (texts, prefix digest, backbone, pooling, max length) in ``cache_dir`` as .npy,
+so adding one prefix encodes only that prefix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from service.engine.bank import PrefixBank
+from service.engine.torch_encoder import TorchEncoder
+from service.registry.formats import LoadedPrefix
+
+PLAIN = "plain"
+
+
+def _texts_digest(texts: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode() + b"\x1e")
+    return h.hexdigest()[:16]
+
+
+def encode_all(
+    encoder: TorchEncoder,
+    prefixes: Sequence[LoadedPrefix],
+    texts: Sequence[str],
+    *,
+    max_length: int = 128,
+    cache_dir: Path | None = None,
+    batch: int = 32,
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
+    """{``plain`` or prefix name: float32 [N, dim]} for ``texts``; unnormalized, as the engine pools."""
+    tag = f"{encoder.spec.fingerprint}-{encoder.pooling}-{max_length}-{_texts_digest(texts)}"
+
+    def cache_file(digest: str) -> Path | None:
+        return None if cache_dir is None else cache_dir / f"{tag}-{digest}.npy"
+
+    out: dict[str, np.ndarray] = {}
+    todo: list[LoadedPrefix] = []
+    for p in prefixes:
+        f = cache_file(p.digest)
+        if f is not None and f.is_file():
+            out[p.name] = np.load(f)
+        else:
+            todo.append(p)
+    plain_file = cache_file(PLAIN)
+    want_plain = plain_file is None or not plain_file.is_file()
+    if not want_plain:
+        out[PLAIN] = np.load(plain_file)  # type: ignore[arg-type]
+    bank = PrefixBank.build(todo)
+    slots = list(range(len(bank)))
+    limit = min(max_length, encoder.max_input_tokens, encoder.spec.max_text_positions - bank.max_shift(slots))
+    chunks: dict[str, list[np.ndarray]] = {n: [] for n in [*bank.names, *([PLAIN] if want_plain else [])]}
+    if chunks:
+        for i in tqdm(range(0, len(texts), batch), desc="encode", disable=not progress, mininterval=5):
+            tb = encoder.tokenize(texts[i : i + batch], max_length=limit, truncate=True)
+            if slots:
+                vec = encoder.encode(tb, bank, slots)
+                for j, n in enumerate(bank.names):
+                    chunks[n].append(vec[:, j])
+            if want_plain:
+                chunks[PLAIN].append(encoder.encode_plain(tb))
+    for n, parts in chunks.items():
+        out[n] = np.concatenate(parts).astype(np.float32)
+        digest = PLAIN if n == PLAIN else bank.get(n).digest
+        f = cache_file(digest)
+        if f is not None:
+            f.parent.mkdir(parents=True, exist_ok=True)
+            np.save(f, out[n])
+    return out

@@ -1,0 +1,137 @@
+"""Training a prefix end to end on a small real sample, and serving it: the engine reproduces PEFT."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from service.engine.backbone import Backbone, load_backbone
+from service.engine.bank import PrefixBank
+from service.engine.torch_encoder import TorchEncoder
+from service.method.data import load_table, split
+from service.method.prefix_init import initial_prompt
+from service.method.prefix_io import load_prefixes, write_native
+from service.method.prefix_model import build_prefix_model, load_prompt
+from service.method.train import TaskSplit, TrainConfig, TrainResult, train_prefix
+from service.registry.formats import FORMAT_VERSION, LoadedPrefix
+
+DATA = Path(__file__).parent.parent / "data"
+TEXTS = [
+    "WINNER!! Claim your free prize now, text WIN to 80086",
+    "ok see you at the station at 6",
+    "Congratulations, you have been selected for a cash award. Call 0906 now",
+    "sorry, I'll call later",
+]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def sms_split() -> TaskSplit:
+    train, dev = split(load_table(DATA / "sms_spam_200.jsonl", name="sms-spam"), 0.3, seed=0)
+    return TaskSplit(train, dev)
+
+
+@pytest.fixture(scope="module")
+def trained(minilm_path: Path, sms_split: TaskSplit) -> TrainResult:
+    cfg = TrainConfig(
+        prefix_len=4,
+        max_length=40,
+        batch_size=16,
+        max_steps=16,
+        eval_every=8,
+        checkpoint_steps=(4,),
+        threads=2,
+    )
+    return train_prefix(minilm_path, [sms_split], cfg, progress=False)
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory: pytest.TempPathFactory, trained: TrainResult, minilm: Backbone) -> LoadedPrefix:
+    path = tmp_path_factory.mktemp("prefixes") / "sms-spam.safetensors"
+    write_native(path, trained.key, trained.value, trained.metadata, minilm.spec)
+    return load_prefixes([path], minilm.spec)[0]
+
+
+def test_dev_accuracy_beats_majority(trained: TrainResult) -> None:
+    dev = trained.metadata["dev_metrics"]
+    assert dev["n_dev"] >= 50
+    assert dev["majority_accuracy"] <= 0.56
+    assert dev["accuracy"] > dev["majority_accuracy"] + 0.2
+    assert trained.metadata["training"]["steps_run"] == 8
+    assert set(trained.checkpoints) == {2}
+    assert [h["step"] for h in trained.history] == [0, 4, 8]  # step 0: the head's probe fit
+    spec = trained.model.spec
+    start = initial_prompt(spec.num_layers, spec.hidden_size, 4, 0, 0.5)
+    moved = trained.checkpoints[2][0] - start.view(4, spec.num_layers, 2, spec.num_heads, -1)[
+        :, :, 0
+    ].permute(1, 2, 0, 3)
+    assert 0 < moved.abs().max() < 0.1  # two Adam steps of lr 1e-2 moved the prefix, a little
+
+
+def test_written_file_round_trips_metadata(
+    written: LoadedPrefix, trained: TrainResult, minilm: Backbone
+) -> None:
+    meta = written.metadata
+    assert meta["format"] == FORMAT_VERSION
+    assert meta["task"] == "sms-spam"
+    assert meta["labels"] == ["ham", "spam"]
+    assert meta["dev_metrics"] == trained.metadata["dev_metrics"]
+    assert meta["backbone_fingerprint"] == minilm.spec.fingerprint
+    assert meta["position_convention"] == "peft"
+    assert written.position_shift == 4
+    assert meta["pooling"] == "mean"
+    assert meta["init"] == {"method": "normal", "seed": 0, "std": 0.5}
+    assert meta["training"]["prefix_len"] == 4
+    assert meta["training"]["versions"]["peft"]
+    assert meta["data"]["sha256"]
+    assert meta["data"]["n_train"] + meta["data"]["n_dev"] == 200
+    assert written.key.shape == (minilm.spec.num_layers, minilm.spec.num_heads, 4, minilm.spec.head_dim)
+    assert torch.equal(written.key, trained.key)
+    assert torch.equal(written.value, trained.value)
+
+
+def test_engine_reproduces_the_peft_model(
+    written: LoadedPrefix, trained: TrainResult, minilm: Backbone
+) -> None:
+    """The served vector of the trained prefix equals PEFT's pooled output on the same texts."""
+    encoder = TorchEncoder(minilm, pooling="mean")
+    other = LoadedPrefix("other", "0" * 64, written.key * 0.5, written.value, "peft", "x", "native")
+    bank = PrefixBank.build([other, written])
+    batch = encoder.tokenize(TEXTS, max_length=64, truncate=True)
+    served = encoder.encode(batch, bank, bank.indices([written.name]))[:, 0]
+    with torch.no_grad():
+        ref = trained.model.pooled(trained.model.tokenize(TEXTS, None, 64)).numpy()
+    assert np.abs(served - ref).max() <= 1e-5
+    assert np.abs(served - encoder.encode_plain(batch)).max() > 1e-2  # the prefix changes the vector
+
+
+def test_projection_prefix_is_exported_as_the_projected_kv(
+    tiny_bert_path: Path, sms_split: TaskSplit
+) -> None:
+    """With prefix_projection the file holds the MLP's output; the engine reproduces PEFT with it."""
+    tiny = load_backbone(tiny_bert_path, device="cpu", dtype="float32")
+    cfg = TrainConfig(prefix_len=3, max_length=24, max_steps=3, eval_every=3, projection=True, head_lr=1e-2)
+    small = TaskSplit(sms_split.train.take(range(40)), sms_split.dev.take(range(20)))
+    result = train_prefix(tiny_bert_path, [small], cfg, progress=False)
+    assert result.metadata["init"] == {"method": "projection"}
+    prefix = LoadedPrefix("proj", "1" * 64, result.key, result.value, "peft", "x", "native")
+    encoder = TorchEncoder(tiny, pooling="mean")
+    batch = encoder.tokenize(TEXTS, max_length=24, truncate=True)
+    served = encoder.encode(batch, PrefixBank.build([prefix]), [0])[:, 0]
+    with torch.no_grad():
+        ref = result.model.pooled(result.model.tokenize(TEXTS, None, 24)).numpy()
+    assert np.abs(served - ref).max() <= 1e-5
+
+
+def test_load_prompt_inverts_the_export(tiny_bert_path: Path) -> None:
+    model = build_prefix_model(tiny_bert_path, 5, seed=7, init_std=0.3)
+    key, value = model.key_value()
+    start = initial_prompt(model.spec.num_layers, model.spec.hidden_size, 5, 7, 0.3)
+    assert torch.equal(model.prompt_weight(), start)
+    other = build_prefix_model(tiny_bert_path, 5, seed=8)
+    load_prompt(other, key, value)
+    assert torch.equal(other.prompt_weight(), start)
