@@ -2,11 +2,14 @@
 
 The machine is shared, so the two backends alternate within every round (and swap who goes first each
 round); the ratio reported is the median of the per-round ratios, which cancels most of the drift in
-background load. The load average before and after is part of the result.
+background load. The load average before and after is part of the result. As in the service, the
+texts are sorted by length (the batcher does) and the calls run on a worker thread (the batcher's
+worker; on this VM the main thread was measured ~2x slower for the same torch calls, BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime
 import os
 import platform
@@ -55,27 +58,35 @@ def run_onnx_bench(
         random_prefixes(n_prefixes, prefix_len, spec.num_layers, spec.num_heads, spec.head_dim)
     )
     slots = list(range(n_prefixes))
-    batch = torch_enc.tokenize(sample_texts(n_texts), max_length=torch_enc.max_input_tokens, truncate=True)
+    texts = sorted(sample_texts(n_texts), key=len)
+    batch = torch_enc.tokenize(texts, max_length=torch_enc.max_input_tokens, truncate=True)
     rows = n_texts * n_prefixes
 
-    before = {"torch": torch_enc.forward_calls, "onnx": onnx_enc.forward_calls}
-    ref = torch_enc.encode(batch, bank, slots)  # also the warm-up
-    got = onnx_enc.encode(batch, bank, slots)
-    calls = {
-        "torch": torch_enc.forward_calls - before["torch"],
-        "onnx": onnx_enc.forward_calls - before["onnx"],
-    }
-    runs = {
-        "torch": lambda: torch_enc.encode(batch, bank, slots),
-        "onnx": lambda: onnx_enc.encode(batch, bank, slots),
-    }
-    times: dict[str, list[float]] = {"torch": [], "onnx": []}
-    cpu: dict[str, list[float]] = {"torch": [], "onnx": []}
-    for r in range(rounds):
-        for name in ("torch", "onnx") if r % 2 == 0 else ("onnx", "torch"):
-            wall, used = _timed(runs[name])
-            times[name].append(wall)
-            cpu[name].append(used)
+    def measure() -> tuple[
+        np.ndarray, np.ndarray, dict[str, int], dict[str, list[float]], dict[str, list[float]]
+    ]:
+        before = {"torch": torch_enc.forward_calls, "onnx": onnx_enc.forward_calls}
+        ref = torch_enc.encode(batch, bank, slots)  # also the warm-up
+        got = onnx_enc.encode(batch, bank, slots)
+        calls = {
+            "torch": torch_enc.forward_calls - before["torch"],
+            "onnx": onnx_enc.forward_calls - before["onnx"],
+        }
+        runs = {
+            "torch": lambda: torch_enc.encode(batch, bank, slots),
+            "onnx": lambda: onnx_enc.encode(batch, bank, slots),
+        }
+        times: dict[str, list[float]] = {"torch": [], "onnx": []}
+        cpu: dict[str, list[float]] = {"torch": [], "onnx": []}
+        for r in range(rounds):
+            for name in ("torch", "onnx") if r % 2 == 0 else ("onnx", "torch"):
+                wall, used = _timed(runs[name])
+                times[name].append(wall)
+                cpu[name].append(used)
+        return ref, got, calls, times, cpu
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        ref, got, calls, times, cpu = pool.submit(measure).result()
     ratios = [t / o for t, o in zip(times["torch"], times["onnx"], strict=True)]
     median = {k: statistics.median(v) for k, v in times.items()}
     cpu_median = {k: statistics.median(v) for k, v in cpu.items()}
