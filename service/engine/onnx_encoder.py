@@ -19,7 +19,7 @@ from transformers import PreTrainedTokenizerBase
 
 from service.engine.backbone import BackboneSpec
 from service.engine.bank import PrefixBank
-from service.engine.encoder import TokenizedBatch
+from service.engine.encoder import TokenizedBatch, texts_per_call
 from service.engine.onnx_export import META_PREFIX, ExportKey
 from service.engine.onnx_io import BANK_INPUTS, OUTPUT_NAME, plain_bank
 from service.engine.ort_fp16 import fp16_session
@@ -120,12 +120,6 @@ class OnnxEncoder:
             self._bank_version = bank.version
         return self._bank_values
 
-    def _texts_per_call(self, n_prefixes: int, n_texts: int) -> int:
-        # All prefixes of one text always share a call; chunks split between texts.
-        if not self.chunk_rows:
-            return n_texts
-        return max(1, self.chunk_rows // max(1, n_prefixes))
-
     def _call(
         self, batch: TokenizedBatch, bank: dict[str, Any], slots: Sequence[int], extra: int
     ) -> np.ndarray:
@@ -151,7 +145,7 @@ class OnnxEncoder:
     def _run(
         self, batch: TokenizedBatch, bank: dict[str, Any], slots: Sequence[int], extra: int
     ) -> np.ndarray:
-        per_call = self._texts_per_call(len(slots), batch.size)
+        per_call = texts_per_call(self.chunk_rows, batch.size, len(slots))
         outs = []
         for start in range(0, batch.size, per_call):
             part = (
