@@ -66,9 +66,16 @@ def transfer_report(
                 "ranking": sorted(src_names, key=lambda s: -sims[s]),
                 "rho_gain": _rho([sims[s] for s in src_names], [transfer[s]["gain"] for s in src_names]),
                 "rho_loo": _rho([sims[s] for s in src_names], [transfer[s]["loo"] for s in src_names]),
-                "top1_is_best_gain": max(src_names, key=lambda s: sims[s])
-                == max(src_names, key=lambda s: transfer[s]["gain"]),
+                # ties in the measured gain (equal accuracies) count for every tied source
+                "top1_is_best_gain": transfer[max(src_names, key=lambda s: sims[s])]["gain"]
+                == max(transfer[s]["gain"] for s in src_names),
             }
+        final = entry["variants"].get("final")
+        for label, v in entry["variants"].items():
+            if final is not None and label != "final":
+                v["rho_vs_final"] = _rho(
+                    [final["similarity"][s] for s in src_names], [v["similarity"][s] for s in src_names]
+                )
         report["targets"][target] = entry
     return report
 
@@ -95,6 +102,11 @@ def transfer_markdown(report: dict[str, Any]) -> str:
             lines.append(
                 f"\n{lb}: ranking {' > '.join(v['ranking'])}; Spearman rho vs gain {_fmt(v['rho_gain'])}, "
                 f"vs loo {_fmt(v['rho_loo'])}; most similar = best single source: {v['top1_is_best_gain']}"
+                + (
+                    f"; rho vs the final similarities {_fmt(v['rho_vs_final'])}"
+                    if "rho_vs_final" in v
+                    else ""
+                )
             )
         lines.append("")
     return "\n".join(lines)

@@ -187,5 +187,13 @@ def test_transfer_report_ranks_sources_against_measured_transfer() -> None:
         "loo": pytest.approx(-0.02),
     }
     assert "ranking s1 > s2 > s3" in transfer_markdown(rep)
+    both = transfer_report(evaluation, {"final": (sources, [target]), "early": (sources, [target])})
+    assert both["targets"]["tgt"]["variants"]["early"]["rho_vs_final"] == pytest.approx(1.0)
+    # a tie in measured gain counts for each tied source
+    tied = [dict(r, accuracy=0.8) if r["representation"] == "s2" else r for r in rows]
+    rep = transfer_report(
+        dict(evaluation, rows=tied), {"final": ([sources[1], sources[0], sources[2]], [target])}
+    )
+    assert rep["targets"]["tgt"]["variants"]["final"]["top1_is_best_gain"] is True
     # a variant that lacks a source or the target prefix is left out, not guessed
     assert transfer_report(evaluation, {"x": (sources[:2], [target])})["targets"]["tgt"]["variants"] == {}
