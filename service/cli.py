@@ -291,6 +291,9 @@ def bench_onnx(
     chunk_rows: Annotated[
         int | None, typer.Option(help="Rows per model call for both (default: each backend's own).")
     ] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="Intra-op threads of both backends (default: their own).")
+    ] = None,
     onnx_cache_dir: Annotated[Path | None, typer.Option(help="Where ONNX exports are cached.")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the results as JSON here.")] = None,
 ) -> None:
@@ -307,7 +310,7 @@ def bench_onnx(
         onnx_cache_dir=onnx_cache_dir,
     )
     result = run_onnx_bench(
-        settings, n_texts=texts, n_prefixes=prefixes, prefix_len=prefix_len, rounds=rounds
+        settings, n_texts=texts, n_prefixes=prefixes, prefix_len=prefix_len, rounds=rounds, threads=threads
     )
     typer.echo(json.dumps(result, indent=2))
     if out:

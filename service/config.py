@@ -66,7 +66,7 @@ class Settings(BaseSettings):
         None,
         ge=0,
         description="Split forward calls into chunks of this many rows "
-        "(None: the backend's CPU default, torch 64 / ONNX 32; 0 = one call, the GPU default).",
+        "(None: 32 on CPU; 0 = one call, the GPU default).",
     )
     batch_slot_policy: Literal["group", "union"] = Field(
         "group",

@@ -36,6 +36,16 @@ class TokenizedBatch:
         return TokenizedBatch(self.input_ids[idx, :t], self.attention_mask[idx, :t], lengths)
 
 
+def texts_per_call(chunk_rows: int, n_texts: int, n_prefixes: int) -> int:
+    """Texts per model call under a row budget (0 = one call for the whole batch).
+
+    All prefixes of one text always share a call, so chunks split between texts.
+    """
+    if not chunk_rows:
+        return n_texts
+    return max(1, chunk_rows // max(1, n_prefixes))
+
+
 class Encoder(Protocol):
     """B texts x P prefixes -> [B, P, dim] pooled vectors, in as few forward calls as allowed."""
 

@@ -24,8 +24,12 @@ def build_torch_encoder(settings: Settings, backbone: Backbone | None = None) ->
     )
 
 
-def build_onnx_encoder(settings: Settings, *, force_export: bool = False) -> OnnxEncoder:
-    """Export (or reuse the cached export of) the backbone, then open an ONNX Runtime session on it."""
+def build_onnx_encoder(
+    settings: Settings, *, force_export: bool = False, threads: int | None = None
+) -> OnnxEncoder:
+    """Export (or reuse the cached export of) the backbone, then open an ONNX Runtime session on it.
+
+    ``threads``: ORT intra-op threads (None: ORT's default, one per physical core)."""
     from transformers import AutoTokenizer
 
     from service.engine.backbone import read_spec, trained_max_tokens
@@ -54,6 +58,7 @@ def build_onnx_encoder(settings: Settings, *, force_export: bool = False) -> Onn
         dtype=settings.dtype,
         chunk_rows=settings.forward_chunk_rows,
         max_input_tokens=settings.max_input_tokens,
+        threads=threads,
     )
 
 

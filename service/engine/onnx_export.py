@@ -55,9 +55,6 @@ DIFF_FIELD = META_PREFIX + "validated_max_abs_diff"
 _CHATTY_LOGGERS = {
     "onnxscript": logging.WARNING,
     "onnx_ir": logging.WARNING,
-    "fusion_base": logging.WARNING,
-    "onnx_model": logging.WARNING,
-    "onnx_model_bert": logging.WARNING,
     "torch.onnx": logging.ERROR,
 }
 
@@ -114,7 +111,7 @@ def export_key(spec: BackboneSpec, pooling: str, pooling_layers: int) -> ExportK
     return ExportKey(
         fingerprint=spec.fingerprint,
         pooling=pooling,
-        pooling_layers=pooling_layers,
+        pooling_layers=pooling_layers if pooling == "multilayer" else 0,  # only multilayer reads it
         opset=OPSET,
         exporter=f"torch-{torch.__version__}-dynamo/onnxscript-{onnxscript.__version__}"
         f"/transformers-{transformers.__version__}",

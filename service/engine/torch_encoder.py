@@ -10,14 +10,14 @@ import torch
 
 from service.engine.backbone import Backbone
 from service.engine.bank import PrefixBank
-from service.engine.encoder import TokenizedBatch
+from service.engine.encoder import TokenizedBatch, texts_per_call
 from service.engine.forward import PrefixedForward
 from service.engine.tokenize import tokenize
 
 # Called after every model call with (rows, padded tokens incl. prefix slots, seconds).
 ForwardObserver = Callable[[int, int, float], None]
 
-CPU_CHUNK_ROWS = 64  # measured: 64-row calls beat 32-row calls and one large call on 2 cores (BENCHMARKS.md)
+CPU_CHUNK_ROWS = 32  # measured on a worker thread: 32-row calls ~2x one large call on 2 cores (BENCHMARKS.md)
 
 
 class TorchEncoder:
@@ -66,12 +66,6 @@ class TorchEncoder:
             self._bank_version = bank.version
         return self._bank_tensors
 
-    def _texts_per_call(self, n_texts: int, n_prefixes: int) -> int:
-        # All prefixes of one text always share a call; chunks split between texts.
-        if not self.chunk_rows:
-            return n_texts
-        return max(1, self.chunk_rows // max(1, n_prefixes))
-
     def _call(
         self, batch: TokenizedBatch, prefix: tuple[torch.Tensor, ...] | None, slots: Sequence[int]
     ) -> torch.Tensor:
@@ -98,7 +92,7 @@ class TorchEncoder:
     def _run(
         self, batch: TokenizedBatch, prefix: tuple[torch.Tensor, ...] | None, slots: Sequence[int]
     ) -> np.ndarray:
-        per_call = self._texts_per_call(batch.size, len(slots))
+        per_call = texts_per_call(self.chunk_rows, batch.size, len(slots))
         outs = []
         for start in range(0, batch.size, per_call):
             part = (

@@ -41,9 +41,9 @@ def trained(minilm_path: Path, sms_split: TaskSplit) -> TrainResult:
         prefix_len=4,
         max_length=40,
         batch_size=16,
-        max_steps=16,
-        eval_every=8,
-        checkpoint_steps=(4,),
+        max_steps=8,
+        eval_every=4,
+        checkpoint_steps=(2,),
         threads=2,
     )
     return train_prefix(minilm_path, [sms_split], cfg, progress=False)

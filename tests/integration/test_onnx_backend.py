@@ -247,6 +247,18 @@ def test_stale_detection_rules(tmp_path: Path, bert_onnx: OnnxEncoder, tiny_bert
     assert onnx_export.read_export_metadata(tmp_path / "missing.onnx") is None
 
 
+def test_export_that_differs_from_torch_is_not_cached(
+    tmp_path: Path, tiny_bert_path: Path, roberta_onnx: OnnxEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The on-the-spot validation is real: a graph that computes something else (here: the RoBERTa
+    graph standing in for BERT's export) fails it, and nothing is written to the cache."""
+    wrong = onnx.load(str(roberta_onnx.onnx_path))
+    monkeypatch.setattr(onnx_export, "_trace", lambda forward: wrong)
+    with pytest.raises(onnx_export.OnnxExportError, match="differs from torch by"):
+        build_onnx_encoder(onnx_settings(tiny_bert_path, tmp_path))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_session_refuses_a_file_swapped_after_the_cache_check(
     bert_onnx: OnnxEncoder, roberta_onnx: OnnxEncoder, tiny_bert: Backbone
 ) -> None:
@@ -272,7 +284,7 @@ def test_float16_graph_is_checked_against_float32(bert_onnx: OnnxEncoder, tiny_b
     assert types["prefix_keys"] == "tensor(float)"  # the bank stays float32 at the graph boundary
     diff = relative_diff(fp16, bert_onnx.session, tiny_bert.spec, 1000)
     assert 0 < diff <= FP16_REL_TOL  # it really is a different (half precision) graph, and close
-    with pytest.raises(ModelLoadError, match="float32 only"):
+    with pytest.raises(ModelLoadError, match="float16 on CUDA only"):
         OnnxEncoder(
             bert_onnx.onnx_path,
             onnx_export.export_key(tiny_bert.spec, "mean", 4),
