@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -135,3 +136,26 @@ def test_load_prompt_inverts_the_export(tiny_bert_path: Path) -> None:
     other = build_prefix_model(tiny_bert_path, 5, seed=8)
     load_prompt(other, key, value)
     assert torch.equal(other.prompt_weight(), start)
+
+
+def test_text_pairs_train_and_tokenize_as_one_sequence(tiny_bert_path: Path, tmp_path: Path) -> None:
+    """A pair is [CLS] a [SEP] b [SEP] without token type ids (PEFT drops them; the engine has none)."""
+    rows = [
+        {"text": f"is {w} a colour", "text_pair": ans, "label": "yes" if ans == "yes" else "no"}
+        for w in ("red", "blue", "green", "table", "chair", "river")
+        for ans in ("yes", "no")
+    ]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = load_table(path)
+    assert data.pairs is not None
+    model = build_prefix_model(tiny_bert_path, 2)
+    enc = model.tokenize(data.texts[:1], data.pairs[:1], 32)
+    assert "token_type_ids" not in enc
+    sep = model.tokenizer.sep_token_id
+    assert enc["input_ids"][0].tolist().count(sep) == 2
+    train, dev = split(data, 0.25, seed=0)
+    cfg = TrainConfig(prefix_len=2, max_length=24, max_steps=2, eval_every=2)
+    result = train_prefix(tiny_bert_path, [TaskSplit(train, dev)], cfg, progress=False)
+    assert result.metadata["labels"] == ["no", "yes"]
+    assert result.metadata["dev_metrics"]["n_dev"] == len(dev)
