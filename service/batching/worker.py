@@ -19,7 +19,7 @@ import numpy as np
 from service.batching.planner import PlannedBatch, SlotPolicy, plan_batch
 from service.batching.request import EmbedOutput, EmbedRequest
 from service.batching.stats import BatcherObserver, BatchRecord
-from service.engine.encoder import Encoder
+from service.engine.encoder import Encoder, texts_per_call
 from service.engine.tokenize import text_token_limit
 from service.errors import DeadlineExceeded, InferenceFailed, NotReady, PrefixEmbedError
 
@@ -193,11 +193,6 @@ class BatchWorker:
         for obs in self.observers:
             obs.on_forward(rows, tokens, seconds)
 
-    def _texts_per_call(self, n_slots: int) -> int:
-        """Texts per encoder call: the encoder's row chunk (CPU policy) when it has one."""
-        chunk = int(getattr(self.encoder, "chunk_rows", 0) or 0)
-        return max(1, chunk // max(1, n_slots)) if chunk else 0
-
     def _run(self, batch: PlannedBatch) -> None:
         """Run a planned batch (sorted by length) as encoder calls of one row chunk each, answering
         every request as soon as its last text is done rather than when the whole batch is."""
@@ -207,7 +202,9 @@ class BatchWorker:
                 req.started_at = start
                 for obs in self.observers:
                     obs.on_queued(start - req.enqueued_at)
-        per_call = self._texts_per_call(len(batch.slots)) or len(batch.items)
+        # the encoder's row chunk (CPU policy) when it has one
+        chunk = int(getattr(self.encoder, "chunk_rows", 0) or 0)
+        per_call = max(1, texts_per_call(chunk, len(batch.items), len(batch.slots)))
         for first in range(0, len(batch.items), per_call):
             part = PlannedBatch(batch.bank, batch.slots, batch.items[first : first + per_call])
             part.items = [(r, i) for r, i in part.items if r.live]

@@ -46,6 +46,14 @@ def texts_per_call(chunk_rows: int, n_texts: int, n_prefixes: int) -> int:
     return max(1, chunk_rows // max(1, n_prefixes))
 
 
+def call_chunks(batch: TokenizedBatch, chunk_rows: int, n_prefixes: int) -> list[TokenizedBatch]:
+    """``batch`` split into the sub-batches of one model call each (the whole batch when it fits)."""
+    per_call = texts_per_call(chunk_rows, batch.size, n_prefixes)
+    if per_call >= batch.size:
+        return [batch]
+    return [batch.take(range(i, min(i + per_call, batch.size))) for i in range(0, batch.size, per_call)]
+
+
 class Encoder(Protocol):
     """B texts x P prefixes -> [B, P, dim] pooled vectors, in as few forward calls as allowed."""
 

@@ -19,7 +19,7 @@ from transformers import PreTrainedTokenizerBase
 
 from service.engine.backbone import BackboneSpec
 from service.engine.bank import PrefixBank
-from service.engine.encoder import TokenizedBatch, texts_per_call
+from service.engine.encoder import TokenizedBatch, call_chunks
 from service.engine.onnx_export import META_PREFIX, ExportKey
 from service.engine.onnx_io import BANK_INPUTS, OUTPUT_NAME, plain_bank
 from service.engine.ort_fp16 import fp16_session
@@ -145,15 +145,9 @@ class OnnxEncoder:
     def _run(
         self, batch: TokenizedBatch, bank: dict[str, Any], slots: Sequence[int], extra: int
     ) -> np.ndarray:
-        per_call = texts_per_call(self.chunk_rows, batch.size, len(slots))
-        outs = []
-        for start in range(0, batch.size, per_call):
-            part = (
-                batch
-                if per_call >= batch.size
-                else batch.take(range(start, min(start + per_call, batch.size)))
-            )
-            outs.append(self._call(part, bank, slots, extra))
+        outs = [
+            self._call(part, bank, slots, extra) for part in call_chunks(batch, self.chunk_rows, len(slots))
+        ]
         return np.concatenate(outs).astype(np.float32, copy=False)
 
     def encode(self, batch: TokenizedBatch, bank: PrefixBank, slots: Sequence[int]) -> np.ndarray:

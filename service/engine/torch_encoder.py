@@ -10,7 +10,7 @@ import torch
 
 from service.engine.backbone import Backbone
 from service.engine.bank import PrefixBank
-from service.engine.encoder import TokenizedBatch, texts_per_call
+from service.engine.encoder import TokenizedBatch, call_chunks
 from service.engine.forward import PrefixedForward
 from service.engine.tokenize import tokenize
 
@@ -92,15 +92,7 @@ class TorchEncoder:
     def _run(
         self, batch: TokenizedBatch, prefix: tuple[torch.Tensor, ...] | None, slots: Sequence[int]
     ) -> np.ndarray:
-        per_call = texts_per_call(self.chunk_rows, batch.size, len(slots))
-        outs = []
-        for start in range(0, batch.size, per_call):
-            part = (
-                batch
-                if per_call >= batch.size
-                else batch.take(range(start, min(start + per_call, batch.size)))
-            )
-            outs.append(self._call(part, prefix, slots))
+        outs = [self._call(part, prefix, slots) for part in call_chunks(batch, self.chunk_rows, len(slots))]
         return torch.cat(outs).cpu().numpy()
 
     def encode(self, batch: TokenizedBatch, bank: PrefixBank, slots: Sequence[int]) -> np.ndarray:
