@@ -13,10 +13,10 @@ import numpy as np
 
 from service.engine.bank import PrefixBank
 from service.engine.encoder import Encoder
+from service.engine.prefix import LoadedPrefix
 from service.engine.quantize import encode_vector, l2_normalize
 from service.engine.tokenize import text_token_limit
 from service.errors import NoActivePrefixes, PrefixDisabled
-from service.registry.formats import LoadedPrefix
 
 
 def choose_prefixes(bank: PrefixBank, enabled: Collection[str], requested: Sequence[str] | None) -> list[str]:

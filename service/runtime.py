@@ -16,9 +16,9 @@ from service.batching.prometheus import register_batcher_metrics
 from service.config import Settings
 from service.engine.bank import PrefixBank
 from service.engine.encoder import Encoder
+from service.engine.prefix import LoadedPrefix
 from service.errors import NotReady, PrefixEmbedError
 from service.metrics import Metrics
-from service.registry.formats import LoadedPrefix
 from service.registry.registry import PrefixRegistry
 from service.registry.watcher import FolderWatcher
 

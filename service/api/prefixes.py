@@ -15,8 +15,8 @@ from fastapi.responses import JSONResponse
 
 from service.api.auth import require_admin, require_api_key
 from service.api.deps import ServingDep
+from service.engine.prefix import LoadedPrefix
 from service.method.similarity import similarity_document
-from service.registry.formats import LoadedPrefix
 from service.registry.registry import Snapshot
 
 router = APIRouter(prefix="/prefixes", tags=["prefixes"])

@@ -15,7 +15,7 @@ from service.bench.texts import sample_texts
 from service.config import Settings
 from service.engine.bank import PrefixBank
 from service.engine.factory import build_torch_encoder
-from service.registry.formats import LoadedPrefix
+from service.engine.prefix import LoadedPrefix
 
 
 def random_prefixes(

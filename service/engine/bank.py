@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
+from service.engine.prefix import LoadedPrefix
 from service.errors import PrefixNotFound
-from service.registry.formats import LoadedPrefix
 
 
 @dataclass(frozen=True, eq=False)

@@ -14,11 +14,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from service.engine.prefix import LoadedPrefix
 from service.engine.torch_encoder import TorchEncoder
 from service.method.data import TaskData, holdout, majority_accuracy, subsample
 from service.method.probes import feature_sets, fit_probe
 from service.method.represent import encode_all
-from service.registry.formats import LoadedPrefix
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,9 @@ from typing import Any
 import torch
 
 from service.engine.backbone import BackboneSpec
+from service.engine.prefix import LoadedPrefix
 from service.registry.folder import scan_folder
-from service.registry.formats import LoadedPrefix, atomic_write, load_prefix, native_bytes, parse_native
+from service.registry.formats import atomic_write, load_prefix, native_bytes, parse_native
 
 MAX_PREFIX_LEN = 256
 MAX_BYTES = 64 * 1024 * 1024

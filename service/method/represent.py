@@ -15,8 +15,8 @@ import numpy as np
 from tqdm import tqdm
 
 from service.engine.bank import PrefixBank
+from service.engine.prefix import LoadedPrefix
 from service.engine.torch_encoder import TorchEncoder
-from service.registry.formats import LoadedPrefix
 
 PLAIN = "plain"
 

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from service.engine.prefix import LoadedPrefix
 from service.method.prefix_init import initial_prompt
-from service.registry.formats import LoadedPrefix
 
 MEASURES = ("mean", "flat")
 

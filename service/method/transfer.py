@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from scipy.stats import spearmanr
 
+from service.engine.prefix import LoadedPrefix
 from service.method.similarity import task_embedding
-from service.registry.formats import LoadedPrefix
 
 
 def task_of(prefix: LoadedPrefix) -> str:

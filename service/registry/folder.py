@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from service.engine.backbone import BackboneSpec
+from service.engine.prefix import LoadedPrefix
 from service.errors import InvalidPrefixFile
-from service.registry.formats import LoadedPrefix, load_prefix
+from service.registry.formats import load_prefix
 from service.registry.state import STATE_FILE
 
 log = logging.getLogger(__name__)

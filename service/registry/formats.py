@@ -13,8 +13,6 @@ import json
 import os
 import re
 import tempfile
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from service.engine.backbone import BackboneSpec
+from service.engine.prefix import LoadedPrefix
 from service.errors import InvalidPrefixFile
 
 FORMAT_VERSION = "prefix-embed/1"
@@ -34,29 +33,6 @@ PEFT_CONFIG = "adapter_config.json"
 PEFT_WEIGHTS = "adapter_model.safetensors"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-
-@dataclass(frozen=True)
-class LoadedPrefix:
-    """One validated prefix. ``key``/``value``: float32 [layers, heads, prefix_len, head_dim] on CPU."""
-
-    name: str
-    digest: str  # sha256 of the content
-    key: torch.Tensor
-    value: torch.Tensor
-    position_convention: str  # "peft": text positions shifted by prefix_len, as PEFT trains them
-    source: str
-    kind: str  # "native" | "peft"
-    metadata: dict[str, Any] = field(default_factory=dict)
-    loaded_at: float = field(default_factory=time.time)
-
-    @property
-    def prefix_len(self) -> int:
-        return int(self.key.shape[2])
-
-    @property
-    def position_shift(self) -> int:
-        return self.prefix_len if self.position_convention == "peft" else 0
 
 
 def prefix_name(path: Path) -> str | None:

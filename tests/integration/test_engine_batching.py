@@ -8,8 +8,8 @@ import torch
 
 from service.engine.backbone import Backbone
 from service.engine.bank import PrefixBank
+from service.engine.prefix import LoadedPrefix
 from service.engine.torch_encoder import TorchEncoder
-from service.registry.formats import LoadedPrefix
 from tests.conftest import random_kv
 
 TEXTS = [

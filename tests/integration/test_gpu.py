@@ -9,8 +9,8 @@ import pytest
 
 from service.engine.backbone import load_backbone
 from service.engine.bank import PrefixBank
+from service.engine.prefix import LoadedPrefix
 from service.engine.torch_encoder import TorchEncoder
-from service.registry.formats import LoadedPrefix
 from tests.conftest import random_kv
 
 TEXTS = ["a short text", "a much longer text about the weather, the markets and the football results"]

@@ -11,12 +11,12 @@ from typer.testing import CliRunner
 
 from service.cli import app
 from service.engine.backbone import Backbone
+from service.engine.prefix import LoadedPrefix
 from service.engine.torch_encoder import TorchEncoder
 from service.method.data import load_table
 from service.method.evaluate import evaluate, make_target, markdown_table, plot
 from service.method.probes import fit_probe
 from service.method.represent import PLAIN, encode_all
-from service.registry.formats import LoadedPrefix
 from tests.conftest import random_kv
 
 DATA = Path(__file__).parent.parent / "data"

@@ -24,10 +24,10 @@ from service.engine.bank import PrefixBank
 from service.engine.factory import build_onnx_encoder, build_torch_encoder
 from service.engine.onnx_encoder import OnnxEncoder
 from service.engine.onnx_io import EXPORT_CASE
+from service.engine.prefix import LoadedPrefix
 from service.engine.quantize import l2_normalize
 from service.engine.torch_encoder import TorchEncoder
 from service.errors import ModelLoadError
-from service.registry.formats import LoadedPrefix
 from tests.conftest import random_kv
 from tests.http_helpers import wait_ready
 

@@ -18,8 +18,8 @@ import torch
 from service.engine.backbone import BackboneSpec
 from service.engine.bank import PrefixBank
 from service.engine.encoder import TokenizedBatch
+from service.engine.prefix import LoadedPrefix
 from service.errors import InputTooLong
-from service.registry.formats import LoadedPrefix
 
 SPEC = BackboneSpec(
     model_type="bert",

@@ -13,8 +13,8 @@ from service.bench.report import markdown, plot_scaling
 from service.bench.service_bench import ServiceBenchConfig, ratios
 from service.engine.backbone import Backbone
 from service.engine.bank import PrefixBank
+from service.engine.prefix import LoadedPrefix
 from service.engine.torch_encoder import TorchEncoder
-from service.registry.formats import LoadedPrefix
 
 
 def test_row_flops_match_torch_counted_matmuls(tiny_bert: Backbone) -> None:

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from service.engine.backbone import BackboneSpec
+from service.engine.prefix import LoadedPrefix
 from service.method.prefix_init import initial_prompt
 from service.method.prefix_io import load_prefixes, write_native
 from service.method.similarity import (
@@ -18,7 +19,7 @@ from service.method.similarity import (
     similarity_matrix,
     task_embedding,
 )
-from service.registry.formats import LoadedPrefix, native_bytes
+from service.registry.formats import native_bytes
 from tests.http_helpers import assert_error, fake_app, fill_folder
 
 SPEC = BackboneSpec("bert", 2, 2, 4, 8, 64, 0, 0, "w")

@@ -8,9 +8,9 @@ import torch
 
 from service.embedding import choose_prefixes, render_embed_document
 from service.engine.bank import PrefixBank
+from service.engine.prefix import LoadedPrefix
 from service.engine.quantize import decode_base64_float, decode_binary, encode_vector, int8_quantize
 from service.errors import NoActivePrefixes, PrefixDisabled, PrefixNotFound
-from service.registry.formats import LoadedPrefix
 
 
 def _prefix(name: str) -> LoadedPrefix:

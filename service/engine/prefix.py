@@ -1,0 +1,46 @@
+"""The prefix: one validated set of per-layer key/value vectors, the engine's unit of input.
+
+Owned by the engine (the bank stacks these); the registry builds them from files, the method
+package from training. ``first_layer`` = S means the prefix acts only in layers S..L-1 (a
+shared-trunk prefix): ``key``/``value`` then hold L - S layers.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+# The reserved name of the built-in vector: the backbone without any prefix.
+BASE_NAME = "base"
+
+
+@dataclass(frozen=True)
+class LoadedPrefix:
+    """One validated prefix. ``key``/``value``: float32 [layers - first_layer, heads, prefix_len,
+    head_dim] on CPU."""
+
+    name: str
+    digest: str  # sha256 of the content
+    key: torch.Tensor
+    value: torch.Tensor
+    position_convention: str  # "peft": text positions shifted by prefix_len, as PEFT trains them
+    source: str
+    kind: str  # "native" | "peft" | "builtin"
+    metadata: dict[str, Any] = field(default_factory=dict)
+    loaded_at: float = field(default_factory=time.time)
+    first_layer: int = 0  # layers below this run without the prefix (the shared trunk)
+
+    @property
+    def prefix_len(self) -> int:
+        return int(self.key.shape[2])
+
+    @property
+    def position_shift(self) -> int:
+        return self.prefix_len if self.position_convention == "peft" else 0
+
+    @property
+    def builtin(self) -> bool:
+        return self.kind == "builtin"
