@@ -1,6 +1,20 @@
-"""The one batched forward: rows of (text, prefix) pairs through the frozen backbone, pooled."""
+"""The one batched forward: (text, prefix) rows through the frozen backbone, pooled.
+
+Shared-trunk prefixes: a prefix with ``first_layer`` = S adds keys/values only in layers S..L-1 and
+leaves text positions unshifted, so layers 0..S-1 of a text do not depend on it. A call with
+fan-out depth F (the smallest S among its prefixes) runs the embeddings and layers 0..F-1 ONCE per
+text (B rows, the trunk), then gathers the rows out to one per (text, prefix) pair for layers
+F..L-1. F = 0 is the classic path: every row runs every layer.
+
+The layers are driven here (embeddings, then each ``encoder.layer[i]``) instead of through
+``model(...)``, which cannot change its row count between layers. Each layer still runs the
+registered prefix attention; the per-layer key mask hides a row's prefix slots in layers below its
+prefix's ``first_layer``.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
@@ -20,13 +34,24 @@ def text_position_ids(attention_mask: torch.Tensor, shift: torch.Tensor, spec: B
     return torch.where(valid.bool(), pos, torch.full_like(pos, pad_pos))
 
 
+def layer_rows(num_layers: int, fan_out: int, texts: int, rows: int) -> int:
+    """Rows computed summed over layers: the trunk on ``texts`` rows, the rest on ``rows``."""
+    return fan_out * texts + (num_layers - fan_out) * rows
+
+
 class PrefixedForward(nn.Module):
     """``forward(input_ids, attention_mask, prefix_index, prefix_keys, prefix_values, prefix_lengths,
-    prefix_shift) -> [rows, hidden]``.
+    prefix_shift, prefix_first=None, row_text=None, fan_out=0) -> [rows, hidden]``.
 
-    The prefix bank is an INPUT (``prefix_keys``/``prefix_values`` [P, layers, heads, Lp, head_dim],
-    ``prefix_lengths``/``prefix_shift`` [P]); row r uses prefix ``prefix_index[r]``. So a new prefix
-    needs no new module and no ONNX re-export. ``prefix_keys=None`` runs the plain backbone.
+    The prefix bank is an INPUT (``prefix_keys``/``prefix_values`` [P, layers, heads, Lp, head_dim]
+    with zeros in the layers a prefix does not act in, ``prefix_lengths``/``prefix_shift``/
+    ``prefix_first`` [P]); row r uses prefix ``prefix_index[r]``. So a new prefix needs no new
+    module and no ONNX re-export. ``prefix_keys=None`` runs the plain backbone.
+
+    Rows and texts: ``input_ids``/``attention_mask`` hold the texts [B, T]; ``row_text`` [R] names
+    the text of each row (None: rows are the texts, R = B). ``fan_out`` (a Python int: it shapes the
+    control flow, so an exported graph has it fixed) is where rows fan out from texts; it must not
+    exceed any row's ``first_layer``, and rows must be unshifted when it is above 0.
     """
 
     def __init__(self, model: nn.Module, spec: BackboneSpec, pooling: str = "mean", pooling_layers: int = 4):
@@ -45,40 +70,72 @@ class PrefixedForward(nn.Module):
         prefix_values: torch.Tensor | None = None,
         prefix_lengths: torch.Tensor | None = None,
         prefix_shift: torch.Tensor | None = None,
+        prefix_first: torch.Tensor | None = None,
+        row_text: torch.Tensor | None = None,
+        fan_out: int = 0,
     ) -> torch.Tensor:
         ensure_prefix_attention(self.model)  # type: ignore[arg-type]
+        if prefix_keys is None:
+            return self._plain(input_ids, attention_mask)
+        if prefix_values is None or prefix_index is None or prefix_lengths is None or prefix_shift is None:
+            raise ValueError("prefix_keys needs prefix_values, prefix_index, prefix_lengths and prefix_shift")
+        num_layers = self.spec.num_layers
+        if not 0 <= fan_out < num_layers:
+            raise ValueError(f"fan_out {fan_out} outside 0..{num_layers - 1}")
+        dev = input_ids.device
+        if prefix_first is None:
+            prefix_first = torch.zeros_like(prefix_lengths)
+        row_first = prefix_first[prefix_index]  # [R]
+        lp = prefix_keys.shape[3]
+        prefix_valid = torch.arange(lp, device=dev).unsqueeze(0) < prefix_lengths[prefix_index].unsqueeze(1)
+
+        if fan_out == 0 and row_text is not None:
+            # Every layer per row: fan out before the embeddings (rows may shift positions).
+            input_ids, attention_mask = input_ids[row_text], attention_mask[row_text]
+            row_text = None
         text_mask = attention_mask.bool()
-        extra: dict[str, torch.Tensor] = {}
-        if prefix_keys is not None:
-            if (
-                prefix_values is None
-                or prefix_index is None
-                or prefix_lengths is None
-                or prefix_shift is None
-            ):
-                raise ValueError(
-                    "prefix_keys needs prefix_values, prefix_index, prefix_lengths and prefix_shift"
-                )
-            lp = prefix_keys.shape[3]
-            slots = torch.arange(lp, device=input_ids.device)
-            prefix_valid = slots.unsqueeze(0) < prefix_lengths[prefix_index].unsqueeze(1)  # [R, Lp]
-            key_mask = torch.cat([prefix_valid, text_mask], dim=1)
-            shift = prefix_shift[prefix_index]
-            extra = {
-                "prefix_keys": prefix_keys,
-                "prefix_values": prefix_values,
-                "prefix_index": prefix_index,
-            }
+        shift = prefix_shift[prefix_index] if fan_out == 0 else torch.zeros_like(row_first)
+        if fan_out == 0:
+            hidden = self._embed(input_ids, attention_mask, shift)
         else:
-            key_mask = text_mask
-            shift = torch.zeros(input_ids.shape[0], dtype=torch.long, device=input_ids.device)
-        out = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=text_position_ids(attention_mask, shift, self.spec),
-            output_hidden_states=self.pooling == "multilayer",
-            key_mask=key_mask[:, None, None, :],
-            **extra,
-        )
-        states = out.hidden_states if self.pooling == "multilayer" else (out.last_hidden_state,)
+            hidden = self._embed(input_ids, attention_mask, torch.zeros_like(input_ids[:, 0]))
+        states = [hidden]
+        trunk_mask = text_mask[:, None, None, :]
+        for i in range(fan_out):  # the trunk: once per text, no prefix
+            hidden = self._layer(i, hidden, trunk_mask, {})
+            states.append(hidden)
+        if row_text is not None:
+            hidden = hidden[row_text]
+            text_mask = text_mask[row_text]
+            attention_mask = attention_mask[row_text]
+        extra = {"prefix_keys": prefix_keys, "prefix_values": prefix_values, "prefix_index": prefix_index}
+        for i in range(fan_out, num_layers):
+            active = prefix_valid & (row_first <= i).unsqueeze(1)
+            key_mask = torch.cat([active, text_mask], dim=1)[:, None, None, :]
+            hidden = self._layer(i, hidden, key_mask, extra)
+            states.append(hidden)
+        if row_text is not None:
+            states = [s[row_text] if j <= fan_out else s for j, s in enumerate(states)]
         return pool(self.pooling, states, attention_mask, self.pooling_layers).float()
+
+    def _plain(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self._embed(input_ids, attention_mask, torch.zeros_like(input_ids[:, 0]))
+        states = [hidden]
+        mask = attention_mask.bool()[:, None, None, :]
+        for i in range(self.spec.num_layers):
+            hidden = self._layer(i, hidden, mask, {})
+            states.append(hidden)
+        return pool(self.pooling, states, attention_mask, self.pooling_layers).float()
+
+    def _embed(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, shift: torch.Tensor
+    ) -> torch.Tensor:
+        embeddings: Any = self.model.embeddings
+        position_ids = text_position_ids(attention_mask, shift, self.spec)
+        return embeddings(input_ids=input_ids, position_ids=position_ids)
+
+    def _layer(
+        self, i: int, hidden: torch.Tensor, key_mask: torch.Tensor, extra: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        layer: Any = self.model.encoder.layer[i]  # type: ignore[index,union-attr]
+        return layer(hidden, None, key_mask=key_mask, **extra)

@@ -30,9 +30,17 @@ def _prefixes(backbone: Backbone, lengths: list[int], convention: str = "peft") 
 
 
 def _count_calls(encoder: TorchEncoder) -> list[int]:
+    """Calls of the engine's one forward module (each runs every layer once)."""
     calls: list[int] = []
-    encoder.backbone.model.register_forward_hook(lambda mod, args, kwargs_out: calls.append(1))
+    encoder.forward.register_forward_hook(lambda mod, args, out: calls.append(1))
     return calls
+
+
+def _rows_into_layer(encoder: TorchEncoder, layer: int) -> list[int]:
+    rows: list[int] = []
+    module = encoder.backbone.model.encoder.layer[layer]
+    module.register_forward_hook(lambda mod, args, out: rows.append(int(args[0].shape[0])))
+    return rows
 
 
 @pytest.fixture(scope="module")
@@ -81,9 +89,11 @@ def test_b_texts_times_p_prefixes_is_one_model_call(minilm: Backbone) -> None:
     calls = _count_calls(encoder)
     bank = PrefixBank.build(_prefixes(minilm, [4, 8, 2, 6, 3]))
     batch = encoder.tokenize(TEXTS, max_length=128, truncate=True)
+    rows = _rows_into_layer(encoder, 0)
     encoder.encode(batch, bank, [0, 1, 2, 3, 4])
     assert len(calls) == 1
     assert encoder.forward_calls == 1
+    assert rows == [len(TEXTS) * 5]  # layer 0 ran once, on every (text, prefix) row
 
 
 def test_cpu_chunking_keeps_all_prefixes_of_a_text_in_one_call(minilm: Backbone) -> None:
