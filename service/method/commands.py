@@ -8,13 +8,14 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 if TYPE_CHECKING:
     from service.engine.backbone import BackboneSpec
     from service.method.data import TaskData
+    from service.method.train import TaskSplit
 
 DataOpt = Annotated[
     list[str],
@@ -63,8 +64,25 @@ def train_cmd(
     ] = None,
     threads: Annotated[int | None, typer.Option(help="torch threads (default: torch's choice).")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    first_layer: Annotated[
+        int | None,
+        typer.Option(
+            help="Train a shared-trunk prefix in layers S..L-1 only (native K/V, position_convention none; "
+            "layers below S run once per text, without gradients). Without it: PEFT, all layers."
+        ),
+    ] = None,
+    init: Annotated[
+        str, typer.Option(help="With --first-layer: normal (N(0, init_std^2)) | tokens (real tokens' K/V).")
+    ] = "normal",
+    preserve: Annotated[
+        float, typer.Option(help="With --first-layer: weight of the 1 - cos(prefixed, base) term.")
+    ] = 0.0,
+    schedule: Annotated[
+        str, typer.Option(help="With --first-layer: constant | cosine (10% warm-up).")
+    ] = "constant",
 ) -> None:
-    """Train ONE prefix (PEFT PrefixTuning on the frozen backbone) and write it as a native prefix file."""
+    """Train ONE prefix (PEFT PrefixTuning on the frozen backbone, or with --first-layer a native
+    shared-trunk prefix) and write it as a native prefix file."""
     from service.config import default_model_path
     from service.method.corpora import BUILTIN, load_builtin
     from service.method.data import holdout as carve
@@ -86,6 +104,16 @@ def train_cmd(
         splits.append(TaskSplit(train, dev))
     if name and len(splits) == 1:
         splits = [TaskSplit(*(_renamed(s, name) for s in (splits[0].train, splits[0].dev)))]
+    if first_layer is not None:
+        _train_trunk(
+            splits, out, model, first_layer=first_layer, prefix_len=prefix_len, max_length=max_length,
+            batch_size=batch_size, lr=lr, head_lr=head_lr, max_steps=max_steps, eval_every=eval_every,
+            patience=patience, seed=seed, init=init, init_std=init_std, projection=projection,
+            preserve=preserve, schedule=schedule, threads=threads, progress=progress,
+        )  # fmt: skip
+        return
+    if init != "normal" or preserve or schedule != "constant":
+        raise typer.BadParameter("--init tokens, --preserve and --schedule need --first-layer")
     cfg = TrainConfig(
         prefix_len=prefix_len, max_length=max_length, batch_size=batch_size, lr=lr, head_lr=head_lr,
         max_steps=max_steps, eval_every=eval_every, patience=patience, seed=seed, init_std=init_std,
@@ -108,6 +136,40 @@ def train_cmd(
         "seconds": result.metadata["training"]["seconds"],
         "checkpoints": sorted(result.checkpoints),
     }
+    typer.echo(json.dumps(summary, indent=2))
+
+
+def _train_trunk(
+    splits: list[TaskSplit], out: Path, model: Path | None, *, threads: int | None, progress: bool, **cfg: Any
+) -> None:
+    import torch
+
+    from service.config import default_model_path
+    from service.engine.backbone import load_backbone
+    from service.method.prefix_io import write_native
+    from service.method.trunk_train import TrunkTrainConfig, train_trunk_prefix
+
+    if len(splits) != 1:
+        raise typer.BadParameter("--first-layer trains a single-task prefix (one --data)")
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        config = TrunkTrainConfig(**cfg)
+        backbone = load_backbone(model or default_model_path(), device="cpu", dtype="float32")
+        if not 0 <= config.first_layer < backbone.spec.num_layers:
+            raise ValueError(f"--first-layer {config.first_layer} outside 0..{backbone.spec.num_layers - 1}")
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    log = (lambda m: typer.echo(m, err=True)) if progress else None
+    result = train_trunk_prefix(backbone, splits[0].train, splits[0].dev, config, log=log)
+    write_native(out, result.key, result.value, result.metadata, backbone.spec)
+    training = result.metadata["training"]
+    summary = {
+        "out": str(out), "task": result.metadata["task"], "first_layer": config.first_layer,
+        "recipe": result.metadata["recipe"], "dev_metrics": result.metadata["dev_metrics"],
+        "steps": training["steps_run"], "best_step": training["best_step"], "seconds": training["seconds"],
+        "seconds_per_step": training["seconds_per_step"],
+    }  # fmt: skip
     typer.echo(json.dumps(summary, indent=2))
 
 
