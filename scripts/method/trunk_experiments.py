@@ -1,0 +1,352 @@
+"""Shared-trunk prefixes: the depth table (issue 10 item 6), the recipe table and the shipped prefixes
+(issue 11 items 2-4). One process per source task; the task's texts (and, for rows with transfer,
+the three targets' texts) run through the frozen trunk ONCE, every row trains over that cache.
+
+    python scripts/method/trunk_experiments.py bench                       # seconds/step vs S
+    python scripts/method/trunk_experiments.py run --task question-type --rows depth0,depth3,...
+    python scripts/method/trunk_experiments.py report                      # tables -> results/trunk/
+
+Each run writes results/trunk/runs/<row>/<task>.seed<k>.json (dev metrics, source value, seconds)
+and the prefix file results/prefixes/trunk/<row>/<task>.seed<k>.safetensors; rows with transfer
+also write the prefix's vectors of the targets' texts to .cache/trunk/. Choices between rows are made
+on validation scores (dev split, probe CV), never on a test split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from service.config import default_model_path  # noqa: E402
+from service.engine.backbone import load_backbone  # noqa: E402
+from service.method.corpora import load_builtin  # noqa: E402
+from service.method.data import TaskData, holdout, split, subsample  # noqa: E402
+from service.method.evaluate import make_target  # noqa: E402
+from service.method.measures import concat, encodings, paired_gain, probe  # noqa: E402
+from service.method.prefix_io import write_native  # noqa: E402
+from service.method.trunk import TrunkCache, build_trunk_cache, pooled_all, top_pooled  # noqa: E402
+from service.method.trunk_train import TrunkTrainConfig, train_trunk_prefix  # noqa: E402
+
+OUT = ROOT / "results" / "trunk"
+PREFIX_OUT = ROOT / "results" / "prefixes" / "trunk"
+VEC = ROOT / ".cache" / "trunk"
+CS = (0.001, 0.01, 0.1)
+
+# source task -> (built-in data set, max tokens)
+SOURCES = {
+    "question-type": ("trec", 48),
+    "sms-spam": ("sms-spam", 64),
+    "sentiment": ("vader-reviews", 64),
+    "news-topic": ("bbc-news", 128),
+    "editorial-sentiment": ("vader-nyt", 64),
+}
+TARGETS = {
+    "text-genre": ("brown-genre", 64),
+    "tweet-sentiment": ("crowdflower-tweets", 64),
+    "email-spam": ("spam-assassin", 128),
+}
+
+BASE = TrunkTrainConfig(
+    first_layer=4,
+    prefix_len=16,
+    batch_size=16,
+    lr=1e-2,
+    head_lr=5e-3,
+    max_steps=150,
+    eval_every=25,
+    patience=4,
+)
+# row -> (config changes, max examples of the pool (train + dev), transfer measured?)
+ROWS: dict[str, tuple[dict[str, Any], int, bool]] = {
+    **{f"depth{s}": ({"first_layer": s}, 2000, s == 4) for s in (0, 3, 4, 5)},
+    "tokens": ({"init": "tokens"}, 2000, True),
+    "projection": ({"projection": True}, 2000, True),
+    "preserve0.1": ({"preserve": 0.1}, 2000, True),
+    "preserve1": ({"preserve": 1.0}, 2000, True),
+    "cosine": ({"schedule": "cosine"}, 2000, True),
+    "fulldata": ({"max_steps": 400}, 8000, True),
+}
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def source_splits(task: str, max_pool: int, seed: int) -> tuple[TaskData, TaskData, TaskData]:
+    """(train, dev, test): test = the fixed 30 % holdout (by document, at most 1,000), then the pool
+    subsampled to ``max_pool`` and split 85/15 by document."""
+    data = load_builtin(SOURCES[task][0])
+    data = replace(data, name=task)
+    pool, test = holdout(data, 0.3)
+    test = subsample(test, 1000, 0)
+    pool = subsample(pool, max_pool, seed)
+    train, dev = split(pool, 0.15, seed)
+    return train, dev, test
+
+
+def cfg_for(row: str, seed: int, task: str) -> tuple[TrunkTrainConfig, int, bool]:
+    changes, pool, transfer = ROWS[row]
+    return replace(BASE, seed=seed, max_length=SOURCES[task][1], **changes), pool, transfer
+
+
+def run(task: str, rows: list[str], seeds: list[int], threads: int) -> None:
+    torch.set_num_threads(threads)
+    backbone = load_backbone(default_model_path(), device="cpu", dtype="float32")
+    length = SOURCES[task][1]
+    caches: dict[
+        tuple[int, int], tuple[TaskData, TaskData, TaskData, TrunkCache, TrunkCache, TrunkCache]
+    ] = {}
+    for seed in seeds:
+        for row in rows:
+            cfg, pool, _ = cfg_for(row, seed, task)
+            done = OUT / "runs" / row / f"{task}.seed{seed}.json"
+            if done.is_file():
+                log(f"{task} {row} seed {seed}: done already")
+                continue
+            key = (pool, seed)
+            if key not in caches:
+                train, dev, test = source_splits(task, pool, seed)
+                t0 = time.perf_counter()
+                depths = sorted({0, 3, 4, 5})
+                cs = [
+                    build_trunk_cache(backbone, d.texts, d.pairs, depths, length) for d in (train, dev, test)
+                ]
+                log(
+                    f"{task}: trunk cache of {len(train)}+{len(dev)}+{len(test)} texts in {time.perf_counter() - t0:.0f}s"
+                )
+                caches = {key: (train, dev, test, cs[0], cs[1], cs[2])}  # one pool size in memory at a time
+            train, dev, test, c_train, c_dev, c_test = caches[key]
+            log(f"{task} {row} seed {seed}: training ({cfg})")
+            res = train_trunk_prefix(
+                backbone, train, dev, cfg, train_cache=c_train, dev_cache=c_dev, log=None
+            )
+            s = cfg.first_layer
+            file = PREFIX_OUT / row / f"{task}.seed{seed}.safetensors"
+            vec_train = pooled_all(backbone, c_train, s, res.key, res.value).numpy()
+            vec_test = pooled_all(backbone, c_test, s, res.key, res.value).numpy()
+            base_probe = probe(c_train.base.numpy(), train.labels, c_test.base.numpy(), test.labels, cs=CS)
+            pref_probe = probe(vec_train, train.labels, vec_test, test.labels, cs=CS)
+            gain, se = paired_gain(pref_probe, base_probe)
+            value = {
+                "n_probe_train": len(train), "n_test": len(test),
+                "base": {"accuracy": base_probe.accuracy, "cv_accuracy": base_probe.cv_accuracy},
+                "prefix": {"accuracy": pref_probe.accuracy, "cv_accuracy": pref_probe.cv_accuracy},
+                "gain": gain, "gain_se": se,
+            }  # fmt: skip
+            meta = res.metadata | {"source_value": value, "experiment_row": row}
+            write_native(file, res.key, res.value, meta, backbone.spec)
+            log(f"{task} {row} seed {seed}: dev {res.metadata['dev_metrics']['accuracy']:.3f} "
+                f"test prefix {pref_probe.accuracy:.3f} base {base_probe.accuracy:.3f} ({gain:+.3f} +- {se:.3f})")  # fmt: skip
+            record = {
+                "task": task, "row": row, "seed": seed, "config": asdict(cfg), "pool": pool,
+                "dev": res.metadata["dev_metrics"], "steps": res.metadata["training"]["steps_run"],
+                "best_step": res.metadata["training"]["best_step"], "seconds": res.metadata["training"]["seconds"],
+                "seconds_per_step": res.seconds_per_step, "source_value": value, "file": str(file.relative_to(ROOT)),
+                "n_train": len(train), "n_dev": len(dev),
+            }  # fmt: skip
+            done.parent.mkdir(parents=True, exist_ok=True)
+            done.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def target_vectors(threads: int) -> None:
+    """Vectors of the three targets' texts (1,500 probe-training + 750 test each) under base and under
+    every prefix of the rows with transfer; the targets' trunk runs once per depth."""
+    from service.method.prefix_io import load_prefixes
+
+    torch.set_num_threads(threads)
+    backbone = load_backbone(default_model_path(), device="cpu", dtype="float32")
+    files = sorted(
+        f
+        for row, (_, _, transfer) in ROWS.items()
+        if transfer
+        for f in (PREFIX_OUT / row).glob("*.safetensors")
+    ) + sorted((ROOT / "prefixes").glob("*.safetensors"))
+    todo: dict[int, list[tuple[Path, Any]]] = {}
+    for f in files:
+        out = VEC / f.parent.name
+        if all((out / f"{f.stem}.{t}.npy").is_file() for t in TARGETS):
+            continue
+        (p,) = load_prefixes([f], backbone.spec)
+        todo.setdefault(p.first_layer, []).append((f, p))
+    targets = {
+        n: make_target(load_builtin(ds), test_fraction=0.3, n_train=1000, n_test=500)
+        for n, (ds, _) in TARGETS.items()
+    }
+    for s, items in sorted(todo.items()):
+        for name, t in targets.items():
+            t0 = time.perf_counter()
+            cache = build_trunk_cache(backbone, t.train.texts + t.test.texts, None, [s], TARGETS[name][1])
+            VEC.mkdir(parents=True, exist_ok=True)
+            np.save(VEC / f"base.{name}.npy", cache.base.numpy())
+            log(f"{name}: trunk at S={s} in {time.perf_counter() - t0:.0f}s")
+            for f, p in items:
+                out = VEC / f.parent.name / f"{f.stem}.{name}.npy"
+                out.parent.mkdir(parents=True, exist_ok=True)
+                np.save(out, pooled_all(backbone, cache, s, p.key, p.value).numpy())
+            del cache
+
+
+def _runs() -> list[dict[str, Any]]:
+    return [json.loads(f.read_text()) for f in sorted((OUT / "runs").glob("*/*.json"))]
+
+
+def _target_labels() -> dict[str, tuple[list[str], list[str]]]:
+    out = {}
+    for name, (ds, _) in TARGETS.items():
+        t = make_target(load_builtin(ds), test_fraction=0.3, n_train=1000, n_test=500)
+        out[name] = (t.train.labels, t.test.labels)
+    return out
+
+
+def transfer(
+    labels: dict[str, tuple[list[str], list[str]]], members: list[tuple[str, str]], with_base: bool = True
+) -> dict[str, Any]:
+    """Per target: probe on base vs probe on the concat (base first if ``with_base``, then ``members``:
+    (folder under .cache/trunk, file stem)); float, binary and int8 encodings of the concat."""
+    out: dict[str, Any] = {}
+    for name, (y_train, y_test) in labels.items():
+        base = np.load(VEC / f"base.{name}.npy")
+        vecs = [np.load(VEC / folder / f"{stem}.{name}.npy") for folder, stem in members]
+        full = concat(([base] if with_base else []) + vecs)
+        n = len(y_train)
+        base_p = probe(base[:n], y_train, base[n:], y_test, cs=CS)
+        res: dict[str, Any] = {
+            "base": {"accuracy": base_p.accuracy, "cv_accuracy": base_p.cv_accuracy, "se": base_p.stderr}
+        }
+        for enc, x in encodings(full).items():
+            p = probe(x[:n], y_train, x[n:], y_test, cs=CS)
+            gain, se = paired_gain(p, base_p)
+            res[enc] = {"accuracy": p.accuracy, "cv_accuracy": p.cv_accuracy, "gain": gain, "gain_se": se,
+                        "cv_gain": p.cv_accuracy - base_p.cv_accuracy, "dim": int(x.shape[1])}  # fmt: skip
+            if enc == "float":
+                float_p = p
+            else:
+                d, dse = paired_gain(p, float_p)
+                res[enc] |= {"vs_float": d, "vs_float_se": dse}
+        out[name] = res
+    return out
+
+
+def report() -> None:
+    runs = _runs()
+    by = {(r["row"], r["task"], r["seed"]): r for r in runs}
+    labels = _target_labels()
+    rows_out: dict[str, Any] = {"runs": runs, "transfer": {}}
+    tasks = ["news-topic", "question-type", "sentiment", "sms-spam"]
+    for row, (_, _, has_transfer) in ROWS.items():
+        if not has_transfer:
+            continue
+        seeds = sorted({r["seed"] for r in runs if r["row"] == row})
+        for seed in seeds:
+            if not all((row, t, seed) in by for t in tasks):
+                continue
+            members = [(row, f"{t}.seed{seed}") for t in tasks]
+            if not all((VEC / f / f"{st}.text-genre.npy").is_file() for f, st in members):
+                continue
+            log(f"transfer {row} seed {seed}")
+            rows_out["transfer"][f"{row}.seed{seed}"] = transfer(labels, members)
+    (OUT / "report.json").write_text(json.dumps(rows_out, indent=2) + "\n")
+    log(f"wrote {OUT / 'report.json'}")
+
+
+def bench(reps: int, threads: int) -> None:
+    """Seconds per training step (forward + backward + AdamW) at S = 0, 3, 4, 5 over the cached trunk,
+    and at S = 4 with the trunk run (no grad) inside the step: the same batch, interleaved."""
+    torch.set_num_threads(threads)
+    backbone = load_backbone(default_model_path(), device="cpu", dtype="float32")
+    train, _, _ = source_splits("question-type", 2000, 0)
+    idx = list(range(16))
+    texts = [train.texts[i] for i in idx]
+    cache = build_trunk_cache(backbone, texts, None, [0, 3, 4, 5], 48)
+    spec = backbone.spec
+    times: dict[str, list[float]] = {}
+    params = {}
+    for s in (0, 3, 4, 5):
+        shape = (spec.num_layers - s, spec.num_heads, 16, spec.head_dim)
+        params[s] = (
+            torch.nn.Parameter(torch.randn(shape) * 0.5),
+            torch.nn.Parameter(torch.randn(shape) * 0.5),
+        )
+    opts = {s: torch.optim.AdamW(list(params[s]), lr=1e-2) for s in params}
+    head = torch.nn.Linear(spec.hidden_size, 6)
+    y = torch.randint(0, 6, (16,))
+
+    def step(s: int, uncached: bool) -> None:
+        if uncached:
+            with torch.no_grad():
+                c = build_trunk_cache(backbone, texts, None, [s], 48)
+            hidden, mask = c.batch(s, idx)
+        else:
+            hidden, mask = cache.batch(s, idx)
+        k, v = params[s]
+        loss = torch.nn.functional.cross_entropy(head(top_pooled(backbone, hidden, mask, s, k, v)), y)
+        opts[s].zero_grad()
+        loss.backward()
+        opts[s].step()
+
+    variants = [(f"S={s} cached", s, False) for s in (0, 3, 4, 5)] + [("S=4 trunk in the step", 4, True)]
+    for r in range(reps + 2):
+        for name, s, unc in variants:
+            t0 = time.perf_counter()
+            step(s, unc)
+            if r >= 2:  # 2 warm-up rounds
+                times.setdefault(name, []).append(time.perf_counter() - t0)
+    ref = statistics.median(times["S=0 cached"])
+    table = {
+        n: {"median_s": statistics.median(t), "ratio_to_S0": statistics.median(t) / ref}
+        for n, t in times.items()
+    }
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "bench_train_step.json").write_text(
+        json.dumps(
+            {"reps": reps, "threads": threads, "batch": 16, "max_tokens": 48, "steps": table}, indent=2
+        )
+        + "\n"
+    )
+    for n, t in table.items():
+        log(f"{n}: median {t['median_s'] * 1000:.1f} ms/step, {t['ratio_to_S0']:.2f}x S=0")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("bench")
+    b.add_argument("--reps", type=int, default=20)
+    b.add_argument("--threads", type=int, default=1)
+    sub.add_parser("report")
+    v = sub.add_parser("targets")
+    v.add_argument("--threads", type=int, default=1)
+    r = sub.add_parser("run")
+    r.add_argument("--task", required=True, choices=sorted(SOURCES))
+    r.add_argument("--rows", required=True)
+    r.add_argument("--seeds", default="0")
+    r.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    if args.cmd == "bench":
+        bench(args.reps, args.threads)
+    elif args.cmd == "report":
+        report()
+    elif args.cmd == "targets":
+        target_vectors(args.threads)
+    else:
+        rows = args.rows.split(",")
+        unknown = set(rows) - set(ROWS)
+        if unknown:
+            raise SystemExit(f"unknown rows {sorted(unknown)}; known {sorted(ROWS)}")
+        run(args.task, rows, [int(x) for x in args.seeds.split(",")], args.threads)
+
+
+if __name__ == "__main__":
+    main()
