@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from service.config import default_model_path  # noqa: E402
-from service.engine.backbone import load_backbone  # noqa: E402
+from service.engine.backbone import Backbone, load_backbone  # noqa: E402
 from service.method.corpora import load_builtin  # noqa: E402
 from service.method.data import TaskData, holdout, split, subsample  # noqa: E402
 from service.method.evaluate import make_target  # noqa: E402
@@ -101,6 +101,38 @@ def cfg_for(row: str, seed: int, task: str) -> tuple[TrunkTrainConfig, int, bool
     return replace(BASE, seed=seed, max_length=SOURCES[task][1], **changes), pool, transfer
 
 
+def shared_cache(
+    backbone: Backbone, task: str, pool: int, seed: int, length: int
+) -> tuple[TaskData, TaskData, TaskData, TrunkCache, TrunkCache, TrunkCache]:
+    """The task's splits and their trunk caches at S = 0, 3, 4, 5, built once and kept on disk so that
+    several processes of one task share them (one builds, the others wait for the file)."""
+    train, dev, test = source_splits(task, pool, seed)
+    file = VEC / "states" / f"{task}.pool{pool}.seed{seed}.pt"
+    lock = file.with_suffix(".lock")
+    file.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        lock.touch(exist_ok=False)
+        mine = True
+    except FileExistsError:
+        mine = False
+    if mine and not file.is_file():
+        t0 = time.perf_counter()
+        cs = [build_trunk_cache(backbone, d.texts, d.pairs, [0, 3, 4, 5], length) for d in (train, dev, test)]
+        torch.save([(c.states, c.base) for c in cs], file.with_suffix(".tmp"))
+        file.with_suffix(".tmp").rename(file)
+        log(
+            f"{task}: trunk cache of {len(train)}+{len(dev)}+{len(test)} texts in {time.perf_counter() - t0:.0f}s"
+        )
+    deadline = time.time() + 3600
+    while not file.is_file():
+        if time.time() > deadline:
+            raise TimeoutError(f"{file} did not appear")
+        time.sleep(10)
+    loaded = torch.load(file)
+    c = [TrunkCache(st, b) for st, b in loaded]
+    return train, dev, test, c[0], c[1], c[2]
+
+
 def run(task: str, rows: list[str], seeds: list[int], threads: int) -> None:
     torch.set_num_threads(threads)
     backbone = load_backbone(default_model_path(), device="cpu", dtype="float32")
@@ -117,16 +149,7 @@ def run(task: str, rows: list[str], seeds: list[int], threads: int) -> None:
                 continue
             key = (pool, seed)
             if key not in caches:
-                train, dev, test = source_splits(task, pool, seed)
-                t0 = time.perf_counter()
-                depths = sorted({0, 3, 4, 5})
-                cs = [
-                    build_trunk_cache(backbone, d.texts, d.pairs, depths, length) for d in (train, dev, test)
-                ]
-                log(
-                    f"{task}: trunk cache of {len(train)}+{len(dev)}+{len(test)} texts in {time.perf_counter() - t0:.0f}s"
-                )
-                caches = {key: (train, dev, test, cs[0], cs[1], cs[2])}  # one pool size in memory at a time
+                caches = {key: shared_cache(backbone, task, pool, seed, length)}  # one pool size at a time
             train, dev, test, c_train, c_dev, c_test = caches[key]
             log(f"{task} {row} seed {seed}: training ({cfg})")
             res = train_trunk_prefix(
