@@ -13,3 +13,10 @@ def initial_prompt(num_layers: int, hidden: int, prefix_len: int, seed: int, std
     """
     g = torch.Generator().manual_seed(seed)
     return torch.randn(prefix_len, num_layers * 2 * hidden, generator=g) * std
+
+
+def initial_kv(shape: tuple[int, ...], seed: int, std: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The starting key and value of a native (``train --first-layer``) prefix, ``init: normal-kv``:
+    N(0, std^2) draws of ``shape`` [layers - S, heads, Lp, head_dim] from ``seed``, key first."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=g) * std, torch.randn(shape, generator=g) * std

@@ -26,13 +26,15 @@ import numpy as np
 import torch
 
 from service.engine.prefix import LoadedPrefix
-from service.method.prefix_init import initial_prompt
+from service.method.prefix_init import initial_kv, initial_prompt
 
 MEASURES = ("mean", "flat")
 
 
 def _initial_kv(prefix: LoadedPrefix) -> tuple[torch.Tensor, torch.Tensor] | None:
     init = prefix.metadata.get("init")
+    if isinstance(init, dict) and init.get("method") == "normal-kv":  # train --first-layer
+        return initial_kv(tuple(prefix.key.shape), int(init["seed"]), float(init["std"]))
     if not isinstance(init, dict) or init.get("method") != "normal":
         return None
     layers, heads, plen, hdim = prefix.key.shape

@@ -34,6 +34,7 @@ from torch import nn
 
 from service.engine.backbone import Backbone
 from service.method.data import TaskData, majority_accuracy
+from service.method.prefix_init import initial_kv
 from service.method.trunk import TrunkCache, build_trunk_cache, pooled_all, top_pooled
 
 # Neutral sentences whose tokens' keys/values start a ``tokens``-initialized prefix (fixed, so the
@@ -123,8 +124,7 @@ class TrunkPrefix(nn.Module):
         if cfg.init == "tokens":
             key, value = token_kv(backbone, cfg.first_layer, cfg.prefix_len, cfg.seed)
         else:
-            key = torch.randn(self.shape, generator=g) * cfg.init_std
-            value = torch.randn(self.shape, generator=g) * cfg.init_std
+            key, value = initial_kv(self.shape, cfg.seed, cfg.init_std)
         self.key = nn.Parameter(key.clone())
         self.value = nn.Parameter(value.clone())
 

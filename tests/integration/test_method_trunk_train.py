@@ -215,3 +215,18 @@ def test_cli_train_first_layer(tiny_bert_path: Path, tmp_path: Path) -> None:
 
 def _layers(backbone: Backbone) -> Any:
     return backbone.model.encoder.layer  # type: ignore[union-attr]
+
+
+def test_similarity_measures_a_trunk_prefix_from_its_recorded_start(tiny: Backbone) -> None:
+    from service.engine.prefix import LoadedPrefix
+    from service.method.similarity import task_embedding
+
+    s = tiny.spec
+    start = TrunkPrefix(tiny, TrunkTrainConfig(first_layer=1, prefix_len=3, seed=7))
+    delta_k, delta_v = _kv(tiny, 1, lp=3, seed=1)
+    meta = {"init": {"method": "normal-kv", "seed": 7, "std": 0.5}, "first_layer": "1"}
+    key, value = start.key.detach() + delta_k, start.value.detach() + delta_v
+    trained = LoadedPrefix("t", "0" * 64, key, value, "none", "t", "native", meta, first_layer=1)
+    moved = LoadedPrefix("d", "0" * 64, delta_k, delta_v, "none", "d", "native", {}, first_layer=1)
+    assert key.shape[0] == s.num_layers - 1
+    assert abs(float(task_embedding(trained) @ task_embedding(moved)) - 1.0) < 1e-9
