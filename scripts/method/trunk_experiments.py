@@ -72,11 +72,11 @@ BASE = TrunkTrainConfig(
 ROWS: dict[str, tuple[dict[str, Any], int, bool]] = {
     **{f"depth{s}": ({"first_layer": s}, 2000, s == 4) for s in (0, 3, 4, 5)},
     "tokens": ({"init": "tokens"}, 2000, True),
-    "projection": ({"projection": True}, 2000, True),
+    "projection": ({"projection": True}, 2000, False),
     "preserve0.1": ({"preserve": 0.1}, 2000, True),
     "preserve1": ({"preserve": 1.0}, 2000, True),
-    "cosine": ({"schedule": "cosine"}, 2000, True),
-    "fulldata": ({"max_steps": 400}, 8000, True),
+    "cosine": ({"schedule": "cosine"}, 2000, False),
+    "fulldata": ({"max_steps": 400}, 8000, False),
 }
 
 
@@ -183,42 +183,65 @@ def run(task: str, rows: list[str], seeds: list[int], threads: int) -> None:
             done.write_text(json.dumps(record, indent=2) + "\n")
 
 
-def target_vectors(threads: int) -> None:
-    """Vectors of the three targets' texts (1,500 probe-training + 750 test each) under base and under
-    every prefix of the rows with transfer; the targets' trunk runs once per depth."""
+def target_vectors(threads: int, worker: int, workers: int, until: float) -> None:
+    """Vectors of the three targets' texts (1,000 probe-training + 500 test each) under base and under
+    every prefix of the rows with transfer, as their files appear (until ``until``, unix time). The
+    targets' trunk runs once (cached on disk, shared by the workers); files are split among workers."""
     from service.method.prefix_io import load_prefixes
 
     torch.set_num_threads(threads)
     backbone = load_backbone(default_model_path(), device="cpu", dtype="float32")
-    files = sorted(
-        f
-        for row, (_, _, transfer) in ROWS.items()
-        if transfer
-        for f in (PREFIX_OUT / row).glob("*.safetensors")
-    ) + sorted((ROOT / "prefixes").glob("*.safetensors"))
-    todo: dict[int, list[tuple[Path, Any]]] = {}
-    for f in files:
-        out = VEC / f.parent.name
-        if all((out / f"{f.stem}.{t}.npy").is_file() for t in TARGETS):
+    caches: dict[int, dict[str, TrunkCache]] = {}
+
+    def target_cache(s: int) -> dict[str, TrunkCache]:
+        if s in caches:
+            return caches[s]
+        file = VEC / "states" / f"targets.S{s}.pt"
+        lock = file.with_suffix(".lock")
+        file.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            lock.touch(exist_ok=False)
+            if not file.is_file():
+                built = {}
+                for name, (ds, length) in TARGETS.items():
+                    t = make_target(load_builtin(ds), test_fraction=0.3, n_train=1000, n_test=500)
+                    t0 = time.perf_counter()
+                    built[name] = build_trunk_cache(backbone, t.train.texts + t.test.texts, None, [s], length)
+                    np.save(VEC / f"base.{name}.npy", built[name].base.numpy())
+                    log(f"{name}: trunk at S={s} in {time.perf_counter() - t0:.0f}s")
+                torch.save({n: (c.states, c.base) for n, c in built.items()}, file.with_suffix(".tmp"))
+                file.with_suffix(".tmp").rename(file)
+        except FileExistsError:
+            while not file.is_file():
+                time.sleep(10)
+        caches[s] = {n: TrunkCache(st, b) for n, (st, b) in torch.load(file).items()}
+        return caches[s]
+
+    while time.time() < until:
+        files = sorted(
+            f
+            for row, (_, _, transfer) in ROWS.items()
+            if transfer
+            for f in (PREFIX_OUT / row).glob("*.safetensors")
+        )
+        todo = [
+            f
+            for i, f in enumerate(files)
+            if i % workers == worker
+            and not all((VEC / f.parent.name / f"{f.stem}.{t}.npy").is_file() for t in TARGETS)
+        ]
+        if not todo:
+            time.sleep(30)
             continue
+        f = todo[0]
         (p,) = load_prefixes([f], backbone.spec)
-        todo.setdefault(p.first_layer, []).append((f, p))
-    targets = {
-        n: make_target(load_builtin(ds), test_fraction=0.3, n_train=1000, n_test=500)
-        for n, (ds, _) in TARGETS.items()
-    }
-    for s, items in sorted(todo.items()):
-        for name, t in targets.items():
-            t0 = time.perf_counter()
-            cache = build_trunk_cache(backbone, t.train.texts + t.test.texts, None, [s], TARGETS[name][1])
-            VEC.mkdir(parents=True, exist_ok=True)
-            np.save(VEC / f"base.{name}.npy", cache.base.numpy())
-            log(f"{name}: trunk at S={s} in {time.perf_counter() - t0:.0f}s")
-            for f, p in items:
-                out = VEC / f.parent.name / f"{f.stem}.{name}.npy"
-                out.parent.mkdir(parents=True, exist_ok=True)
-                np.save(out, pooled_all(backbone, cache, s, p.key, p.value).numpy())
-            del cache
+        if p.position_shift:
+            raise ValueError(f"{f}: shifted positions; the cached trunk path is for position_convention none")
+        for name, cache in target_cache(p.first_layer).items():
+            out = VEC / f.parent.name / f"{f.stem}.{name}.npy"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            np.save(out, pooled_all(backbone, cache, p.first_layer, p.key, p.value).numpy())
+        log(f"target vectors of {f.parent.name}/{f.stem}")
 
 
 def _runs() -> list[dict[str, Any]]:
@@ -475,6 +498,9 @@ def main() -> None:
     sp.add_argument("--seed", type=int, default=0)
     v = sub.add_parser("targets")
     v.add_argument("--threads", type=int, default=1)
+    v.add_argument("--worker", type=int, default=0)
+    v.add_argument("--workers", type=int, default=1)
+    v.add_argument("--minutes", type=float, default=60)
     r = sub.add_parser("run")
     r.add_argument("--task", required=True, choices=sorted(SOURCES))
     r.add_argument("--rows", required=True)
@@ -488,7 +514,7 @@ def main() -> None:
     elif args.cmd == "report":
         report()
     elif args.cmd == "targets":
-        target_vectors(args.threads)
+        target_vectors(args.threads, args.worker, args.workers, time.time() + 60 * args.minutes)
     else:
         rows = args.rows.split(",")
         unknown = set(rows) - set(ROWS)
