@@ -64,7 +64,7 @@ BASE = TrunkTrainConfig(
     batch_size=16,
     lr=1e-2,
     head_lr=5e-3,
-    max_steps=150,
+    max_steps=75,
     eval_every=25,
     patience=4,
 )
@@ -140,6 +140,7 @@ def run(task: str, rows: list[str], seeds: list[int], threads: int) -> None:
     caches: dict[
         tuple[int, int], tuple[TaskData, TaskData, TaskData, TrunkCache, TrunkCache, TrunkCache]
     ] = {}
+    base_probes: dict[tuple[int, int], Any] = {}
     for seed in seeds:
         for row in rows:
             cfg, pool, _ = cfg_for(row, seed, task)
@@ -159,7 +160,11 @@ def run(task: str, rows: list[str], seeds: list[int], threads: int) -> None:
             file = PREFIX_OUT / row / f"{task}.seed{seed}.safetensors"
             vec_train = pooled_all(backbone, c_train, s, res.key, res.value).numpy()
             vec_test = pooled_all(backbone, c_test, s, res.key, res.value).numpy()
-            base_probe = probe(c_train.base.numpy(), train.labels, c_test.base.numpy(), test.labels, cs=CS)
+            if key not in base_probes:  # the same base probe for every row of this pool
+                base_probes[key] = probe(
+                    c_train.base.numpy(), train.labels, c_test.base.numpy(), test.labels, cs=CS
+                )
+            base_probe = base_probes[key]
             pref_probe = probe(vec_train, train.labels, vec_test, test.labels, cs=CS)
             gain, se = paired_gain(pref_probe, base_probe)
             value = {
@@ -315,7 +320,7 @@ def _pm(x: float, se: float) -> str:
 def markdown(rep: dict[str, Any]) -> str:
     runs = rep["runs"]
     layers = 6
-    lines = ["## Depth table (same data, steps 150, seed 0; source-task test split)", ""]
+    lines = ["## Depth table (same data, 75 steps, seed 0; source-task test split)", ""]
     lines.append(
         "| task | S | dev acc | test acc prefix | test acc base | gain (pt) ± SE | best step | s/step (loaded CPU) |"
     )
