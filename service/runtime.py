@@ -72,9 +72,7 @@ class Runtime:
 
                 self.encoder = await asyncio.to_thread(build_encoder, s)
             encoder = self.encoder
-            registry = PrefixRegistry(
-                s.prefix_dir, encoder.spec, max_prefix_len=s.max_prefix_len, max_bytes=s.max_prefix_file_bytes
-            )
+            registry = PrefixRegistry(s.prefix_dir, encoder.spec, s.prefix_limits())
             await asyncio.to_thread(registry.load)
             self.registry = registry
             if s.warmup:

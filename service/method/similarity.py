@@ -27,6 +27,7 @@ import torch
 
 from service.engine.prefix import LoadedPrefix
 from service.method.prefix_init import initial_prompt
+from service.registry.peft import prompt_to_kv
 
 MEASURES = ("mean", "flat")
 
@@ -37,8 +38,7 @@ def _initial_kv(prefix: LoadedPrefix) -> tuple[torch.Tensor, torch.Tensor] | Non
         return None
     layers, heads, plen, hdim = prefix.key.shape
     w = initial_prompt(layers, heads * hdim, plen, int(init["seed"]), float(init["std"]))
-    kv = w.view(plen, layers, 2, heads, hdim).permute(1, 2, 3, 0, 4)
-    return kv[:, 0], kv[:, 1]
+    return prompt_to_kv(w, layers, heads, hdim)
 
 
 def task_embedding(prefix: LoadedPrefix, measure: str = "mean", relative: bool = True) -> np.ndarray:

@@ -18,7 +18,7 @@ from service.method.prefix_init import initial_prompt
 from service.method.prefix_io import load_prefixes, write_native
 from service.method.prefix_model import build_prefix_model, load_prompt
 from service.method.train import TaskSplit, TrainConfig, TrainResult, train_prefix
-from service.registry.formats import FORMAT_VERSION
+from service.registry.native import FORMAT_VERSION
 
 DATA = Path(__file__).parent.parent / "data"
 TEXTS = [

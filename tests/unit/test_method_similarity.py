@@ -19,7 +19,7 @@ from service.method.similarity import (
     similarity_matrix,
     task_embedding,
 )
-from service.registry.formats import native_bytes
+from service.registry.writer import native_bytes
 from tests.http_helpers import assert_error, fake_app, fill_folder
 
 SPEC = BackboneSpec("bert", 2, 2, 4, 8, 64, 0, 0, "w")
