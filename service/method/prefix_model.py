@@ -18,8 +18,8 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokeniz
 
 from service.engine.backbone import BackboneSpec, spec_from_config, weights_digest
 from service.engine.pooling import mean_pool
-from service.method.prefix_init import initial_prompt
 from service.registry.peft import prompt_to_kv
+from service.registry.similarity import initial_prompt
 
 ADAPTER = "default"
 

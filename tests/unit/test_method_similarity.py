@@ -10,10 +10,10 @@ import torch
 
 from service.engine.backbone import BackboneSpec
 from service.engine.prefix import LoadedPrefix
-from service.method.prefix_init import initial_prompt
 from service.method.prefix_io import load_prefixes, write_native
-from service.method.similarity import (
-    heatmap,
+from service.method.similarity import heatmap
+from service.registry.similarity import (
+    initial_prompt,
     rank_for,
     similarity_document,
     similarity_matrix,
