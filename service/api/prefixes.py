@@ -34,6 +34,7 @@ def prefix_doc(prefix: LoadedPrefix, snap: Snapshot) -> dict[str, Any]:
         "enabled": prefix.name in snap.enabled,
         "digest": prefix.digest,
         "prefix_len": prefix.prefix_len,
+        "first_layer": prefix.first_layer,  # acts in layers first_layer..L-1 (0: every layer)
         "position_convention": prefix.position_convention,
         "kind": prefix.kind,
         "source": prefix.source,
