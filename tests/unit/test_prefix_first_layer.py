@@ -47,7 +47,8 @@ def test_a_trunk_prefix_holds_the_top_layers_only() -> None:
     prefix = parse_native("top", data, SPEC, source="top.safetensors", limits=PrefixLimits())
     assert prefix.first_layer == 3
     assert prefix.key.shape == (1, SPEC.num_heads, 3, SPEC.head_dim)
-    assert torch.equal(prefix.key, key) and torch.equal(prefix.value, value)
+    assert torch.equal(prefix.key, key)
+    assert torch.equal(prefix.value, value)
     assert prefix.position_shift == 0
     assert prefix.metadata["first_layer"] == "3"
 
@@ -92,7 +93,8 @@ def test_the_writer_records_first_layer_and_the_content_checksum(tmp_path: Path)
     loaded = write_native(path, key, value, {"position_convention": "none"}, SPEC, first_layer=2)
     assert loaded.first_layer == 2
     again = load_prefix(path, SPEC)
-    assert again.first_layer == 2 and again.digest == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert again.first_layer == 2
+    assert again.digest == hashlib.sha256(path.read_bytes()).hexdigest()
     expected = hashlib.sha256(key.numpy().tobytes() + value.numpy().tobytes()).hexdigest()
     assert again.metadata["content_sha256"] == expected
     with pytest.raises(ValueError, match="first_layer=1 but metadata says"):
@@ -115,7 +117,8 @@ def test_listing_shows_first_layer_of_a_trunk_prefix(tmp_path: Path) -> None:
 def test_get_prefixes_shows_first_layer_for_every_prefix(tmp_path: Path) -> None:
     with fake_app(fill_folder(tmp_path / "prefixes")) as (client, _, _):
         docs = client.get("/prefixes").json()["prefixes"]
-    assert docs and all(isinstance(d["first_layer"], int) for d in docs)
+    assert docs
+    assert all(isinstance(d["first_layer"], int) for d in docs)
     assert {d["first_layer"] for d in docs if d["kind"] != "builtin"} == {0}
 
 
