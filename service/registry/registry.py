@@ -201,7 +201,9 @@ class PrefixRegistry:
             return
         first_seen = old.first_seen if old is not None and old.signature == sig else now
         settle = self.limits.settle_s
-        age = min(time.time() - _newest_mtime(sig), now - first_seen)
+        # Unchanged long enough: by its mtime (a local clock), or since we first saw this signature
+        # (immune to a network filesystem's clock skew).
+        age = max(time.time() - _newest_mtime(sig), now - first_seen)
         settle_at = None if trusted or age >= settle else first_seen + settle
         try:
             prefix = load_prefix(path, self.spec, self.limits, root=self.folder)
