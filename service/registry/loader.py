@@ -51,7 +51,7 @@ def load_prefix(
             raise InvalidPrefixFile(
                 f"{source}: PEFT adapter folder needs {PEFT_CONFIG} and {PEFT_WEIGHTS}{hint}"
             )
-        config_bytes = read_limited(cfg, limits.max_config_bytes, f"{source}/{PEFT_CONFIG}", root=root).data
+        config_bytes = read_limited(cfg, limits.max_config_bytes, f"{source}: {PEFT_CONFIG}", root=root).data
         weight_bytes = read_limited(
             weights, limits.max_file_bytes, f"{source}/{PEFT_WEIGHTS}", root=root
         ).data

@@ -65,7 +65,7 @@ def read_limited(path: Path, limit: int, source: str, *, root: Path | None = Non
             chunks.append(chunk)
             total += len(chunk)
             if total > limit:
-                raise InvalidPrefixFile(f"{source}: more than {limit} bytes; over the {limit}-byte limit")
+                raise InvalidPrefixFile(f"{source}: over the {limit}-byte limit (read stopped there)")
         after = os.fstat(fd)
     finally:
         os.close(fd)
