@@ -34,8 +34,8 @@ from torch import nn
 
 from service.engine.backbone import Backbone
 from service.method.data import TaskData, majority_accuracy
-from service.method.prefix_init import initial_kv
 from service.method.trunk import TrunkCache, build_trunk_cache, pooled_all, top_pooled
+from service.registry.similarity import initial_kv
 
 # Neutral sentences whose tokens' keys/values start a ``tokens``-initialized prefix (fixed, so the
 # start point depends only on backbone, depth, length and seed).

@@ -17,7 +17,6 @@ from service.engine.forward import PrefixedForward
 from service.method.data import TaskData, load_table, split
 from service.method.prefix_io import load_prefixes, write_native
 from service.method.trunk import build_trunk_cache, pooled_all, top_pooled
-from service.method.trunk_file import parse_trunk_native
 from service.method.trunk_train import (
     TrunkPrefix,
     TrunkTrainConfig,
@@ -26,7 +25,6 @@ from service.method.trunk_train import (
     token_kv,
     train_trunk_prefix,
 )
-from service.registry.formats import InvalidPrefixFile, native_bytes
 
 DATA = Path(__file__).parent.parent / "data"
 TEXTS = ["free prize, text WIN now", "see you at six", "call 0906 for your cash award today", "ok"]
@@ -170,28 +168,6 @@ def test_projection_and_schedule(tiny: Backbone) -> None:
         TrunkTrainConfig(init="zeros")
 
 
-def _bytes(tiny: Backbone, layers: int, **meta: str) -> bytes:
-    s = tiny.spec
-    k = torch.zeros(layers, s.num_heads, 2, s.head_dim)
-    return native_bytes(k, k.clone(), {"backbone_fingerprint": s.fingerprint, **meta})
-
-
-@pytest.mark.parametrize(
-    ("layers", "meta", "reason"),
-    [
-        (0, {"first_layer": "2", "position_convention": "none"}, "outside 0..1"),
-        (2, {"first_layer": "1", "position_convention": "none"}, "needs 1"),
-        (1, {"first_layer": "1", "position_convention": "peft"}, "needs position_convention 'none'"),
-        (1, {"first_layer": "one", "position_convention": "none"}, "not an integer"),
-    ],
-)
-def test_rejections_name_the_reason(tiny: Backbone, layers: int, meta: dict[str, str], reason: str) -> None:
-    with pytest.raises(InvalidPrefixFile, match=reason):
-        parse_trunk_native(
-            "x", _bytes(tiny, layers, **meta), tiny.spec, source="x.safetensors", max_prefix_len=8
-        )
-
-
 def test_cli_train_first_layer(tiny_bert_path: Path, tmp_path: Path) -> None:
     out = tmp_path / "sms.safetensors"
     result = CliRunner().invoke(
@@ -219,7 +195,7 @@ def _layers(backbone: Backbone) -> Any:
 
 def test_similarity_measures_a_trunk_prefix_from_its_recorded_start(tiny: Backbone) -> None:
     from service.engine.prefix import LoadedPrefix
-    from service.method.similarity import task_embedding
+    from service.registry.similarity import task_embedding
 
     s = tiny.spec
     start = TrunkPrefix(tiny, TrunkTrainConfig(first_layer=1, prefix_len=3, seed=7))
