@@ -222,13 +222,14 @@ def target_vectors(threads: int, worker: int, workers: int, until: float) -> Non
         caches[s] = {n: TrunkCache(st, b) for n, (st, b) in torch.load(file).items()}
         return caches[s]
 
+    target_cache(BASE.first_layer)  # build the targets' trunk now, while the rows train
+    priority = ["depth4", "tokens", "preserve1", "preserve0.1"]  # the shipped candidates first
     while time.time() < until:
-        files = sorted(
+        files = [
             f
-            for row, (_, _, transfer) in ROWS.items()
-            if transfer
-            for f in (PREFIX_OUT / row).glob("*.safetensors")
-        )
+            for row in priority + [r for r, (_, _, tr) in ROWS.items() if tr and r not in priority]
+            for f in sorted((PREFIX_OUT / row).glob("*.safetensors"))
+        ]
         todo = [
             f
             for i, f in enumerate(files)
