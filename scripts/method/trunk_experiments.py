@@ -52,10 +52,11 @@ SOURCES = {
     "news-topic": ("bbc-news", 128),
     "editorial-sentiment": ("vader-nyt", 64),
 }
+N_TARGET = (400, 200)  # probe-training / test texts per target (CPU budget of this session)
 TARGETS = {
     "text-genre": ("brown-genre", 64),
     "tweet-sentiment": ("crowdflower-tweets", 64),
-    "email-spam": ("spam-assassin", 128),
+    "email-spam": ("spam-assassin", 64),
 }
 
 BASE = TrunkTrainConfig(
@@ -209,7 +210,9 @@ def target_vectors(threads: int, worker: int, workers: int, until: float) -> Non
             if not file.is_file():
                 built = {}
                 for name, (ds, length) in TARGETS.items():
-                    t = make_target(load_builtin(ds), test_fraction=0.3, n_train=1000, n_test=500)
+                    t = make_target(
+                        load_builtin(ds), test_fraction=0.3, n_train=N_TARGET[0], n_test=N_TARGET[1]
+                    )
                     t0 = time.perf_counter()
                     built[name] = build_trunk_cache(backbone, t.train.texts + t.test.texts, None, [s], length)
                     np.save(VEC / f"base.{name}.npy", built[name].base.numpy())
@@ -232,14 +235,22 @@ def target_vectors(threads: int, worker: int, workers: int, until: float) -> Non
         ]
         todo = [
             f
-            for i, f in enumerate(files)
-            if i % workers == worker
-            and not all((VEC / f.parent.name / f"{f.stem}.{t}.npy").is_file() for t in TARGETS)
+            for f in files
+            if not all((VEC / f.parent.name / f"{f.stem}.{t}.npy").is_file() for t in TARGETS)
         ]
-        if not todo:
-            time.sleep(30)
+        claimed = None
+        for f in todo:  # claim a file (workers share the list)
+            try:
+                (VEC / "claims").mkdir(parents=True, exist_ok=True)
+                (VEC / "claims" / f"{f.parent.name}.{f.stem}").touch(exist_ok=False)
+                claimed = f
+                break
+            except FileExistsError:
+                continue
+        if claimed is None:
+            time.sleep(20)
             continue
-        f = todo[0]
+        f = claimed
         (p,) = load_prefixes([f], backbone.spec)
         if p.position_shift:
             raise ValueError(f"{f}: shifted positions; the cached trunk path is for position_convention none")
@@ -257,7 +268,7 @@ def _runs() -> list[dict[str, Any]]:
 def _target_labels() -> dict[str, tuple[list[str], list[str]]]:
     out = {}
     for name, (ds, _) in TARGETS.items():
-        t = make_target(load_builtin(ds), test_fraction=0.3, n_train=1000, n_test=500)
+        t = make_target(load_builtin(ds), test_fraction=0.3, n_train=N_TARGET[0], n_test=N_TARGET[1])
         out[name] = (t.train.labels, t.test.labels)
     return out
 
