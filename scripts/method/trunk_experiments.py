@@ -397,7 +397,14 @@ def ship(row: str, tasks: list[str], seed: int) -> None:
         shipped.append(rec)
     labels = _target_labels()
     members = [(row, f"{r['task']}.seed{seed}") for r in shipped]
-    out: dict[str, Any] = {"row": row, "seed": seed, "prefixes": shipped}
+    members = [m for m in members if all((VEC / m[0] / f"{m[1]}.{t}.npy").is_file() for t in TARGETS)]
+    log(f"transfer measured with {[m[1] for m in members]}")
+    out: dict[str, Any] = {
+        "row": row,
+        "seed": seed,
+        "prefixes": shipped,
+        "transfer_members": [m[1] for m in members],
+    }
     out["concat_with_base"] = transfer(labels, members, with_base=True)
     out["concat_without_base"] = transfer(labels, members, with_base=False)
     out["single"] = {m[1]: transfer(labels, [m], with_base=False) for m in members}
