@@ -307,19 +307,24 @@ def report() -> None:
     by = {(r["row"], r["task"], r["seed"]): r for r in runs}
     labels = _target_labels()
     rows_out: dict[str, Any] = {"runs": runs, "transfer": {}}
-    tasks = ["news-topic", "question-type", "sentiment", "sms-spam"]
+    tasks = list(SOURCES)
     for row, (_, _, has_transfer) in ROWS.items():
         if not has_transfer:
             continue
         seeds = sorted({r["seed"] for r in runs if r["row"] == row})
         for seed in seeds:
-            if not all((row, t, seed) in by for t in tasks):
+            members = [
+                (row, f"{t}.seed{seed}")
+                for t in tasks
+                if (row, t, seed) in by
+                and all((VEC / row / f"{t}.seed{seed}.{n}.npy").is_file() for n in TARGETS)
+            ]
+            if len(members) < 2:
                 continue
-            members = [(row, f"{t}.seed{seed}") for t in tasks]
-            if not all((VEC / f / f"{st}.text-genre.npy").is_file() for f, st in members):
-                continue
-            log(f"transfer {row} seed {seed}")
-            rows_out["transfer"][f"{row}.seed{seed}"] = transfer(labels, members)
+            log(f"transfer {row} seed {seed} with {members}")
+            rows_out["transfer"][f"{row}.seed{seed}"] = transfer(labels, members) | {
+                "members": [m[1] for m in members]
+            }
     (OUT / "report.json").write_text(json.dumps(rows_out, indent=2) + "\n")
     (OUT / "report.md").write_text(markdown(rows_out))
     log(f"wrote {OUT / 'report.json'} and report.md")
@@ -364,13 +369,13 @@ def markdown(rep: dict[str, Any]) -> str:
         cells = []
         tr = rep["transfer"].get(f"{row}.seed0")
         for t in TARGETS:
-            if tr:
+            if tr and t in tr:
                 f = tr[t]["float"]
                 cells.append(f"{_pm(f['gain'], f['gain_se'])}; {100 * f['cv_gain']:+.1f}")
             else:
                 cells.append("")
         mean = ""
-        if tr:
+        if tr and all(t in tr for t in TARGETS):
             mean = f"{100 * statistics.mean(tr[t]['float']['gain'] for t in TARGETS):+.1f}; {100 * statistics.mean(tr[t]['float']['cv_gain'] for t in TARGETS):+.1f}"
         lines.append(
             f"| {row} ({len(rs)} tasks) | {dev:.3f} | {100 * gain:+.1f} | "
