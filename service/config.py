@@ -5,11 +5,12 @@ Nothing else in the code base reads the environment.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Backend = Literal["torch", "onnx"]
 DType = Literal["auto", "float32", "float16", "bfloat16"]
@@ -79,7 +80,10 @@ class Settings(BaseSettings):
     warmup: bool = True
 
     # --- auth --------------------------------------------------------------------------------
-    api_keys: list[SecretStr] = Field(default_factory=list, description="Bearer keys for embedding routes.")
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Bearer keys for embedding routes: `key1,key2`, one key, or a JSON list.",
+    )
     admin_key: SecretStr | None = Field(None, description="Bearer key for routes that change prefixes.")
 
     # --- server ------------------------------------------------------------------------------
@@ -90,10 +94,16 @@ class Settings(BaseSettings):
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
-        # `PREFIX_EMBED_API_KEYS=a,b` as well as a JSON list
-        if isinstance(value, str) and not value.lstrip().startswith("["):
-            return [k.strip() for k in value.split(",") if k.strip()]
-        return value
+        # NoDecode: the environment's raw string arrives here. `a,b`, `a` and `["a", "b"]` all work.
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"api_keys looks like a JSON list but is not valid JSON: {exc}") from None
+        return [k.strip() for k in text.split(",") if k.strip()]
 
     def model_path(self) -> Path:
         return self.model if self.model is not None else default_model_path()
