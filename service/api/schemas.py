@@ -10,6 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 from service.engine.quantize import Encoding
 from service.errors import InvalidInput, TooManyInputs
 
+# Most prefix names one request may list. Far above any real bank (each name is one row per text),
+# and it keeps a hostile list from costing more than a bounded, linear check.
+MAX_REQUEST_PREFIXES = 1024
+
 
 def _json_kind(value: object) -> str:
     if value is None:
@@ -56,6 +60,17 @@ class EmbedRequest(BaseModel):
 
     _inputs = field_validator("inputs", mode="before")(check_text_inputs)
 
+    @field_validator("prefixes", mode="before")
+    @classmethod
+    def _bounded_prefixes(cls, value: Any) -> Any:
+        # Checked before the items are validated: a 40,000-name list is refused at its length.
+        if isinstance(value, list) and len(value) > MAX_REQUEST_PREFIXES:
+            raise ValueError(
+                f"lists {len(value)} names, over the limit of {MAX_REQUEST_PREFIXES} per request "
+                "(MAX_REQUEST_PREFIXES)"
+            )
+        return value
+
 
 class OpenAIEmbeddingRequest(BaseModel):
     """``POST /v1/embeddings`` (OpenAI-compatible; unknown fields such as ``user`` are ignored)."""
@@ -98,7 +113,14 @@ def check_prefix_list(prefixes: Sequence[str] | None) -> list[str] | None:
         return None
     if not prefixes:
         raise InvalidInput("prefixes is an empty list; send null (or omit it) for every enabled prefix")
-    dupes = sorted({p for p in prefixes if list(prefixes).count(p) > 1})
+    seen: set[str] = set()
+    dupes: set[str] = set()
+    for p in prefixes:  # linear: one pass with a set
+        if p in seen:
+            dupes.add(p)
+        seen.add(p)
     if dupes:
-        raise InvalidInput(f"prefixes lists {', '.join(map(repr, dupes))} more than once")
+        shown = sorted(dupes)
+        more = f" (and {len(shown) - 10} more)" if len(shown) > 10 else ""
+        raise InvalidInput(f"prefixes lists {', '.join(map(repr, shown[:10]))}{more} more than once")
     return list(prefixes)
