@@ -77,9 +77,8 @@ def serve(
     ] = None,
 ) -> None:
     """Run the HTTP service. Every flag is also a PREFIX_EMBED_* environment variable; flags win."""
-    import uvicorn
-
     from service.app import create_app
+    from service.server import build_server
 
     settings = _settings(
         host=host,
@@ -104,16 +103,7 @@ def serve(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     web = create_app(settings)
-    config = uvicorn.Config(
-        web,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level.lower(),
-        # SIGTERM: stop accepting, let in-flight requests finish (up to their deadline), then stop.
-        timeout_graceful_shutdown=int(settings.request_timeout_s) + 1,
-        log_config=None,  # keep the logging configured above
-    )
-    server = uvicorn.Server(config)
+    server = build_server(web, settings)
     runtime = web.state.runtime
     runtime.on_fatal = lambda: setattr(server, "should_exit", True)
     server.run()

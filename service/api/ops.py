@@ -15,13 +15,13 @@ from service.api.deps import MetricsDep, RuntimeDep
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/health")
+@router.api_route("/health", methods=["GET", "HEAD"])
 async def health() -> dict[str, str]:
     """The process is up (the model may still be loading: see ``/ready``)."""
     return {"status": "ok"}
 
 
-@router.get("/ready")
+@router.api_route("/ready", methods=["GET", "HEAD"])
 async def ready(runtime: RuntimeDep) -> JSONResponse:
     """200 once the model is loaded and warmed up, 503 before (and after a failed start-up)."""
     runtime.serving()  # raises NotReady -> 503 with the reason

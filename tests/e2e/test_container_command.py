@@ -100,8 +100,8 @@ def test_sigterm_drains_an_in_flight_request_then_exits(
         signalled_at = time.monotonic()
         server.send_signal(signal.SIGTERM)
         client.join(timeout=150)
-        # uvicorn re-raises the signal it caught once shutdown is complete: -SIGTERM is a clean exit
-        assert server.wait(timeout=60) in (0, -signal.SIGTERM), log.read_text()
+        # a clean drain exits 0 (service/server.py)
+        assert server.wait(timeout=60) == 0, log.read_text()
     finally:
         if server.poll() is None:
             server.kill()

@@ -62,8 +62,8 @@ def test_sigterm_finishes_in_flight_requests_then_exits(
             t.join(120)
         code = server.proc.wait(60)
     log = (tmp_path / "server.log").read_text()
-    # uvicorn shuts down gracefully, then re-raises the captured SIGTERM: the exit status is -15.
-    assert code == -signal.SIGTERM, log[-3000:]
+    # A clean drain is a normal exit (issue 15.13: stock uvicorn re-raised SIGTERM, status -15).
+    assert code == 0, log[-3000:]
     for r in results:
         assert isinstance(r, httpx.Response), r
         assert r.status_code == 200, r.text

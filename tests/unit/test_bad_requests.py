@@ -60,3 +60,12 @@ def test_duplicates_are_all_found_and_the_message_stays_short() -> None:
     assert "(and 490 more)" in err.value.message
     assert len(err.value.message) < 300
     assert check_prefix_list(["b", "a"]) == ["b", "a"]
+
+
+@pytest.mark.parametrize("route", ["/health", "/ready"])
+def test_head_on_probes_is_200_without_a_body(client: TestClient, route: str) -> None:
+    # 15.13: load balancers probe with HEAD; it was 405.
+    r = client.head(route)
+    assert r.status_code == 200, r.text
+    assert r.content == b""
+    assert client.get(route).status_code == 200
