@@ -129,6 +129,7 @@ def embed(
     from service.embedding import choose_prefixes, embed_sync, render_embed_document
     from service.engine.bank import PrefixBank
     from service.engine.factory import build_encoder
+    from service.engine.prefix import BASE_NAME, base_prefix
     from service.errors import PrefixEmbedError
     from service.registry.folder import scan_folder
     from service.registry.state import read_disabled
@@ -144,10 +145,10 @@ def embed(
     )
     for r in rejected:
         typer.echo(f"rejected {r.reason}", err=True)
-    bank = PrefixBank.build(loaded)
-    enabled = set(bank.names) - read_disabled(settings.prefix_dir)
+    bank = PrefixBank.build(loaded, base=base_prefix(encoder.spec))
+    enabled = set(bank.names) - (read_disabled(settings.prefix_dir) - {BASE_NAME})
     try:
-        names = choose_prefixes(bank, enabled, prefix or None)
+        names = choose_prefixes(bank, enabled, prefix or None, include_base=settings.include_base)
         vectors, tokens = embed_sync(encoder, bank, names, texts)
     except PrefixEmbedError as exc:
         typer.echo(f"error: {exc.message}", err=True)

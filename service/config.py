@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     watch: bool = Field(True, description="Hot-load changes of prefix_dir.")
     max_prefix_len: int = Field(256, ge=1)
     max_prefix_file_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    include_base: bool = Field(
+        True,
+        description="`prefixes: null` (every enabled prefix) also returns `base`, the backbone's own "
+        "vector without a prefix (always available by name).",
+    )
 
     # --- limits and batching -------------------------------------------------------------------
     max_client_batch: int = Field(256, ge=1, description="Most inputs in one request.")

@@ -21,6 +21,8 @@ from tests.api_fake_encoder import FAKE_SPEC, FakeEncoder
 from tests.conftest import random_kv
 
 PREFIXES = ("alpha", "beta", "gamma")
+# What `prefixes: null` serves with every file prefix enabled: the built-in base first (include_base).
+SERVED = ("base", *PREFIXES)
 LONG = " ".join(["word"] * 40)  # 42 tokens with [CLS]/[SEP]
 
 

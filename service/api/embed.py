@@ -21,7 +21,7 @@ async def embed(body: EmbedRequest, request: Request, serving: ServingDep, runti
     texts = texts_of(body.inputs, runtime.settings.max_client_batch)
     requested = check_prefix_list(body.prefixes)
     snap = serving.registry.snapshot  # one snapshot for the whole request: no mixed versions
-    names = choose_prefixes(snap.bank, snap.enabled, requested)
+    names = choose_prefixes(snap.bank, snap.enabled, requested, include_base=runtime.settings.include_base)
     out = await cancel_on_disconnect(
         request, serving.batcher.embed(texts, snap.bank, snap.bank.indices(names), truncate=body.truncate)
     )

@@ -1,7 +1,8 @@
 """OpenAI-compatible ``POST /v1/embeddings`` (and ``GET /v1/models``), so OpenAI clients work unchanged.
 
-``model`` is a prefix name (that prefix's vector) or the served model name (the concat of every
-enabled prefix, in bank order). A prefix name wins if both match.
+``model`` is a prefix name (that prefix's vector; ``base`` is the backbone's own vector) or the
+served model name (the concat of every enabled prefix, in bank order: ``base`` first when the
+``include_base`` setting is on, then the others by name). A prefix name wins if both match.
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ from service.registry.registry import Snapshot
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_api_key)])
 
 
-def resolve_model(model: str, snap: Snapshot, served_name: str) -> list[str]:
-    """The prefix names ``model`` stands for."""
+def resolve_model(model: str, snap: Snapshot, served_name: str, *, include_base: bool = True) -> list[str]:
+    """The prefix names ``model`` stands for (``base``: the backbone's own vector)."""
     if model in snap.bank.names:
         return choose_prefixes(snap.bank, snap.enabled, [model])
     if model == served_name:
-        return choose_prefixes(snap.bank, snap.enabled, None)
+        return choose_prefixes(snap.bank, snap.enabled, None, include_base=include_base)
     known = ", ".join(snap.bank.names) or "none"
     raise PrefixNotFound(
         f"model {model!r} not found: use {served_name!r} (every enabled prefix, concatenated) "
@@ -42,7 +43,7 @@ async def create_embeddings(
 ) -> Response:
     texts = texts_of(body.input, runtime.settings.max_client_batch, field="input")
     snap = serving.registry.snapshot
-    names = resolve_model(body.model, snap, runtime.model_name)
+    names = resolve_model(body.model, snap, runtime.model_name, include_base=runtime.settings.include_base)
     dim = serving.encoder.dim * len(names)
     if body.dimensions is not None and body.dimensions != dim:
         raise InvalidInput(f"dimensions={body.dimensions} is not available: model {body.model!r} has {dim}")

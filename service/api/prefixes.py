@@ -7,6 +7,7 @@ and reach every replica sharing the folder through its watcher.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -15,7 +16,8 @@ from fastapi.responses import JSONResponse
 
 from service.api.auth import require_admin, require_api_key
 from service.api.deps import ServingDep
-from service.engine.prefix import LoadedPrefix
+from service.engine.prefix import BASE_NAME, LoadedPrefix
+from service.errors import InvalidInput
 from service.method.similarity import similarity_document
 from service.registry.registry import Snapshot
 
@@ -34,6 +36,7 @@ def prefix_doc(prefix: LoadedPrefix, snap: Snapshot) -> dict[str, Any]:
         "enabled": prefix.name in snap.enabled,
         "digest": prefix.digest,
         "prefix_len": prefix.prefix_len,
+        "first_layer": prefix.first_layer,
         "position_convention": prefix.position_convention,
         "kind": prefix.kind,
         "source": prefix.source,
@@ -42,6 +45,19 @@ def prefix_doc(prefix: LoadedPrefix, snap: Snapshot) -> dict[str, Any]:
         "stale": prefix.name in snap.stale,
         "metadata": prefix.metadata,
     }
+
+
+BUILT_IN = f"{BASE_NAME} is built in: it is the backbone's own vector, with no file"
+
+
+def without_base(patch: object) -> object:
+    """The patch minus a no-op entry for ``base``; disabling (or changing) ``base`` is a 400."""
+    if not isinstance(patch, Mapping) or BASE_NAME not in patch:
+        return patch  # the registry reports any other malformed patch
+    body = patch[BASE_NAME]
+    if isinstance(body, Mapping) and set(body) <= {"enabled"} and body.get("enabled", True) in (True, None):
+        return {k: v for k, v in patch.items() if k != BASE_NAME}
+    raise InvalidInput(f"{BUILT_IN} and cannot be disabled (choose prefixes per request instead)")
 
 
 def listing(snap: Snapshot) -> dict[str, Any]:
@@ -71,7 +87,10 @@ async def prefix_similarity(
     snap = serving.registry.snapshot
     if target is not None:
         snap.bank.indices([target])  # PrefixNotFound (404) naming the known prefixes
-    doc = await asyncio.to_thread(similarity_document, snap.bank.prefixes, target, measure)
+    if target == BASE_NAME:
+        raise InvalidInput(f"{BUILT_IN}, so it has no task embedding to compare")
+    files = tuple(p for p in snap.bank.prefixes if not p.builtin)  # base has no key/value vectors
+    doc = await asyncio.to_thread(similarity_document, files, target, measure)
     for item in doc["prefixes"]:
         item["enabled"] = item["name"] in snap.enabled
     return doc | {"bank_version": snap.bank.version}
@@ -80,14 +99,14 @@ async def prefix_similarity(
 @router.patch("", dependencies=[Depends(require_admin)])
 async def patch_prefixes(patch: PatchBody, serving: ServingDep) -> dict[str, Any]:
     """Enable or disable prefixes: all of the patch or none of it; unknown names -> 404."""
-    snap = await asyncio.to_thread(serving.registry.apply_patch, patch)
+    snap = await asyncio.to_thread(serving.registry.apply_patch, without_base(patch))
     return listing(snap)
 
 
 @router.patch("/{name}", dependencies=[Depends(require_admin)])
 async def patch_prefix(name: str, patch: PatchBody, serving: ServingDep) -> dict[str, Any]:
     """``{"enabled": false}`` for one prefix."""
-    snap = await asyncio.to_thread(serving.registry.apply_patch, {name: patch})
+    snap = await asyncio.to_thread(serving.registry.apply_patch, without_base({name: patch}))
     return prefix_doc(snap.bank.get(name), snap)
 
 
@@ -97,6 +116,8 @@ async def put_prefix(name: str, request: Request, serving: ServingDep) -> JSONRe
 
     201 when the prefix is new, 200 when it replaced an existing file. Its enabled state is kept.
     """
+    if name == BASE_NAME:
+        raise InvalidInput(f"{BUILT_IN}; no prefix file may be named {BASE_NAME!r}")
     data = await request.body()
     result = await asyncio.to_thread(serving.registry.put_prefix, name, data)
     snap = serving.registry.snapshot

@@ -16,7 +16,8 @@ from service.errors import PrefixNotFound
 class PrefixBank:
     """Stacked K/V of P prefixes, padded to the longest (``lengths`` says which slots are real).
 
-    keys, values: float32 [P, layers, heads, Lmax, head_dim] on CPU; lengths, shifts: int64 [P].
+    keys, values: float32 [P, layers, heads, Lmax, head_dim] on CPU; lengths, shifts, firsts: int64
+    [P]. A member with ``first_layer`` S fills layers S.. only (``keys[i, S:, :, :len] = p.key``).
     ``version`` is a digest of the members, so encoders re-upload the bank only when it changes.
     """
 
@@ -25,26 +26,39 @@ class PrefixBank:
     values: torch.Tensor
     lengths: torch.Tensor
     shifts: torch.Tensor
+    firsts: torch.Tensor
     version: str
 
     @classmethod
     def build(
-        cls, prefixes: Iterable[LoadedPrefix], spec_shape: tuple[int, int, int] | None = None
+        cls,
+        prefixes: Iterable[LoadedPrefix],
+        spec_shape: tuple[int, int, int] | None = None,
+        *,
+        base: LoadedPrefix | None = None,
     ) -> PrefixBank:
-        """``spec_shape`` = (layers, heads, head_dim), needed only to shape an empty bank."""
+        """Members sorted by name, after ``base`` (the built-in backbone vector) when given.
+
+        ``spec_shape`` = (layers, heads, head_dim), needed only to shape a bank of no file prefixes.
+        """
         members = tuple(sorted(prefixes, key=lambda p: p.name))
+        if base is not None:
+            members = (base, *(p for p in members if p.name != base.name))
         if members:
-            layers, heads, _, hdim = members[0].key.shape
+            first = members[-1]  # a file prefix when there is one (base holds zero layers)
+            layers = int(first.key.shape[0]) + first.first_layer
+            heads, hdim = int(first.key.shape[1]), int(first.key.shape[3])
         elif spec_shape is not None:
             layers, heads, hdim = spec_shape
         else:
             layers = heads = hdim = 0
-        lmax = max((p.prefix_len for p in members), default=1)
+        # at least one slot: a bank of base alone (prefix_len 0) still has a well-formed shape
+        lmax = max((p.prefix_len for p in members), default=1) or 1
         keys = torch.zeros(len(members), layers, heads, lmax, hdim)
         values = torch.zeros_like(keys)
         for i, p in enumerate(members):
-            keys[i, :, :, : p.prefix_len] = p.key
-            values[i, :, :, : p.prefix_len] = p.value
+            keys[i, p.first_layer :, :, : p.prefix_len] = p.key
+            values[i, p.first_layer :, :, : p.prefix_len] = p.value
         version = hashlib.sha256("".join(f"{p.name}={p.digest};" for p in members).encode()).hexdigest()[:16]
         return cls(
             prefixes=members,
@@ -52,6 +66,7 @@ class PrefixBank:
             values=values,
             lengths=torch.tensor([p.prefix_len for p in members], dtype=torch.long),
             shifts=torch.tensor([p.position_shift for p in members], dtype=torch.long),
+            firsts=torch.tensor([p.first_layer for p in members], dtype=torch.long),
             version=version,
         )
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from service.engine.backbone import BackboneSpec
 from service.engine.bank import PrefixBank
+from service.engine.prefix import BASE_NAME, base_prefix
 from service.errors import (
     InvalidInput,
     InvalidPrefixFile,
@@ -103,8 +104,9 @@ class PrefixRegistry:
         self._lock = threading.RLock()
         self._entries: dict[str, _Entry] = {}
         self._shape = (spec.num_layers, spec.num_heads, spec.head_dim)
+        self._base = base_prefix(spec)  # the built-in member of every bank (no file)
         self._snapshot = Snapshot(
-            PrefixBank.build([], self._shape), frozenset(), (), frozenset(), time.time(), 0
+            PrefixBank.build([], self._shape, base=self._base), frozenset(), (), frozenset(), time.time(), 0
         )
 
     @property
@@ -188,11 +190,11 @@ class PrefixRegistry:
         if disabled is None:
             disabled = read_disabled(self.folder)
         members = {p.name: p.digest for p in scan.prefixes.values()}
-        if {p.name: p.digest for p in old.bank.prefixes} == members:
+        if {p.name: p.digest for p in old.bank.prefixes if not p.builtin} == members:
             bank = old.bank  # unchanged: keep the bank object, so encoders keep their device copy
         else:
-            bank = PrefixBank.build(scan.prefixes.values(), self._shape)
-        enabled = frozenset(bank.names) - disabled
+            bank = PrefixBank.build(scan.prefixes.values(), self._shape, base=self._base)
+        enabled = frozenset(bank.names) - (disabled - {BASE_NAME})  # base cannot be disabled
         rejected, stale = tuple(scan.rejected), frozenset(scan.stale)
         if bank is old.bank and enabled == old.enabled and rejected == old.rejected and stale == old.stale:
             return old

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import httpx
 from fastapi.testclient import TestClient
 
-from tests.http_helpers import PREFIXES, assert_error, expected_vectors, fake_app, fill_folder
+from tests.http_helpers import PREFIXES, SERVED, assert_error, expected_vectors, fake_app, fill_folder
 
 T = TypeVar("T")
 
@@ -66,7 +66,7 @@ def test_32_concurrent_requests_take_fewer_than_32_forward_calls(tmp_path: Path)
     assert calls < 32
     assert calls == len(encoded)
     assert sum(size for size, _ in encoded) == 32
-    assert rows == 32 * len(PREFIXES)
+    assert rows == 32 * len(SERVED)
 
 
 def test_a_request_with_every_prefix_costs_one_forward_call(tmp_path: Path) -> None:
@@ -75,7 +75,7 @@ def test_a_request_with_every_prefix_costs_one_forward_call(tmp_path: Path) -> N
         r = client.post("/embed", json={"inputs": ["one text", "and another", "third"]})
         assert r.status_code == 200, r.text
         assert metric(client, "prefix_embed_forward_calls_total") - before == 1
-        assert fake.calls == [(3, PREFIXES)]
+        assert fake.calls == [(3, SERVED)]
 
 
 def test_a_full_queue_is_429_with_retry_after(tmp_path: Path) -> None:
@@ -153,7 +153,7 @@ def test_a_disconnected_client_is_dropped_from_the_queue(tmp_path: Path) -> None
         holder = in_app_loop(client, leave_early)
         assert holder.status_code == 200
         time.sleep(0.1)
-        assert fake.calls == [(1, PREFIXES)]  # the departed request never reached the encoder
+        assert fake.calls == [(1, SERVED)]  # the departed request never reached the encoder
         assert sent[0]["status"] == 499
         assert batcher.stats.dropped == {"cancelled": 1}
         assert metric(client, 'prefix_embed_requests_dropped_total{reason="cancelled"}') == 1
