@@ -69,7 +69,7 @@ def test_sigterm_finishes_in_flight_requests_then_exits(
         assert r.status_code == 200, r.text
         data = r.json()["data"]
         assert len(data) == 32
-        assert all(sorted(item["embeddings"]) == PREFIXES for item in data)
+        assert all(sorted(item["embeddings"]) == ["base", *PREFIXES] for item in data)
     assert "Traceback" not in log, log[-3000:]
     with pytest.raises(httpx.ConnectError):  # gone: nothing listens on the port any more
         httpx.get(f"{base}/health", timeout=5)
