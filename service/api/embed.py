@@ -9,7 +9,7 @@ from service.api.auth import require_api_key
 from service.api.deps import RuntimeDep, ServingDep
 from service.api.disconnect import cancel_on_disconnect
 from service.api.rendering import json_response
-from service.api.schemas import EmbedRequest, check_prefix_list, texts_of
+from service.api.schemas import EmbedRequest, check_prefix_list, digests_header, texts_of
 from service.embedding import choose_prefixes, render_embed_document
 
 router = APIRouter(tags=["embeddings"], dependencies=[Depends(require_api_key)])
@@ -26,10 +26,11 @@ async def embed(body: EmbedRequest, request: Request, serving: ServingDep, runti
         request, serving.batcher.embed(texts, snap.bank, snap.bank.indices(names), truncate=body.truncate)
     )
     runtime.metrics.embeddings.labels("/embed").inc(len(texts) * len(names))
-    return await json_response(
+    used = [snap.bank.get(n) for n in names]
+    response = await json_response(
         lambda: render_embed_document(
             model=runtime.model_name,
-            prefixes=[snap.bank.get(n) for n in names],
+            prefixes=used,
             vectors=out.vectors,
             prompt_tokens=out.prompt_tokens,
             combine=body.combine,
@@ -37,3 +38,5 @@ async def embed(body: EmbedRequest, request: Request, serving: ServingDep, runti
             encoding=body.encoding,
         )
     )
+    response.headers.update(digests_header(used))
+    return response

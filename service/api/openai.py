@@ -16,7 +16,7 @@ from service.api.auth import require_api_key
 from service.api.deps import RuntimeDep, ServingDep
 from service.api.disconnect import cancel_on_disconnect
 from service.api.rendering import json_response
-from service.api.schemas import OpenAIEmbeddingRequest, texts_of
+from service.api.schemas import OpenAIEmbeddingRequest, digests_header, texts_of
 from service.embedding import choose_prefixes, render_embed_document
 from service.errors import InvalidInput, PrefixNotFound
 from service.registry.registry import Snapshot
@@ -51,11 +51,12 @@ async def create_embeddings(
         request, serving.batcher.embed(texts, snap.bank, snap.bank.indices(names), truncate=True)
     )
     runtime.metrics.embeddings.labels("/v1/embeddings").inc(len(texts) * len(names))
+    used = [snap.bank.get(n) for n in names]
 
     def build() -> dict[str, Any]:
         doc = render_embed_document(
             model=body.model,
-            prefixes=[snap.bank.get(n) for n in names],
+            prefixes=used,
             vectors=out.vectors,
             prompt_tokens=out.prompt_tokens,
             combine="concat",
@@ -67,7 +68,9 @@ async def create_embeddings(
         ]
         return {"object": "list", "data": data, "model": body.model, "usage": doc["usage"]}
 
-    return await json_response(build)
+    response = await json_response(build)
+    response.headers.update(digests_header(used))  # which prefix versions made these vectors
+    return response
 
 
 @router.get("/models")

@@ -85,6 +85,8 @@ async def info(runtime: RuntimeDep) -> dict[str, Any]:
             "request_timeout_s": s.request_timeout_s,
         },
         "auth": {"api_keys": bool(s.api_keys), "admin_key": s.admin_key is not None},
+        # running totals of the batcher (forward calls, rows, tokens, failures, drops by reason)
+        "batching": runtime.batcher.stats.snapshot() if runtime.batcher else None,
         "versions": _versions(),
     }
 

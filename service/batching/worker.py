@@ -73,8 +73,10 @@ class BatchWorker:
     def submit(self, req: EmbedRequest) -> None:
         self._tok_queue.put(req)
 
-    def stop(self, timeout: float | None = None) -> None:
-        """Stop both threads after the batch in progress; fail whatever is still queued."""
+    def stop(self, timeout: float | None = None) -> int:
+        """Stop both threads after the batch in progress; fail whatever is still queued.
+
+        Returns how many queued requests were failed (the batcher reports them as ``shutdown``)."""
         if self._threads:
             self._tok_queue.put(None)
             self._threads[0].join(timeout)
@@ -91,10 +93,12 @@ class BatchWorker:
                 break
             if item is not None:
                 leftovers.append(item)
+        failed = sum(1 for req in leftovers if not req.future.done())  # not already given up
         for req in leftovers:
             req.fail(NotReady("the server is shutting down; retry on another replica"))
         if self._hooked and getattr(self.encoder, "on_forward", None) == self._on_forward:
             self.encoder.on_forward = self._previous_hook  # type: ignore[attr-defined]
+        return failed
 
     # --- tokenizer stage ---------------------------------------------------------------------
     def _tokenize_loop(self) -> None:
