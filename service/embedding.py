@@ -16,7 +16,7 @@ from service.engine.encoder import Encoder
 from service.engine.prefix import BASE_NAME, LoadedPrefix
 from service.engine.quantize import encode_vector, l2_normalize
 from service.engine.tokenize import text_token_limit
-from service.errors import NoActivePrefixes, PrefixDisabled
+from service.errors import NoActivePrefixes, PrefixDisabled, shown_list
 
 
 def choose_prefixes(
@@ -38,9 +38,7 @@ def choose_prefixes(
     bank.indices(requested)  # unknown names -> PrefixNotFound, listing the known ones
     disabled = [n for n in requested if n not in enabled]
     if disabled:
-        raise PrefixDisabled(
-            f"prefix(es) {', '.join(map(repr, disabled))} are disabled; enable with PATCH /prefixes"
-        )
+        raise PrefixDisabled(f"prefix(es) {shown_list(disabled)} are disabled; enable with PATCH /prefixes")
     return list(requested)
 
 

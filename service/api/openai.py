@@ -18,7 +18,7 @@ from service.api.disconnect import cancel_on_disconnect
 from service.api.rendering import json_response
 from service.api.schemas import OpenAIEmbeddingRequest, digests_header, texts_of
 from service.embedding import choose_prefixes, render_embed_document
-from service.errors import InvalidInput, PrefixNotFound
+from service.errors import InvalidInput, PrefixNotFound, shown
 from service.registry.registry import Snapshot
 
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_api_key)])
@@ -32,7 +32,7 @@ def resolve_model(model: str, snap: Snapshot, served_name: str, *, include_base:
         return choose_prefixes(snap.bank, snap.enabled, None, include_base=include_base)
     known = ", ".join(snap.bank.names) or "none"
     raise PrefixNotFound(
-        f"model {model!r} not found: use {served_name!r} (every enabled prefix, concatenated) "
+        f"model {shown(model)} not found: use {served_name!r} (every enabled prefix, concatenated) "
         f"or a prefix name ({known})"
     )
 

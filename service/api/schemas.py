@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from service.engine.prefix import LoadedPrefix
 from service.engine.quantize import Encoding
-from service.errors import InvalidInput, TooManyInputs
+from service.errors import InvalidInput, TooManyInputs, shown_list
 
 # Response header naming the prefixes and digests a response was computed with:
 # `x-prefix-digests: name=digest,name=digest` in the order of the vectors (clients that do not
@@ -35,9 +35,23 @@ def _json_kind(value: object) -> str:
     return type(value).__name__
 
 
+def _check_unicode(text: str, what: str) -> None:
+    """JSON may carry a lone surrogate (``"\ud800"``): not text, and the tokenizer would fail on it."""
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = text[exc.start : exc.start + 1]
+        raise ValueError(
+            f"{what} holds a lone surrogate {bad!r} at character {exc.start}: not valid Unicode text"
+        ) from None
+
+
 def check_text_inputs(value: Any) -> Any:
     """A string or a list of strings; say precisely what else was sent (token ids are not accepted)."""
     if isinstance(value, str):
+        _check_unicode(value, "the input")
         return value
     if isinstance(value, list):
         for i, item in enumerate(value):
@@ -46,6 +60,7 @@ def check_text_inputs(value: Any) -> Any:
                     " (token id arrays are not supported: send text)" if isinstance(item, int | list) else ""
                 )
                 raise ValueError(f"item {i} is {_json_kind(item)}, not a string{hint}")
+            _check_unicode(item, f"item {i}")
         return value
     raise ValueError(f"must be a string or a list of strings, not {_json_kind(value)}")
 
@@ -130,7 +145,5 @@ def check_prefix_list(prefixes: Sequence[str] | None) -> list[str] | None:
             dupes.add(p)
         seen.add(p)
     if dupes:
-        shown = sorted(dupes)
-        more = f" (and {len(shown) - 10} more)" if len(shown) > 10 else ""
-        raise InvalidInput(f"prefixes lists {', '.join(map(repr, shown[:10]))}{more} more than once")
+        raise InvalidInput(f"prefixes lists {shown_list(sorted(dupes))} more than once")
     return list(prefixes)

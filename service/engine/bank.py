@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from service.engine.prefix import LoadedPrefix
-from service.errors import PrefixNotFound
+from service.errors import PrefixNotFound, shown_list
 
 
 @dataclass(frozen=True, eq=False)
@@ -86,9 +86,7 @@ class PrefixBank:
         unknown = [n for n in names if n not in lookup]
         if unknown:
             known = ", ".join(lookup) or "none"
-            raise PrefixNotFound(
-                f"unknown prefix(es) {', '.join(map(repr, unknown))}; known prefixes: {known}"
-            )
+            raise PrefixNotFound(f"unknown prefix(es) {shown_list(unknown)}; known prefixes: {known}")
         return [lookup[n] for n in names]
 
     def max_shift(self, slots: Sequence[int]) -> int:
