@@ -9,10 +9,11 @@ from service.api.auth import require_api_key
 from service.api.deps import RuntimeDep, ServingDep
 from service.api.disconnect import cancel_on_disconnect
 from service.api.rendering import json_response
+from service.api.responses import EMBED_ERRORS
 from service.api.schemas import EmbedRequest, check_prefix_list, digests_header, texts_of
 from service.embedding import choose_prefixes, render_embed_document
 
-router = APIRouter(tags=["embeddings"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["embeddings"], dependencies=[Depends(require_api_key)], responses=EMBED_ERRORS)
 
 
 @router.post("/embed")

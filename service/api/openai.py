@@ -16,6 +16,7 @@ from service.api.auth import require_api_key
 from service.api.deps import RuntimeDep, ServingDep
 from service.api.disconnect import cancel_on_disconnect
 from service.api.rendering import json_response
+from service.api.responses import EMBED_ERRORS, READ_ERRORS
 from service.api.schemas import OpenAIEmbeddingRequest, digests_header, texts_of
 from service.embedding import choose_prefixes, render_embed_document
 from service.errors import InvalidInput, PrefixNotFound, shown
@@ -37,7 +38,7 @@ def resolve_model(model: str, snap: Snapshot, served_name: str, *, include_base:
     )
 
 
-@router.post("/embeddings")
+@router.post("/embeddings", responses=EMBED_ERRORS)
 async def create_embeddings(
     body: OpenAIEmbeddingRequest, request: Request, serving: ServingDep, runtime: RuntimeDep
 ) -> Response:
@@ -73,7 +74,7 @@ async def create_embeddings(
     return response
 
 
-@router.get("/models")
+@router.get("/models", responses=READ_ERRORS)
 async def list_models(serving: ServingDep, runtime: RuntimeDep) -> dict[str, Any]:
     """The served model name and every enabled prefix, each usable as ``model``."""
     snap = serving.registry.snapshot

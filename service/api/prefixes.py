@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 
 from service.api.auth import require_admin, require_api_key
 from service.api.deps import ServingDep
+from service.api.responses import ADMIN_ERRORS, READ_ERRORS, error_responses
 from service.engine.prefix import BASE_NAME, LoadedPrefix
 from service.errors import InvalidInput
 from service.method.similarity import similarity_document
@@ -70,13 +71,15 @@ def listing(snap: Snapshot) -> dict[str, Any]:
     }
 
 
-@router.get("", dependencies=[Depends(require_api_key)])
+@router.get("", dependencies=[Depends(require_api_key)], responses=READ_ERRORS)
 async def list_prefixes(serving: ServingDep) -> dict[str, Any]:
     """Every served prefix, and every rejected folder entry with its reason."""
     return listing(serving.registry.snapshot)
 
 
-@router.get("/similarity", dependencies=[Depends(require_api_key)])
+@router.get(
+    "/similarity", dependencies=[Depends(require_api_key)], responses=error_responses(400, 401, 404, 422, 503)
+)
 async def prefix_similarity(
     serving: ServingDep,
     target: Annotated[str | None, Query(description="Rank the other prefixes for this one.")] = None,
@@ -96,21 +99,33 @@ async def prefix_similarity(
     return doc | {"bank_version": snap.bank.version}
 
 
-@router.patch("", dependencies=[Depends(require_admin)])
+@router.patch("", dependencies=[Depends(require_admin)], responses=ADMIN_ERRORS)
 async def patch_prefixes(patch: PatchBody, serving: ServingDep) -> dict[str, Any]:
     """Enable or disable prefixes: all of the patch or none of it; unknown names -> 404."""
     snap = await asyncio.to_thread(serving.registry.apply_patch, without_base(patch))
     return listing(snap)
 
 
-@router.patch("/{name}", dependencies=[Depends(require_admin)])
+@router.patch("/{name}", dependencies=[Depends(require_admin)], responses=ADMIN_ERRORS)
 async def patch_prefix(name: str, patch: PatchBody, serving: ServingDep) -> dict[str, Any]:
     """``{"enabled": false}`` for one prefix."""
     snap = await asyncio.to_thread(serving.registry.apply_patch, without_base({name: patch}))
     return prefix_doc(snap.bank.get(name), snap)
 
 
-@router.put("/{name}", dependencies=[Depends(require_admin)], status_code=201)
+@router.put(
+    "/{name}",
+    dependencies=[Depends(require_admin)],
+    status_code=201,
+    responses={200: {"description": "Replaced an existing prefix file"}, **ADMIN_ERRORS},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "A native prefix file (safetensors with tensors `key` and `value`); see prefixes/README.md",
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
 async def put_prefix(name: str, request: Request, serving: ServingDep) -> JSONResponse:
     """Upload a native prefix file (the request body): validated, written atomically, hot-loaded.
 

@@ -17,7 +17,7 @@ from tests.unit.fake_encoder import FakeEncoder, fake_bank
 BANK = fake_bank(["alpha", "beta"])
 
 
-async def wait_until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+async def wait_until(cond: Callable[[], bool], timeout: float = 30.0) -> None:
     end = time.monotonic() + timeout
     while not cond():
         assert time.monotonic() < end, "condition not reached"
@@ -47,7 +47,7 @@ def test_requests_left_in_the_queue_at_shutdown_are_dropped_as_shutdown() -> Non
             with pytest.raises(NotReady, match="shutting down"):
                 await q
 
-    asyncio.run(asyncio.wait_for(scenario(), 20))
+    asyncio.run(asyncio.wait_for(scenario(), 90))
     assert batcher.stats.dropped == {"shutdown": 2}
     value = registry.get_sample_value("prefix_embed_requests_dropped_total", {"reason": "shutdown"})
     assert value == 2
