@@ -22,9 +22,9 @@ from service.engine.quantize import decode_base64_float, decode_binary, l2_norma
 from service.engine.torch_encoder import TorchEncoder
 from service.registry.folder import scan_folder
 from service.registry.formats import native_bytes
-from tests.conftest import random_kv
-from tests.e2e.server_process import ServerProcess
-from tests.http_helpers import BAD_INPUTS
+from tests.support.http import BAD_INPUTS
+from tests.support.prefixes import random_kv
+from tests.support.server_process import ServerProcess
 
 pytestmark = pytest.mark.slow
 

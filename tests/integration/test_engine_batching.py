@@ -10,7 +10,7 @@ from service.engine.backbone import Backbone
 from service.engine.bank import PrefixBank
 from service.engine.prefix import LoadedPrefix
 from service.engine.torch_encoder import TorchEncoder
-from tests.conftest import random_kv
+from tests.support.prefixes import random_kv
 
 TEXTS = [
     "short one",

@@ -21,7 +21,7 @@ from service.engine.factory import build_torch_encoder
 from service.engine.quantize import decode_base64_float, l2_normalize
 from service.engine.torch_encoder import TorchEncoder
 from service.registry.folder import scan_folder
-from tests.http_helpers import assert_error, wait_ready
+from tests.support.http import assert_error, wait_ready
 
 TEXTS = [
     "short",
@@ -34,7 +34,7 @@ NAMES = ["p1", "p2", "p3"]
 @pytest.fixture(scope="module")
 def prefix_dir(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Backbone) -> Path:
     from service.registry.formats import native_bytes
-    from tests.conftest import random_kv
+    from tests.support.prefixes import random_kv
 
     folder = tmp_path_factory.mktemp("prefixes")
     for i, name in enumerate(NAMES):  # different lengths and both position conventions

@@ -28,8 +28,8 @@ from service.engine.prefix import LoadedPrefix
 from service.engine.quantize import l2_normalize
 from service.engine.torch_encoder import TorchEncoder
 from service.errors import ModelLoadError
-from tests.conftest import random_kv
-from tests.http_helpers import wait_ready
+from tests.support.http import wait_ready
+from tests.support.prefixes import random_kv
 
 TEXTS = [
     "short",

@@ -15,7 +15,7 @@ from service.engine.backbone import Backbone, BackboneSpec
 from service.errors import InvalidPrefixFile
 from service.registry.folder import scan_folder
 from service.registry.formats import load_prefix, native_bytes
-from tests.conftest import random_kv
+from tests.support.prefixes import random_kv
 
 
 @pytest.fixture(scope="module")
