@@ -37,10 +37,12 @@ class ServerProcess:
         command: Sequence[str] | None = None,
         url: str = "",
         cwd: Path = REPO,
+        inherit_env: bool = True,
     ) -> None:
         self.log_path = log_path
         self.command = [*(command or (*SERVE, *SERVE_DEFAULTS)), *args]
-        self.env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", **(env or {})}
+        base = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"} if inherit_env else {}
+        self.env = {**base, **(env or {})}
         self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = url
@@ -63,12 +65,23 @@ class ServerProcess:
     def _alive(self) -> None:
         assert self.running(), f"server exited early:\n{self.log()}"
 
-    def wait_ready(self, timeout: float = 120.0) -> ServerProcess:
+    def wait_url(self, timeout: float = 120.0) -> str:
+        """The URL uvicorn logs once it listens (the real port, also when started with port 0)."""
+
         def url() -> str:
             self._alive()
             match = _URL_RE.search(self.log())
             return match.group(1) if match else ""
 
+        if not self.url:
+            self.url = wait_until(url, timeout, "the server's URL in its log", poll=0.05)
+        return self.url
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def wait_ready(self, timeout: float = 120.0) -> ServerProcess:
         def ready() -> bool:
             self._alive()
             try:
@@ -76,8 +89,7 @@ class ServerProcess:
             except httpx.TransportError:
                 return False
 
-        if not self.url:
-            self.url = wait_until(url, timeout, f"server URL in the log:\n{self.log()}", poll=0.05)
+        self.wait_url(timeout)
         wait_until(ready, timeout, "server /ready", poll=0.05)
         return self
 

@@ -16,8 +16,8 @@ from service.errors import InvalidInput, InvalidPrefixFile, PrefixConflict, Pref
 from service.registry.registry import PrefixRegistry
 from service.registry.state import STATE_FILE, read_disabled
 from service.registry.watcher import FolderWatcher
-from tests.support.fake_encoder import FAKE_SPEC
 from tests.support import prefixes
+from tests.support.fake_encoder import FAKE_SPEC
 from tests.support.waiting import async_wait_until
 
 WritePrefix = Callable[..., Path]
