@@ -48,6 +48,7 @@ def encoder(minilm: Backbone) -> TorchEncoder:
     return TorchEncoder(minilm, chunk_rows=0)
 
 
+@pytest.mark.slow
 def test_eight_prefixes_in_one_batch_equal_each_alone(encoder: TorchEncoder, minilm: Backbone) -> None:
     bank = PrefixBank.build(_prefixes(minilm, [8] * 8))
     batch = encoder.tokenize(TEXTS, max_length=128, truncate=True)

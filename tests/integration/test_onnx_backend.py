@@ -31,6 +31,9 @@ from service.errors import ModelLoadError
 from tests.support.http import wait_ready
 from tests.support.prefixes import random_kv
 
+# Exporting the tiny models to ONNX alone takes tens of seconds on a CPU.
+pytestmark = pytest.mark.slow
+
 TEXTS = [
     "short",
     "a much longer text that needs quite a few more tokens than the others do",

@@ -19,17 +19,44 @@ from tests.support.fake_encoder import FakeEncoder
 from tests.support.models import save_tiny
 from tests.support.server_process import ServerProcess
 
+TESTS = Path(__file__).resolve().parents[1]
+# What a unit test may not use: a real model (loading one) or a real server process.
+NOT_IN_UNIT = frozenset(
+    {"minilm", "minilm_path", "tiny_bert", "tiny_bert_path", "tiny_roberta_path", "server_process"}
+)
+
+
+def tier(item: pytest.Item) -> str:
+    """``unit``, ``integration`` or ``e2e``: the folder under tests/ that holds the test."""
+    try:
+        return item.path.resolve().relative_to(TESTS).parts[0]
+    except (ValueError, IndexError):
+        return ""
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     import torch
 
-    if torch.cuda.is_available():
-        return
+    gpu = torch.cuda.is_available()
     skip = pytest.mark.skip(reason="needs a CUDA device (torch.cuda.is_available() is False)")
     for item in items:
+        if tier(item) == "e2e":  # real server processes: always slow
+            item.add_marker(pytest.mark.slow)
         # the marker, not `"gpu" in item.keywords`: keywords also hold parametrize ids such as "gpu"
-        if item.get_closest_marker("gpu") is not None:
+        if not gpu and item.get_closest_marker("gpu") is not None:
             item.add_marker(skip)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A unit test that asks for a real model or server fails (before loading it) with where it belongs."""
+    used = NOT_IN_UNIT.intersection(getattr(item, "fixturenames", ()))
+    if tier(item) == "unit" and used:
+        pytest.fail(
+            f"unit tests load no real model and start no server ({', '.join(sorted(used))}): "
+            "move this test to tests/integration (in-process, real model) or tests/e2e (server process)",
+            pytrace=False,
+        )
 
 
 @pytest.fixture(scope="session")
