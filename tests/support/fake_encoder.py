@@ -136,7 +136,7 @@ class FakeEncoder:
             self._words.update(zip(ids, text.split(), strict=True))
         return [CLS, *ids, SEP]
 
-    def vector(self, ids: Sequence[int], tag: str) -> np.ndarray:
+    def vector(self, ids: Sequence[int] | np.ndarray, tag: str) -> np.ndarray:
         """The vector of token ids ``ids`` under ``tag`` (a prefix digest, or "plain")."""
         seed = hashlib.sha256(np.asarray(ids, dtype=np.int64).tobytes() + tag.encode()).digest()
         rng = np.random.default_rng(int.from_bytes(seed[:8], "little"))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -15,7 +15,7 @@ def save_tiny(folder: Path, family: Literal["bert", "roberta"], tokenizer_from: 
 
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(tokenizer_from)
-    common = dict(
+    common: dict[str, Any] = dict(
         vocab_size=tok.vocab_size,
         hidden_size=32,
         num_hidden_layers=2,
@@ -24,6 +24,7 @@ def save_tiny(folder: Path, family: Literal["bert", "roberta"], tokenizer_from: 
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
     )
+    model: BertModel | RobertaModel
     if family == "roberta":
         # RoBERTa positions start after the padding index; 66 positions = 64 usable + offset.
         model = RobertaModel(
