@@ -114,9 +114,12 @@ class FakeEncoder:
             self.entered.clear()
 
     def release(self, calls: int | None = None) -> None:
-        """Let every held and later call run (``calls=None``), or only the next ``calls`` of them."""
+        """Let every held and later call run (``calls=None``), or, while held, the next ``calls`` of them."""
         with self._lock:
-            self._permits = None if calls is None else (self._permits or 0) + calls
+            if calls is None or self._permits is None:
+                self._permits = None
+            else:
+                self._permits += calls
             self._lock.notify_all()
 
     def _wait_for_permit(self) -> None:
