@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from service.engine.backbone import BackboneSpec
-from service.registry.formats import native_bytes
+from service.registry.writer import native_bytes
 
 
 def random_kv(

@@ -13,18 +13,20 @@ import torch
 from safetensors.torch import save as st_save
 
 from service.errors import InvalidInput, InvalidPrefixFile, PrefixConflict, PrefixNotFound
+from service.registry.limits import PrefixLimits
 from service.registry.registry import PrefixRegistry
 from service.registry.state import STATE_FILE, read_disabled
 from service.registry.watcher import FolderWatcher
 from tests.support import prefixes
 from tests.support.fake_encoder import FAKE_SPEC
 from tests.support.waiting import async_wait_until
+from tests.support.watching import until_watching
 
 WritePrefix = Callable[..., Path]
 
 
 def make_registry(folder: Path) -> PrefixRegistry:
-    return PrefixRegistry(folder, FAKE_SPEC, max_prefix_len=16, max_bytes=1 << 20)
+    return PrefixRegistry(folder, FAKE_SPEC, PrefixLimits(max_prefix_len=16, max_file_bytes=1 << 20))
 
 
 def prefix_bytes(seed: int = 0, prefix_len: int = 4) -> bytes:
@@ -180,15 +182,7 @@ def test_watcher_publishes_a_dropped_in_file_on_its_change_event(
         watcher = FolderWatcher(reg, debounce_ms=200, retry_s=60.0)
         watcher.start()
         try:
-            await async_wait_until(lambda: watcher.refreshes == 1, what="the watcher's first scan")
-            # Watching yet? Touch a file that is no prefix until a change event makes it rescan.
-            probe = folder / "probe.md"
-
-            def rescanned() -> bool:
-                probe.write_text(str(watcher.refreshes))
-                return watcher.refreshes > 1
-
-            await async_wait_until(rescanned, poll=0.1, what="a rescan on a change event")
+            await until_watching(watcher, folder)
             seen = watcher.refreshes
             (folder / "delta.safetensors").write_bytes(prefix_bytes(seed=3))
             await async_wait_until(lambda: "delta" in reg.snapshot.bank.names, what="delta published")
