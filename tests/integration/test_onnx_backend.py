@@ -29,8 +29,11 @@ from service.engine.quantize import l2_normalize
 from service.engine.torch_encoder import TorchEncoder
 from service.errors import ModelLoadError
 from service.registry.limits import PrefixLimits
-from tests.conftest import random_kv
-from tests.http_helpers import wait_ready
+from tests.support.http import wait_ready
+from tests.support.prefixes import random_kv
+
+# Exporting the tiny models to ONNX alone takes tens of seconds on a CPU.
+pytestmark = pytest.mark.slow
 
 TEXTS = [
     "short",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -13,8 +13,10 @@ from service.config import Settings
 from service.registry.limits import PrefixLimits
 from service.registry.registry import PrefixRegistry
 from service.registry.watcher import NETWORK_FILESYSTEMS, FolderWatcher, filesystem_type, use_polling
-from tests.api_fake_encoder import FAKE_SPEC
-from tests.http_helpers import fake_prefix_bytes, fill_folder
+from tests.support.fake_encoder import FAKE_SPEC
+from tests.support.http import fake_prefix_bytes, fill_folder
+from tests.support.waiting import async_wait_until
+from tests.support.watching import until_watching
 
 
 def _picked_up(folder: Path, **watch: object) -> tuple[bool, bool]:
@@ -26,13 +28,12 @@ def _picked_up(folder: Path, **watch: object) -> tuple[bool, bool]:
         watcher = FolderWatcher(registry, debounce_ms=50, **watch)  # type: ignore[arg-type]
         watcher.start()
         try:
-            deadline = time.monotonic() + 10
-            while watcher.refreshes == 0 and time.monotonic() < deadline:  # the watcher's own first scan
-                await asyncio.sleep(0.02)
+            await until_watching(watcher, folder)
             (folder / "delta.safetensors").write_bytes(fake_prefix_bytes(seed=3))
-            while "delta" not in registry.snapshot.bank.names and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
-            return watcher.polling, "delta" in registry.snapshot.bank.names
+            published = lambda: "delta" in registry.snapshot.bank.names  # noqa: E731
+            with contextlib.suppress(AssertionError):  # not published in time: reported below
+                await async_wait_until(published, what="delta published")
+            return watcher.polling, published()
         finally:
             await watcher.stop()
 
