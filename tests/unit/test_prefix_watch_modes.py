@@ -7,6 +7,7 @@ import contextlib
 from pathlib import Path
 
 import pytest
+import torch
 
 from service.config import Settings
 from service.registry.limits import PrefixLimits
@@ -74,3 +75,30 @@ def test_watch_mode_settings_from_the_environment(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("PREFIX_EMBED_WATCH_MODE", "inotify")
     with pytest.raises(ValueError, match="watch_mode"):
         Settings()
+
+
+def test_a_file_without_checksum_is_loaded_when_its_settle_window_ends(tmp_path: Path) -> None:
+    """No event follows the end of a write: the watcher itself looks again when the window ends."""
+    from safetensors.torch import save as st_save
+
+    folder = fill_folder(tmp_path / "p")
+    registry = PrefixRegistry(folder, FAKE_SPEC, PrefixLimits(settle_s=0.3))
+    registry.load()
+    shape = (FAKE_SPEC.num_layers, FAKE_SPEC.num_heads, 4, FAKE_SPEC.head_dim)
+    key, value = torch.randn(shape), torch.randn(shape)
+    data = st_save({"key": key, "value": value}, metadata={"backbone_fingerprint": FAKE_SPEC.fingerprint})
+
+    async def scenario() -> bool:
+        watcher = FolderWatcher(registry, debounce_ms=20, mode="native")
+        watcher.start()
+        try:
+            await until_watching(watcher, folder)
+            (folder / "late.safetensors").write_bytes(data)
+            with contextlib.suppress(AssertionError):  # not published in time: asserted below
+                await async_wait_until(lambda: "late" in registry.snapshot.bank.names, what="late published")
+            return "late" in registry.snapshot.bank.names
+        finally:
+            await watcher.stop()
+
+    assert asyncio.run(scenario())
+    assert registry.snapshot.rejected == ()
