@@ -19,7 +19,7 @@ import numpy as np
 
 from service.engine.backbone import BackboneSpec
 from service.engine.bank import PrefixBank
-from service.engine.encoder import TokenizedBatch
+from service.engine.encoder import ForwardCall, ForwardObserver, TokenizedBatch
 from service.errors import InputTooLong
 
 FAKE_SPEC = BackboneSpec(
@@ -46,6 +46,7 @@ class FakeEncoder:
     backend = "fake"
     device = "cpu"
     dtype = "float32"
+    providers = None
 
     def __init__(self, spec: BackboneSpec = FAKE_SPEC, max_input_tokens: int = 32) -> None:
         self.spec = spec
@@ -54,8 +55,17 @@ class FakeEncoder:
         self.calls: list[tuple[int, tuple[str, ...]]] = []  # (texts, prefix names) per encode call
         self.fail_with: BaseException | None = None  # raised by the next encode calls while set
         self.delay_s = 0.0  # per encode call: lets tests hold a request in flight
-        self.on_forward = None
+        self.observer: ForwardObserver | None = None
         self._lock = threading.Lock()
+
+    def set_observer(self, observer: ForwardObserver | None) -> None:
+        self.observer = observer
+
+    def texts_per_call(self, n_texts: int, bank: PrefixBank, slots: Sequence[int]) -> int:
+        return max(1, n_texts)  # one call per batch
+
+    def describe(self) -> dict[str, object]:
+        return {}
 
     def tokenize(self, texts: Sequence[str], *, max_length: int, truncate: bool) -> TokenizedBatch:
         rows = []
@@ -100,8 +110,10 @@ class FakeEncoder:
         for b, ids in enumerate(self._rows(batch)):
             for p, s in enumerate(slots):
                 out[b, p] = self.vector(ids, bank.prefixes[s].digest)
-        if self.on_forward is not None:
-            self.on_forward(batch.size * len(slots), batch.size * len(slots) * batch.padded_len, 0.0)
+        if self.observer is not None:
+            rows = batch.size * len(slots)
+            layers = self.spec.num_layers
+            self.observer(ForwardCall(batch.size, rows, rows * batch.padded_len, rows * layers, 0, 0.0))
         return out
 
     def encode_plain(self, batch: TokenizedBatch) -> np.ndarray:

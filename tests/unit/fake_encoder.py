@@ -17,7 +17,7 @@ import torch
 
 from service.engine.backbone import BackboneSpec
 from service.engine.bank import PrefixBank
-from service.engine.encoder import TokenizedBatch
+from service.engine.encoder import ForwardCall, ForwardObserver, TokenizedBatch, texts_per_call
 from service.engine.prefix import LoadedPrefix
 from service.errors import InputTooLong
 
@@ -57,6 +57,7 @@ class FakeEncoder:
     spec = SPEC
     dim = 4
     max_input_tokens = 64
+    providers = None
 
     def __init__(self, *, delay_s: float = 0.0, chunk_rows: int = 0) -> None:
         self.delay_s = delay_s
@@ -67,8 +68,17 @@ class FakeEncoder:
         self.fail_when: Callable[[list[str]], bool] = lambda texts: any("boom" in t for t in texts)
         self.calls: list[tuple[list[str], tuple[int, ...]]] = []  # (texts, slots) per encode()
         self.forward_calls = 0
-        self.on_forward: Callable[[int, int, float], None] | None = None
+        self.observer: ForwardObserver | None = None
         self.vocab: dict[str, int] = {}
+
+    def set_observer(self, observer: ForwardObserver | None) -> None:
+        self.observer = observer
+
+    def texts_per_call(self, n_texts: int, bank: PrefixBank, slots: Sequence[int]) -> int:
+        return texts_per_call(self.chunk_rows, n_texts, len(slots))
+
+    def describe(self) -> dict[str, object]:
+        return {"chunk_rows": self.chunk_rows}
 
     def ids(self, text: str) -> list[int]:
         return [1, *(self.vocab.setdefault(w, len(self.vocab) + 10) for w in text.split()), 2]
@@ -113,12 +123,17 @@ class FakeEncoder:
             for p, s in enumerate(slots):
                 out[b, p] = [batch.input_ids[b, :n].sum(), n, s, 1]
         self.forward_calls += 1
-        if self.on_forward is not None:
-            lp = int(bank.keys.shape[3])
-            self.on_forward(
-                batch.size * len(slots),
-                batch.size * len(slots) * (batch.padded_len + lp),
-                time.perf_counter() - start,
+        if self.observer is not None:
+            rows = batch.size * len(slots)
+            self.observer(
+                ForwardCall(
+                    texts=batch.size,
+                    rows=rows,
+                    tokens=rows * (batch.padded_len + int(bank.keys.shape[3])),
+                    layer_rows=rows * self.spec.num_layers,
+                    fan_out=0,
+                    seconds=time.perf_counter() - start,
+                )
             )
         return out
 
