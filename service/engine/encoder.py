@@ -72,25 +72,26 @@ class SlotGroup:
     slots: tuple[int, ...]  # bank slots, ``slots[i]`` = requested ``slots[columns[i]]``
 
 
-def slot_depth(bank: PrefixBank, slot: int, num_layers: int) -> int:
-    """Deepest fan-out a slot allows: its first_layer capped at L - 1, but 0 for a position shift (the
-    shift changes layer 0's input, so the text's trunk would differ)."""
+def slot_depth(bank: PrefixBank, slot: int, max_depth: int) -> int:
+    """Deepest fan-out a slot allows: its first_layer capped at ``max_depth`` (at most L - 1), but 0
+    for a position shift (the shift changes layer 0's input, so the text's trunk would differ)."""
     if int(bank.shifts[slot]):
         return 0
-    return min(int(bank.firsts[slot]), num_layers - 1)
+    return min(int(bank.firsts[slot]), max_depth)
 
 
-def call_depth(bank: PrefixBank, slots: Sequence[int], num_layers: int) -> int:
+def call_depth(bank: PrefixBank, slots: Sequence[int], max_depth: int) -> int:
     """The fan-out depth of one call over ``slots``: the smallest depth among them."""
-    return min((slot_depth(bank, s, num_layers) for s in slots), default=0)
+    return min((slot_depth(bank, s, max_depth) for s in slots), default=0)
 
 
-def slot_groups(bank: PrefixBank, slots: Sequence[int], num_layers: int, by_depth: bool) -> list[SlotGroup]:
+def slot_groups(bank: PrefixBank, slots: Sequence[int], max_depth: int, by_depth: bool) -> list[SlotGroup]:
     """The model calls of one encode: all slots at their smallest depth (``by_depth`` False), or one
-    call per depth (each call's trunk as deep as its own prefixes allow)."""
+    call per depth (each call's trunk as deep as its own prefixes allow). ``max_depth``: L - 1, or
+    less where a backend has fewer depths."""
     if not slots:
         return []
-    depths = [slot_depth(bank, s, num_layers) for s in slots]
+    depths = [slot_depth(bank, s, max_depth) for s in slots]
     keys = sorted(set(depths)) if by_depth else [min(depths)]
     groups = []
     for depth in keys:
@@ -157,6 +158,7 @@ class CallLoop(ABC):
     dim: int
     chunk_rows: int
     group_by_depth: bool = GROUP_BY_DEPTH
+    max_fan_out: int | None = None  # deepest fan-out this backend runs (None: L - 1)
 
     def __init__(self) -> None:
         self.forward_calls = 0
@@ -166,7 +168,9 @@ class CallLoop(ABC):
         self._observer = observer
 
     def groups(self, bank: PrefixBank, slots: Sequence[int]) -> list[SlotGroup]:
-        return slot_groups(bank, slots, self.spec.num_layers, self.group_by_depth)
+        top = self.spec.num_layers - 1
+        cap = top if self.max_fan_out is None else min(top, self.max_fan_out)
+        return slot_groups(bank, slots, cap, self.group_by_depth)
 
     def texts_per_call(self, n_texts: int, bank: PrefixBank, slots: Sequence[int]) -> int:
         layers = self.spec.num_layers
