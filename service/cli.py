@@ -349,6 +349,13 @@ def export_onnx(
     pooling_layers: Annotated[int | None, typer.Option(help="Layers of multilayer pooling.")] = None,
     onnx_cache_dir: Annotated[Path | None, typer.Option(help="Where ONNX exports are cached.")] = None,
     force: Annotated[bool, typer.Option(help="Export again even if a valid cached file exists.")] = False,
+    fan_out: Annotated[
+        int,
+        typer.Option(
+            help="Fan-out depth of the graph: 0 (every layer per row) or S, for shared-trunk prefixes "
+            "starting at layer S (serve exports a depth on its first use; this does it ahead)."
+        ),
+    ] = 0,
 ) -> None:
     """Export the prefix-enabled backbone to ONNX (validated against torch) into the ONNX cache."""
     from service.engine.onnx_export import ensure_onnx_export
@@ -367,6 +374,7 @@ def export_onnx(
             pooling=settings.pooling,
             pooling_layers=settings.pooling_layers,
             force=force,
+            fan_out=fan_out,
         )
     except PrefixEmbedError as exc:
         typer.echo(f"error: {exc.message}", err=True)
