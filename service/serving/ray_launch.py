@@ -14,6 +14,7 @@ import math
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from typing import Any
@@ -107,7 +108,7 @@ def run(settings: Settings, scaling: Any, address: str | None = None) -> int:
         print("ray-serve: stopping (in-flight requests finish first)", flush=True)
     except Exception as exc:
         log.exception("ray-serve failed")
-        print(f"error: ray-serve failed: {exc}", flush=True)
+        print(f"error: ray-serve failed: {exc}", file=sys.stderr, flush=True)
         return 1
     finally:
         # Delete the application first, with the proxy still up: each replica stops taking requests,
@@ -122,35 +123,47 @@ def run(settings: Settings, scaling: Any, address: str | None = None) -> int:
     return 0
 
 
+RAY_FLAGS = {"--replica-cpus": float, "--replica-gpus": float, "--max-ongoing-requests": int}
+
+
+def split_ray_flags(args: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """Ray's own flags (``RAY_FLAGS``) -> Scaling fields; the rest are the service's."""
+    ray_opts: dict[str, Any] = {}
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        flag, eq, inline = args[i].partition("=")
+        if flag not in RAY_FLAGS:
+            rest.append(args[i])
+            i += 1
+            continue
+        if not eq and i + 1 >= len(args):
+            raise InvalidInput(f"option {flag} needs a value")
+        value = inline if eq else args[i + 1]
+        i += 1 if eq else 2
+        try:
+            ray_opts[flag[2:].replace("-", "_")] = RAY_FLAGS[flag](value)
+        except ValueError:
+            raise InvalidInput(f"option {flag}: {value!r} is not a number") from None
+    return ray_opts, rest
+
+
 def main(replicas: int, autoscale: str | None, args: list[str]) -> int:
     """``ray-serve``: split Ray's own flags from the service's, check both, then :func:`run`."""
     try:
         import ray  # noqa: F401
     except ImportError:
-        print('error: ray-serve needs Ray Serve: pip install "prefix-embed[ray]"', flush=True)
+        print('error: ray-serve needs Ray Serve: pip install "prefix-embed[ray]"', file=sys.stderr)
         return 2
     from service.serving.ray_app import Scaling
 
-    ray_opts: dict[str, Any] = {}
-    rest: list[str] = []
-    i = 0
-    while i < len(args):
-        flag, _, inline = args[i].partition("=")
-        if flag in ("--replica-cpus", "--replica-gpus", "--max-ongoing-requests"):
-            value = inline or (args[i + 1] if i + 1 < len(args) else "")
-            i += 1 if inline else 2
-            ray_opts[flag[2:].replace("-", "_")] = (
-                int(value) if flag == "--max-ongoing-requests" else float(value)
-            )
-        else:
-            rest.append(args[i])
-            i += 1
     try:
+        ray_opts, rest = split_ray_flags(args)
         settings = settings_from_flags(rest)
         bounds = Scaling.parse_autoscale(autoscale) if autoscale else None
     except (InvalidInput, ValueError) as exc:
         message = exc.message if isinstance(exc, InvalidInput) else str(exc)
-        print(f"error: {message}", flush=True)
+        print(f"error: {message}", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -15,7 +15,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from service.errors import InvalidInput
-from service.serving.ray_launch import settings_from_flags
+from service.serving.ray_launch import settings_from_flags, split_ray_flags
 from service.serving.ray_proxy import JsonErrorWhenNoResponse, proxy_middlewares
 from tests.http_helpers import fake_app, fill_folder
 
@@ -50,6 +50,18 @@ def test_ray_serve_flags_are_the_settings_fields(monkeypatch: pytest.MonkeyPatch
 def test_bad_ray_serve_flags_are_refused_with_the_reason(args, error, fragment) -> None:
     with pytest.raises(error, match=fragment):
         settings_from_flags(args)
+
+
+def test_rays_own_flags_are_split_from_the_services() -> None:
+    args = ["--replica-cpus", "0.5", "--port", "1", "--max-ongoing-requests=8", "--replica-gpus", "1"]
+    assert split_ray_flags(args) == (
+        {"replica_cpus": 0.5, "max_ongoing_requests": 8, "replica_gpus": 1.0},
+        ["--port", "1"],
+    )
+    with pytest.raises(InvalidInput, match="--replica-cpus needs a value"):
+        split_ray_flags(["--replica-cpus"])
+    with pytest.raises(InvalidInput, match="'many' is not a number"):
+        split_ray_flags(["--max-ongoing-requests", "many"])
 
 
 def _proxy(endpoint) -> TestClient:
