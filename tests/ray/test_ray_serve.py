@@ -173,6 +173,7 @@ def test_a_patch_through_the_proxy_reaches_every_replica(cluster) -> None:
         r = client.patch("/prefixes", json={"beta": {"enabled": False}})
         assert r.status_code == 200, r.text
         took = per_replica(client, "/prefixes", lambda d: enabled(d)["beta"] is False)
+        print(f"PATCH in force on each replica after (s): {took}")
         assert max(took.values()) <= IN_STEP_S, took
         # and the disabled prefix is out of a default request on every replica
         for _ in range(20):
@@ -189,6 +190,7 @@ def test_a_dropped_file_is_served_by_every_replica(cluster, tiny_bert: Backbone)
     with server.client() as client:
         write_native(folder, name, tiny_bert.spec, prefix_len=2, seed=7)
         took = per_replica(client, "/prefixes", lambda d: name in {p["name"] for p in d["prefixes"]})
+        print(f"dropped file served by each replica after (s): {took}")
         assert max(took.values()) <= IN_STEP_S, took
         seen: set[str] = set()
         for _ in range(50):
