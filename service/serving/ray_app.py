@@ -46,6 +46,7 @@ class Scaling:
     max_ongoing_requests: int = 64  # per replica; the batcher wants concurrent requests to batch
     replica_cpus: float = 1.0
     replica_gpus: float = 0.0
+    target_ongoing_requests: int = 16  # autoscaling: in-flight requests per replica to aim for
 
     @staticmethod
     def parse_autoscale(text: str) -> tuple[int, int]:
@@ -71,7 +72,11 @@ class Scaling:
         if self.autoscale is not None:
             low, high = self.autoscale
             options["autoscaling_config"] = AutoscalingConfig(
-                min_replicas=low, max_replicas=high, initial_replicas=max(low, 1)
+                min_replicas=low,
+                max_replicas=high,
+                initial_replicas=max(low, 1),
+                # requests in flight per replica that Serve aims for (the batcher wants several)
+                target_ongoing_requests=self.target_ongoing_requests,
             )
         else:
             options["num_replicas"] = self.replicas

@@ -46,6 +46,7 @@ def test_autoscaling_reaches_the_deployment(monkeypatch: pytest.MonkeyPatch) -> 
     cfg = deployment_config(app)
     assert (cfg.autoscaling_config.min_replicas, cfg.autoscaling_config.max_replicas) == (0, 4)
     assert cfg.autoscaling_config.initial_replicas == 1
+    assert cfg.autoscaling_config.target_ongoing_requests == 16
     # the polling watcher's variables travel to every replica
     options = app._bound_deployment._replica_config.ray_actor_options
     assert options["runtime_env"]["env_vars"] == {"WATCHFILES_FORCE_POLLING": "1"}
