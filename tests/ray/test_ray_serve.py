@@ -112,12 +112,15 @@ def cluster(
         str(folder),
         "--replica-cpus",
         "0.5",
+        # many small forward calls: a large request stays in flight long enough to be caught by SIGTERM
+        "--max-batch-tokens",
+        "64",
         env=env,
     ).start()
     try:
         yield server, folder
     finally:
-        status = server.stop()
+        status = server.stop()  # already stopped by test_sigterm_finishes_in_flight_requests when it ran
         log = server.log()
         assert status == 0, f"exit status {status}:\n{log[-4000:]}"
         assert "ray-serve: stopped" in log, log[-4000:]
@@ -269,3 +272,48 @@ def test_killing_a_replica_under_load(cluster, record_property) -> None:
             return len(now) == REPLICAS and victim_id not in now
 
         wait_until(restarted, 180, "Ray restarting the killed replica")
+
+
+def _rows_total(text: str) -> float:
+    for line in text.splitlines():
+        if line.startswith("prefix_embed_batch_rows_total "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def test_sigterm_finishes_in_flight_requests(cluster) -> None:
+    """The last test of each cluster: SIGTERM while large requests run; every one of them is answered
+    (200) before the process exits 0 (the app is deleted first, replicas drain, the proxy stays up)."""
+    server, _ = cluster
+    body = {"inputs": [f"request text number {i} with several words" for i in range(128)]}
+    with server.client() as client:
+        before = {
+            r.headers["x-replica-id"]: _rows_total(r.text)
+            for r in (client.get("/metrics") for _ in range(20))
+        }
+        statuses: list[int | str] = []
+
+        def one(_: int) -> None:
+            with server.client() as c:
+                try:
+                    statuses.append(c.post("/embed", json=body, timeout=120).status_code)
+                except httpx.HTTPError as exc:
+                    statuses.append(type(exc).__name__)
+
+        with ThreadPoolExecutor(6) as pool:
+            futures = [pool.submit(one, i) for i in range(6)]
+
+            def a_replica_is_computing() -> bool:
+                r = client.get("/metrics")
+                return _rows_total(r.text) > before.get(r.headers["x-replica-id"], float("inf"))
+
+            wait_until(a_replica_is_computing, 60, "the requests reaching a replica")
+            in_flight = 6 - len(statuses)
+            assert server.proc is not None
+            server.proc.send_signal(signal.SIGTERM)
+            for f in futures:
+                f.result()
+    assert in_flight >= 1
+    assert statuses == [200] * 6, statuses
+    assert server.stop() == 0
+    print(f"SIGTERM with {in_flight} of 6 requests in flight: {Counter(statuses)}")
