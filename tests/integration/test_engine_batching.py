@@ -10,7 +10,7 @@ from service.engine.backbone import Backbone
 from service.engine.bank import PrefixBank
 from service.engine.prefix import LoadedPrefix
 from service.engine.torch_encoder import TorchEncoder
-from tests.conftest import random_kv
+from tests.support.prefixes import random_kv
 
 TEXTS = [
     "short one",
@@ -48,6 +48,7 @@ def encoder(minilm: Backbone) -> TorchEncoder:
     return TorchEncoder(minilm, chunk_rows=0)
 
 
+@pytest.mark.slow
 def test_eight_prefixes_in_one_batch_equal_each_alone(encoder: TorchEncoder, minilm: Backbone) -> None:
     bank = PrefixBank.build(_prefixes(minilm, [8] * 8))
     batch = encoder.tokenize(TEXTS, max_length=128, truncate=True)
