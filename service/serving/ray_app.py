@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -33,8 +32,6 @@ from service.runtime import Runtime
 APP_NAME = "prefix-embed"
 DEPLOYMENT_NAME = "PrefixEmbed"
 REPLICA_HEADER = b"x-replica-id"
-# watchfiles reads these in every replica: polling for folders without inotify (network filesystems)
-WATCH_ENV = ("WATCHFILES_FORCE_POLLING", "WATCHFILES_POLL_DELAY_MS")
 
 
 @dataclass(frozen=True)
@@ -66,9 +63,6 @@ class Scaling:
             "graceful_shutdown_timeout_s": settings.request_timeout_s + 1,
             "ray_actor_options": {"num_cpus": self.replica_cpus, "num_gpus": self.replica_gpus},
         }
-        env = {k: os.environ[k] for k in WATCH_ENV if os.environ.get(k)}
-        if env:
-            options["ray_actor_options"]["runtime_env"] = {"env_vars": env}
         if self.autoscale is not None:
             low, high = self.autoscale
             options["autoscaling_config"] = AutoscalingConfig(

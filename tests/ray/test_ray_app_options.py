@@ -40,13 +40,15 @@ def test_fixed_replicas_and_resources_reach_the_deployment() -> None:
     assert (options["num_cpus"], options["num_gpus"]) == (0.5, 1)
 
 
-def test_autoscaling_reaches_the_deployment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("WATCHFILES_FORCE_POLLING", "1")
+def test_autoscaling_reaches_the_deployment() -> None:
     app = build_application(Settings(), Scaling(autoscale=(0, 4)))
     cfg = deployment_config(app)
     assert (cfg.autoscaling_config.min_replicas, cfg.autoscaling_config.max_replicas) == (0, 4)
     assert cfg.autoscaling_config.initial_replicas == 1
     assert cfg.autoscaling_config.target_ongoing_requests == 16
-    # the polling watcher's variables travel to every replica
-    options = app._bound_deployment._replica_config.ray_actor_options
-    assert options["runtime_env"]["env_vars"] == {"WATCHFILES_FORCE_POLLING": "1"}
+
+
+def test_the_settings_travel_to_every_replica() -> None:
+    settings = Settings(watch_mode="poll", watch_poll_ms=250, max_client_batch=9)
+    app = build_application(settings, Scaling())
+    assert app._bound_deployment.init_args == (settings,)

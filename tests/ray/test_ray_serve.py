@@ -1,5 +1,5 @@
 """Ray Serve (issue 12): 2 replicas of ``python -m service ray-serve`` behind Ray's proxy, one prefix
-folder. Real Ray on 127.0.0.1; each parameter (native watcher, polling watcher) starts one cluster.
+folder. Real Ray on 127.0.0.1; each parameter (``--watch-mode native`` / ``poll``) starts one cluster.
 
 Selected with ``-m ray``; skipped where the ``ray`` extra is not installed (the default CI install).
 """
@@ -19,16 +19,16 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import torch
 from fastapi.testclient import TestClient
 
 pytest.importorskip("ray.serve", reason="needs the `ray` extra: pip install .[ray]")
 
 from service.app import create_app  # noqa: E402
 from service.config import Settings  # noqa: E402
-from service.engine.backbone import Backbone, BackboneSpec  # noqa: E402
-from service.registry.formats import native_bytes  # noqa: E402
+from service.engine.backbone import Backbone  # noqa: E402
 from tests.ray.ray_process import RayServeProcess  # noqa: E402
+from tests.support.prefixes import write_prefix  # noqa: E402
+from tests.support.waiting import wait_until  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -36,24 +36,6 @@ PREFIXES = ("alpha", "beta", "gamma")
 TEXTS = ["the film was wonderful", "stocks fell sharply today", "is this spam or not?"]
 IN_STEP_S = 2.0  # issue 12: a change made through one replica is in force on every replica within 2 s
 REPLICAS = 2
-
-
-def write_native(folder: Path, name: str, spec: BackboneSpec, prefix_len: int, seed: int) -> None:
-    """A native prefix file, written as a user would drop it in (not atomically)."""
-    g = torch.Generator().manual_seed(seed)
-    shape = (spec.num_layers, spec.num_heads, prefix_len, spec.head_dim)
-    key, value = torch.randn(shape, generator=g) * 0.5, torch.randn(shape, generator=g) * 0.5
-    data = native_bytes(key, value, {"backbone_fingerprint": spec.fingerprint})
-    (folder / f"{name}.safetensors").write_bytes(data)
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> float:
-    """Poll ``check`` until true; return the seconds it took (fails after ``timeout``)."""
-    start = time.monotonic()
-    while not check():
-        assert time.monotonic() - start < timeout, f"{what}: not after {timeout} s"
-        time.sleep(0.05)
-    return time.monotonic() - start
 
 
 def per_replica(client: httpx.Client, path: str, want: Callable[[Any], bool]) -> dict[str, float]:
@@ -96,12 +78,7 @@ def cluster(
 ) -> Iterator[tuple[RayServeProcess, Path]]:
     folder = tmp_path_factory.mktemp(f"prefixes-{request.param}")
     for seed, name in enumerate(PREFIXES):
-        write_native(folder, name, tiny_bert.spec, prefix_len=3 + seed, seed=seed)
-    env = (
-        {"WATCHFILES_FORCE_POLLING": "1", "WATCHFILES_POLL_DELAY_MS": "300"}
-        if request.param == "poll"
-        else {}
-    )
+        write_prefix(folder, name, tiny_bert.spec, prefix_len=3 + seed, seed=seed)
     server = RayServeProcess(
         tmp_path_factory.mktemp("logs") / f"ray-serve-{request.param}.log",
         "--replicas",
@@ -115,7 +92,10 @@ def cluster(
         # many small forward calls: a large request stays in flight long enough to be caught by SIGTERM
         "--max-batch-tokens",
         "64",
-        env=env,
+        "--watch-mode",
+        request.param,
+        "--watch-poll-ms",
+        "300",
     ).start()
     try:
         yield server, folder
@@ -191,7 +171,7 @@ def test_a_dropped_file_is_served_by_every_replica(cluster, tiny_bert: Backbone)
     server, folder = cluster
     name = f"dropped-{folder.name}"
     with server.client() as client:
-        write_native(folder, name, tiny_bert.spec, prefix_len=2, seed=7)
+        write_prefix(folder, name, tiny_bert.spec, prefix_len=2, seed=7)
         took = per_replica(client, "/prefixes", lambda d: name in {p["name"] for p in d["prefixes"]})
         print(f"dropped file served by each replica after (s): {took}")
         assert max(took.values()) <= IN_STEP_S, took

@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 from service.errors import InvalidInput
 from service.serving.ray_launch import settings_from_flags, split_ray_flags
 from service.serving.ray_proxy import JsonErrorWhenNoResponse, proxy_middlewares
-from tests.http_helpers import fake_app, fill_folder
+from tests.support.http import fake_app, fill_folder
 
 
 def test_ray_serve_flags_are_the_settings_fields(monkeypatch: pytest.MonkeyPatch) -> None:
