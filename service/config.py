@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.registry.limits import MAX_FILE_BYTES, MAX_PREFIX_LEN, SETTLE_S, PrefixLimits
+
 Backend = Literal["torch", "onnx"]
 DType = Literal["auto", "float32", "float16", "bfloat16"]
 Pooling = Literal["mean", "cls", "multilayer"]
@@ -61,9 +63,23 @@ class Settings(BaseSettings):
     # --- prefixes ----------------------------------------------------------------------------
     prefix_dir: Path = Field(Path("prefixes"), description="Folder of prefix files (relative: to the cwd).")
     watch: bool = Field(True, description="Hot-load changes of prefix_dir.")
-    max_prefix_len: int = Field(256, ge=1, description="Longest prefix accepted, in virtual tokens.")
+    watch_mode: Literal["auto", "native", "poll"] = Field(
+        "auto",
+        description="How the watcher sees changes: native (inotify), poll (stat every watch_poll_ms; needed "
+        "on network filesystems, which send no inotify events), auto = poll when prefix_dir is on NFS/SMB/...",
+    )
+    watch_poll_ms: int = Field(
+        500, ge=10, description="Polling interval of watch_mode=poll, in milliseconds."
+    )
+    max_prefix_len: int = Field(MAX_PREFIX_LEN, ge=1, description="Longest prefix (virtual tokens) accepted.")
     max_prefix_file_bytes: int = Field(
-        64 * 1024 * 1024, ge=1024, description="Largest prefix file (or PUT upload) accepted, in bytes."
+        MAX_FILE_BYTES, ge=1024, description="Largest prefix file (or PEFT weights file) read."
+    )
+    prefix_settle_ms: int = Field(
+        int(SETTLE_S * 1000),
+        ge=0,
+        description="A prefix file without a content_sha256 is loaded only once unchanged this long "
+        "(a copy in progress is never served).",
     )
     include_base: bool = Field(
         True,
@@ -125,6 +141,14 @@ class Settings(BaseSettings):
     @classmethod
     def _lower_level(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    def prefix_limits(self) -> PrefixLimits:
+        """The limits every prefix file is checked against (service/registry/limits.py)."""
+        return PrefixLimits(
+            max_prefix_len=self.max_prefix_len,
+            max_file_bytes=self.max_prefix_file_bytes,
+            settle_s=self.prefix_settle_ms / 1000,
+        )
 
     def model_path(self) -> Path:
         return self.model if self.model is not None else default_model_path()

@@ -48,6 +48,7 @@ class Runtime:
         self.ready = False
         self.load_error: str | None = None
         self.on_fatal: Callable[[], None] | None = None  # set by `serve`: stop the server
+        self.replica_id: str | None = None  # set by the Ray Serve deployment (service/serving/ray_app.py)
         self.started_at = time.time()
         self.model_name = settings.model_name()
         m = self.metrics
@@ -72,9 +73,7 @@ class Runtime:
 
                 self.encoder = await asyncio.to_thread(build_encoder, s)
             encoder = self.encoder
-            registry = PrefixRegistry(
-                s.prefix_dir, encoder.spec, max_prefix_len=s.max_prefix_len, max_bytes=s.max_prefix_file_bytes
-            )
+            registry = PrefixRegistry(s.prefix_dir, encoder.spec, s.prefix_limits())
             await asyncio.to_thread(registry.load)
             self.registry = registry
             if s.warmup:
@@ -85,7 +84,7 @@ class Runtime:
             await batcher.start()
             self.batcher = batcher
             if s.watch:
-                self.watcher = FolderWatcher(registry)
+                self.watcher = FolderWatcher(registry, mode=s.watch_mode, poll_ms=s.watch_poll_ms)
                 self.watcher.start()
         except Exception as exc:
             self.load_error = exc.message if isinstance(exc, PrefixEmbedError) else type(exc).__name__

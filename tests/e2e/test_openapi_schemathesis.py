@@ -20,8 +20,8 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from service.app import create_app
 from service.config import Settings
 from service.server import build_server
-from tests.api_fake_encoder import FakeEncoder
-from tests.http_helpers import fill_folder
+from tests.support.fake_encoder import FakeEncoder
+from tests.support.http import fill_folder
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,8 @@ from service.engine.factory import build_torch_encoder
 from service.engine.prefix import base_prefix
 from service.engine.quantize import l2_normalize
 from service.registry.folder import scan_folder
-from tests.e2e.server_process import ServerProcess
+from service.registry.limits import PrefixLimits
+from tests.support.server_process import ServerProcess
 
 pytestmark = pytest.mark.slow
 
@@ -28,8 +29,8 @@ KEY = "sk-test-key"
 
 @pytest.fixture(scope="module")
 def prefix_dir(tmp_path_factory: pytest.TempPathFactory, minilm: Backbone) -> Path:
-    from service.registry.formats import native_bytes
-    from tests.conftest import random_kv
+    from service.registry.writer import native_bytes
+    from tests.support.prefixes import random_kv
 
     folder = tmp_path_factory.mktemp("minilm-prefixes")
     for i, name in enumerate(("sentiment", "topic")):
@@ -52,7 +53,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, prefix_dir: Path) -> Iterat
 @pytest.fixture(scope="module")
 def engine(minilm: Backbone, prefix_dir: Path) -> Callable[[list[str]], np.ndarray]:
     encoder = build_torch_encoder(Settings(device="cpu", dtype="float32"), backbone=minilm)
-    loaded, _ = scan_folder(prefix_dir, minilm.spec, max_prefix_len=256, max_bytes=1 << 24)
+    loaded, _ = scan_folder(prefix_dir, minilm.spec, PrefixLimits(max_prefix_len=256, max_file_bytes=1 << 24))
     bank = PrefixBank.build(loaded, base=base_prefix(minilm.spec))
 
     def vectors(names: list[str]) -> np.ndarray:

@@ -14,8 +14,8 @@ import pytest
 from service.app import create_app
 from service.config import Settings
 from service.server import ACCESS_LOGGER, REDACTED, build_server, redact_query
-from tests.api_fake_encoder import FakeEncoder
-from tests.http_helpers import fill_folder
+from tests.support.fake_encoder import FakeEncoder
+from tests.support.http import fill_folder
 
 SECRET = "sk-very-secret-key-123"
 

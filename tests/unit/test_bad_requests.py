@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from service.api.schemas import MAX_REQUEST_PREFIXES, check_prefix_list
 from service.errors import InvalidInput
-from tests.http_helpers import assert_error, expected_vectors, fake_app, fill_folder
+from tests.support.http import assert_error, expected_vectors, fake_app, fill_folder
 
 JSON = {"content-type": "application/json"}
 

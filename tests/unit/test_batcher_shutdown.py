@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from service.batching import Batcher
 from service.batching.prometheus import register_batcher_metrics
 from service.errors import NotReady
-from tests.unit.fake_encoder import FakeEncoder, fake_bank
+from tests.support.fake_encoder import FakeEncoder, fake_bank
 
 BANK = fake_bank(["alpha", "beta"])
 
@@ -32,15 +32,14 @@ def test_requests_left_in_the_queue_at_shutdown_are_dropped_as_shutdown() -> Non
 
     async def scenario() -> None:
         await batcher.start()
-        enc.gate.clear()
-        enc.entered.clear()
+        enc.hold()
         running = asyncio.ensure_future(batcher.embed(["hold the worker"], BANK, [0]))
         await wait_until(enc.entered.is_set)  # the worker is inside encode()
         queued = [asyncio.ensure_future(batcher.embed([f"queued {i}"], BANK, [1])) for i in range(2)]
         await wait_until(lambda: batcher.queue_depth == 3)
         stopping = asyncio.ensure_future(batcher.stop(timeout=0))  # no time to drain
         await wait_until(lambda: batcher._worker._stopping)  # told to stop after the current batch
-        enc.gate.set()  # the batch in progress finishes; the queued ones never run
+        enc.release()  # the batch in progress finishes; the queued ones never run
         await stopping
         assert (await running).vectors.shape[0] == 1
         for q in queued:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.http_helpers import SERVED, fake_app, fill_folder
+from tests.support.http import SERVED, fake_app, fill_folder
 
 
 def test_info_has_the_batcher_totals(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import openai
 
 from service.api.schemas import DIGESTS_HEADER
-from tests.http_helpers import SERVED, fake_app, fill_folder
+from tests.support.http import SERVED, fake_app, fill_folder
 
 
 def parse(header: str) -> list[tuple[str, str]]:
