@@ -13,7 +13,7 @@ import openai
 import pytest
 import torch
 from fastapi.testclient import TestClient
-from service.registry.formats import native_bytes
+from service.registry.writer import native_bytes
 from transformers import AutoModel, AutoTokenizer
 
 from service.app import create_app
