@@ -13,7 +13,6 @@ import openai
 import pytest
 import torch
 from fastapi.testclient import TestClient
-from service.registry.writer import native_bytes
 from transformers import AutoModel, AutoTokenizer
 
 from service.app import create_app
@@ -25,6 +24,7 @@ from service.engine.factory import build_torch_encoder
 from service.engine.prefix import BASE_NAME, LoadedPrefix, base_prefix
 from service.engine.quantize import l2_normalize
 from service.engine.torch_encoder import TorchEncoder
+from service.registry.writer import native_bytes
 from tests.support.http import wait_ready
 
 TEXTS = ["the cat sat on the mat", "hi", "a somewhat longer sentence, so that the batch is padded"]
