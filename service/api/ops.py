@@ -66,7 +66,9 @@ async def info(runtime: RuntimeDep) -> dict[str, Any]:
         "device": enc.device if enc else s.device,
         "dtype": enc.dtype if enc else s.dtype,
         # ONNX Runtime providers really in use (session.get_providers()); absent for torch
-        "providers": getattr(enc, "providers", None),
+        "providers": enc.providers if enc else None,
+        # how batches become model calls (row chunks, grouping by fan-out depth, ONNX exports per depth)
+        "engine": enc.describe() if enc else None,
         "dim": enc.dim if enc else None,
         "pooling": s.pooling,
         "prefix_dir": str(s.prefix_dir),

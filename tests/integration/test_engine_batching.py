@@ -103,7 +103,7 @@ def test_cpu_chunking_keeps_all_prefixes_of_a_text_in_one_call(minilm: Backbone)
     whole = TorchEncoder(minilm, chunk_rows=0).encode(batch, bank, [0, 1, 2])
     chunked_enc = TorchEncoder(minilm, chunk_rows=6)  # 6 rows = 2 texts x 3 prefixes per call
     rows_seen: list[int] = []
-    chunked_enc.on_forward = lambda rows, tokens, seconds: rows_seen.append(rows)
+    chunked_enc.set_observer(lambda call: rows_seen.append(call.rows))
     chunked = chunked_enc.encode(batch, bank, [0, 1, 2])
     assert rows_seen == [6, 6, 3]
     np.testing.assert_allclose(chunked, whole, atol=1e-5, rtol=0)

@@ -207,7 +207,7 @@ def test_chunked_calls_equal_one_call(bert_onnx: OnnxEncoder, tiny_bert: Backbon
         chunk_rows=6,  # 2 texts (x 3 prefixes) per call
     )
     seen: list[int] = []
-    chunked.on_forward = lambda rows, tokens, seconds: seen.append(rows)
+    chunked.set_observer(lambda call: seen.append(call.rows))
     np.testing.assert_allclose(chunked.encode(batch, bank, [0, 1, 2]), whole, atol=1e-6, rtol=0)
     assert seen == [6, 6, 3]
     assert chunked.forward_calls == 3

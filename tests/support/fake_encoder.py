@@ -32,7 +32,7 @@ import torch
 
 from service.engine.backbone import BackboneSpec
 from service.engine.bank import PrefixBank
-from service.engine.encoder import TokenizedBatch
+from service.engine.encoder import ForwardCall, ForwardObserver, TokenizedBatch, texts_per_call
 from service.engine.prefix import LoadedPrefix
 from service.errors import InputTooLong
 
@@ -87,6 +87,7 @@ class FakeEncoder:
     backend = "fake"
     device = "cpu"
     dtype = "float32"
+    providers: list[str] | None = None
 
     def __init__(
         self, spec: BackboneSpec = FAKE_SPEC, *, max_input_tokens: int = 32, chunk_rows: int = 0
@@ -95,7 +96,7 @@ class FakeEncoder:
         self.dim = spec.hidden_size
         self.max_input_tokens = max_input_tokens
         self.chunk_rows = chunk_rows  # rows per model call (0 = one call), read by the batcher
-        self.on_forward: Callable[[int, int, float], None] | None = None  # (rows, tokens, seconds)
+        self.observer: ForwardObserver | None = None  # set by the batcher (set_observer)
         self.calls: list[EncodeCall] = []
         self.forward_calls = 0
         self.fail_with: BaseException | None = None
@@ -162,6 +163,16 @@ class FakeEncoder:
         )
 
     # --- the Encoder protocol ----------------------------------------------------------------
+    def set_observer(self, observer: ForwardObserver | None) -> None:
+        self.observer = observer
+
+    def texts_per_call(self, n_texts: int, bank: PrefixBank, slots: Sequence[int]) -> int:
+        """The engine's rule for all-layer prefixes (the fake has no trunk)."""
+        return texts_per_call(self.chunk_rows, n_texts, len(slots))
+
+    def describe(self) -> dict[str, object]:
+        return {"chunk_rows": self.chunk_rows}
+
     def tokenize(self, texts: Sequence[str], *, max_length: int, truncate: bool) -> TokenizedBatch:
         rows = []
         for i, text in enumerate(texts):
@@ -194,15 +205,24 @@ class FakeEncoder:
             for p, s in enumerate(slots):
                 out[b, p] = self.vector(ids, bank.prefixes[s].digest)
         rows = batch.size * len(slots)
-        self._report(rows, rows * (batch.padded_len + int(bank.keys.shape[3])), time.perf_counter() - start)
+        self._report(
+            ForwardCall(
+                texts=batch.size,
+                rows=rows,
+                tokens=rows * (batch.padded_len + int(bank.keys.shape[3])),
+                layer_rows=rows * self.spec.num_layers,
+                fan_out=0,
+                seconds=time.perf_counter() - start,
+            )
+        )
         return out
 
     def encode_plain(self, batch: TokenizedBatch) -> np.ndarray:
         return np.stack([self.vector(batch.input_ids[b, :n], "plain") for b, n in enumerate(batch.lengths)])
 
-    def _report(self, rows: int, tokens: int, seconds: float) -> None:
-        """One model call done: count it and tell the observer (the batcher's hook)."""
+    def _report(self, call: ForwardCall) -> None:
+        """One model call done: count it and tell the observer (the batcher's)."""
         with self._lock:
             self.forward_calls += 1
-        if self.on_forward is not None:
-            self.on_forward(rows, tokens, seconds)
+        if self.observer is not None:
+            self.observer(call)
