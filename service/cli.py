@@ -122,6 +122,22 @@ def serve(
         raise typer.Exit(1)
 
 
+@app.command("ray-serve", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def ray_serve(
+    ctx: typer.Context,
+    replicas: Annotated[int, typer.Option(min=1, help="Fixed number of replicas.")] = 1,
+    autoscale: Annotated[
+        str | None, typer.Option(help="MIN:MAX replicas, autoscaled on ongoing requests.")
+    ] = None,
+) -> None:
+    """Serve on Ray Serve (needs the `ray` extra): replicas behind Ray's proxy on --host/--port, on a
+    local Ray or RAY_ADDRESS. Other flags: serve's (every Settings field), and --replica-cpus,
+    --replica-gpus, --max-ongoing-requests (see service/serving/ray_launch.py)."""
+    from service.serving.ray_launch import main
+
+    raise typer.Exit(main(replicas, autoscale, ctx.args))
+
+
 @app.command()
 def embed(
     texts: Annotated[list[str], typer.Argument(help="Texts to embed.")],

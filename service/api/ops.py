@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import platform
+import socket
 from typing import Any
 
 from fastapi import APIRouter
@@ -88,6 +90,8 @@ async def info(runtime: RuntimeDep) -> dict[str, Any]:
         },
         "auth": {"api_keys": bool(s.api_keys), "admin_key": s.admin_key is not None},
         "versions": _versions(),
+        # Which process answered: the Ray Serve replica id (null for a single `serve` process).
+        "replica": {"id": runtime.replica_id, "hostname": socket.gethostname(), "pid": os.getpid()},
     }
 
 
