@@ -87,17 +87,24 @@ def call_depth(bank: PrefixBank, slots: Sequence[int], max_depth: int) -> int:
 
 def slot_groups(bank: PrefixBank, slots: Sequence[int], max_depth: int, by_depth: bool) -> list[SlotGroup]:
     """The model calls of one encode: all slots at their smallest depth (``by_depth`` False), or one
-    call per depth (each call's trunk as deep as its own prefixes allow). ``max_depth``: L - 1, or
-    less where a backend has fewer depths."""
+    call per depth (each call's trunk as deep as its own prefixes allow), where a deeper group joins
+    the next shallower call whenever that computes no more layer rows: n slots moved from depth d2
+    down to d1 cost (d2 - d1) x n extra rows per text and save the d2 rows of their own trunk. So
+    ``base`` (which acts in no layer) and other single deep prefixes ride along in an existing call.
+    ``max_depth``: L - 1, or less where a backend has fewer depths."""
     if not slots:
         return []
     depths = [slot_depth(bank, s, max_depth) for s in slots]
     keys = sorted(set(depths)) if by_depth else [min(depths)]
-    groups = []
-    for depth in keys:
-        cols = tuple(i for i, d in enumerate(depths) if d == depth or not by_depth)
-        groups.append(SlotGroup(depth, cols, tuple(slots[i] for i in cols)))
-    return groups
+    calls: list[tuple[int, list[int]]] = [
+        (depth, [i for i, d in enumerate(depths) if d == depth or not by_depth]) for depth in keys
+    ]
+    for i in range(len(calls) - 1, 0, -1):
+        (d1, c1), (d2, c2) = calls[i - 1], calls[i]
+        if (d2 - d1) * len(c2) <= d2:
+            calls[i - 1] = (d1, sorted(c1 + c2))
+            del calls[i]
+    return [SlotGroup(depth, tuple(cols), tuple(slots[i] for i in cols)) for depth, cols in calls]
 
 
 def texts_per_call(

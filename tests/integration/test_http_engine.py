@@ -85,9 +85,9 @@ def test_per_prefix_vectors_equal_the_engine(
     calls = metric(client, "prefix_embed_forward_calls_total")
     rows = metric(client, "prefix_embed_batch_rows_total")
     doc = client.post("/embed", json={"inputs": TEXTS}).json()
-    # 3 texts x (base + 3 prefixes) = 12 rows, one encode: a model call per fan-out depth
-    # (GROUP_BY_DEPTH): the file prefixes at depth 0, base (first_layer = L) at the deepest trunk
-    assert metric(client, "prefix_embed_forward_calls_total") == calls + 2
+    # 3 texts x (base + 3 prefixes) = 12 rows in ONE model call: base (first_layer = L, acts in no
+    # layer) rides in the file prefixes' depth-0 call (slot_groups: no more layer rows than its own)
+    assert metric(client, "prefix_embed_forward_calls_total") == calls + 1
     assert metric(client, "prefix_embed_batch_rows_total") == rows + 12
     want = engine_vectors(reference, prefix_dir, NAMES, TEXTS)
     assert [p["name"] for p in doc["prefixes"]] == ["base", *NAMES]

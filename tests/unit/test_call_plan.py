@@ -64,11 +64,16 @@ def test_groups_per_depth_or_one_call_at_the_smallest() -> None:
     b = bank()
     slots = [3, 0, 2, 4, 1, 2]
     per_depth = slot_groups(b, slots, LAYERS - 1, by_depth=True)
+    # depth 5 (slot 3 and base) joins depth 4: 1 layer x 2 slots extra < its own 5-layer trunk;
+    # that group (4 slots) stays apart from depth 0: 4 x 4 extra rows > a 4-layer trunk
     assert [(g.fan_out, g.columns, g.slots) for g in per_depth] == [
         (0, (1, 4), (0, 1)),
-        (4, (2, 5), (2, 2)),
-        (5, (0, 3), (3, 4)),
+        (4, (0, 2, 3, 5), (3, 2, 4, 2)),
     ]
+    # base alone beside all-layer prefixes rides in their call (L rows either way, one call fewer)
+    assert [(g.fan_out, g.slots) for g in slot_groups(b, [0, 4], LAYERS - 1, by_depth=True)] == [(0, (0, 4))]
+    # one deep prefix joins a shallow call when that is cheaper than its own trunk
+    assert [g.fan_out for g in slot_groups(b, [2, 3], LAYERS - 1, by_depth=True)] == [4]
     one = slot_groups(b, slots, LAYERS - 1, by_depth=False)
     assert [(g.fan_out, g.columns, g.slots) for g in one] == [(0, tuple(range(6)), tuple(slots))]
     assert slot_groups(b, [], LAYERS - 1, by_depth=True) == []
