@@ -59,6 +59,13 @@ class Settings(BaseSettings):
     max_input_tokens: int | None = Field(
         None, ge=2, description="Longest input in tokens (None: the model's own limit)."
     )
+    max_input_chars: int | None = Field(
+        None,
+        ge=1,
+        description="Longest input in characters, checked before tokenizing: a longer input is cut to it "
+        "(truncate: true) or refused with 413 (truncate: false) without being tokenized. "
+        "None: 32 x max_input_tokens (tokens average 4-5 characters, so no real text is cut short).",
+    )
     max_batch_tokens: int = Field(
         32768, ge=64, description="Token budget of one forward call: rows x padded length, prefix included."
     )
