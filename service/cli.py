@@ -41,7 +41,10 @@ def serve(
     served_model_name: Annotated[
         str | None, typer.Option(help="Name reported as `model` [PREFIX_EMBED_SERVED_MODEL_NAME].")
     ] = None,
-    backend: Annotated[str | None, typer.Option(help="torch | onnx [PREFIX_EMBED_BACKEND].")] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option(help="auto | torch | onnx (auto: onnx on CPU, torch on CUDA) [PREFIX_EMBED_BACKEND]."),
+    ] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda[:N] [PREFIX_EMBED_DEVICE].")] = None,
     dtype: Annotated[
         str | None, typer.Option(help="auto | float32 | float16 | bfloat16 [PREFIX_EMBED_DTYPE].")

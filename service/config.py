@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-Backend = Literal["torch", "onnx"]
+Backend = Literal["auto", "torch", "onnx"]
 DType = Literal["auto", "float32", "float16", "bfloat16"]
 Pooling = Literal["mean", "cls", "multilayer"]
 
@@ -41,7 +41,11 @@ class Settings(BaseSettings):
     served_model_name: str | None = Field(
         None, description="Name reported as `model` (default: folder name)."
     )
-    backend: Backend = "torch"
+    backend: Backend = Field(
+        "auto",
+        description="auto | torch | onnx. auto: onnx on CPU (float32, when ONNX Runtime is installed; "
+        "exported on first start and cached), torch on CUDA. /info says which and why.",
+    )
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     dtype: DType = Field("auto", description="auto = float32 on CPU, float16 on CUDA")
     pooling: Pooling = "mean"

@@ -11,6 +11,9 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tests build the torch backend unless they ask for onnx: the default `auto` would export ONNX on
+# the first start of every test server. The auto rule itself is tested in test_backend_choice.py.
+os.environ.setdefault("PREFIX_EMBED_BACKEND", "torch")
 
 from service.config import default_model_path  # noqa: E402
 from service.engine.backbone import Backbone, BackboneSpec, load_backbone  # noqa: E402

@@ -61,6 +61,7 @@ async def info(runtime: RuntimeDep) -> dict[str, Any]:
         "ready": runtime.ready,
         "fingerprint": enc.spec.fingerprint if enc else None,
         "backend": enc.backend if enc else s.backend,
+        "backend_reason": runtime.backend_reason,  # why this backend (the rule of backend: auto)
         "device": enc.device if enc else s.device,
         "dtype": enc.dtype if enc else s.dtype,
         # ONNX Runtime providers really in use (session.get_providers()); absent for torch
