@@ -35,5 +35,6 @@ async def embed(body: EmbedRequest, request: Request, serving: ServingDep, runti
             combine=body.combine,
             normalize=body.normalize,
             encoding=body.encoding,
-        )
+        ),
+        numbers=out.vectors.size,
     )

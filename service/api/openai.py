@@ -66,7 +66,7 @@ async def create_embeddings(
         ]
         return {"object": "list", "data": data, "model": body.model, "usage": doc["usage"]}
 
-    return await json_response(build)
+    return await json_response(build, numbers=out.vectors.size)
 
 
 @router.get("/models")
