@@ -149,12 +149,7 @@ def embed(
     logging.basicConfig(level=logging.WARNING)
     settings = _settings(prefix_dir=prefix_dir, model=model)
     encoder = build_encoder(settings)
-    loaded, rejected = scan_folder(
-        settings.prefix_dir,
-        encoder.spec,
-        max_prefix_len=settings.max_prefix_len,
-        max_bytes=settings.max_prefix_file_bytes,
-    )
+    loaded, rejected = scan_folder(settings.prefix_dir, encoder.spec, settings.prefix_limits())
     for r in rejected:
         typer.echo(f"rejected {r.reason}", err=True)
     bank = PrefixBank.build(loaded)

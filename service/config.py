@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.registry.limits import MAX_FILE_BYTES, MAX_PREFIX_LEN, SETTLE_S, PrefixLimits
+
 Backend = Literal["auto", "torch", "onnx"]
 DType = Literal["auto", "float32", "float16", "bfloat16"]
 Pooling = Literal["mean", "cls", "multilayer"]
@@ -55,8 +57,24 @@ class Settings(BaseSettings):
     # --- prefixes ----------------------------------------------------------------------------
     prefix_dir: Path = Path("prefixes")
     watch: bool = Field(True, description="Hot-load changes of prefix_dir.")
-    max_prefix_len: int = Field(256, ge=1)
-    max_prefix_file_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    watch_mode: Literal["auto", "native", "poll"] = Field(
+        "auto",
+        description="How the watcher sees changes: native (inotify), poll (stat every watch_poll_ms; needed "
+        "on network filesystems, which send no inotify events), auto = poll when prefix_dir is on NFS/SMB/...",
+    )
+    watch_poll_ms: int = Field(
+        500, ge=10, description="Polling interval of watch_mode=poll, in milliseconds."
+    )
+    max_prefix_len: int = Field(MAX_PREFIX_LEN, ge=1, description="Longest prefix (virtual tokens) accepted.")
+    max_prefix_file_bytes: int = Field(
+        MAX_FILE_BYTES, ge=1024, description="Largest prefix file (or PEFT weights file) read."
+    )
+    prefix_settle_ms: int = Field(
+        int(SETTLE_S * 1000),
+        ge=0,
+        description="A prefix file without a content_sha256 is loaded only once unchanged this long "
+        "(a copy in progress is never served).",
+    )
 
     # --- limits and batching -------------------------------------------------------------------
     max_client_batch: int = Field(256, ge=1, description="Most inputs in one request.")
@@ -105,6 +123,14 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value.lstrip().startswith("["):
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
+
+    def prefix_limits(self) -> PrefixLimits:
+        """The limits every prefix file is checked against (service/registry/limits.py)."""
+        return PrefixLimits(
+            max_prefix_len=self.max_prefix_len,
+            max_file_bytes=self.max_prefix_file_bytes,
+            settle_s=self.prefix_settle_ms / 1000,
+        )
 
     def model_path(self) -> Path:
         return self.model if self.model is not None else default_model_path()

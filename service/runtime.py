@@ -74,9 +74,7 @@ class Runtime:
                 built, choice = await asyncio.to_thread(build_encoder_for, s)
                 self.encoder, self.backend_reason = built, choice.reason
             encoder = self.encoder
-            registry = PrefixRegistry(
-                s.prefix_dir, encoder.spec, max_prefix_len=s.max_prefix_len, max_bytes=s.max_prefix_file_bytes
-            )
+            registry = PrefixRegistry(s.prefix_dir, encoder.spec, s.prefix_limits())
             await asyncio.to_thread(registry.load)
             self.registry = registry
             if s.warmup:
@@ -87,7 +85,7 @@ class Runtime:
             await batcher.start()
             self.batcher = batcher
             if s.watch:
-                self.watcher = FolderWatcher(registry)
+                self.watcher = FolderWatcher(registry, mode=s.watch_mode, poll_ms=s.watch_poll_ms)
                 self.watcher.start()
         except Exception as exc:
             self.load_error = exc.message if isinstance(exc, PrefixEmbedError) else type(exc).__name__

@@ -17,7 +17,7 @@ os.environ.setdefault("PREFIX_EMBED_BACKEND", "torch")
 
 from service.config import default_model_path  # noqa: E402
 from service.engine.backbone import Backbone, BackboneSpec, load_backbone  # noqa: E402
-from service.registry.formats import native_bytes  # noqa: E402
+from service.registry.writer import native_bytes  # noqa: E402
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

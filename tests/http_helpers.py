@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.config import Settings
 from service.engine.quantize import l2_normalize
-from service.registry.formats import native_bytes
+from service.registry.writer import native_bytes
 from service.runtime import Runtime
 from tests.api_fake_encoder import FAKE_SPEC, FakeEncoder
 from tests.conftest import random_kv

@@ -16,8 +16,8 @@ from fastapi.responses import JSONResponse
 from service.api.auth import require_admin, require_api_key
 from service.api.deps import ServingDep
 from service.engine.prefix import LoadedPrefix
-from service.method.similarity import similarity_document
 from service.registry.registry import Snapshot
+from service.registry.similarity import similarity_document
 
 router = APIRouter(prefix="/prefixes", tags=["prefixes"])
 
@@ -34,6 +34,7 @@ def prefix_doc(prefix: LoadedPrefix, snap: Snapshot) -> dict[str, Any]:
         "enabled": prefix.name in snap.enabled,
         "digest": prefix.digest,
         "prefix_len": prefix.prefix_len,
+        "first_layer": prefix.first_layer,  # acts in layers first_layer..L-1 (0: every layer)
         "position_convention": prefix.position_convention,
         "kind": prefix.kind,
         "source": prefix.source,
@@ -66,7 +67,7 @@ async def prefix_similarity(
     target: Annotated[str | None, Query(description="Rank the other prefixes for this one.")] = None,
     measure: Annotated[Literal["mean", "flat"], Query(description="Task-embedding measure.")] = "mean",
 ) -> dict[str, Any]:
-    """Task embeddings (service/method/similarity.py): the pairwise similarity of every loaded prefix,
+    """Task embeddings (service/registry/similarity.py): the pairwise similarity of every loaded prefix,
     or, with ``target``, the other prefixes ranked by similarity to it. Unknown target -> 404."""
     snap = serving.registry.snapshot
     if target is not None:

@@ -124,7 +124,7 @@ class ServiceBench:
         self.prefix_dir = self.tmp / "prefixes"
         n = max([cfg.prefixes, *cfg.scaling])
         self.names = write_prefixes(self.prefix_dir, self.spec, n, cfg.prefix_len)
-        loaded, rejected = scan_folder(self.prefix_dir, self.spec, max_prefix_len=512, max_bytes=1 << 30)
+        loaded, rejected = scan_folder(self.prefix_dir, self.spec, self.settings.prefix_limits())
         _check(not rejected, rejected)
         self.bank = PrefixBank.build(loaded)
         self.texts = bench_texts(cfg.texts, cfg.seq_len)

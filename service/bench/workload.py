@@ -10,7 +10,7 @@ import torch
 from service.bench.load import Call
 from service.bench.texts import sample_texts
 from service.engine.backbone import BackboneSpec
-from service.registry.formats import native_bytes
+from service.registry.writer import native_bytes
 
 Backbone = Literal["minilm", "bert-base"]
 

@@ -220,8 +220,9 @@ def similarity_cmd(
 ) -> None:
     """Task similarity of prefixes from their parameters (JSON: the matrix, or a ranking for --target)."""
     from service.method.prefix_io import load_prefixes
-    from service.method.similarity import heatmap, similarity_document, similarity_matrix
+    from service.method.similarity import heatmap
     from service.method.transfer import transfer_markdown, transfer_report
+    from service.registry.similarity import similarity_document, similarity_matrix
 
     prefixes = sorted(load_prefixes(prefix or [Path("prefixes")], _spec(model)), key=lambda p: p.name)
     doc = similarity_document(prefixes, target, measure, relative)

@@ -18,8 +18,8 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokeniz
 
 from service.engine.backbone import BackboneSpec, spec_from_config, weights_digest
 from service.engine.pooling import mean_pool
-from service.method.prefix_init import initial_prompt
-from service.registry.formats import peft_prompt_to_kv
+from service.registry.peft import prompt_to_kv
+from service.registry.similarity import initial_prompt
 
 ADAPTER = "default"
 
@@ -62,7 +62,9 @@ class PrefixModel:
 
     def key_value(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Native layout: key, value [layers, heads, Lp, head_dim]."""
-        return peft_prompt_to_kv(self.prompt_weight(), self.spec)
+        return prompt_to_kv(
+            self.prompt_weight(), self.spec.num_layers, self.spec.num_heads, self.spec.head_dim
+        )
 
 
 def build_prefix_model(

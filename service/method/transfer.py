@@ -17,7 +17,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from service.engine.prefix import LoadedPrefix
-from service.method.similarity import task_embedding
+from service.registry.similarity import task_embedding
 
 
 def task_of(prefix: LoadedPrefix) -> str:

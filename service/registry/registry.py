@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import os
+import stat
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -20,6 +22,7 @@ from typing import Any
 
 from service.engine.backbone import BackboneSpec
 from service.engine.bank import PrefixBank
+from service.engine.prefix import LoadedPrefix
 from service.errors import (
     InvalidInput,
     InvalidPrefixFile,
@@ -27,15 +30,13 @@ from service.errors import (
     PrefixNotFound,
     PrefixStoreUnwritable,
 )
-from service.registry.folder import Rejected, is_candidate
-from service.registry.formats import (
-    NATIVE_SUFFIX,
-    LoadedPrefix,
-    atomic_write,
-    load_prefix,
-    parse_native,
-)
-from service.registry.state import read_disabled, write_disabled
+from service.registry.limits import PrefixLimits
+from service.registry.loader import Rejected, load_prefix
+from service.registry.names import NATIVE_SUFFIX, PEFT_CONFIG, PEFT_WEIGHTS, STATE_FILE, is_candidate
+from service.registry.native import parse_native
+from service.registry.reading import check_inside
+from service.registry.state import read_disabled, read_state, write_disabled
+from service.registry.writer import atomic_write, remove_orphans
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,8 @@ class _Entry:
     prefix: LoadedPrefix | None = None  # the entry's current content, when valid
     error: str | None = None
     last_good: LoadedPrefix | None = None  # served while the entry is bad
+    first_seen: float = 0.0  # monotonic time this signature was first seen
+    settle_at: float | None = None  # not settled yet: look again at this monotonic time
 
 
 @dataclass(frozen=True)
@@ -82,24 +85,49 @@ class _Scan:
     stale: set[str] = field(default_factory=set)
 
 
-def _signature(path: Path) -> tuple[Any, ...]:
-    """Changes whenever an entry's content may have changed (atomic replace gives a new inode)."""
-    files = sorted(path.iterdir()) if path.is_dir() else [path]
-    sig: list[Any] = []
-    for f in files:
-        st = f.stat()
-        sig.append((f.name, st.st_mtime_ns, st.st_size, st.st_ino))
+def _stat_sig(name: str, st: os.stat_result) -> tuple[Any, ...]:
+    return (name, st.st_mode, st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _signature(path: Path, root: Path) -> tuple[Any, ...]:
+    """Changes whenever an entry's content may have changed (atomic replace gives a new inode).
+
+    Built from ``lstat`` first: a symlink leaving the folder is never followed, and a PEFT folder
+    contributes only its own two files (nothing below it is listed or watched).
+    """
+    lst = path.lstat()
+    sig: list[Any] = [_stat_sig(path.name, lst)]
+    if stat.S_ISLNK(lst.st_mode):
+        try:
+            check_inside(path, root, path.name)
+        except InvalidPrefixFile:
+            return (*sig, ("outside", str(path.resolve())))
+        st = path.stat()
+        sig.append(_stat_sig("->", st))
+    else:
+        st = lst
+    if stat.S_ISDIR(st.st_mode):
+        for name in (PEFT_CONFIG, PEFT_WEIGHTS):
+            try:
+                sig.append(_stat_sig(name, (path / name).stat()))
+            except OSError:
+                sig.append((name, None))
     return tuple(sig)
+
+
+def _newest_mtime(sig: tuple[Any, ...]) -> float:
+    return (
+        max((s[2] for s in sig if isinstance(s, tuple) and len(s) == 5 and s[2] is not None), default=0) / 1e9
+    )
 
 
 class PrefixRegistry:
     """The prefix folder of one backbone. Thread-safe; every method may block (call off the loop)."""
 
-    def __init__(self, folder: Path, spec: BackboneSpec, *, max_prefix_len: int, max_bytes: int) -> None:
+    def __init__(self, folder: Path, spec: BackboneSpec, limits: PrefixLimits | None = None) -> None:
         self.folder = Path(folder)
         self.spec = spec
-        self.max_prefix_len = max_prefix_len
-        self.max_bytes = max_bytes
+        self.limits = limits or PrefixLimits()
         self._lock = threading.RLock()
         self._entries: dict[str, _Entry] = {}
         self._shape = (spec.num_layers, spec.num_heads, spec.head_dim)
@@ -115,10 +143,28 @@ class PrefixRegistry:
     # --- loading ---------------------------------------------------------------------------------
 
     def load(self) -> Snapshot:
-        """Initial scan of the folder (creating it when missing), then publish."""
+        """Initial scan of the folder (creating it when missing; removing orphaned temp files of
+        killed writers), waiting (at most a settle window) for files still being written, then publish."""
         with self._lock:
             self.folder.mkdir(parents=True, exist_ok=True)
-            return self.refresh()
+            remove_orphans(self.folder)
+            return self.scan()
+
+    def scan(self) -> Snapshot:
+        """Re-scan like :meth:`refresh`, but wait (bounded) until every entry settled: for one-shot use
+        (``embed``, ``bench``, ``method``) and start-up."""
+        with self._lock:
+            self._rescan()
+            deadline = time.monotonic() + 2 * self.limits.settle_s + 0.5
+            while (due := self.pending_deadline()) is not None and due < deadline:
+                time.sleep(max(0.0, due - time.monotonic()) + 0.01)
+                self._rescan()
+            return self._publish(self._collect())
+
+    def pending_deadline(self) -> float | None:
+        """The monotonic time at which an entry not yet settled should be looked at again (None: none)."""
+        with self._lock:
+            return min((e.settle_at for e in self._entries.values() if e.settle_at is not None), default=None)
 
     def refresh(self) -> Snapshot:
         """Re-scan: reload entries whose files changed, drop removed ones, re-read the state file."""
@@ -137,31 +183,55 @@ class PrefixRegistry:
             log.info("prefix entry %s removed", gone)
             del self._entries[gone]
 
-    def _update_entry(self, path: Path) -> None:
+    def _update_entry(self, path: Path, *, trusted: bool = False) -> None:
+        """(Re)load one entry if it changed. Every error becomes this entry's rejection: scanning never
+        stops. ``trusted``: we wrote the file ourselves a moment ago (PUT), so it is whole."""
         old = self._entries.get(path.name)
-        try:
-            sig = _signature(path)
-        except OSError as exc:  # vanished or unreadable between listing and reading
-            sig, reason = ("unreadable",), f"{path.name}: cannot read: {exc.strerror or exc}"
-            self._entries[path.name] = _Entry(sig, error=reason, last_good=old.last_good if old else None)
-            return
-        if old is not None and old.signature == sig:
-            return
         last_good = old.last_good if old else None
+        now = time.monotonic()
         try:
-            prefix = load_prefix(
-                path, self.spec, max_prefix_len=self.max_prefix_len, max_bytes=self.max_bytes
+            sig = _signature(path, self.folder)
+        except OSError as exc:  # vanished or unreadable between listing and reading
+            reason = f"{path.name}: cannot read: {exc.strerror or exc}"
+            self._entries[path.name] = _Entry(
+                ("unreadable",), error=reason, last_good=last_good, first_seen=now
             )
-        except (InvalidPrefixFile, OSError) as exc:
-            reason = exc.message if isinstance(exc, InvalidPrefixFile) else f"{path.name}: cannot read: {exc}"
+            return
+        if old is not None and old.signature == sig and (old.settle_at is None or old.settle_at > now):
+            return
+        first_seen = old.first_seen if old is not None and old.signature == sig else now
+        settle = self.limits.settle_s
+        # Unchanged long enough: by its mtime (a local clock), or since we first saw this signature
+        # (immune to a network filesystem's clock skew).
+        age = max(time.time() - _newest_mtime(sig), now - first_seen)
+        settle_at = None if trusted or age >= settle else first_seen + settle
+        try:
+            prefix = load_prefix(path, self.spec, self.limits, root=self.folder)
+        except Exception as exc:  # noqa: BLE001 - any failure is this entry's rejection, never the scan's
+            if isinstance(exc, InvalidPrefixFile):
+                reason = exc.message
+            elif isinstance(exc, OSError):
+                reason = f"{path.name}: cannot read: {exc.strerror or exc}"
+            else:
+                reason = f"{path.name}: cannot load: {type(exc).__name__}: {str(exc)[:200]}"
+            if "pending:" in reason and settle_at is None:
+                settle_at = now + settle
             log.warning("rejected prefix file: %s", reason)
-            self._entries[path.name] = _Entry(sig, error=reason, last_good=last_good)
+            self._entries[path.name] = _Entry(sig, None, reason, last_good, first_seen, settle_at)
+            return
+        if settle_at is not None and "content_sha256" not in prefix.metadata:
+            # Not proven whole by a checksum and changed a moment ago: maybe a copy in progress.
+            reason = (
+                f"{path.name}: pending: modified {max(age, 0.0):.1f} s ago; loaded once unchanged for "
+                f"{settle:g} s (or proven whole by its content_sha256)"
+            )
+            self._entries[path.name] = _Entry(sig, None, reason, last_good, first_seen, settle_at)
             return
         if last_good is not None and last_good.digest == prefix.digest:
             prefix = last_good  # same content (touched, or re-written identically): keep loaded_at
         else:
             log.info("loaded prefix %s (%s) from %s", prefix.name, prefix.digest[:12], path.name)
-        self._entries[path.name] = _Entry(sig, prefix, last_good=prefix)
+        self._entries[path.name] = _Entry(sig, prefix, last_good=prefix, first_seen=first_seen)
 
     def _collect(self) -> _Scan:
         scan = _Scan()
@@ -186,7 +256,9 @@ class PrefixRegistry:
     def _publish(self, scan: _Scan, disabled: frozenset[str] | None = None) -> Snapshot:
         old = self._snapshot
         if disabled is None:
-            disabled = read_disabled(self.folder)
+            disabled, state_error = read_state(self.folder)
+            if state_error is not None:
+                scan.rejected.append(Rejected(STATE_FILE, state_error))
         members = {p.name: p.digest for p in scan.prefixes.values()}
         if {p.name: p.digest for p in old.bank.prefixes} == members:
             bank = old.bank  # unchanged: keep the bank object, so encoders keep their device copy
@@ -254,9 +326,8 @@ class PrefixRegistry:
     def put_prefix(self, name: str, data: bytes) -> PutResult:
         """Validate native prefix bytes, write them atomically as ``NAME.safetensors``, publish."""
         source = f"{name}{NATIVE_SUFFIX}"
-        if len(data) > self.max_bytes:
-            raise InvalidPrefixFile(f"{source}: {len(data)} bytes is over the {self.max_bytes}-byte limit")
-        prefix = parse_native(name, data, self.spec, source=source, max_prefix_len=self.max_prefix_len)
+        # Validated in full (values, metadata, checksum) before anything is written.
+        prefix = parse_native(name, data, self.spec, source=source, limits=self.limits)
         with self._lock:
             for entry_name, entry in self._entries.items():
                 serving = entry.prefix or entry.last_good
@@ -267,7 +338,7 @@ class PrefixRegistry:
             created = not (self.folder / source).exists()
             with self._writable(f"write {source}"):
                 atomic_write(self.folder / source, data)
-            self._update_entry(self.folder / source)
+            self._update_entry(self.folder / source, trusted=True)
             self._publish(self._collect())
             entry = self._entries[source]
         return PutResult(entry.prefix if entry.prefix is not None else prefix, created)

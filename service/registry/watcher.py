@@ -2,6 +2,15 @@
 
 Changes are debounced (a copy in progress produces many events; one re-scan follows the last of
 them), and the re-scan runs in a thread: only changed entries are read again.
+
+- What is watched: the folder itself and each real (not symlinked) sub-folder one level down (a PEFT
+  adapter's files), never recursively: a symlinked directory (say, to /usr) is not walked.
+  When a sub-folder appears or goes, the watch is set up again.
+- A file that is not settled yet (changed a moment ago, no checksum) is looked at again when its
+  settle window ends, even if no further event comes.
+- ``mode``: ``native`` (inotify), ``poll`` (stat every ``poll_ms``: network filesystems such as NFS or
+  SMB send no inotify events, so replicas sharing such a folder need it), ``auto`` = poll when the
+  folder is on a network filesystem (read from /proc/mounts), native otherwise.
 """
 
 from __future__ import annotations
@@ -9,64 +18,144 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import stat
+import time
 from pathlib import Path
+from typing import Literal
 
 from watchfiles import Change, awatch
 
+from service.registry.names import STATE_FILE, is_candidate
 from service.registry.registry import PrefixRegistry
-from service.registry.state import STATE_FILE
 
 log = logging.getLogger(__name__)
+
+WatchMode = Literal["auto", "native", "poll"]
+NETWORK_FILESYSTEMS = frozenset(
+    {
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb3",
+        "smbfs",
+        "9p",
+        "ceph",
+        "glusterfs",
+        "fuse.glusterfs",
+        "fuse.cephfs",
+        "fuse.sshfs",
+        "fuse.s3fs",
+        "fuse.gcsfuse",
+        "lustre",
+        "gpfs",
+        "beegfs",
+        "afs",
+        "ncpfs",
+        "efs",
+    }
+)
+
+
+def filesystem_type(path: Path, mounts: str = "/proc/mounts") -> str | None:
+    """The type of the filesystem holding ``path`` (the longest matching mount point), or None."""
+    target = str(path.resolve())
+    best, fstype = "", None
+    try:
+        lines = Path(mounts).read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        point = parts[1].replace("\\040", " ")
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, fstype = point, parts[2]
+    return fstype
+
+
+def use_polling(mode: WatchMode, folder: Path) -> bool:
+    if mode == "auto":
+        return filesystem_type(folder) in NETWORK_FILESYSTEMS
+    return mode == "poll"
 
 
 class FolderWatcher:
     """``start()`` a background task that keeps ``registry`` in step with its folder; ``stop()`` ends it."""
 
     def __init__(
-        self, registry: PrefixRegistry, *, debounce_ms: int = 400, step_ms: int = 50, retry_s: float = 1.0
+        self,
+        registry: PrefixRegistry,
+        *,
+        debounce_ms: int = 400,
+        step_ms: int = 50,
+        retry_s: float = 1.0,
+        mode: WatchMode = "auto",
+        poll_ms: int = 500,
     ) -> None:
         self.registry = registry
         self.folder = registry.folder.resolve()
         self.debounce_ms = debounce_ms
         self.step_ms = step_ms
         self.retry_s = retry_s
+        self.poll_ms = poll_ms
+        self.polling = use_polling(mode, self.folder)
         self.refreshes = 0
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._settle_task: asyncio.Task[None] | None = None
 
     def relevant(self, change: Change, path: str) -> bool:
-        """Only the folder's own entries count: not temp files of atomic writes, dot files, locks."""
+        """Only the folder's own entries count: not temp files of atomic writes, dot files, locks.
+        The path is not resolved: a symlink dropped into the folder counts as the entry it is."""
         try:
-            top = Path(path).resolve().relative_to(self.folder).parts[0]
+            top = Path(os.path.abspath(path)).relative_to(self.folder).parts[0]
         except (ValueError, IndexError):
             return False
         return top == STATE_FILE or not top.startswith((".", "_"))
+
+    def watch_paths(self) -> list[Path]:
+        """The folder and its real sub-folders (PEFT adapters), each watched without recursion."""
+        paths = [self.folder]
+        with contextlib.suppress(OSError):
+            for entry in sorted(os.scandir(self.folder), key=lambda e: e.name):
+                if is_candidate(Path(entry.path)) and stat.S_ISDIR(entry.stat(follow_symlinks=False).st_mode):
+                    paths.append(Path(entry.path))
+        return paths
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="prefix-folder-watcher")
 
     async def stop(self) -> None:
         self._stop.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in (self._task, self._settle_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._settle_task = None
 
     async def _run(self) -> None:
         while not self._stop.is_set():
             try:
                 # The folder may have changed between the initial scan and the watch starting.
                 await self._refresh()
+                paths = self.watch_paths()
                 async for _changes in awatch(
-                    self.folder,
+                    *paths,
                     watch_filter=self.relevant,
                     debounce=self.debounce_ms,
                     step=self.step_ms,
                     stop_event=self._stop,
-                    recursive=True,
+                    recursive=False,
+                    force_polling=self.polling,
+                    poll_delay_ms=self.poll_ms,
                 ):
                     await self._refresh()
+                    if self.watch_paths() != paths:
+                        break  # a PEFT folder appeared or went: watch the new set
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -81,3 +170,22 @@ class FolderWatcher:
             self.refreshes += 1
         except Exception:
             log.exception("re-scanning %s failed", self.folder)
+        self._schedule_settle()
+
+    def _schedule_settle(self) -> None:
+        """A file not settled yet gets another look when its settle window ends."""
+        due = self.registry.pending_deadline()
+        if (
+            due is None
+            or self._stop.is_set()
+            or (self._settle_task is not None and not self._settle_task.done())
+        ):
+            return
+        self._settle_task = asyncio.create_task(self._settle_later(due), name="prefix-settle")
+
+    async def _settle_later(self, due: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), max(0.0, due - time.monotonic()) + 0.02)
+            return  # stopped
+        self._settle_task = None
+        await self._refresh()

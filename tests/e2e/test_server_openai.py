@@ -16,6 +16,7 @@ from service.engine.bank import PrefixBank
 from service.engine.factory import build_torch_encoder
 from service.engine.quantize import l2_normalize
 from service.registry.folder import scan_folder
+from service.registry.limits import PrefixLimits
 from tests.e2e.server_process import ServerProcess
 
 pytestmark = pytest.mark.slow
@@ -26,7 +27,7 @@ KEY = "sk-test-key"
 
 @pytest.fixture(scope="module")
 def prefix_dir(tmp_path_factory: pytest.TempPathFactory, minilm: Backbone) -> Path:
-    from service.registry.formats import native_bytes
+    from service.registry.writer import native_bytes
     from tests.conftest import random_kv
 
     folder = tmp_path_factory.mktemp("minilm-prefixes")
@@ -50,7 +51,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, prefix_dir: Path) -> Iterat
 @pytest.fixture(scope="module")
 def engine(minilm: Backbone, prefix_dir: Path) -> Callable[[list[str]], np.ndarray]:
     encoder = build_torch_encoder(Settings(device="cpu", dtype="float32"), backbone=minilm)
-    loaded, _ = scan_folder(prefix_dir, minilm.spec, max_prefix_len=256, max_bytes=1 << 24)
+    loaded, _ = scan_folder(prefix_dir, minilm.spec, PrefixLimits(max_prefix_len=256, max_file_bytes=1 << 24))
     bank = PrefixBank.build(loaded)
 
     def vectors(names: list[str]) -> np.ndarray:

@@ -21,7 +21,8 @@ from service.engine.factory import build_torch_encoder
 from service.engine.quantize import decode_base64_float, decode_binary, l2_normalize
 from service.engine.torch_encoder import TorchEncoder
 from service.registry.folder import scan_folder
-from service.registry.formats import native_bytes
+from service.registry.limits import PrefixLimits
+from service.registry.writer import native_bytes
 from tests.conftest import random_kv
 from tests.e2e.server_process import ServerProcess
 from tests.http_helpers import BAD_INPUTS
@@ -82,7 +83,7 @@ def reference(tiny_bert_path: Path, tiny_bert: Backbone) -> TorchEncoder:
 
 
 def engine(encoder: TorchEncoder, folder: Path, names: list[str], texts: list[str]) -> np.ndarray:
-    loaded, _ = scan_folder(folder, encoder.spec, max_prefix_len=256, max_bytes=1 << 24)
+    loaded, _ = scan_folder(folder, encoder.spec, PrefixLimits(max_prefix_len=256, max_file_bytes=1 << 24))
     vectors, _ = embed_sync(encoder, PrefixBank.build(loaded), names, texts)
     return l2_normalize(vectors)
 

@@ -14,6 +14,7 @@ from service.engine.backbone import Backbone
 from service.engine.bank import PrefixBank
 from service.engine.torch_encoder import TorchEncoder
 from service.registry.folder import scan_folder
+from service.registry.limits import PrefixLimits
 
 TEXTS = [
     "short",
@@ -32,7 +33,9 @@ def encoder(tiny_bert: Backbone) -> TorchEncoder:
 def bank(tmp_path: Path, tiny_bert: Backbone, write_prefix, encoder: TorchEncoder) -> PrefixBank:  # type: ignore[no-untyped-def]
     for i, name in enumerate(["p1", "p2", "p3"]):
         write_prefix(tmp_path, name, tiny_bert.spec, prefix_len=2 + 2 * i, seed=i)
-    loaded, rejected = scan_folder(tmp_path, tiny_bert.spec, max_prefix_len=64, max_bytes=1 << 20)
+    loaded, rejected = scan_folder(
+        tmp_path, tiny_bert.spec, PrefixLimits(max_prefix_len=64, max_file_bytes=1 << 20)
+    )
     assert not rejected
     return PrefixBank.build(loaded)
 

@@ -15,6 +15,7 @@ from service.engine.bank import PrefixBank
 from service.engine.quantize import l2_normalize
 from service.engine.torch_encoder import TorchEncoder
 from service.registry.folder import scan_folder
+from service.registry.limits import PrefixLimits
 
 
 def test_embed_json_matches_engine(
@@ -44,7 +45,9 @@ def test_embed_json_matches_engine(
     assert [p["name"] for p in doc["prefixes"]] == ["topic", "sentiment"]
     assert all(p["dim"] == 32 and len(p["digest"]) == 64 for p in doc["prefixes"])
 
-    loaded, rejected = scan_folder(tmp_path, tiny_bert.spec, max_prefix_len=64, max_bytes=1 << 20)
+    loaded, rejected = scan_folder(
+        tmp_path, tiny_bert.spec, PrefixLimits(max_prefix_len=64, max_file_bytes=1 << 20)
+    )
     assert not rejected
     bank = PrefixBank.build(loaded)
     enc = TorchEncoder(tiny_bert, chunk_rows=0)

@@ -21,6 +21,7 @@ from service.engine.factory import build_torch_encoder
 from service.engine.quantize import decode_base64_float, l2_normalize
 from service.engine.torch_encoder import TorchEncoder
 from service.registry.folder import scan_folder
+from service.registry.limits import PrefixLimits
 from tests.http_helpers import assert_error, wait_ready
 
 TEXTS = [
@@ -33,7 +34,7 @@ NAMES = ["p1", "p2", "p3"]
 
 @pytest.fixture(scope="module")
 def prefix_dir(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Backbone) -> Path:
-    from service.registry.formats import native_bytes
+    from service.registry.writer import native_bytes
     from tests.conftest import random_kv
 
     folder = tmp_path_factory.mktemp("prefixes")
@@ -68,7 +69,7 @@ def reference(settings: Settings, tiny_bert: Backbone) -> TorchEncoder:
 
 
 def engine_vectors(encoder: TorchEncoder, folder: Path, names: list[str], texts: list[str]) -> np.ndarray:
-    loaded, _ = scan_folder(folder, encoder.spec, max_prefix_len=256, max_bytes=1 << 24)
+    loaded, _ = scan_folder(folder, encoder.spec, PrefixLimits(max_prefix_len=256, max_file_bytes=1 << 24))
     vectors, _ = embed_sync(encoder, PrefixBank.build(loaded), names, texts)
     return l2_normalize(vectors)
 

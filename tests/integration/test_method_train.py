@@ -14,11 +14,11 @@ from service.engine.bank import PrefixBank
 from service.engine.prefix import LoadedPrefix
 from service.engine.torch_encoder import TorchEncoder
 from service.method.data import load_table, split
-from service.method.prefix_init import initial_prompt
 from service.method.prefix_io import load_prefixes, write_native
 from service.method.prefix_model import build_prefix_model, load_prompt
 from service.method.train import TaskSplit, TrainConfig, TrainResult, train_prefix
-from service.registry.formats import FORMAT_VERSION
+from service.registry.native import FORMAT_VERSION
+from service.registry.similarity import initial_prompt
 
 DATA = Path(__file__).parent.parent / "data"
 TEXTS = [

@@ -28,6 +28,7 @@ from service.engine.prefix import LoadedPrefix
 from service.engine.quantize import l2_normalize
 from service.engine.torch_encoder import TorchEncoder
 from service.errors import ModelLoadError
+from service.registry.limits import PrefixLimits
 from tests.conftest import random_kv
 from tests.http_helpers import wait_ready
 
@@ -313,7 +314,7 @@ def onnx_client(
     tiny_bert: Backbone,
     bert_onnx: OnnxEncoder,
 ) -> Iterator[tuple[TestClient, Path, Settings]]:
-    from service.registry.formats import native_bytes
+    from service.registry.writer import native_bytes
 
     folder = tmp_path_factory.mktemp("onnx-prefixes")
     for i, n in enumerate((3, 8)):
@@ -340,7 +341,7 @@ def test_service_on_onnx_serves_torch_vectors(
     reference = build_torch_encoder(settings.model_copy(update={"backend": "torch"}), backbone=tiny_bert)
     from service.registry.folder import scan_folder
 
-    loaded, _ = scan_folder(folder, tiny_bert.spec, max_prefix_len=256, max_bytes=1 << 24)
+    loaded, _ = scan_folder(folder, tiny_bert.spec, PrefixLimits(max_prefix_len=256, max_file_bytes=1 << 24))
     want, _ = embed_sync(reference, PrefixBank.build(loaded), ["q0", "q1"], TEXTS[:3])
     want = l2_normalize(want)
     for i, item in enumerate(doc["data"]):

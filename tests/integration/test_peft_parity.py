@@ -12,7 +12,8 @@ from transformers import AutoModel, AutoTokenizer
 from service.engine.backbone import load_backbone
 from service.engine.bank import PrefixBank
 from service.engine.torch_encoder import TorchEncoder
-from service.registry.formats import load_prefix
+from service.registry.limits import PrefixLimits
+from service.registry.loader import load_prefix
 
 TEXTS = [
     "The movie was wonderful.",
@@ -71,7 +72,7 @@ def test_engine_equals_peft(
     ref = _reference(peft_model, model_path, pooling)
 
     enc = _engine(model_path, pooling)
-    prefix = load_prefix(adapter, enc.spec, max_prefix_len=64, max_bytes=1 << 26)
+    prefix = load_prefix(adapter, enc.spec, PrefixLimits(max_prefix_len=64, max_file_bytes=1 << 26))
     assert prefix.kind == "peft"
     assert prefix.position_convention == "peft"
     bank = PrefixBank.build([prefix])
@@ -91,7 +92,9 @@ def test_prefix_projection_adapter_equals_training_model(minilm_path: Path, tmp_
     ref = _reference(peft_model, minilm_path, "mean")
 
     enc = _engine(minilm_path, "mean")
-    bank = PrefixBank.build([load_prefix(tmp_path / "proj", enc.spec, max_prefix_len=64, max_bytes=1 << 26)])
+    bank = PrefixBank.build(
+        [load_prefix(tmp_path / "proj", enc.spec, PrefixLimits(max_prefix_len=64, max_file_bytes=1 << 26))]
+    )
     batch = enc.tokenize(TEXTS, max_length=64, truncate=True)
     got = torch.from_numpy(enc.encode(batch, bank, [0])[:, 0])
     assert (got - ref).abs().max().item() <= 1e-5

@@ -10,16 +10,16 @@ import torch
 
 from service.engine.backbone import BackboneSpec
 from service.engine.prefix import LoadedPrefix
-from service.method.prefix_init import initial_prompt
 from service.method.prefix_io import load_prefixes, write_native
-from service.method.similarity import (
-    heatmap,
+from service.method.similarity import heatmap
+from service.registry.similarity import (
+    initial_prompt,
     rank_for,
     similarity_document,
     similarity_matrix,
     task_embedding,
 )
-from service.registry.formats import native_bytes
+from service.registry.writer import native_bytes
 from tests.http_helpers import assert_error, fake_app, fill_folder
 
 SPEC = BackboneSpec("bert", 2, 2, 4, 8, 64, 0, 0, "w")

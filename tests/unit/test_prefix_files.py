@@ -14,7 +14,9 @@ from safetensors.torch import save as st_save
 from service.engine.backbone import Backbone, BackboneSpec
 from service.errors import InvalidPrefixFile
 from service.registry.folder import scan_folder
-from service.registry.formats import load_prefix, native_bytes
+from service.registry.limits import PrefixLimits
+from service.registry.loader import load_prefix
+from service.registry.writer import native_bytes
 from tests.conftest import random_kv
 
 
@@ -148,7 +150,7 @@ def test_malformed_native_file_is_rejected_with_reason(
     path = tmp_path / filename
     path.write_bytes(content(spec))
     with pytest.raises(InvalidPrefixFile) as err:
-        load_prefix(path, spec, max_prefix_len=100, max_bytes=1 << 20)
+        load_prefix(path, spec, PrefixLimits(max_prefix_len=100, max_file_bytes=1 << 20))
     assert reason in err.value.message
     assert err.value.message.startswith(filename)
 
@@ -157,7 +159,7 @@ def test_oversized_file_is_rejected(spec: BackboneSpec, tmp_path: Path) -> None:
     path = tmp_path / "big.safetensors"
     path.write_bytes(_native(spec))
     with pytest.raises(InvalidPrefixFile, match="over the 1024-byte limit"):
-        load_prefix(path, spec, max_prefix_len=100, max_bytes=1024)
+        load_prefix(path, spec, PrefixLimits(max_prefix_len=100, max_file_bytes=1024))
 
 
 BAD_PEFT: list[tuple[str, dict[str, object], str]] = [
@@ -175,7 +177,7 @@ def test_malformed_peft_adapter_is_rejected(
 ) -> None:
     _peft_folder(tmp_path / "adapter", spec, **overrides)
     with pytest.raises(InvalidPrefixFile) as err:
-        load_prefix(tmp_path / "adapter", spec, max_prefix_len=100, max_bytes=1 << 20)
+        load_prefix(tmp_path / "adapter", spec, PrefixLimits(max_prefix_len=100, max_file_bytes=1 << 20))
     assert reason in err.value.message
     assert err.value.message.startswith("adapter")
 
@@ -189,14 +191,16 @@ def test_peft_folder_without_weights_names_pickles(spec: BackboneSpec, tmp_path:
         InvalidPrefixFile,
         match=r"needs adapter_config.json and adapter_model.safetensors \(found \['adapter_model.bin'\]",
     ):
-        load_prefix(folder, spec, max_prefix_len=100, max_bytes=1 << 20)
+        load_prefix(folder, spec, PrefixLimits(max_prefix_len=100, max_file_bytes=1 << 20))
 
 
 def test_good_files_load_with_digest_and_metadata(spec: BackboneSpec, tmp_path: Path) -> None:
     data = _native(spec, task="sentiment", labels=["neg", "pos"], metrics={"dev_accuracy": 0.9})
     (tmp_path / "sentiment.safetensors").write_bytes(data)
     _peft_folder(tmp_path / "topic", spec)
-    prefix = load_prefix(tmp_path / "sentiment.safetensors", spec, max_prefix_len=100, max_bytes=1 << 20)
+    prefix = load_prefix(
+        tmp_path / "sentiment.safetensors", spec, PrefixLimits(max_prefix_len=100, max_file_bytes=1 << 20)
+    )
     assert prefix.name == "sentiment"
     assert prefix.prefix_len == 4
     assert prefix.position_shift == 4  # PEFT convention is the default
@@ -205,7 +209,7 @@ def test_good_files_load_with_digest_and_metadata(spec: BackboneSpec, tmp_path: 
     import hashlib
 
     assert prefix.digest == hashlib.sha256(data).hexdigest()
-    peft = load_prefix(tmp_path / "topic", spec, max_prefix_len=100, max_bytes=1 << 20)
+    peft = load_prefix(tmp_path / "topic", spec, PrefixLimits(max_prefix_len=100, max_file_bytes=1 << 20))
     assert (peft.kind, peft.prefix_len, peft.key.shape) == ("peft", 3, (2, 4, 3, 8))
 
 
@@ -215,7 +219,7 @@ def test_scan_folder_keeps_serving_good_files_next_to_bad_ones(spec: BackboneSpe
     (tmp_path / "README.md").write_text("docs are not prefixes")
     (tmp_path / "state.json").write_text('{"disabled": []}')
     (tmp_path / ".good.safetensors.123.tmp").write_bytes(b"partial write")
-    loaded, rejected = scan_folder(tmp_path, spec, max_prefix_len=100, max_bytes=1 << 20)
+    loaded, rejected = scan_folder(tmp_path, spec, PrefixLimits(max_prefix_len=100, max_file_bytes=1 << 20))
     assert [p.name for p in loaded] == ["good"]
     assert [(r.source, "not a valid safetensors file" in r.reason) for r in rejected] == [
         ("broken.safetensors", True)
@@ -235,7 +239,9 @@ def test_native_bytes_are_deterministic_and_round_trip(spec: BackboneSpec, tmp_p
     first = native_bytes(key, value, meta)
     assert all(native_bytes(key, value, dict(reversed(list(meta.items())))) == first for _ in range(5))
     (tmp_path / "t.safetensors").write_bytes(first)
-    loaded = load_prefix(tmp_path / "t.safetensors", spec, max_prefix_len=100, max_bytes=1 << 20)
+    loaded = load_prefix(
+        tmp_path / "t.safetensors", spec, PrefixLimits(max_prefix_len=100, max_file_bytes=1 << 20)
+    )
     assert torch.equal(loaded.key, key)
     assert torch.equal(loaded.value, value)
     assert loaded.metadata["metrics"] == {"acc": 0.5, "f1": 0.4}

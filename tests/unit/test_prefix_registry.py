@@ -13,10 +13,11 @@ import torch
 from safetensors.torch import save as st_save
 
 from service.errors import InvalidInput, InvalidPrefixFile, PrefixConflict, PrefixNotFound
-from service.registry.formats import native_bytes
+from service.registry.limits import PrefixLimits
 from service.registry.registry import PrefixRegistry
 from service.registry.state import STATE_FILE, read_disabled
 from service.registry.watcher import FolderWatcher
+from service.registry.writer import native_bytes
 from tests.api_fake_encoder import FAKE_SPEC
 from tests.conftest import random_kv
 
@@ -24,7 +25,7 @@ WritePrefix = Callable[..., Path]
 
 
 def make_registry(folder: Path) -> PrefixRegistry:
-    return PrefixRegistry(folder, FAKE_SPEC, max_prefix_len=16, max_bytes=1 << 20)
+    return PrefixRegistry(folder, FAKE_SPEC, PrefixLimits(max_prefix_len=16, max_file_bytes=1 << 20))
 
 
 def prefix_bytes(seed: int = 0, prefix_len: int = 4) -> bytes:

@@ -1,0 +1,99 @@
+"""Write prefix files: the canonical native serialization and the atomic write (temp file + rename)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save as st_save
+
+from service.registry.native import FORMAT_VERSION, content_sha256
+
+log = logging.getLogger(__name__)
+
+# Temp files of atomic_write: ".NAME.<random>.tmp" beside the target.
+TMP_SUFFIX = ".tmp"
+# An orphan (its writer was killed) is removed once this old: no live write of a prefix file (<= 64 MiB,
+# one write call) takes that long, and a replica sharing the folder may be writing one right now.
+ORPHAN_AGE_S = 60.0
+
+
+def native_bytes(
+    key: torch.Tensor, value: torch.Tensor, metadata: dict[str, Any], *, first_layer: int | None = None
+) -> bytes:
+    """Serialize a native prefix, byte-for-byte deterministic (so the digest names the content).
+
+    Records ``first_layer`` (the keyword, else ``metadata["first_layer"]``, else 0) and
+    ``content_sha256`` (the loader verifies it: a torn or partial copy is never served). Non-string
+    metadata values are stored as JSON (NaN/Infinity refused: they are not JSON). safetensors writes its
+    header keys in no fixed order; the header is re-emitted with sorted keys (same offsets, padded to 8
+    bytes as the format requires), so saving the same prefix twice gives the same bytes and digest.
+    """
+    given = metadata.get("first_layer")
+    if first_layer is None:
+        first_layer = int(given) if given is not None else 0
+    elif given is not None and int(given) != first_layer:
+        raise ValueError(f"first_layer={first_layer} but metadata says {given!r}")
+    tensors = {
+        "key": key.detach().to(torch.float32).contiguous(),
+        "value": value.detach().to(torch.float32).contiguous(),
+    }
+    meta = {"format": FORMAT_VERSION}
+    for k, v in metadata.items():
+        meta[k] = v if isinstance(v, str) else json.dumps(v, sort_keys=True, allow_nan=False)
+    meta["first_layer"] = str(first_layer)
+    meta["content_sha256"] = content_sha256(
+        tensors["key"].numpy().tobytes(), tensors["value"].numpy().tobytes()
+    )
+    raw = st_save(tensors, metadata=meta)
+    header_len = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + header_len])
+    canonical = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    canonical += b" " * (-len(canonical) % 8)
+    return len(canonical).to_bytes(8, "little") + canonical + raw[8 + header_len :]
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so readers see the old file or the new one, never a torn one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def remove_orphans(folder: Path, older_than_s: float = ORPHAN_AGE_S) -> list[str]:
+    """Remove temp files of atomic_write left by a killed writer (older than ``older_than_s``)."""
+    removed: list[str] = []
+    now = time.time()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not (entry.name.startswith(".") and entry.name.endswith(TMP_SUFFIX)):
+            continue
+        try:
+            if (
+                entry.is_file(follow_symlinks=False)
+                and now - entry.stat(follow_symlinks=False).st_mtime >= older_than_s
+            ):
+                os.unlink(entry.path)
+                removed.append(entry.name)
+        except OSError:
+            continue  # removed by another replica meanwhile
+    if removed:
+        log.info("removed %d orphaned temp file(s) in %s: %s", len(removed), folder, ", ".join(removed))
+    return removed

@@ -1,0 +1,19 @@
+"""Serving never imports the research code (service.method): issue 14, item 4."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_the_app_and_the_registry_load_without_service_method() -> None:
+    code = (
+        "import sys, service.app, service.runtime, service.api.prefixes, service.registry.registry, "
+        "service.registry.watcher, service.registry.similarity\n"
+        "bad = sorted(m for m in sys.modules if m == 'service.method' or m.startswith('service.method.'))\n"
+        "print(','.join(bad))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == ""
