@@ -44,7 +44,7 @@ from service.engine.encoder import Encoder
 from service.engine.factory import build_torch_encoder
 from service.engine.prefix import LoadedPrefix
 from service.engine.quantize import decode_base64_float, l2_normalize
-from service.registry.formats import native_bytes
+from service.registry.writer import native_bytes
 
 NAMES = ("s0", "s1", "s2", "s3")
 

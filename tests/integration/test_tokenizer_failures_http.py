@@ -32,7 +32,7 @@ GOOD = [f"good request number {i} with a few words" for i in range(12)]
 def served(
     tmp_path_factory: pytest.TempPathFactory, tiny_bert_path: Path, tiny_bert: Backbone
 ) -> Iterator[tuple[TestClient, Settings]]:
-    from service.registry.formats import native_bytes
+    from service.registry.writer import native_bytes
     from tests.conftest import random_kv
 
     folder = tmp_path_factory.mktemp("prefixes")
@@ -49,7 +49,7 @@ def reference(settings: Settings, tiny_bert: Backbone, texts: Sequence[str]) -> 
     from service.engine.bank import PrefixBank
 
     encoder = build_torch_encoder(settings, backbone=tiny_bert)
-    loaded, _ = scan_folder(settings.prefix_dir, encoder.spec, max_prefix_len=256, max_bytes=1 << 24)
+    loaded, _ = scan_folder(settings.prefix_dir, encoder.spec, settings.prefix_limits())
     vectors, _ = embed_sync(encoder, PrefixBank.build(loaded), ["p1"], texts)
     return l2_normalize(vectors)[:, 0]
 
