@@ -77,8 +77,8 @@ class BackendChoice:
 def choose_backend(requested: str, device: str, dtype: str, *, ort_installed: bool) -> BackendChoice:
     """The rule behind ``backend: auto``, per device (the measurements are in BENCHMARKS.md):
 
-    - CPU, float32: **onnx** (when ONNX Runtime is installed): ahead of torch at 1 text per request
-      and equal or ahead at concurrency and batch shapes on the 2-core benchmark machine;
+    - CPU, float32: **onnx** (when ONNX Runtime is installed): 1.76x torch at 1 text per request on a
+      quiet 2-core machine, within a few percent of it at concurrency 32 and at 32-text batches;
     - CUDA: **torch** (fp16/bf16 kernels, the same calls as the rest of the engine; ONNX on GPU was
       not measured faster);
     - CPU with a reduced dtype, or no ONNX Runtime: torch.
@@ -92,7 +92,9 @@ def choose_backend(requested: str, device: str, dtype: str, *, ort_installed: bo
         return BackendChoice("torch", f"auto: torch for dtype {dtype} on CPU (onnx runs float32 there)")
     if not ort_installed:
         return BackendChoice("torch", "auto: ONNX Runtime is not installed (extra `cpu`), so torch")
-    return BackendChoice("onnx", "auto: onnx on CPU, measured faster than torch there (BENCHMARKS.md)")
+    return BackendChoice(
+        "onnx", "auto: onnx on CPU (ahead of torch at 1 text per request, level at batches: BENCHMARKS.md)"
+    )
 
 
 def resolved_device(device: str) -> str:
