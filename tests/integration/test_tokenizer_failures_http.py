@@ -113,3 +113,10 @@ def test_input_over_the_character_cap_is_413_and_a_small_one_is_served(
     np.testing.assert_allclose(
         cut.json()["data"][0]["embeddings"]["p1"], reference(settings, tiny_bert, [huge[:4000]])[0], atol=1e-5
     )
+
+
+def test_info_says_which_backend_serves_and_why(served: tuple[TestClient, Settings]) -> None:
+    client, settings = served
+    info = client.get("/info").json()
+    assert info["backend"] == settings.backend == "torch"  # tests pin torch (tests/conftest.py)
+    assert info["backend_reason"] == "backend torch was set explicitly"
