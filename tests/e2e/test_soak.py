@@ -8,11 +8,12 @@ import pytest
 
 from service.bench.soak import SoakConfig, run_soak
 
-pytestmark = pytest.mark.slow
+# a minute of load, plus the server's start and the reference vectors of every version served
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 def test_soak_serves_no_torn_version_no_wrong_vector_and_no_5xx() -> None:
-    result = run_soak(SoakConfig(duration_s=60.0, concurrency=6, swap_every_s=1.0))
+    result = run_soak(SoakConfig(duration_s=60.0, concurrency=6, swap_every_s=1.0, texts=8))
     summary = result.summary()
     assert summary["torn_versions"] == 0, summary
     assert summary["mismatches"] == 0, summary
