@@ -125,6 +125,22 @@ def serve(
         raise typer.Exit(1)
 
 
+@app.command("ray-serve", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def ray_serve(
+    ctx: typer.Context,
+    replicas: Annotated[int, typer.Option(min=1, help="Fixed number of replicas.")] = 1,
+    autoscale: Annotated[
+        str | None, typer.Option(help="MIN:MAX replicas, autoscaled on ongoing requests.")
+    ] = None,
+) -> None:
+    """Serve on Ray Serve (needs the `ray` extra): replicas behind Ray's proxy on --host/--port, on a
+    local Ray or RAY_ADDRESS. Other flags: serve's (every Settings field), and --replica-cpus,
+    --replica-gpus, --max-ongoing-requests (see service/serving/ray_launch.py)."""
+    from service.serving.ray_launch import main
+
+    raise typer.Exit(main(replicas, autoscale, ctx.args))
+
+
 @app.command()
 def embed(
     texts: Annotated[list[str], typer.Argument(help="Texts to embed.")],
@@ -195,9 +211,34 @@ def bench_engine(
     dtype: Annotated[str, typer.Option(help="auto | float32 | float16 | bfloat16")] = "auto",
     chunk_rows: Annotated[int, typer.Option(help="Rows per model call (0 = one call).")] = 0,
     out: Annotated[Path | None, typer.Option(help="Write the results as JSON here.")] = None,
+    trunk: Annotated[
+        bool,
+        typer.Option(
+            help="Shared-trunk sweep instead: P in 1..16 x S in {0, L/2, L-2, L-1}, vectors/s and the "
+            "ratio to S = 0 (CPU row chunks as served); --out also gets a .md table and a .png plot."
+        ),
+    ] = False,
 ) -> None:
-    """One batched call vs P sequential calls vs the plain backbone on the same rows."""
+    """One batched call vs P sequential calls vs the plain backbone on the same rows (or --trunk)."""
     from service.bench.engine import run_engine_bench
+
+    if trunk:
+        from service.bench.trunk import markdown_table, plot_trunk, run_trunk_bench
+
+        sweep = run_trunk_bench(
+            _settings(model=model, device=device, dtype=dtype, forward_chunk_rows=chunk_rows or None),
+            n_texts=texts,
+            prefix_len=prefix_len,
+            repeats=repeats,
+        )
+        typer.echo(json.dumps(sweep, indent=2))
+        typer.echo(markdown_table(sweep))
+        if out:
+            out.write_text(json.dumps(sweep, indent=2) + "\n")
+            out.with_suffix(".md").write_text(markdown_table(sweep) + "\n")
+            if plot_trunk(sweep, out.with_suffix(".png")) is None:
+                typer.echo("matplotlib is not installed: no plot")
+        return
 
     result = run_engine_bench(
         _settings(model=model, device=device, dtype=dtype, forward_chunk_rows=chunk_rows),
@@ -367,6 +408,13 @@ def export_onnx(
     pooling_layers: Annotated[int | None, typer.Option(help="Layers of multilayer pooling.")] = None,
     onnx_cache_dir: Annotated[Path | None, typer.Option(help="Where ONNX exports are cached.")] = None,
     force: Annotated[bool, typer.Option(help="Export again even if a valid cached file exists.")] = False,
+    fan_out: Annotated[
+        int,
+        typer.Option(
+            help="Fan-out depth of the graph: 0 (every layer per row) or S, for shared-trunk prefixes "
+            "starting at layer S (serve exports a depth on its first use; this does it ahead)."
+        ),
+    ] = 0,
 ) -> None:
     """Export the prefix-enabled backbone to ONNX (validated against torch) into the ONNX cache."""
     from service.engine.onnx_export import ensure_onnx_export
@@ -385,6 +433,7 @@ def export_onnx(
             pooling=settings.pooling,
             pooling_layers=settings.pooling_layers,
             force=force,
+            fan_out=fan_out,
         )
     except PrefixEmbedError as exc:
         typer.echo(f"error: {exc.message}", err=True)

@@ -49,6 +49,7 @@ class Runtime:
         self.ready = False
         self.load_error: str | None = None
         self.on_fatal: Callable[[], None] | None = None  # set by `serve`: stop the server
+        self.replica_id: str | None = None  # set by the Ray Serve deployment (service/serving/ray_app.py)
         self.started_at = time.time()
         self.model_name = settings.model_name()
         m = self.metrics

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import platform
+import socket
 from typing import Any
 
 from fastapi import APIRouter
@@ -65,7 +67,9 @@ async def info(runtime: RuntimeDep) -> dict[str, Any]:
         "device": enc.device if enc else s.device,
         "dtype": enc.dtype if enc else s.dtype,
         # ONNX Runtime providers really in use (session.get_providers()); absent for torch
-        "providers": getattr(enc, "providers", None),
+        "providers": enc.providers if enc else None,
+        # how batches become model calls (row chunks, grouping by fan-out depth, ONNX exports per depth)
+        "engine": enc.describe() if enc else None,
         "dim": enc.dim if enc else None,
         "pooling": s.pooling,
         "prefix_dir": str(s.prefix_dir),
@@ -87,6 +91,8 @@ async def info(runtime: RuntimeDep) -> dict[str, Any]:
         },
         "auth": {"api_keys": bool(s.api_keys), "admin_key": s.admin_key is not None},
         "versions": _versions(),
+        # Which process answered: the Ray Serve replica id (null for a single `serve` process).
+        "replica": {"id": runtime.replica_id, "hostname": socket.gethostname(), "pid": os.getpid()},
     }
 
 

@@ -20,7 +20,7 @@ from service.batching.planner import PlannedBatch, SlotPolicy, plan_batch
 from service.batching.request import EmbedOutput, EmbedRequest
 from service.batching.stats import BatcherObserver, BatchRecord
 from service.batching.tokenizing import TokenizerStage
-from service.engine.encoder import Encoder, texts_per_call
+from service.engine.encoder import Encoder, ForwardCall
 from service.errors import DeadlineExceeded, InferenceFailed, NotReady
 
 log = logging.getLogger(__name__)
@@ -50,23 +50,16 @@ class BatchWorker:
         self._cond = threading.Condition()
         self._stopping = False
         self._threads: list[threading.Thread] = []
-        # Forward calls of the batch being run, counted through the encoder's observer hook.
-        self._hooked = hasattr(encoder, "on_forward")
+        # Forward calls of the batch being run, reported by the encoder's observer (this worker's
+        # while it runs: one worker per encoder).
         self._calls = 0
         self._call_tokens = 0
-        self._previous_hook = getattr(encoder, "on_forward", None)
-        if self._hooked:
-            encoder.on_forward = self._on_forward  # type: ignore[attr-defined]
-
-    def _on_forward(self, rows: int, tokens: int, seconds: float) -> None:
-        if self._previous_hook is not None:
-            self._previous_hook(rows, tokens, seconds)
-        self._forward(rows, tokens, seconds)
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
         if self._threads:
             return
+        self.encoder.set_observer(self._forward)
         for name, target in (("tokenizer", self._tokenizer.run), ("infer", self._infer_loop)):
             t = threading.Thread(target=target, name=f"prefix-embed-{name}", daemon=True)
             t.start()
@@ -95,8 +88,7 @@ class BatchWorker:
                 leftovers.append(item)
         for req in leftovers:
             req.fail(NotReady("the server is shutting down; retry on another replica"))
-        if self._hooked and getattr(self.encoder, "on_forward", None) == self._on_forward:
-            self.encoder.on_forward = self._previous_hook  # type: ignore[attr-defined]
+        self.encoder.set_observer(None)
 
     # --- tokenizer stage (service/batching/tokenizing.py) --------------------------------------
     def _emit(self, tokenized: list[EmbedRequest]) -> None:
@@ -134,11 +126,11 @@ class BatchWorker:
             keep.append(req)
         self._ready = keep
 
-    def _forward(self, rows: int, tokens: int, seconds: float) -> None:
+    def _forward(self, call: ForwardCall) -> None:
         self._calls += 1
-        self._call_tokens += tokens
+        self._call_tokens += call.tokens
         for obs in self.observers:
-            obs.on_forward(rows, tokens, seconds)
+            obs.on_forward(call)
 
     def _run(self, batch: PlannedBatch) -> None:
         """Run a planned batch (sorted by length) as encoder calls of one row chunk each, answering
@@ -149,9 +141,8 @@ class BatchWorker:
                 req.started_at = start
                 for obs in self.observers:
                     obs.on_queued(start - req.enqueued_at)
-        # the encoder's row chunk (CPU policy) when it has one
-        chunk = int(getattr(self.encoder, "chunk_rows", 0) or 0)
-        per_call = max(1, texts_per_call(chunk, len(batch.items), len(batch.slots)))
+        # parts of one model call each (the encoder decides), padded once below
+        per_call = max(1, self.encoder.texts_per_call(len(batch.items), batch.bank, batch.slots))
         for first in range(0, len(batch.items), per_call):
             part = PlannedBatch(batch.bank, batch.slots, batch.items[first : first + per_call])
             part.items = [(r, i) for r, i in part.items if r.live]
@@ -173,9 +164,6 @@ class BatchWorker:
                 obs.on_batch_failed(len(requests))
             return
         seconds = time.perf_counter() - t0
-        if not self._calls and batch.rows:  # an encoder that does not report its calls: count one
-            prefix_pad = int(batch.bank.keys.shape[3]) if len(batch.bank) else 0
-            self._forward(batch.rows, batch.rows * (tokens.padded_len + prefix_pad), seconds)
         record = BatchRecord(
             requests=len(requests),
             texts=len(batch.items),

@@ -38,20 +38,25 @@ def build_onnx_encoder(
 
     from service.engine.backbone import read_spec, trained_max_tokens
     from service.engine.onnx_encoder import OnnxEncoder
-    from service.engine.onnx_export import ensure_onnx_export
+    from service.engine.onnx_export import ExportResult, ensure_onnx_export
     from service.engine.ort_runtime import check_ort_install
 
     check_ort_install()
     path = settings.model_path()
     spec = read_spec(path)
-    export = ensure_onnx_export(
-        path,
-        settings.onnx_cache_dir,
-        pooling=settings.pooling,
-        pooling_layers=settings.pooling_layers,
-        force=force_export,
-        spec=spec,
-    )
+
+    def exporter(fan_out: int, force: bool = False) -> ExportResult:
+        return ensure_onnx_export(
+            path,
+            settings.onnx_cache_dir,
+            pooling=settings.pooling,
+            pooling_layers=settings.pooling_layers,
+            force=force,
+            spec=spec,
+            fan_out=fan_out,
+        )
+
+    export = exporter(0, force_export)
     return OnnxEncoder(
         export.path,
         export.key,
@@ -63,6 +68,7 @@ def build_onnx_encoder(
         chunk_rows=settings.forward_chunk_rows,
         max_input_tokens=settings.max_input_tokens,
         threads=threads,
+        exporter=exporter,  # deeper fan-out depths (shared-trunk prefixes), on first use
     )
 
 

@@ -17,7 +17,7 @@ from service.engine.factory import build_torch_encoder
 from service.engine.quantize import l2_normalize
 from service.registry.folder import scan_folder
 from service.registry.limits import PrefixLimits
-from tests.e2e.server_process import ServerProcess
+from tests.support.server_process import ServerProcess
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +28,7 @@ KEY = "sk-test-key"
 @pytest.fixture(scope="module")
 def prefix_dir(tmp_path_factory: pytest.TempPathFactory, minilm: Backbone) -> Path:
     from service.registry.writer import native_bytes
-    from tests.conftest import random_kv
+    from tests.support.prefixes import random_kv
 
     folder = tmp_path_factory.mktemp("minilm-prefixes")
     for i, name in enumerate(("sentiment", "topic")):

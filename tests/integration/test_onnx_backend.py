@@ -29,8 +29,11 @@ from service.engine.quantize import l2_normalize
 from service.engine.torch_encoder import TorchEncoder
 from service.errors import ModelLoadError
 from service.registry.limits import PrefixLimits
-from tests.conftest import random_kv
-from tests.http_helpers import wait_ready
+from tests.support.http import wait_ready
+from tests.support.prefixes import random_kv
+
+# Exporting the tiny models to ONNX alone takes tens of seconds on a CPU.
+pytestmark = pytest.mark.slow
 
 TEXTS = [
     "short",
@@ -204,7 +207,7 @@ def test_chunked_calls_equal_one_call(bert_onnx: OnnxEncoder, tiny_bert: Backbon
         chunk_rows=6,  # 2 texts (x 3 prefixes) per call
     )
     seen: list[int] = []
-    chunked.on_forward = lambda rows, tokens, seconds: seen.append(rows)
+    chunked.set_observer(lambda call: seen.append(call.rows))
     np.testing.assert_allclose(chunked.encode(batch, bank, [0, 1, 2]), whole, atol=1e-6, rtol=0)
     assert seen == [6, 6, 3]
     assert chunked.forward_calls == 3

@@ -23,7 +23,7 @@ from service.engine.backbone import Backbone
 from service.engine.factory import build_torch_encoder
 from service.engine.quantize import l2_normalize
 from service.registry.folder import scan_folder
-from tests.http_helpers import assert_error, wait_ready
+from tests.support.http import assert_error, wait_ready
 
 GOOD = [f"good request number {i} with a few words" for i in range(12)]
 
@@ -33,7 +33,7 @@ def served(
     tmp_path_factory: pytest.TempPathFactory, tiny_bert_path: Path, tiny_bert: Backbone
 ) -> Iterator[tuple[TestClient, Settings]]:
     from service.registry.writer import native_bytes
-    from tests.conftest import random_kv
+    from tests.support.prefixes import random_kv
 
     folder = tmp_path_factory.mktemp("prefixes")
     key, value = random_kv(tiny_bert.spec, 3, seed=1)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,14 +15,16 @@ from service.app import create_app
 from service.config import Settings
 from service.engine.quantize import decode_base64_float, decode_binary, int8_quantize
 from service.runtime import Runtime
-from tests.api_fake_encoder import FAKE_SPEC, FakeEncoder
-from tests.http_helpers import (
+from tests.support.fake_encoder import FAKE_SPEC, FakeEncoder
+from tests.support.http import (
     assert_error,
     expected_vectors,
     fake_app,
     fake_prefix_bytes,
     fill_folder,
 )
+from tests.support.metrics import metric_value
+from tests.support.waiting import wait_until
 
 TEXTS = ["the cat sat", "on the mat today", "hi"]
 
@@ -39,7 +40,9 @@ def test_embed_returns_every_enabled_prefix_vector_from_one_encoder_call(served)
     r = client.post("/embed", json={"inputs": TEXTS})
     assert r.status_code == 200, r.text
     doc = r.json()
-    assert fake.calls == [(3, ("alpha", "beta", "gamma"))]  # one call: every prefix of every text
+    assert [(c.size, c.names) for c in fake.calls] == [
+        (3, ("alpha", "beta", "gamma"))
+    ]  # every prefix, every text
     bank = runtime.registry.snapshot.bank
     assert doc["model"] == "fake-model"
     assert doc["prefixes"] == [
@@ -173,10 +176,7 @@ def test_a_garbage_file_is_listed_with_its_reason_while_the_others_serve(served,
     client, fake, runtime = served
     (tmp_path / "prefixes" / "junk.safetensors").write_bytes(b"this is not a prefix file")
     (tmp_path / "prefixes" / "beta.safetensors").write_bytes(b"half a file")  # beta keeps its last version
-    deadline = time.monotonic() + 5
-    while len(client.get("/prefixes").json()["rejected"]) < 2:
-        assert time.monotonic() < deadline, "the watcher did not report the bad files"
-        time.sleep(0.05)
+    wait_until(lambda: len(client.get("/prefixes").json()["rejected"]) >= 2, what="the bad files reported")
     listing = client.get("/prefixes").json()
     reasons = {r["source"]: r["reason"] for r in listing["rejected"]}
     assert set(reasons) == {"beta.safetensors", "junk.safetensors"}
@@ -194,7 +194,7 @@ def test_a_request_uses_one_snapshot_to_its_end(served) -> None:
     client, fake, runtime = served
     old_digest = runtime.registry.snapshot.bank.get("alpha").digest
     want_old = expected_vectors(fake, runtime, ["alpha"], ["the cat sat"])[0, 0]
-    fake.delay_s = 0.5
+    fake.hold()
     result: dict = {}
     worker = threading.Thread(
         target=lambda: result.update(
@@ -202,9 +202,9 @@ def test_a_request_uses_one_snapshot_to_its_end(served) -> None:
         )
     )
     worker.start()
-    time.sleep(0.15)  # the request holds its snapshot and is in the encoder
-    fake.delay_s = 0.0
+    assert fake.entered.wait(timeout=30)  # the request holds its snapshot and is in the encoder
     assert client.put("/prefixes/alpha", content=fake_prefix_bytes(seed=77)).status_code == 200
+    fake.release()
     worker.join()
     doc = result["r"].json()
     assert doc["prefixes"][0]["digest"] == old_digest
@@ -233,20 +233,16 @@ def test_health_ready_info_and_metrics(served) -> None:
     }
     assert info["versions"]["prefix_embed"]
     text = client.get("/metrics").text
-    values = {
-        line.split(" ")[0]: float(line.split(" ")[1])
-        for line in text.splitlines()
-        if line and not line.startswith("#")
-    }
-    assert values["prefix_embed_forward_calls_total"] == 2  # warm-up is not counted
-    assert values["prefix_embed_batch_rows_total"] == 3 * 3 + 1
-    assert values['prefix_embed_requests_total{method="POST",route="/embed",status="200"}'] == 2
-    assert values['prefix_embed_requests_total{method="POST",route="/embed",status="400"}'] == 1
-    assert values['prefix_embed_request_duration_seconds_count{route="/embed"}'] == 3
-    assert values["prefix_embed_prefixes_loaded"] == 3
-    assert values["prefix_embed_prefixes_enabled"] == 3
-    assert values["prefix_embed_queue_depth"] == 0
-    assert values["prefix_embed_ready"] == 1
+    assert metric_value(text, "prefix_embed_forward_calls_total") == 2  # warm-up is not counted
+    assert metric_value(text, "prefix_embed_batch_rows_total") == 3 * 3 + 1
+    embed = {"method": "POST", "route": "/embed"}
+    assert metric_value(text, "prefix_embed_requests_total", {**embed, "status": "200"}) == 2
+    assert metric_value(text, "prefix_embed_requests_total", {**embed, "status": "400"}) == 1
+    assert metric_value(text, "prefix_embed_request_duration_seconds_count", {"route": "/embed"}) == 3
+    assert metric_value(text, "prefix_embed_prefixes_loaded") == 3
+    assert metric_value(text, "prefix_embed_prefixes_enabled") == 3
+    assert metric_value(text, "prefix_embed_queue_depth") == 0
+    assert metric_value(text, "prefix_embed_ready") == 1
 
 
 def test_ready_is_503_until_the_model_is_loaded(tmp_path: Path) -> None:
@@ -287,10 +283,7 @@ def test_a_model_that_fails_to_load_keeps_ready_at_503_with_the_reason(tmp_path:
     app = create_app(Settings(model=tmp_path / "no-such-model", prefix_dir=tmp_path / "prefixes"))
     with TestClient(app) as client:
         runtime = app.state.runtime
-        deadline = time.monotonic() + 30
-        while runtime.load_error is None:
-            assert time.monotonic() < deadline, "start-up neither failed nor finished"
-            time.sleep(0.02)
+        wait_until(lambda: runtime.load_error is not None, 30, "start-up failed")
         assert_error(client.get("/ready"), 503, "not_ready", "model failed to load", "no config.json")
         assert_error(client.post("/embed", json={"inputs": "x"}), 503, "not_ready")
         assert client.get("/health").status_code == 200

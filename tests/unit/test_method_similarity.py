@@ -20,7 +20,7 @@ from service.registry.similarity import (
     task_embedding,
 )
 from service.registry.writer import native_bytes
-from tests.http_helpers import assert_error, fake_app, fill_folder
+from tests.support.http import assert_error, fake_app, fill_folder
 
 SPEC = BackboneSpec("bert", 2, 2, 4, 8, 64, 0, 0, "w")
 INIT = {"method": "normal", "seed": 0, "std": 0.5}

@@ -15,8 +15,8 @@ import pytest
 import torch
 from safetensors.torch import save as st_save
 
-from tests.api_fake_encoder import FAKE_SPEC
-from tests.http_helpers import assert_error, fake_app, fake_prefix_bytes, fill_folder
+from tests.support.fake_encoder import FAKE_SPEC
+from tests.support.http import assert_error, fake_app, fake_prefix_bytes, fill_folder
 
 
 def raw_prefix(scale: float = 0.5, seed: int = 0, **meta: str) -> bytes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,9 +17,10 @@ from service.registry.limits import PrefixLimits
 from service.registry.registry import PrefixRegistry
 from service.registry.state import STATE_FILE, read_disabled
 from service.registry.watcher import FolderWatcher
-from service.registry.writer import native_bytes
-from tests.api_fake_encoder import FAKE_SPEC
-from tests.conftest import random_kv
+from tests.support import prefixes
+from tests.support.fake_encoder import FAKE_SPEC
+from tests.support.waiting import async_wait_until
+from tests.support.watching import until_watching
 
 WritePrefix = Callable[..., Path]
 
@@ -29,8 +30,7 @@ def make_registry(folder: Path) -> PrefixRegistry:
 
 
 def prefix_bytes(seed: int = 0, prefix_len: int = 4) -> bytes:
-    key, value = random_kv(FAKE_SPEC, prefix_len, seed)
-    return native_bytes(key, value, {"backbone_fingerprint": FAKE_SPEC.fingerprint})
+    return prefixes.prefix_bytes(FAKE_SPEC, prefix_len, seed)
 
 
 def write_peft(folder: Path, virtual_tokens: int = 4) -> None:
@@ -172,27 +172,28 @@ def test_put_refuses_a_name_served_from_a_peft_folder(tmp_path: Path) -> None:
         reg.put_prefix("delta", prefix_bytes())
 
 
-def test_watcher_publishes_a_dropped_in_file_within_a_second(folder: Path) -> None:
+def test_watcher_publishes_a_dropped_in_file_on_its_change_event(
+    folder: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     reg = make_registry(folder)
     reg.load()
 
-    async def scenario() -> float:
-        watcher = FolderWatcher(reg, debounce_ms=200)
+    async def scenario() -> None:
+        watcher = FolderWatcher(reg, debounce_ms=200, retry_s=60.0)
         watcher.start()
         try:
-            while watcher.refreshes == 0:  # the watcher's own first scan: it is watching
-                await asyncio.sleep(0.02)
-            await asyncio.sleep(0.2)
-            start = time.monotonic()
+            await until_watching(watcher, folder)
+            seen = watcher.refreshes
             (folder / "delta.safetensors").write_bytes(prefix_bytes(seed=3))
-            while "delta" not in reg.snapshot.bank.names:
-                assert time.monotonic() - start < 5, "watcher did not pick up the new file"
-                await asyncio.sleep(0.02)
-            return time.monotonic() - start
+            await async_wait_until(lambda: "delta" in reg.snapshot.bank.names, what="delta published")
+            assert watcher.refreshes > seen  # by a rescan the new file's event caused
         finally:
             await watcher.stop()
 
-    assert asyncio.run(scenario()) < 1.0
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(scenario())
+    # the change events did it: no watch failure, no retry (which would rescan only after 60 s)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
 
 
 def test_unwritable_folder_gives_a_clear_error_and_changes_nothing(folder: Path) -> None:

@@ -17,7 +17,7 @@ from service.batching import Batcher
 from service.batching.tokenizing import SLICE_CHARS, default_max_input_chars, text_problem
 from service.engine.encoder import TokenizedBatch
 from service.errors import InputTooLong, InvalidInput
-from tests.unit.fake_encoder import FakeEncoder, fake_bank
+from tests.support.fake_encoder import FakeEncoder, fake_bank
 
 T = TypeVar("T")
 BANK = fake_bank(["alpha", "beta"])
@@ -80,7 +80,9 @@ def test_a_lone_surrogate_fails_only_its_own_request_tokenized_in_the_same_call(
         assert "U+D800" in err.value.message
         outs = await asyncio.gather(first, *goods)
         for text, out in zip(good, outs[1:], strict=True):
-            np.testing.assert_array_equal(out.vectors[0], [enc.expected(text, 0), enc.expected(text, 1)])
+            np.testing.assert_array_equal(
+                out.vectors[0], [enc.expected(text, BANK.prefixes[0]), enc.expected(text, BANK.prefixes[1])]
+            )
         await batcher.stop()
 
     run(scenario)
@@ -109,9 +111,9 @@ def test_input_over_the_character_cap_is_refused_without_tokenizing_or_cut_when_
         assert f"limit of {cap}" in err.value.message
         assert "max_input_chars" in err.value.message
         small = await batcher.embed(["a small one"], BANK, [0])
-        np.testing.assert_array_equal(small.vectors[0, 0], enc.expected("a small one", 0))
+        np.testing.assert_array_equal(small.vectors[0, 0], enc.expected("a small one", BANK.prefixes[0]))
         cut = await batcher.embed([huge], BANK, [0])  # truncate: cut to the cap, then to the token limit
-        np.testing.assert_array_equal(cut.vectors[0, 0], enc.expected(huge, 0))
+        np.testing.assert_array_equal(cut.vectors[0, 0], enc.expected(huge, BANK.prefixes[0]))
         await batcher.stop()
 
     run(scenario)
@@ -122,8 +124,9 @@ def test_input_over_the_character_cap_is_refused_without_tokenizing_or_cut_when_
 def test_a_small_request_is_served_between_the_slices_of_a_large_one() -> None:
     enc = RecordingEncoder()
     batcher = Batcher(enc)
-    piece = "HOLD " + "w " * 900  # ~1.8k characters (under the cap); the first slice holds
+    piece = "HOLD " + "w " * 400  # ~800 characters (under the cap); the first slice holds
     large = [piece.replace("HOLD", f"t{i}") if i else piece for i in range(3 * SLICE_CHARS // len(piece))]
+    assert len(piece) <= default_max_input_chars(enc.max_input_tokens)
 
     async def scenario() -> None:
         await batcher.start()
@@ -133,8 +136,8 @@ def test_a_small_request_is_served_between_the_slices_of_a_large_one() -> None:
         await wait_until(lambda: batcher.queue_depth == 2)
         enc.release.set()
         out = await small
-        np.testing.assert_array_equal(out.vectors[0, 0], enc.expected("small request", 0))
-        assert (await big).vectors.shape == (len(large), 1, 4)
+        np.testing.assert_array_equal(out.vectors[0, 0], enc.expected("small request", BANK.prefixes[0]))
+        assert (await big).vectors.shape == (len(large), 1, enc.dim)
         await batcher.stop()
 
     run(scenario)
