@@ -82,6 +82,7 @@ async def info(runtime: RuntimeDep) -> dict[str, Any]:
         "limits": {
             "max_client_batch": s.max_client_batch,
             "max_input_tokens": enc.max_input_tokens if enc else s.max_input_tokens,
+            "max_input_chars": runtime.batcher.max_input_chars if runtime.batcher else s.max_input_chars,
             "max_batch_tokens": s.max_batch_tokens,
             "max_request_bytes": s.max_request_bytes,
             "max_prefix_file_bytes": s.max_prefix_file_bytes,

@@ -61,6 +61,7 @@ class Batcher:
             slot_policy=slot_policy,
             max_input_chars=max_input_chars,
         )
+        self.max_input_chars = self._worker.max_input_chars
         self._in_flight = 0
         self._accepting = True
         self._idle = asyncio.Event()

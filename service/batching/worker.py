@@ -46,6 +46,7 @@ class BatchWorker:
         self._tokenizer = TokenizerStage(
             encoder, self._tok_queue, self._emit, max_input_chars=max_input_chars
         )
+        self.max_input_chars = self._tokenizer.max_input_chars  # the cap in force (default resolved)
         self._ready: deque[EmbedRequest] = deque()
         self._cond = threading.Condition()
         self._stopping = False

@@ -100,7 +100,8 @@ def test_input_over_the_character_cap_is_413_and_a_small_one_is_served(
     served: tuple[TestClient, Settings], tiny_bert: Backbone
 ) -> None:
     client, settings = served
-    cap = client.app.state.runtime.batcher._worker._tokenizer.max_input_chars  # type: ignore[attr-defined]
+    cap = client.get("/info").json()["limits"]["max_input_chars"]
+    assert cap == 32 * client.get("/info").json()["limits"]["max_input_tokens"]  # the default
     huge = "lorem ipsum " * (cap // 4)
     with ThreadPoolExecutor(2) as pool:
         big = pool.submit(client.post, "/embed", json={"inputs": huge, "truncate": False})
