@@ -65,6 +65,11 @@ def _encode_call(encode: Callable[..., object], *args: object) -> Callable[[], o
     return lambda: encode(*args)
 
 
+def _model_name(path: Path) -> str:
+    # the packaged default model lives in .../<package>/model
+    return path.parent.name if path.name == "model" else path.name
+
+
 def run_trunk_bench(
     settings: Settings,
     *,
@@ -111,7 +116,7 @@ def run_trunk_bench(
         else platform.processor() or "cpu",
         "torch_threads": torch.get_num_threads(),
         "dtype": enc.dtype,
-        "model": str(settings.model_path().name),
+        "model": _model_name(settings.model_path()),
         "layers": layers,
         "B": n_texts,
         "prefix_len": prefix_len,
@@ -147,15 +152,14 @@ def plot_trunk(result: dict[str, Any], path: Path) -> Path | None:
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     depths = sorted({r["S"] for r in result["rows"]})
-    for s in depths:
+    for k, s in enumerate(depths):
         rs = [r for r in result["rows"] if r["S"] == s]
         ps = [r["P"] for r in rs]
-        axes[0].plot(ps, [r["vectors_per_s"] for r in rs], "o-", label=f"S = {s}")
+        color = f"C{k}"
+        axes[0].plot(ps, [r["vectors_per_s"] for r in rs], "o-", color=color, label=f"S = {s}")
         if s:
-            line = axes[1].plot(ps, [r["ratio_to_S0"] for r in rs], "o-", label=f"S = {s} measured")
-            axes[1].plot(
-                ps, [r["layer_ratio"] for r in rs], "--", color=line[0].get_color(), label=f"S = {s} layers"
-            )
+            axes[1].plot(ps, [r["ratio_to_S0"] for r in rs], "o-", color=color, label=f"S = {s} measured")
+            axes[1].plot(ps, [r["layer_ratio"] for r in rs], "--", color=color, label=f"S = {s} layer count")
     for ax, label in zip(
         axes, ("vectors (text x prefix) / s", "speed-up over S = 0 at the same P"), strict=True
     ):
