@@ -9,6 +9,9 @@ from typing import Annotated, Any
 
 import typer
 
+from service.config import Settings
+from service.settings_cli import settings_command
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
 
@@ -24,105 +27,29 @@ def _register_method_commands() -> None:
 _register_method_commands()
 
 
-def _settings(**overrides: Any) -> Any:
-    from service.config import Settings
-
+def _settings(**overrides: Any) -> Settings:
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
-@app.command()
-def serve(
-    host: Annotated[str | None, typer.Option(help="Bind address [PREFIX_EMBED_HOST].")] = None,
-    port: Annotated[int | None, typer.Option(help="Port; 0 = any free port [PREFIX_EMBED_PORT].")] = None,
-    prefix_dir: Annotated[Path | None, typer.Option(help="Prefix folder [PREFIX_EMBED_PREFIX_DIR].")] = None,
-    model: Annotated[
-        Path | None, typer.Option(help="Model folder (default: all-MiniLM-L6-v2) [PREFIX_EMBED_MODEL].")
-    ] = None,
-    served_model_name: Annotated[
-        str | None, typer.Option(help="Name reported as `model` [PREFIX_EMBED_SERVED_MODEL_NAME].")
-    ] = None,
-    backend: Annotated[
-        str | None,
-        typer.Option(help="auto | torch | onnx (auto: onnx on CPU, torch on CUDA) [PREFIX_EMBED_BACKEND]."),
-    ] = None,
-    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda[:N] [PREFIX_EMBED_DEVICE].")] = None,
-    dtype: Annotated[
-        str | None, typer.Option(help="auto | float32 | float16 | bfloat16 [PREFIX_EMBED_DTYPE].")
-    ] = None,
-    pooling: Annotated[
-        str | None, typer.Option(help="mean | cls | multilayer [PREFIX_EMBED_POOLING].")
-    ] = None,
-    api_key: Annotated[
-        list[str] | None,
-        typer.Option("--api-key", help="Bearer key for embedding routes (repeat) [PREFIX_EMBED_API_KEYS]."),
-    ] = None,
-    admin_key: Annotated[
-        str | None, typer.Option(help="Bearer key for routes that change prefixes [PREFIX_EMBED_ADMIN_KEY].")
-    ] = None,
-    max_client_batch: Annotated[
-        int | None, typer.Option(help="Most inputs per request [PREFIX_EMBED_MAX_CLIENT_BATCH].")
-    ] = None,
-    max_input_tokens: Annotated[
-        int | None, typer.Option(help="Longest input in tokens [PREFIX_EMBED_MAX_INPUT_TOKENS].")
-    ] = None,
-    max_batch_tokens: Annotated[
-        int | None, typer.Option(help="Token budget of one forward call [PREFIX_EMBED_MAX_BATCH_TOKENS].")
-    ] = None,
-    max_request_bytes: Annotated[
-        int | None, typer.Option(help="Largest request body [PREFIX_EMBED_MAX_REQUEST_BYTES].")
-    ] = None,
-    watch: Annotated[
-        bool | None,
-        typer.Option("--watch/--no-watch", help="Hot-load prefix folder changes [PREFIX_EMBED_WATCH]."),
-    ] = None,
-    log_level: Annotated[
-        str | None, typer.Option(help="debug | info | warning [PREFIX_EMBED_LOG_LEVEL].")
-    ] = None,
-) -> None:
-    """Run the HTTP service. Every flag is also a PREFIX_EMBED_* environment variable; flags win."""
-    import uvicorn
-
+def serve(settings: Settings) -> None:
+    """Run the HTTP service. Every setting is a flag and a PREFIX_EMBED_* variable; flags win."""
     from service.app import create_app
+    from service.server import build_server
 
-    settings = _settings(
-        host=host,
-        port=port,
-        prefix_dir=prefix_dir,
-        model=model,
-        served_model_name=served_model_name,
-        backend=backend,
-        device=device,
-        dtype=dtype,
-        pooling=pooling,
-        api_keys=api_key or None,
-        admin_key=admin_key,
-        max_client_batch=max_client_batch,
-        max_input_tokens=max_input_tokens,
-        max_batch_tokens=max_batch_tokens,
-        max_request_bytes=max_request_bytes,
-        watch=watch,
-        log_level=log_level,
-    )
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     web = create_app(settings)
-    config = uvicorn.Config(
-        web,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level.lower(),
-        # SIGTERM: stop accepting, let in-flight requests finish (up to their deadline), then stop.
-        timeout_graceful_shutdown=int(settings.request_timeout_s) + 1,
-        log_config=None,  # keep the logging configured above
-    )
-    server = uvicorn.Server(config)
+    server = build_server(web, settings)
     runtime = web.state.runtime
     runtime.on_fatal = lambda: setattr(server, "should_exit", True)
     server.run()
     if runtime.load_error is not None:
         typer.echo(f"error: start-up failed: {runtime.load_error}", err=True)
         raise typer.Exit(1)
+
+
+app.command("serve")(settings_command(serve))
 
 
 @app.command("ray-serve", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -158,6 +85,7 @@ def embed(
     from service.embedding import choose_prefixes, embed_sync, render_embed_document
     from service.engine.bank import PrefixBank
     from service.engine.factory import build_encoder
+    from service.engine.prefix import BASE_NAME, base_prefix
     from service.errors import PrefixEmbedError
     from service.registry.folder import scan_folder
     from service.registry.state import read_disabled
@@ -168,10 +96,10 @@ def embed(
     loaded, rejected = scan_folder(settings.prefix_dir, encoder.spec, settings.prefix_limits())
     for r in rejected:
         typer.echo(f"rejected {r.reason}", err=True)
-    bank = PrefixBank.build(loaded)
-    enabled = set(bank.names) - read_disabled(settings.prefix_dir)
+    bank = PrefixBank.build(loaded, base=base_prefix(encoder.spec))
+    enabled = set(bank.names) - (read_disabled(settings.prefix_dir) - {BASE_NAME})
     try:
-        names = choose_prefixes(bank, enabled, prefix or None)
+        names = choose_prefixes(bank, enabled, prefix or None, include_base=settings.include_base)
         vectors, tokens = embed_sync(encoder, bank, names, texts)
     except PrefixEmbedError as exc:
         typer.echo(f"error: {exc.message}", err=True)
@@ -279,9 +207,9 @@ def bench_service(
         int | None, typer.Option(help="Rows per model call (default: device policy).")
     ] = None,
     peer: Annotated[bool, typer.Option(help="Also run infinity-emb (MiniLM only).")] = True,
-    peer_exe: Annotated[Path, typer.Option(help="infinity_emb executable (its own venv).")] = Path(
-        "/work/bench-venv/bin/infinity_emb"
-    ),
+    peer_exe: Annotated[
+        Path | None, typer.Option(help="infinity_emb executable (its own venv; default: the one on PATH).")
+    ] = None,
     policy: Annotated[bool, typer.Option(help="Also compare the batcher's slot policies in-process.")] = True,
     rounds: Annotated[int, typer.Option(help="Interleaved rounds of the headline ratios.")] = 3,
     shapes: Annotated[

@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from service import __version__
 from service.api.deps import MetricsDep, RuntimeDep
+from service.api.responses import error_responses
 
 router = APIRouter(tags=["operations"])
 
@@ -23,11 +24,24 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready")
+@router.head("/health", response_class=Response)
+async def health_head() -> Response:
+    """``/health`` for probes that send HEAD: 200, no body."""
+    return Response(status_code=200)
+
+
+@router.get("/ready", responses=error_responses(503))
 async def ready(runtime: RuntimeDep) -> JSONResponse:
     """200 once the model is loaded and warmed up, 503 before (and after a failed start-up)."""
     runtime.serving()  # raises NotReady -> 503 with the reason
     return JSONResponse({"status": "ready"})
+
+
+@router.head("/ready", response_class=Response, responses=error_responses(503))
+async def ready_head(runtime: RuntimeDep) -> Response:
+    """``/ready`` for probes that send HEAD: 200 or 503, no body."""
+    runtime.serving()
+    return Response(status_code=200)
 
 
 def _versions() -> dict[str, str]:
@@ -91,13 +105,24 @@ async def info(runtime: RuntimeDep) -> dict[str, Any]:
             "request_timeout_s": s.request_timeout_s,
         },
         "auth": {"api_keys": bool(s.api_keys), "admin_key": s.admin_key is not None},
+        # running totals of the batcher (forward calls, rows, tokens, failures, drops by reason)
+        "batching": runtime.batcher.stats.snapshot() if runtime.batcher else None,
         "versions": _versions(),
         # Which process answered: the Ray Serve replica id (null for a single `serve` process).
         "replica": {"id": runtime.replica_id, "hostname": socket.gethostname(), "pid": os.getpid()},
     }
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Prometheus text format",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+)
 async def metrics(m: MetricsDep) -> Response:
     """Prometheus text format."""
     return Response(m.render(), media_type=CONTENT_TYPE_LATEST)

@@ -170,4 +170,6 @@ class Batcher:
     async def stop(self, timeout: float | None = None) -> None:
         """Drain (at most ``timeout``, default the request deadline), then stop the threads."""
         await self.drain(self.timeout_s if timeout is None else timeout)
-        await asyncio.to_thread(self._worker.stop, 5.0)
+        failed = await asyncio.to_thread(self._worker.stop, 5.0)
+        for _ in range(failed):  # still queued when the drain ran out of time
+            self._dropped("shutdown")

@@ -6,7 +6,7 @@ route serves; nothing is registered at import time.
 
 from __future__ import annotations
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from service.batching.batcher import Batcher
 from service.batching.stats import BatcherObserver, BatchRecord
@@ -94,10 +94,9 @@ class PrometheusBatcherMetrics(BatcherObserver):
         self.dropped.labels(reason=reason).inc()
 
 
-def register_batcher_metrics(
-    batcher: Batcher, registry: CollectorRegistry | None = None
-) -> PrometheusBatcherMetrics:
-    """Create the batcher's metrics in ``registry`` (default: the global one) and subscribe them."""
-    metrics = PrometheusBatcherMetrics(batcher, REGISTRY if registry is None else registry)
+def register_batcher_metrics(batcher: Batcher, registry: CollectorRegistry) -> PrometheusBatcherMetrics:
+    """Create the batcher's metrics in ``registry`` (the service's own, served at ``/metrics``; never
+    the process-global one) and subscribe them."""
+    metrics = PrometheusBatcherMetrics(batcher, registry)
     batcher.add_observer(metrics)
     return metrics

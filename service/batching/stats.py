@@ -1,6 +1,6 @@
 """What the batcher reports: per forward call, per batch, per request. Observers subscribe.
 
-:class:`BatcherStats` (plain counters, always on) backs tests and ``/info``;
+:class:`BatcherStats` (plain counters, always on) backs tests and ``GET /info`` (``batching``);
 :mod:`service.batching.prometheus` turns the same events into ``prefix_embed_*`` metrics.
 """
 

@@ -69,8 +69,10 @@ class BatchWorker:
     def submit(self, req: EmbedRequest) -> None:
         self._tok_queue.put(req)
 
-    def stop(self, timeout: float | None = None) -> None:
-        """Stop both threads after the batch in progress; fail whatever is still queued."""
+    def stop(self, timeout: float | None = None) -> int:
+        """Stop both threads after the batch in progress; fail whatever is still queued.
+
+        Returns how many queued requests were failed (the batcher reports them as ``shutdown``)."""
         if self._threads:
             self._tok_queue.put(None)
             self._threads[0].join(timeout)
@@ -87,9 +89,12 @@ class BatchWorker:
                 break
             if item is not None:
                 leftovers.append(item)
+        # never started and still wanted (a request whose texts all ran is answered, not dropped)
+        failed = sum(1 for req in leftovers if req.live and req.next_text < req.size)
         for req in leftovers:
             req.fail(NotReady("the server is shutting down; retry on another replica"))
         self.encoder.set_observer(None)
+        return failed
 
     # --- tokenizer stage (service/batching/tokenizing.py) --------------------------------------
     def _emit(self, tokenized: list[EmbedRequest]) -> None:

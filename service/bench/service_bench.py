@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -57,7 +58,7 @@ class ServiceBenchConfig:
     max_batch_tokens: int = 32768
     chunk_rows: int | None = None
     peer: bool = True
-    peer_exe: Path = Path("/work/bench-venv/bin/infinity_emb")
+    peer_exe: Path | None = None  # None: `infinity_emb` on PATH (resolved when the peer runs)
     policy: bool = True
     rounds: int = 3  # interleaved rounds of the headline ratios
     time_limit_s: float = 300.0
@@ -229,19 +230,24 @@ class ServiceBench:
         if cfg.backbone != "minilm":
             self.result["peer_error"] = "peer comparison runs on the MiniLM backbone only"
             return
+        found = shutil.which("infinity_emb")
+        exe = cfg.peer_exe or (Path(found) if found else None)
+        if exe is None:
+            self.result["peer_error"] = "no infinity_emb on PATH: pass --peer-exe (see BENCHMARKS.md, Peer)"
+            return
         port = free_port()
         peer = f"http://127.0.0.1:{port}"
         try:
             with infinity_server(
                 port,
-                executable=cfg.peer_exe,
+                executable=exe,
                 model=self.model,
                 device=cfg.device,
                 served_name="minilm",
                 log_path=cfg.out_dir / "infinity.log",
             ) as srv:
                 self.result["peer_startup_s"] = round(srv.startup_s, 1)
-                self.result["peer_version"] = _peer_version(cfg.peer_exe)
+                self.result["peer_version"] = _peer_version(exe)
                 doc = asyncio.run(fetch_json(peer, openai_calls(self.texts[:1], "minilm", "/embeddings")[0]))
                 _check(
                     len(doc["data"]) == 1 and len(doc["data"][0]["embedding"]) == self.spec.hidden_size, doc
@@ -310,7 +316,13 @@ class ServiceBench:
                 ),
             )
         )
-        if cfg.peer:
+        found = shutil.which("infinity_emb")
+        peer_exe = cfg.peer_exe or (Path(found) if found else None)
+        if cfg.peer and peer_exe is None:
+            self.result["shapes_peer_error"] = (
+                "no infinity_emb on PATH: pass --peer-exe (BENCHMARKS.md, Peer)"
+            )
+        if cfg.peer and peer_exe is not None:
             port = free_port()
             specs.append(
                 (
@@ -320,7 +332,7 @@ class ServiceBench:
                     "minilm",
                     infinity_server(
                         port,
-                        executable=cfg.peer_exe,
+                        executable=peer_exe,
                         model=self.model,
                         device=cfg.device,
                         served_name="minilm",
@@ -329,7 +341,7 @@ class ServiceBench:
                 )
             )
             onnx_dir = export_for_optimum(
-                cfg.peer_exe, self.model, cfg.peer_onnx_dir or cfg.out_dir / "infinity-onnx"
+                peer_exe, self.model, cfg.peer_onnx_dir or cfg.out_dir / "infinity-onnx"
             )
             port = free_port()
             specs.append(
@@ -340,7 +352,7 @@ class ServiceBench:
                     "minilm",
                     infinity_server(
                         port,
-                        executable=cfg.peer_exe,
+                        executable=peer_exe,
                         model=onnx_dir,
                         device=cfg.device,
                         served_name="minilm",

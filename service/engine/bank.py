@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from service.engine.prefix import LoadedPrefix
-from service.errors import PrefixNotFound
+from service.errors import PrefixNotFound, shown_list
 
 
 @dataclass(frozen=True, eq=False)
@@ -33,10 +33,19 @@ class PrefixBank:
 
     @classmethod
     def build(
-        cls, prefixes: Iterable[LoadedPrefix], spec_shape: tuple[int, int, int] | None = None
+        cls,
+        prefixes: Iterable[LoadedPrefix],
+        spec_shape: tuple[int, int, int] | None = None,
+        *,
+        base: LoadedPrefix | None = None,
     ) -> PrefixBank:
-        """``spec_shape`` = (layers, heads, head_dim), needed only to shape an empty bank."""
+        """Members sorted by name, after ``base`` (the built-in backbone vector) when given.
+
+        ``spec_shape`` = (layers, heads, head_dim), needed only to shape a bank of no file prefixes.
+        """
         members = tuple(sorted(prefixes, key=lambda p: p.name))
+        if base is not None:
+            members = (base, *(p for p in members if p.name != base.name))
         if members:
             first = members[0]
             layers = first.first_layer + int(first.key.shape[0])
@@ -84,9 +93,7 @@ class PrefixBank:
         unknown = [n for n in names if n not in lookup]
         if unknown:
             known = ", ".join(lookup) or "none"
-            raise PrefixNotFound(
-                f"unknown prefix(es) {', '.join(map(repr, unknown))}; known prefixes: {known}"
-            )
+            raise PrefixNotFound(f"unknown prefix(es) {shown_list(unknown)}; known prefixes: {known}")
         return [lookup[n] for n in names]
 
     def max_shift(self, slots: Sequence[int]) -> int:

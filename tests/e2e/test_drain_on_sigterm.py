@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -58,14 +57,14 @@ def test_sigterm_finishes_in_flight_requests_then_exits(
         t.join(120)
     code = server.wait_exit(60)
     log = server.log()
-    # uvicorn shuts down gracefully, then re-raises the captured SIGTERM: the exit status is -15.
-    assert code == -signal.SIGTERM, log[-3000:]
+    # A clean drain is a normal exit (issue 15.13: stock uvicorn re-raised SIGTERM, status -15).
+    assert code == 0, log[-3000:]
     for r in results:
         assert isinstance(r, httpx.Response), r
         assert r.status_code == 200, r.text
         data = r.json()["data"]
         assert len(data) == 32
-        assert all(sorted(item["embeddings"]) == PREFIXES for item in data)
+        assert all(sorted(item["embeddings"]) == ["base", *PREFIXES] for item in data)
     assert "Traceback" not in log, log[-3000:]
     with pytest.raises(httpx.ConnectError):  # gone: nothing listens on the port any more
         httpx.get(f"{base}/health", timeout=5)

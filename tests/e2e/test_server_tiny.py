@@ -94,7 +94,7 @@ def test_vectors_equal_the_engine_in_every_encoding(servers: Servers, reference:
     with servers.a.client() as c:
         doc = c.post("/embed", json={"inputs": TEXTS}).json()
         assert doc["model"] == servers.model_name
-        assert [p["name"] for p in doc["prefixes"]] == ["alpha", "beta"]  # gamma is disabled
+        assert [p["name"] for p in doc["prefixes"]] == ["base", "alpha", "beta"]  # gamma is disabled
         want = engine(reference, servers.folder, ["alpha", "beta"], TEXTS)
         for i, item in enumerate(doc["data"]):
             np.testing.assert_allclose(item["embeddings"]["alpha"], want[i, 0], atol=1e-5)
@@ -155,7 +155,7 @@ def test_dropped_in_garbage_and_uploaded_files(
         assert [r["source"] for r in rejected] == ["junk.safetensors"]
         assert "junk.safetensors" in rejected[0]["reason"]
         served = a.post("/embed", json={"inputs": "x"}).json()["prefixes"]
-        assert [p["name"] for p in served] == ["alpha", "beta", "delta"]  # the others keep serving
+        assert [p["name"] for p in served] == ["base", "alpha", "beta", "delta"]  # the others keep serving
 
         r = a.put("/prefixes/epsilon", content=prefix_bytes(tiny_bert, 8, prefix_len=5))
         assert r.status_code == 201, r.text
@@ -171,7 +171,8 @@ def test_dropped_in_garbage_and_uploaded_files(
         for name in ("delta.safetensors", "junk.safetensors", "epsilon.safetensors"):
             (folder / name).unlink()
         wait_until(
-            lambda: set(prefixes_of(a)) == set(prefixes_of(b)) == {"alpha", "beta", "gamma"}, what="cleanup"
+            lambda: set(prefixes_of(a)) == set(prefixes_of(b)) == {"base", "alpha", "beta", "gamma"},
+            what="cleanup",
         )
 
 
@@ -181,7 +182,10 @@ def test_patch_converges_across_processes_and_survives_a_restart(servers: Server
         assert r.status_code == 200, r.text
         wait_until(lambda: prefixes_of(b)["beta"]["enabled"] is False, what="the replica converged")
         for c in (a, b):
-            assert [p["name"] for p in c.post("/embed", json={"inputs": "x"}).json()["prefixes"]] == ["alpha"]
+            assert [p["name"] for p in c.post("/embed", json={"inputs": "x"}).json()["prefixes"]] == [
+                "base",
+                "alpha",
+            ]
             err = c.post("/embed", json={"inputs": "x", "prefixes": ["beta"]})
             assert err.status_code == 409
             assert "'beta'" in err.json()["error"]["message"]
@@ -189,8 +193,12 @@ def test_patch_converges_across_processes_and_survives_a_restart(servers: Server
     servers.restart_a()
     with servers.a.client() as a:
         assert {n: p["enabled"] for n, p in prefixes_of(a).items()} == {
+            "base": True,
             "alpha": True,
             "beta": False,
             "gamma": False,
         }
-        assert [p["name"] for p in a.post("/embed", json={"inputs": "x"}).json()["prefixes"]] == ["alpha"]
+        assert [p["name"] for p in a.post("/embed", json={"inputs": "x"}).json()["prefixes"]] == [
+            "base",
+            "alpha",
+        ]

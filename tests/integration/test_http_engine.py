@@ -85,10 +85,12 @@ def test_per_prefix_vectors_equal_the_engine(
     calls = metric(client, "prefix_embed_forward_calls_total")
     rows = metric(client, "prefix_embed_batch_rows_total")
     doc = client.post("/embed", json={"inputs": TEXTS}).json()
-    assert metric(client, "prefix_embed_forward_calls_total") == calls + 1  # 3 texts x 3 prefixes: one call
-    assert metric(client, "prefix_embed_batch_rows_total") == rows + 9
+    # 3 texts x (base + 3 prefixes) = 12 rows, one encode: a model call per fan-out depth
+    # (GROUP_BY_DEPTH): the file prefixes at depth 0, base (first_layer = L) at the deepest trunk
+    assert metric(client, "prefix_embed_forward_calls_total") == calls + 2
+    assert metric(client, "prefix_embed_batch_rows_total") == rows + 12
     want = engine_vectors(reference, prefix_dir, NAMES, TEXTS)
-    assert [p["name"] for p in doc["prefixes"]] == NAMES
+    assert [p["name"] for p in doc["prefixes"]] == ["base", *NAMES]
     assert all(p["dim"] == 32 for p in doc["prefixes"])
     for i, item in enumerate(doc["data"]):
         got = np.array([item["embeddings"][n] for n in NAMES])

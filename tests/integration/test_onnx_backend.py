@@ -190,7 +190,8 @@ def test_bank_is_bound_once_per_snapshot(
     for bank in (one, one, one, two, two):
         bert_onnx.encode(batch, bank, [0, 1])
     bert_onnx.encode_plain(batch)
-    assert uploads == [sorted(["prefix_keys", "prefix_values", "prefix_lengths", "prefix_shift"])] * 2
+    bank_inputs = ["prefix_keys", "prefix_values", "prefix_lengths", "prefix_shift", "prefix_first"]
+    assert uploads == [sorted(bank_inputs)] * 2
 
 
 def test_chunked_calls_equal_one_call(bert_onnx: OnnxEncoder, tiny_bert: Backbone) -> None:

@@ -161,7 +161,11 @@ def test_a_patch_through_the_proxy_reaches_every_replica(cluster) -> None:
         # and the disabled prefix is out of a default request on every replica
         for _ in range(20):
             r = client.post("/embed", json={"inputs": "x"})
-            assert sorted(r.json()["data"][0]["embeddings"]) == ["alpha", "gamma"]
+            assert sorted(r.json()["data"][0]["embeddings"]) == [
+                "alpha",
+                "base",
+                "gamma",
+            ]  # base: include_base
         r = client.patch("/prefixes", json={"beta": {"enabled": True}})
         assert r.status_code == 200, r.text
         per_replica(client, "/prefixes", lambda d: enabled(d)["beta"] is True)

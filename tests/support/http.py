@@ -20,6 +20,8 @@ from tests.support.prefixes import prefix_bytes
 from tests.support.waiting import wait_until
 
 PREFIXES = ("alpha", "beta", "gamma")
+# What `prefixes: null` serves with every file prefix enabled: the built-in base first (include_base).
+SERVED = ("base", *PREFIXES)
 LONG = " ".join(["word"] * 40)  # 42 tokens with [CLS]/[SEP]
 
 

@@ -13,7 +13,7 @@ import httpx
 from fastapi.testclient import TestClient
 
 from tests.support.batching import waiting_texts
-from tests.support.http import PREFIXES, assert_error, expected_vectors, fake_app, fill_folder
+from tests.support.http import PREFIXES, SERVED, assert_error, expected_vectors, fake_app, fill_folder
 from tests.support.metrics import metric_value
 from tests.support.waiting import async_wait_until as until
 from tests.support.waiting import wait_until
@@ -64,7 +64,7 @@ def test_32_concurrent_requests_take_fewer_than_32_forward_calls(tmp_path: Path)
     assert calls <= 2 < 32  # the first batch (one or more requests), then all the others together
     assert calls == len(encoded)
     assert sum(c.size for c in encoded) == 32
-    assert rows == 32 * len(PREFIXES)
+    assert rows == 32 * len(SERVED)
 
 
 def test_a_request_with_every_prefix_costs_one_forward_call(tmp_path: Path) -> None:
@@ -73,7 +73,7 @@ def test_a_request_with_every_prefix_costs_one_forward_call(tmp_path: Path) -> N
         r = client.post("/embed", json={"inputs": ["one text", "and another", "third"]})
         assert r.status_code == 200, r.text
         assert metric(client, "prefix_embed_forward_calls_total") - before == 1
-        assert [(c.size, c.names) for c in fake.calls] == [(3, PREFIXES)]
+        assert [(c.size, c.names) for c in fake.calls] == [(3, SERVED)]
 
 
 def test_a_full_queue_is_429_with_retry_after(tmp_path: Path) -> None:

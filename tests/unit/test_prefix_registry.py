@@ -60,8 +60,8 @@ def test_load_publishes_every_valid_prefix_and_lists_rejected_files(folder: Path
     (folder / "broken.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
     (folder / "notes.md").write_text("documentation is not a prefix")
     snap = make_registry(folder).load()
-    assert snap.bank.names == ["alpha", "beta", "gamma"]
-    assert snap.enabled == {"alpha", "beta", "gamma"}
+    assert snap.bank.names == ["base", "alpha", "beta", "gamma"]  # the built-in first, then files
+    assert snap.enabled == {"base", "alpha", "beta", "gamma"}
     assert [r.source for r in snap.rejected] == ["broken.safetensors"]
     assert "not a valid safetensors file" in snap.rejected[0].reason
     assert snap.version == 1
@@ -92,7 +92,7 @@ def test_refresh_loads_new_drops_removed_and_keeps_unchanged_bank(
     write_prefix(folder, "delta", FAKE_SPEC, seed=7)
     (folder / "alpha.safetensors").unlink()
     snap = reg.refresh()
-    assert snap.bank.names == ["beta", "delta", "gamma"]
+    assert snap.bank.names == ["base", "beta", "delta", "gamma"]
     assert snap.version == first.version + 1
     assert snap.bank.get("beta") is first.bank.get("beta")  # unchanged files are not re-read
 
@@ -109,15 +109,15 @@ def test_patch_is_all_or_nothing_and_persisted(folder: Path) -> None:
     reg = make_registry(folder)
     reg.load()
     snap = reg.apply_patch({"beta": {"enabled": False}, "gamma": {"enabled": False}})
-    assert snap.enabled == {"alpha"}
+    assert snap.enabled == {"base", "alpha"}
     assert json.loads((folder / STATE_FILE).read_text())["disabled"] == ["beta", "gamma"]
     with pytest.raises(PrefixNotFound, match="'nope'.*known prefixes: alpha, beta, gamma"):
         reg.apply_patch({"beta": {"enabled": True}, "nope": {"enabled": False}})
-    assert reg.snapshot.enabled == {"alpha"}  # the valid half was not applied either
+    assert reg.snapshot.enabled == {"base", "alpha"}  # the valid half was not applied either
     assert read_disabled(folder) == {"beta", "gamma"}
-    assert reg.apply_patch({"gamma": {"enabled": None}}).enabled == {"alpha", "gamma"}
+    assert reg.apply_patch({"gamma": {"enabled": None}}).enabled == {"base", "alpha", "gamma"}
     # a new registry on the same folder (a restart) starts from the persisted state
-    assert make_registry(folder).load().enabled == {"alpha", "gamma"}
+    assert make_registry(folder).load().enabled == {"base", "alpha", "gamma"}
 
 
 @pytest.mark.parametrize(
@@ -143,8 +143,8 @@ def test_refresh_picks_up_a_state_file_written_by_another_replica(folder: Path) 
     one.load()
     two.load()
     one.apply_patch({"alpha": {"enabled": False}})
-    assert two.snapshot.enabled == {"alpha", "beta", "gamma"}
-    assert two.refresh().enabled == {"beta", "gamma"}
+    assert two.snapshot.enabled == {"base", "alpha", "beta", "gamma"}
+    assert two.refresh().enabled == {"base", "beta", "gamma"}
 
 
 def test_put_validates_writes_atomically_and_publishes(folder: Path) -> None:
