@@ -212,6 +212,14 @@ def bench_service(
     ] = None,
     policy: Annotated[bool, typer.Option(help="Also compare the batcher's slot policies in-process.")] = True,
     rounds: Annotated[int, typer.Option(help="Interleaved rounds of the headline ratios.")] = 3,
+    shapes: Annotated[
+        bool, typer.Option(help="Also shapes (a) 1 text c=1, (b) 1 text c=32, (c) 32 texts c=4 vs infinity.")
+    ] = True,
+    only_shapes: Annotated[bool, typer.Option(help="Run only the shape comparison.")] = False,
+    shape_scale: Annotated[float, typer.Option(help="x the request count of each shape.")] = 1.0,
+    peer_onnx_dir: Annotated[
+        Path | None, typer.Option(help="infinity's ONNX export folder (made once if missing).")
+    ] = None,
 ) -> None:
     """The service under loopback load: throughput and latency, ratios, P scaling plot, peer."""
     from service.bench.report import markdown, plot_scaling
@@ -237,6 +245,10 @@ def bench_service(
         peer_exe=peer_exe,
         policy=policy,
         rounds=rounds,
+        shapes=shapes,
+        only_shapes=only_shapes,
+        shape_scale=shape_scale,
+        peer_onnx_dir=peer_onnx_dir,
     )
     result = ServiceBench(cfg).run()
     (out_dir / "service.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -244,6 +256,39 @@ def bench_service(
     md = markdown(result)
     (out_dir / "service.md").write_text(md + "\n")
     typer.echo(md)
+
+
+@bench_app.command("soak")
+def bench_soak(
+    duration: Annotated[float, typer.Option(help="Seconds of load and swaps.")] = 60.0,
+    concurrency: Annotated[int, typer.Option(help="Concurrent clients.")] = 8,
+    swap_every: Annotated[
+        float, typer.Option(help="Seconds between swaps (in place, rename, PATCH in turn).")
+    ] = 1.0,
+    backend: Annotated[str | None, typer.Option(help="Server backend (default: its own default).")] = None,
+    out_dir: Annotated[Path | None, typer.Option(help="Where the server log and soak.json go.")] = None,
+) -> None:
+    """Hot-swap soak: load + prefix swaps in place and by rename + PATCH toggles, every vector checked
+    against its digest's reference; exits 1 on a torn version, a mismatch or a 5xx."""
+    from service.bench.soak import SoakConfig, run_soak
+
+    logging.basicConfig(level=logging.WARNING)
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = SoakConfig(
+        duration_s=duration,
+        concurrency=concurrency,
+        swap_every_s=swap_every,
+        backend=backend,
+        out_dir=out_dir,
+    )
+    summary = run_soak(cfg).summary()
+    text = json.dumps(summary, indent=2)
+    if out_dir is not None:
+        (out_dir / "soak.json").write_text(text + "\n")
+    typer.echo(text)
+    if not summary["ok"]:
+        raise typer.Exit(1)
 
 
 @bench_app.command("onnx")

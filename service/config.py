@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.registry.limits import MAX_FILE_BYTES, MAX_PREFIX_LEN, SETTLE_S, PrefixLimits
 
-Backend = Literal["torch", "onnx"]
+Backend = Literal["auto", "torch", "onnx"]
 DType = Literal["auto", "float32", "float16", "bfloat16"]
 Pooling = Literal["mean", "cls", "multilayer"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
@@ -50,7 +50,11 @@ class Settings(BaseSettings):
     served_model_name: str | None = Field(
         None, description="Name reported as `model` (default: folder name)."
     )
-    backend: Backend = Field("torch", description="Inference backend: torch or ONNX Runtime.")
+    backend: Backend = Field(
+        "auto",
+        description="auto | torch | onnx. auto: onnx on CPU (float32, when ONNX Runtime is installed; "
+        "exported on first start and cached), torch on CUDA. /info says which and why.",
+    )
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     dtype: DType = Field("auto", description="auto = float32 on CPU, float16 on CUDA")
     pooling: Pooling = Field("mean", description="How token states become one vector (see README).")
@@ -91,6 +95,13 @@ class Settings(BaseSettings):
     max_client_batch: int = Field(256, ge=1, description="Most inputs in one request.")
     max_input_tokens: int | None = Field(
         None, ge=2, description="Longest input in tokens (None: the model's own limit)."
+    )
+    max_input_chars: int | None = Field(
+        None,
+        ge=1,
+        description="Longest input in characters, checked before tokenizing: a longer input is cut to it "
+        "(truncate: true) or refused with 413 (truncate: false) without being tokenized. "
+        "None: 32 x max_input_tokens (tokens average 4-5 characters, so no real text is cut short).",
     )
     max_batch_tokens: int = Field(
         32768, ge=64, description="Token budget of one forward call: rows x padded length, prefix included."

@@ -37,7 +37,8 @@ async def embed(body: EmbedRequest, request: Request, serving: ServingDep, runti
             combine=body.combine,
             normalize=body.normalize,
             encoding=body.encoding,
-        )
+        ),
+        numbers=out.vectors.size,
     )
     response.headers.update(digests_header(used))
     return response

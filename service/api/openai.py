@@ -69,7 +69,7 @@ async def create_embeddings(
         ]
         return {"object": "list", "data": data, "model": body.model, "usage": doc["usage"]}
 
-    response = await json_response(build)
+    response = await json_response(build, numbers=out.vectors.size)
     response.headers.update(digests_header(used))  # which prefix versions made these vectors
     return response
 

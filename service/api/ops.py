@@ -77,6 +77,7 @@ async def info(runtime: RuntimeDep) -> dict[str, Any]:
         "ready": runtime.ready,
         "fingerprint": enc.spec.fingerprint if enc else None,
         "backend": enc.backend if enc else s.backend,
+        "backend_reason": runtime.backend_reason,  # why this backend (the rule of backend: auto)
         "device": enc.device if enc else s.device,
         "dtype": enc.dtype if enc else s.dtype,
         # ONNX Runtime providers really in use (session.get_providers()); absent for torch
@@ -95,6 +96,7 @@ async def info(runtime: RuntimeDep) -> dict[str, Any]:
         "limits": {
             "max_client_batch": s.max_client_batch,
             "max_input_tokens": enc.max_input_tokens if enc else s.max_input_tokens,
+            "max_input_chars": runtime.batcher.max_input_chars if runtime.batcher else s.max_input_chars,
             "max_batch_tokens": s.max_batch_tokens,
             "max_request_bytes": s.max_request_bytes,
             "max_prefix_file_bytes": s.max_prefix_file_bytes,

@@ -11,7 +11,7 @@ import logging
 import queue
 import threading
 import time
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Sequence
 
 import numpy as np
@@ -19,13 +19,11 @@ import numpy as np
 from service.batching.planner import PlannedBatch, SlotPolicy, plan_batch
 from service.batching.request import EmbedOutput, EmbedRequest
 from service.batching.stats import BatcherObserver, BatchRecord
+from service.batching.tokenizing import TokenizerStage
 from service.engine.encoder import Encoder, ForwardCall
-from service.engine.tokenize import text_token_limit
-from service.errors import DeadlineExceeded, InferenceFailed, NotReady, PrefixEmbedError
+from service.errors import DeadlineExceeded, InferenceFailed, NotReady
 
 log = logging.getLogger(__name__)
-
-_TOKENIZE_GROUP = 256  # requests tokenized in one tokenizer call at most
 
 
 class BatchWorker:
@@ -38,12 +36,17 @@ class BatchWorker:
         *,
         max_batch_tokens: int,
         slot_policy: SlotPolicy,
+        max_input_chars: int | None = None,
     ) -> None:
         self.encoder = encoder
         self.observers = observers
         self.max_batch_tokens = max_batch_tokens
         self.slot_policy: SlotPolicy = slot_policy
         self._tok_queue: queue.SimpleQueue[EmbedRequest | None] = queue.SimpleQueue()
+        self._tokenizer = TokenizerStage(
+            encoder, self._tok_queue, self._emit, max_input_chars=max_input_chars
+        )
+        self.max_input_chars = self._tokenizer.max_input_chars  # the cap in force (default resolved)
         self._ready: deque[EmbedRequest] = deque()
         self._cond = threading.Condition()
         self._stopping = False
@@ -58,7 +61,7 @@ class BatchWorker:
         if self._threads:
             return
         self.encoder.set_observer(self._forward)
-        for name, target in (("tokenizer", self._tokenize_loop), ("infer", self._infer_loop)):
+        for name, target in (("tokenizer", self._tokenizer.run), ("infer", self._infer_loop)):
             t = threading.Thread(target=target, name=f"prefix-embed-{name}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -93,66 +96,11 @@ class BatchWorker:
         self.encoder.set_observer(None)
         return failed
 
-    # --- tokenizer stage ---------------------------------------------------------------------
-    def _tokenize_loop(self) -> None:
-        done = False
-        while not done:
-            first = self._tok_queue.get()
-            if first is None:
-                return
-            group = [first]
-            while len(group) < _TOKENIZE_GROUP:
-                try:
-                    nxt = self._tok_queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    done = True
-                    break
-                group.append(nxt)
-            try:
-                self._tokenize(group)
-            except Exception:  # a bug here must not strand the requests
-                log.exception("tokenizer stage failed")
-                for req in group:
-                    req.fail(InferenceFailed("tokenization failed; see the server log"))
-
-    def _tokenize(self, group: list[EmbedRequest]) -> None:
-        now = time.monotonic()
-        by_limit: dict[tuple[int, bool], list[EmbedRequest]] = defaultdict(list)
-        for req in group:
-            if not req.live:
-                continue
-            if req.expired(now):
-                req.fail(DeadlineExceeded("request waited past its deadline before tokenization"))
-                continue
-            spec, bank = self.encoder.spec, req.bank
-            limit = text_token_limit(spec, self.encoder.max_input_tokens, bank.max_shift(req.slots))
-            by_limit[(limit, req.truncate)].append(req)
-        tokenized: list[EmbedRequest] = []
-        for (limit, truncate), reqs in by_limit.items():
-            try:
-                self._tokenize_together(reqs, limit, truncate)
-                tokenized.extend(reqs)
-            except PrefixEmbedError:
-                # One request's input is bad (too long without truncation): find which, alone.
-                for req in reqs:
-                    try:
-                        self._tokenize_together([req], limit, truncate)
-                        tokenized.append(req)
-                    except PrefixEmbedError as exc:
-                        req.fail(exc)
+    # --- tokenizer stage (service/batching/tokenizing.py) --------------------------------------
+    def _emit(self, tokenized: list[EmbedRequest]) -> None:
         with self._cond:
             self._ready.extend(tokenized)
             self._cond.notify()
-
-    def _tokenize_together(self, reqs: list[EmbedRequest], limit: int, truncate: bool) -> None:
-        texts = [t for r in reqs for t in r.texts]
-        batch = self.encoder.tokenize(texts, max_length=limit, truncate=truncate)
-        row = 0
-        for req in reqs:
-            req.token_ids = [batch.input_ids[row + i, : batch.lengths[row + i]] for i in range(req.size)]
-            row += req.size
 
     # --- inference worker --------------------------------------------------------------------
     def _infer_loop(self) -> None:

@@ -29,7 +29,7 @@ LONG = " ".join(["word"] * 40)  # 42 tokens with [CLS]/[SEP]
 # gamma (disabled): (route, json body, status, code, fragments of the message).
 BAD_INPUTS: list[tuple[str, Any, int, str, tuple[str, ...]]] = [
     ("/embed", {"inputs": ["a"] * 9}, 413, "too_many_inputs", ("9 items", "limit of 8", "max_client_batch")),
-    ("/embed", {"inputs": LONG, "truncate": False}, 413, "input_too_long", ("42 tokens", "limit of 32")),
+    ("/embed", {"inputs": LONG, "truncate": False}, 413, "input_too_long", ("input 0", "limit of 32 tokens")),
     ("/embed", {"inputs": []}, 400, "invalid_input", ("empty list",)),
     ("/embed", {"inputs": ""}, 400, "invalid_input", ("inputs is an empty string",)),
     ("/embed", {"inputs": ["ok", ""]}, 400, "invalid_input", ("item(s) 1 are empty strings",)),
