@@ -24,7 +24,7 @@ from service.engine.bank import PrefixBank
 from service.engine.factory import build_onnx_encoder, build_torch_encoder
 from service.engine.onnx_encoder import OnnxEncoder
 from service.engine.onnx_io import EXPORT_CASE
-from service.engine.prefix import LoadedPrefix
+from service.engine.prefix import LoadedPrefix, base_prefix
 from service.engine.quantize import l2_normalize
 from service.engine.torch_encoder import TorchEncoder
 from service.errors import ModelLoadError
@@ -341,15 +341,16 @@ def test_service_on_onnx_serves_torch_vectors(
     assert info["providers"] == ["CPUExecutionProvider"]
     assert any(name.startswith("onnxruntime") for name in info["versions"])
     doc = client.post("/embed", json={"inputs": TEXTS[:3]}).json()
-    assert [p["name"] for p in doc["prefixes"]] == ["q0", "q1"]
+    assert [p["name"] for p in doc["prefixes"]] == ["base", "q0", "q1"]
     reference = build_torch_encoder(settings.model_copy(update={"backend": "torch"}), backbone=tiny_bert)
     from service.registry.folder import scan_folder
 
     loaded, _ = scan_folder(folder, tiny_bert.spec, PrefixLimits(max_prefix_len=256, max_file_bytes=1 << 24))
-    want, _ = embed_sync(reference, PrefixBank.build(loaded), ["q0", "q1"], TEXTS[:3])
+    bank = PrefixBank.build(loaded, base=base_prefix(tiny_bert.spec))
+    want, _ = embed_sync(reference, bank, ["base", "q0", "q1"], TEXTS[:3])
     want = l2_normalize(want)
     for i, item in enumerate(doc["data"]):
-        got = np.array([item["embeddings"][n] for n in ("q0", "q1")])
+        got = np.array([item["embeddings"][n] for n in ("base", "q0", "q1")])
         np.testing.assert_allclose(got, want[i], atol=TOL)
 
 
