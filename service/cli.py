@@ -52,20 +52,35 @@ def serve(settings: Settings) -> None:
 app.command("serve")(settings_command(serve))
 
 
-@app.command("ray-serve", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def ray_serve(
-    ctx: typer.Context,
+    settings: Settings,
     replicas: Annotated[int, typer.Option(min=1, help="Fixed number of replicas.")] = 1,
     autoscale: Annotated[
         str | None, typer.Option(help="MIN:MAX replicas, autoscaled on ongoing requests.")
     ] = None,
+    replica_cpus: Annotated[float, typer.Option(min=0, help="CPUs Ray reserves per replica.")] = 1.0,
+    replica_gpus: Annotated[float, typer.Option(min=0, help="GPUs Ray reserves per replica.")] = 0.0,
+    max_ongoing_requests: Annotated[
+        int, typer.Option(min=1, help="Requests in flight per replica (the batcher batches them).")
+    ] = 64,
 ) -> None:
     """Serve on Ray Serve (needs the `ray` extra): replicas behind Ray's proxy on --host/--port, on a
-    local Ray or RAY_ADDRESS. Other flags: serve's (every Settings field), and --replica-cpus,
-    --replica-gpus, --max-ongoing-requests (see service/serving/ray_launch.py)."""
+    local Ray or RAY_ADDRESS, until SIGINT/SIGTERM. Every other flag is serve's (every Settings field)."""
     from service.serving.ray_launch import main
 
-    raise typer.Exit(main(replicas, autoscale, ctx.args))
+    raise typer.Exit(
+        main(
+            settings,
+            replicas=replicas,
+            autoscale=autoscale,
+            replica_cpus=replica_cpus,
+            replica_gpus=replica_gpus,
+            max_ongoing_requests=max_ongoing_requests,
+        )
+    )
+
+
+app.command("ray-serve")(settings_command(ray_serve))
 
 
 @app.command()

@@ -89,14 +89,26 @@ def settings_parameters() -> list[inspect.Parameter]:
     return params
 
 
-def settings_command(func: Callable[[Settings], None]) -> Callable[..., None]:
-    """Turn ``func(settings)`` into a typer command taking every setting as a flag."""
+def settings_command(func: Callable[..., None]) -> Callable[..., None]:
+    """Turn ``func(settings, **own)`` into a typer command taking every setting as a flag, beside
+    ``func``'s own keyword options (typed ``Annotated[..., typer.Option(...)]``; e.g. ``ray-serve``'s
+    replica counts). One generator for every command that takes the service's settings."""
+    hints = typing.get_type_hints(func, include_extras=True)
+    own = [
+        p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=hints[name])
+        for name, p in inspect.signature(func).parameters.items()
+        if name != "settings"
+    ]
+    clash = {p.name for p in own} & set(Settings.model_fields)
+    if clash:
+        raise TypeError(f"{func.__name__}: options {sorted(clash)} are Settings fields already")
 
     @functools.wraps(func)
     def command(**given: Any) -> None:
-        func(settings_from_flags(given))
+        mine = {p.name: given.pop(p.name) for p in own}
+        func(settings_from_flags(given), **mine)
 
-    params = settings_parameters()
+    params = own + settings_parameters()
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in params}
     del command.__wrapped__  # typer must read the generated signature, not func's

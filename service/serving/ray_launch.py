@@ -1,9 +1,8 @@
 """``python -m service ray-serve``: run the service on Ray Serve, on a local Ray instance started here
 or on the cluster named by ``RAY_ADDRESS``, until SIGINT/SIGTERM; then drain and stop.
 
-The service's own flags (``--prefix-dir``, ``--device``, ``--host``, ``--port``, ...) are the fields of
-:class:`service.config.Settings`, parsed generically (``--no-watch`` for booleans), so they stay the
-same as ``serve``'s without a second list here.
+The service's own flags (``--prefix-dir``, ``--device``, ``--host``, ``--port``, ...) are generated from
+:class:`service.config.Settings` by :mod:`service.settings_cli`, the same generator as ``serve``'s.
 """
 
 from __future__ import annotations
@@ -20,52 +19,10 @@ import time
 from typing import Any
 
 from service.config import Settings
-from service.errors import InvalidInput
 from service.serving.ray_proxy import CALLBACK_PATH
 
 log = logging.getLogger(__name__)
 PROXY_CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
-LIST_FIELDS = frozenset(n for n, f in Settings.model_fields.items() if "list" in str(f.annotation))
-
-
-def settings_from_flags(args: list[str]) -> Settings:
-    """``["--prefix-dir", "p", "--no-watch", "--api-key", "k1", "--api-key", "k2"]`` -> Settings.
-
-    Every Settings field is a flag (``--field-name VALUE``, booleans ``--x``/``--no-x``, ``--api-key``
-    repeats into ``api_keys``); PREFIX_EMBED_* variables fill the rest, flags win.
-    """
-    fields = Settings.model_fields
-    values: dict[str, Any] = {}
-    i = 0
-    while i < len(args):
-        flag = args[i]
-        if not flag.startswith("--"):
-            raise InvalidInput(f"unexpected argument {flag!r}: the service's options are --name VALUE")
-        name, eq, inline = flag[2:].partition("=")
-        name = name.replace("-", "_")
-        if name == "api_key":
-            name = "api_keys"
-        if name.startswith("no_") and name[3:] in fields and fields[name[3:]].annotation is bool:
-            values[name[3:]] = False
-            i += 1
-            continue
-        if name not in fields:
-            raise InvalidInput(f"unknown option {flag.split('=')[0]}; the options are the Settings fields")
-        if fields[name].annotation is bool and not eq:
-            values[name] = True
-            i += 1
-            continue
-        if eq:
-            value, i = inline, i + 1
-        elif i + 1 < len(args):
-            value, i = args[i + 1], i + 2
-        else:
-            raise InvalidInput(f"option {flag} needs a value")
-        if name in LIST_FIELDS:
-            values.setdefault(name, []).append(value)
-        else:
-            values[name] = value
-    return Settings(**values)
 
 
 def free_port(host: str) -> int:
@@ -123,33 +80,17 @@ def run(settings: Settings, scaling: Any, address: str | None = None) -> int:
     return 0
 
 
-RAY_FLAGS = {"--replica-cpus": float, "--replica-gpus": float, "--max-ongoing-requests": int}
-
-
-def split_ray_flags(args: list[str]) -> tuple[dict[str, Any], list[str]]:
-    """Ray's own flags (``RAY_FLAGS``) -> Scaling fields; the rest are the service's."""
-    ray_opts: dict[str, Any] = {}
-    rest: list[str] = []
-    i = 0
-    while i < len(args):
-        flag, eq, inline = args[i].partition("=")
-        if flag not in RAY_FLAGS:
-            rest.append(args[i])
-            i += 1
-            continue
-        if not eq and i + 1 >= len(args):
-            raise InvalidInput(f"option {flag} needs a value")
-        value = inline if eq else args[i + 1]
-        i += 1 if eq else 2
-        try:
-            ray_opts[flag[2:].replace("-", "_")] = RAY_FLAGS[flag](value)
-        except ValueError:
-            raise InvalidInput(f"option {flag}: {value!r} is not a number") from None
-    return ray_opts, rest
-
-
-def main(replicas: int, autoscale: str | None, args: list[str]) -> int:
-    """``ray-serve``: split Ray's own flags from the service's, check both, then :func:`run`."""
+def main(
+    settings: Settings,
+    *,
+    replicas: int,
+    autoscale: str | None,
+    replica_cpus: float,
+    replica_gpus: float,
+    max_ongoing_requests: int,
+) -> int:
+    """``ray-serve`` (flags parsed by :mod:`service.settings_cli`, the same as ``serve``'s): check
+    the Ray side, then :func:`run`."""
     try:
         import ray  # noqa: F401
     except ImportError:
@@ -158,14 +99,18 @@ def main(replicas: int, autoscale: str | None, args: list[str]) -> int:
     from service.serving.ray_app import Scaling
 
     try:
-        ray_opts, rest = split_ray_flags(args)
-        settings = settings_from_flags(rest)
         bounds = Scaling.parse_autoscale(autoscale) if autoscale else None
-    except (InvalidInput, ValueError) as exc:
-        message = exc.message if isinstance(exc, InvalidInput) else str(exc)
-        print(f"error: {message}", file=sys.stderr)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    return run(settings, Scaling(replicas=replicas, autoscale=bounds, **ray_opts))
+    scaling = Scaling(
+        replicas=replicas,
+        autoscale=bounds,
+        replica_cpus=replica_cpus,
+        replica_gpus=replica_gpus,
+        max_ongoing_requests=max_ongoing_requests,
+    )
+    return run(settings, scaling)

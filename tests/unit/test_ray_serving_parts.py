@@ -1,31 +1,52 @@
-"""The parts of the Ray Serve integration that need no Ray: the ``ray-serve`` flag parsing (every
-Settings field), the proxy's JSON error for a replica that died, and ``/info``'s ``replica``."""
+"""The parts of the Ray Serve integration that need no Ray: the ``ray-serve`` flags (serve's, generated
+from Settings, plus the replica options), the proxy's JSON error for a replica that died, and ``/info``'s ``replica``."""
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
-from pydantic import ValidationError
+import typer
+from click.testing import Result
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
+from typer.testing import CliRunner
 
-from service.errors import InvalidInput
-from service.serving.ray_launch import settings_from_flags, split_ray_flags
+from service.cli import app
+from service.config import Settings
+from service.serving import ray_launch
 from service.serving.ray_proxy import JsonErrorWhenNoResponse, proxy_middlewares
 from tests.support.http import fake_app, fill_folder
 
 
+def invoke_ray_serve(monkeypatch: pytest.MonkeyPatch, args: list[str]) -> tuple[Result, dict[str, Any]]:
+    """``ray-serve ARGS`` through the real CLI, with Ray's launcher replaced by a recorder."""
+    seen: dict[str, Any] = {}
+
+    def record(settings: Settings, **scaling: Any) -> int:
+        seen.update(scaling, settings=settings)
+        return 0
+
+    monkeypatch.setattr(ray_launch, "main", record)
+    return CliRunner().invoke(app, ["ray-serve", *args]), seen
+
+
 def test_ray_serve_flags_are_the_settings_fields(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PREFIX_EMBED_DEVICE", "cuda")  # the environment fills what flags leave out
-    s = settings_from_flags(
+    result, seen = invoke_ray_serve(
+        monkeypatch,
         ["--prefix-dir", "/p", "--no-watch", "--port=9000", "--api-key", "k1", "--api-key", "k2"]
-        + ["--max-client-batch", "7", "--backend", "onnx"]
+        + ["--max-client-batch", "7", "--backend", "onnx", "--replicas", "2"]
+        + ["--replica-cpus", "0.5", "--max-ongoing-requests=8", "--replica-gpus", "1"],
     )
+    assert result.exit_code == 0, result.output
+    s = seen["settings"]
     assert (s.prefix_dir, s.watch, s.port, s.max_client_batch, s.backend) == (
         Path("/p"),
         False,
@@ -35,33 +56,47 @@ def test_ray_serve_flags_are_the_settings_fields(monkeypatch: pytest.MonkeyPatch
     )
     assert [k.get_secret_value() for k in s.api_keys] == ["k1", "k2"]
     assert s.device == "cuda"
-    assert settings_from_flags(["--watch"]).watch is True
+    assert {k: seen[k] for k in ("replicas", "replica_cpus", "replica_gpus", "max_ongoing_requests")} == {
+        "replicas": 2,
+        "replica_cpus": 0.5,
+        "replica_gpus": 1.0,
+        "max_ongoing_requests": 8,
+    }
+    assert seen["autoscale"] is None
+
+
+def test_ray_serve_and_serve_have_the_same_service_flags() -> None:
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    serve = {o for p in commands["serve"].params for o in (*p.opts, *p.secondary_opts)}
+    ray = {o for p in commands["ray-serve"].params for o in (*p.opts, *p.secondary_opts)}
+    assert serve <= ray
+    assert ray - serve == {
+        "--replicas",
+        "--autoscale",
+        "--replica-cpus",
+        "--replica-gpus",
+        "--max-ongoing-requests",
+    }
 
 
 @pytest.mark.parametrize(
-    ("args", "error", "fragment"),
+    ("args", "fragment"),
     [
-        (["--no-such-flag", "1"], InvalidInput, "unknown option --no-such-flag"),
-        (["stray"], InvalidInput, "unexpected argument 'stray'"),
-        (["--port"], InvalidInput, "--port needs a value"),
-        (["--backend", "tensorflow"], ValidationError, "backend"),
+        (["--no-such-flag", "1"], "No such option"),
+        (["stray"], "unexpected extra argument"),
+        (["--port"], "requires an argument"),
+        (["--backend", "tensorflow"], "tensorflow"),
+        (["--replica-cpus", "many"], "'--replica-cpus': input should be a valid number"),
+        (["--replicas", "0"], "greater than or equal to 1"),
     ],
 )
-def test_bad_ray_serve_flags_are_refused_with_the_reason(args, error, fragment) -> None:
-    with pytest.raises(error, match=fragment):
-        settings_from_flags(args)
-
-
-def test_rays_own_flags_are_split_from_the_services() -> None:
-    args = ["--replica-cpus", "0.5", "--port", "1", "--max-ongoing-requests=8", "--replica-gpus", "1"]
-    assert split_ray_flags(args) == (
-        {"replica_cpus": 0.5, "max_ongoing_requests": 8, "replica_gpus": 1.0},
-        ["--port", "1"],
-    )
-    with pytest.raises(InvalidInput, match="--replica-cpus needs a value"):
-        split_ray_flags(["--replica-cpus"])
-    with pytest.raises(InvalidInput, match="'many' is not a number"):
-        split_ray_flags(["--max-ongoing-requests", "many"])
+def test_bad_ray_serve_flags_exit_2_with_the_reason(
+    monkeypatch: pytest.MonkeyPatch, args: list[str], fragment: str
+) -> None:
+    result, seen = invoke_ray_serve(monkeypatch, args)
+    assert result.exit_code == 2, result.output
+    assert fragment.lower() in " ".join(re.sub("[│╭╮╰╯─]", " ", result.output).split()).lower()
+    assert seen == {}
 
 
 def _proxy(endpoint) -> TestClient:
