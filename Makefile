@@ -1,4 +1,4 @@
-# The two commands of the README:   make serve   and   make test
+# The two commands of the README:   make serve   and   make test   (make test-fast: the tests not marked slow)
 # Both create .venv on first use. Pins live in pyproject.toml (one source of truth,
 # read here, by the Dockerfile (through `make install`) and checked by tests/unit/test_docker.py).
 PYTHON ?= python3
@@ -22,7 +22,7 @@ DATA_PINS := $(if $(findstring test,$(EXTRAS)),$(shell sed -n 's/^data-packages 
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(ORT)
 
-.PHONY: install serve test lint typecheck pytest bench clean
+.PHONY: install serve test test-fast lint typecheck pytest bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ pytest: install
 	$(BIN)/python -m pytest -q
 
 test: lint pytest
+
+# Unit tests and the quick integration tests: no test marked slow (no e2e server, no ONNX export).
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: install
 	$(BIN)/python -m service bench

@@ -15,6 +15,7 @@ from service.api.middleware import BodyLimitMiddleware, MetricsMiddleware
 from service.config import Settings
 from service.engine.encoder import Encoder
 from service.runtime import Runtime
+from service.server import install_access_log_redaction
 
 
 def create_app(settings: Settings, encoder: Encoder | None = None) -> FastAPI:
@@ -24,6 +25,7 @@ def create_app(settings: Settings, encoder: Encoder | None = None) -> FastAPI:
     ``/ready`` turns 200 when requests can be served.
     """
     runtime = Runtime(settings, encoder)
+    install_access_log_redaction()  # however the app is served: no query values in the access log
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

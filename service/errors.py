@@ -3,6 +3,19 @@
 from __future__ import annotations
 
 
+def shown(value: object, limit: int = 80) -> str:
+    """``repr(value)`` for an error message, cut to ``limit`` characters: a message never echoes a
+    megabyte of the client's input back."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def shown_list(values: list[str], most: int = 10) -> str:
+    """At most ``most`` values, each :func:`shown`, and how many were left out."""
+    head = ", ".join(shown(v) for v in values[:most])
+    return head + (f" (and {len(values) - most} more)" if len(values) > most else "")
+
+
 class PrefixEmbedError(Exception):
     """Base of every error whose message is safe to show to a client."""
 

@@ -42,12 +42,14 @@ class Runtime:
         self.settings = settings
         self.metrics = Metrics()
         self.encoder = encoder
+        self.backend_reason = "an encoder given by the caller" if encoder is not None else "loading"
         self.registry: PrefixRegistry | None = None
         self.batcher: Batcher | None = None
         self.watcher: FolderWatcher | None = None
         self.ready = False
         self.load_error: str | None = None
         self.on_fatal: Callable[[], None] | None = None  # set by `serve`: stop the server
+        self.replica_id: str | None = None  # set by the Ray Serve deployment (service/serving/ray_app.py)
         self.started_at = time.time()
         self.model_name = settings.model_name()
         m = self.metrics
@@ -68,9 +70,10 @@ class Runtime:
         s = self.settings
         try:
             if self.encoder is None:
-                from service.engine.factory import build_encoder
+                from service.engine.factory import build_encoder_for
 
-                self.encoder = await asyncio.to_thread(build_encoder, s)
+                built, choice = await asyncio.to_thread(build_encoder_for, s)
+                self.encoder, self.backend_reason = built, choice.reason
             encoder = self.encoder
             registry = PrefixRegistry(s.prefix_dir, encoder.spec, s.prefix_limits())
             await asyncio.to_thread(registry.load)
@@ -94,9 +97,11 @@ class Runtime:
         self.ready = True
         snap = registry.snapshot
         log.info(
-            "ready: %s (%s) on %s/%s, %d prefixes (%d enabled) from %s",
+            "ready: %s (%s) on %s/%s/%s (%s), %d prefixes (%d enabled) from %s",
             self.model_name,
             encoder.spec.fingerprint,
+            encoder.backend,
+            self.backend_reason,
             encoder.device,
             encoder.dtype,
             len(snap.bank),

@@ -13,6 +13,7 @@ from fastapi import Request
 from pydantic import SecretStr
 
 from service.api.deps import SettingsDep
+from service.config import Settings
 from service.errors import Forbidden, Unauthorized
 
 
@@ -35,8 +36,13 @@ def _missing(token: str | None, what: str) -> Unauthorized:
     return Unauthorized(f"invalid API key: the bearer token is not a valid {what}")
 
 
-def require_api_key(request: Request, settings: SettingsDep) -> None:
-    """Embedding and read routes: any API key (or the admin key) when API keys are configured."""
+async def require_api_key(request: Request, settings: SettingsDep) -> None:
+    """Embedding and read routes: any API key (or the admin key) when API keys are configured.
+    (``async``: a plain ``def`` dependency runs in FastAPI's thread pool, a hop per request.)"""
+    _check_api_key(request, settings)
+
+
+def _check_api_key(request: Request, settings: Settings) -> None:
     if not settings.api_keys:
         return
     token = _bearer(request)
@@ -45,11 +51,11 @@ def require_api_key(request: Request, settings: SettingsDep) -> None:
         raise _missing(token, "API key")
 
 
-def require_admin(request: Request, settings: SettingsDep) -> None:
+async def require_admin(request: Request, settings: SettingsDep) -> None:
     """Routes that change prefixes: the admin key (or, when none is set, an API key if any are set)."""
     token = _bearer(request)
     if settings.admin_key is None:
-        require_api_key(request, settings)
+        _check_api_key(request, settings)
         return
     if token is not None and _matches(token, [settings.admin_key]):
         return

@@ -1,4 +1,7 @@
-"""Typed dependencies: routes read ``app.state`` only through these."""
+"""Typed dependencies: routes read ``app.state`` only through these.
+
+All of them are ``async def``: FastAPI runs a plain ``def`` dependency in its thread pool, which cost
+every request one thread round trip per dependency (profiled at 1 text/request, BENCHMARKS.md)."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from service.metrics import Metrics
 from service.runtime import Runtime, Serving
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -19,15 +22,15 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_settings(runtime: RuntimeDep) -> Settings:
+async def get_settings(runtime: RuntimeDep) -> Settings:
     return runtime.settings
 
 
-def get_metrics(runtime: RuntimeDep) -> Metrics:
+async def get_metrics(runtime: RuntimeDep) -> Metrics:
     return runtime.metrics
 
 
-def get_serving(runtime: RuntimeDep) -> Serving:
+async def get_serving(runtime: RuntimeDep) -> Serving:
     """Encoder, registry and batcher; 503 ``not_ready`` until the model is loaded and warmed up."""
     return runtime.serving()
 

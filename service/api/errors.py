@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.errors import PrefixEmbedError
+from service.errors import PrefixEmbedError, shown
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +42,15 @@ def _describe(err: dict[str, Any]) -> str:
     kind = err.get("type", "")
     msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
     if kind == "missing":
+        if loc == "body":
+            return "the request body is empty; send a JSON object (Content-Type: application/json)"
         return f"{loc}: required field is missing"
     if kind == "extra_forbidden":
         return f"unknown field {loc!r}"
     if loc == "body" and kind in ("model_attributes_type", "dict_type"):
         return "the request body must be a JSON object (Content-Type: application/json)"
     if kind in ("literal_error", "enum", "bool_type", "int_type", "string_type", "list_type"):
-        return f"{loc}: {msg} (got {err.get('input')!r})"
+        return f"{loc}: {msg} (got {shown(err.get('input'))})"
     return f"{loc}: {msg}"
 
 
@@ -70,14 +72,26 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "; ".join(seen), "invalid_request_error", "validation_error")
 
 
+def _path(request: Request, limit: int = 200) -> str:
+    path = request.url.path
+    return path if len(path) <= limit else path[:limit] + "..."
+
+
 async def http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     status = exc.status_code
     message = str(exc.detail)
+    if status == 400 and message == "There was an error parsing the body":
+        # FastAPI's answer when json.loads fails other than by a syntax error
+        message = (
+            "the request body could not be read as JSON: it must be UTF-8 text, nested at most a "
+            "few hundred levels deep, with numbers of at most 4300 digits"
+        )
+        return error_response(400, message, "invalid_request_error", "malformed_json")
     if status == 404:
-        message = f"no route {request.method} {request.url.path}"
+        message = f"no route {request.method} {_path(request)}"
     elif status == 405:
-        message = f"method {request.method} is not allowed on {request.url.path}"
+        message = f"method {request.method} is not allowed on {_path(request)}"
     type_ = _HTTP_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
     code = _HTTP_CODES.get(status, "http_error")
     return error_response(status, message, type_, code, dict(exc.headers or {}) or None)

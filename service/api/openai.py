@@ -1,7 +1,8 @@
 """OpenAI-compatible ``POST /v1/embeddings`` (and ``GET /v1/models``), so OpenAI clients work unchanged.
 
-``model`` is a prefix name (that prefix's vector) or the served model name (the concat of every
-enabled prefix, in bank order). A prefix name wins if both match.
+``model`` is a prefix name (that prefix's vector; ``base`` is the backbone's own vector) or the
+served model name (the concat of every enabled prefix, in bank order: ``base`` first when the
+``include_base`` setting is on, then the others by name). A prefix name wins if both match.
 """
 
 from __future__ import annotations
@@ -15,34 +16,35 @@ from service.api.auth import require_api_key
 from service.api.deps import RuntimeDep, ServingDep
 from service.api.disconnect import cancel_on_disconnect
 from service.api.rendering import json_response
-from service.api.schemas import OpenAIEmbeddingRequest, texts_of
+from service.api.responses import EMBED_ERRORS, READ_ERRORS
+from service.api.schemas import OpenAIEmbeddingRequest, digests_header, texts_of
 from service.embedding import choose_prefixes, render_embed_document
-from service.errors import InvalidInput, PrefixNotFound
+from service.errors import InvalidInput, PrefixNotFound, shown
 from service.registry.registry import Snapshot
 
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_api_key)])
 
 
-def resolve_model(model: str, snap: Snapshot, served_name: str) -> list[str]:
-    """The prefix names ``model`` stands for."""
+def resolve_model(model: str, snap: Snapshot, served_name: str, *, include_base: bool = True) -> list[str]:
+    """The prefix names ``model`` stands for (``base``: the backbone's own vector)."""
     if model in snap.bank.names:
         return choose_prefixes(snap.bank, snap.enabled, [model])
     if model == served_name:
-        return choose_prefixes(snap.bank, snap.enabled, None)
+        return choose_prefixes(snap.bank, snap.enabled, None, include_base=include_base)
     known = ", ".join(snap.bank.names) or "none"
     raise PrefixNotFound(
-        f"model {model!r} not found: use {served_name!r} (every enabled prefix, concatenated) "
+        f"model {shown(model)} not found: use {served_name!r} (every enabled prefix, concatenated) "
         f"or a prefix name ({known})"
     )
 
 
-@router.post("/embeddings")
+@router.post("/embeddings", responses=EMBED_ERRORS)
 async def create_embeddings(
     body: OpenAIEmbeddingRequest, request: Request, serving: ServingDep, runtime: RuntimeDep
 ) -> Response:
     texts = texts_of(body.input, runtime.settings.max_client_batch, field="input")
     snap = serving.registry.snapshot
-    names = resolve_model(body.model, snap, runtime.model_name)
+    names = resolve_model(body.model, snap, runtime.model_name, include_base=runtime.settings.include_base)
     dim = serving.encoder.dim * len(names)
     if body.dimensions is not None and body.dimensions != dim:
         raise InvalidInput(f"dimensions={body.dimensions} is not available: model {body.model!r} has {dim}")
@@ -50,11 +52,12 @@ async def create_embeddings(
         request, serving.batcher.embed(texts, snap.bank, snap.bank.indices(names), truncate=True)
     )
     runtime.metrics.embeddings.labels("/v1/embeddings").inc(len(texts) * len(names))
+    used = [snap.bank.get(n) for n in names]
 
     def build() -> dict[str, Any]:
         doc = render_embed_document(
             model=body.model,
-            prefixes=[snap.bank.get(n) for n in names],
+            prefixes=used,
             vectors=out.vectors,
             prompt_tokens=out.prompt_tokens,
             combine="concat",
@@ -66,10 +69,12 @@ async def create_embeddings(
         ]
         return {"object": "list", "data": data, "model": body.model, "usage": doc["usage"]}
 
-    return await json_response(build)
+    response = await json_response(build, numbers=out.vectors.size)
+    response.headers.update(digests_header(used))  # which prefix versions made these vectors
+    return response
 
 
-@router.get("/models")
+@router.get("/models", responses=READ_ERRORS)
 async def list_models(serving: ServingDep, runtime: RuntimeDep) -> dict[str, Any]:
     """The served model name and every enabled prefix, each usable as ``model``."""
     snap = serving.registry.snapshot

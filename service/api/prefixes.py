@@ -7,6 +7,7 @@ and reach every replica sharing the folder through its watcher.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -15,7 +16,9 @@ from fastapi.responses import JSONResponse
 
 from service.api.auth import require_admin, require_api_key
 from service.api.deps import ServingDep
-from service.engine.prefix import LoadedPrefix
+from service.api.responses import ADMIN_ERRORS, READ_ERRORS, error_responses
+from service.engine.prefix import BASE_NAME, LoadedPrefix
+from service.errors import InvalidInput
 from service.registry.registry import Snapshot
 from service.registry.similarity import similarity_document
 
@@ -45,6 +48,19 @@ def prefix_doc(prefix: LoadedPrefix, snap: Snapshot) -> dict[str, Any]:
     }
 
 
+BUILT_IN = f"{BASE_NAME} is built in: it is the backbone's own vector, with no file"
+
+
+def without_base(patch: object) -> object:
+    """The patch minus a no-op entry for ``base``; disabling (or changing) ``base`` is a 400."""
+    if not isinstance(patch, Mapping) or BASE_NAME not in patch:
+        return patch  # the registry reports any other malformed patch
+    body = patch[BASE_NAME]
+    if isinstance(body, Mapping) and set(body) <= {"enabled"} and body.get("enabled", True) in (True, None):
+        return {k: v for k, v in patch.items() if k != BASE_NAME}
+    raise InvalidInput(f"{BUILT_IN} and cannot be disabled (choose prefixes per request instead)")
+
+
 def listing(snap: Snapshot) -> dict[str, Any]:
     return {
         "prefixes": [prefix_doc(p, snap) for p in snap.bank.prefixes],
@@ -55,13 +71,15 @@ def listing(snap: Snapshot) -> dict[str, Any]:
     }
 
 
-@router.get("", dependencies=[Depends(require_api_key)])
+@router.get("", dependencies=[Depends(require_api_key)], responses=READ_ERRORS)
 async def list_prefixes(serving: ServingDep) -> dict[str, Any]:
     """Every served prefix, and every rejected folder entry with its reason."""
     return listing(serving.registry.snapshot)
 
 
-@router.get("/similarity", dependencies=[Depends(require_api_key)])
+@router.get(
+    "/similarity", dependencies=[Depends(require_api_key)], responses=error_responses(400, 401, 404, 422, 503)
+)
 async def prefix_similarity(
     serving: ServingDep,
     target: Annotated[str | None, Query(description="Rank the other prefixes for this one.")] = None,
@@ -72,32 +90,49 @@ async def prefix_similarity(
     snap = serving.registry.snapshot
     if target is not None:
         snap.bank.indices([target])  # PrefixNotFound (404) naming the known prefixes
-    doc = await asyncio.to_thread(similarity_document, snap.bank.prefixes, target, measure)
+    if target == BASE_NAME:
+        raise InvalidInput(f"{BUILT_IN}, so it has no task embedding to compare")
+    files = tuple(p for p in snap.bank.prefixes if not p.builtin)  # base has no key/value vectors
+    doc = await asyncio.to_thread(similarity_document, files, target, measure)
     for item in doc["prefixes"]:
         item["enabled"] = item["name"] in snap.enabled
     return doc | {"bank_version": snap.bank.version}
 
 
-@router.patch("", dependencies=[Depends(require_admin)])
+@router.patch("", dependencies=[Depends(require_admin)], responses=ADMIN_ERRORS)
 async def patch_prefixes(patch: PatchBody, serving: ServingDep) -> dict[str, Any]:
     """Enable or disable prefixes: all of the patch or none of it; unknown names -> 404."""
-    snap = await asyncio.to_thread(serving.registry.apply_patch, patch)
+    snap = await asyncio.to_thread(serving.registry.apply_patch, without_base(patch))
     return listing(snap)
 
 
-@router.patch("/{name}", dependencies=[Depends(require_admin)])
+@router.patch("/{name}", dependencies=[Depends(require_admin)], responses=ADMIN_ERRORS)
 async def patch_prefix(name: str, patch: PatchBody, serving: ServingDep) -> dict[str, Any]:
     """``{"enabled": false}`` for one prefix."""
-    snap = await asyncio.to_thread(serving.registry.apply_patch, {name: patch})
+    snap = await asyncio.to_thread(serving.registry.apply_patch, without_base({name: patch}))
     return prefix_doc(snap.bank.get(name), snap)
 
 
-@router.put("/{name}", dependencies=[Depends(require_admin)], status_code=201)
+@router.put(
+    "/{name}",
+    dependencies=[Depends(require_admin)],
+    status_code=201,
+    responses={200: {"description": "Replaced an existing prefix file"}, **ADMIN_ERRORS},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "A native prefix file (safetensors with tensors `key` and `value`); see prefixes/README.md",
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
 async def put_prefix(name: str, request: Request, serving: ServingDep) -> JSONResponse:
     """Upload a native prefix file (the request body): validated, written atomically, hot-loaded.
 
     201 when the prefix is new, 200 when it replaced an existing file. Its enabled state is kept.
     """
+    if name == BASE_NAME:
+        raise InvalidInput(f"{BUILT_IN}; no prefix file may be named {BASE_NAME!r}")
     data = await request.body()
     result = await asyncio.to_thread(serving.registry.put_prefix, name, data)
     snap = serving.registry.snapshot

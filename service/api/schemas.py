@@ -7,8 +7,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
+from service.engine.prefix import LoadedPrefix
 from service.engine.quantize import Encoding
-from service.errors import InvalidInput, TooManyInputs
+from service.errors import InvalidInput, TooManyInputs, shown_list
+
+# Response header naming the prefixes and digests a response was computed with:
+# `x-prefix-digests: name=digest,name=digest` in the order of the vectors (clients that do not
+# know it, such as OpenAI's, ignore it; /embed also has them in its body under "prefixes").
+DIGESTS_HEADER = "x-prefix-digests"
+
+# Most prefix names one request may list. Far above any real bank (each name is one row per text),
+# and it keeps a hostile list from costing more than a bounded, linear check.
+MAX_REQUEST_PREFIXES = 1024
 
 
 def _json_kind(value: object) -> str:
@@ -25,9 +35,23 @@ def _json_kind(value: object) -> str:
     return type(value).__name__
 
 
+def _check_unicode(text: str, what: str) -> None:
+    """JSON may carry a lone surrogate (``"\ud800"``): not text, and the tokenizer would fail on it."""
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = text[exc.start : exc.start + 1]
+        raise ValueError(
+            f"{what} holds a lone surrogate {bad!r} at character {exc.start}: not valid Unicode text"
+        ) from None
+
+
 def check_text_inputs(value: Any) -> Any:
     """A string or a list of strings; say precisely what else was sent (token ids are not accepted)."""
     if isinstance(value, str):
+        _check_unicode(value, "the input")
         return value
     if isinstance(value, list):
         for i, item in enumerate(value):
@@ -36,6 +60,7 @@ def check_text_inputs(value: Any) -> Any:
                     " (token id arrays are not supported: send text)" if isinstance(item, int | list) else ""
                 )
                 raise ValueError(f"item {i} is {_json_kind(item)}, not a string{hint}")
+            _check_unicode(item, f"item {i}")
         return value
     raise ValueError(f"must be a string or a list of strings, not {_json_kind(value)}")
 
@@ -55,6 +80,17 @@ class EmbedRequest(BaseModel):
     encoding: Encoding = "float"
 
     _inputs = field_validator("inputs", mode="before")(check_text_inputs)
+
+    @field_validator("prefixes", mode="before")
+    @classmethod
+    def _bounded_prefixes(cls, value: Any) -> Any:
+        # Checked before the items are validated: a 40,000-name list is refused at its length.
+        if isinstance(value, list) and len(value) > MAX_REQUEST_PREFIXES:
+            raise ValueError(
+                f"lists {len(value)} names, over the limit of {MAX_REQUEST_PREFIXES} per request "
+                "(MAX_REQUEST_PREFIXES)"
+            )
+        return value
 
 
 class OpenAIEmbeddingRequest(BaseModel):
@@ -93,12 +129,21 @@ def texts_of(inputs: str | list[str], max_inputs: int, field: str = "inputs") ->
     return texts
 
 
+def digests_header(prefixes: Sequence[LoadedPrefix]) -> dict[str, str]:
+    return {DIGESTS_HEADER: ",".join(f"{p.name}={p.digest}" for p in prefixes)}
+
+
 def check_prefix_list(prefixes: Sequence[str] | None) -> list[str] | None:
     if prefixes is None:
         return None
     if not prefixes:
         raise InvalidInput("prefixes is an empty list; send null (or omit it) for every enabled prefix")
-    dupes = sorted({p for p in prefixes if list(prefixes).count(p) > 1})
+    seen: set[str] = set()
+    dupes: set[str] = set()
+    for p in prefixes:  # linear: one pass with a set
+        if p in seen:
+            dupes.add(p)
+        seen.add(p)
     if dupes:
-        raise InvalidInput(f"prefixes lists {', '.join(map(repr, dupes))} more than once")
+        raise InvalidInput(f"prefixes lists {shown_list(sorted(dupes))} more than once")
     return list(prefixes)

@@ -33,7 +33,8 @@ class Batcher:
 
     Concurrent calls are coalesced into encoder calls of at most ``max_batch_tokens`` (rows x padded
     length, prefix included). At most ``max_queue`` requests are admitted at once (more: 429
-    :class:`QueueFull` with ``retry_after``); each has ``timeout_s`` from admission to its result
+    :class:`QueueFull` with ``retry_after``); inputs longer than ``max_input_chars`` characters
+    (None: 32 x the encoder's token limit) are cut or refused before tokenizing; each has ``timeout_s`` from admission to its result
     (:class:`DeadlineExceeded`, 504). Cancelling the awaiting task drops its queued work.
     """
 
@@ -45,6 +46,7 @@ class Batcher:
         timeout_s: float = 30.0,
         max_batch_tokens: int = 32768,
         slot_policy: SlotPolicy = "group",
+        max_input_chars: int | None = None,
     ) -> None:
         self.encoder = encoder
         self.max_queue = max_queue
@@ -53,8 +55,13 @@ class Batcher:
         self.stats = BatcherStats()
         self.observers: list[BatcherObserver] = [self.stats]
         self._worker = BatchWorker(
-            encoder, self.observers, max_batch_tokens=max_batch_tokens, slot_policy=slot_policy
+            encoder,
+            self.observers,
+            max_batch_tokens=max_batch_tokens,
+            slot_policy=slot_policy,
+            max_input_chars=max_input_chars,
         )
+        self.max_input_chars = self._worker.max_input_chars
         self._in_flight = 0
         self._accepting = True
         self._idle = asyncio.Event()
@@ -69,6 +76,7 @@ class Batcher:
             timeout_s=settings.request_timeout_s,
             max_batch_tokens=settings.max_batch_tokens,
             slot_policy=settings.batch_slot_policy,
+            max_input_chars=settings.max_input_chars,
         )
 
     def add_observer(self, observer: BatcherObserver) -> None:
@@ -162,4 +170,6 @@ class Batcher:
     async def stop(self, timeout: float | None = None) -> None:
         """Drain (at most ``timeout``, default the request deadline), then stop the threads."""
         await self.drain(self.timeout_s if timeout is None else timeout)
-        await asyncio.to_thread(self._worker.stop, 5.0)
+        failed = await asyncio.to_thread(self._worker.stop, 5.0)
+        for _ in range(failed):  # still queued when the drain ran out of time
+            self._dropped("shutdown")

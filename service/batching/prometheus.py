@@ -6,10 +6,11 @@ route serves; nothing is registered at import time.
 
 from __future__ import annotations
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from service.batching.batcher import Batcher
 from service.batching.stats import BatcherObserver, BatchRecord
+from service.engine.encoder import ForwardCall
 
 _TOKEN_BUCKETS = (64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072)
 _ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
@@ -24,6 +25,12 @@ class PrometheusBatcherMetrics(BatcherObserver):
         self.forward_calls = Counter("prefix_embed_forward_calls", "Model forward calls.", registry=registry)
         self.batch_rows_total = Counter(
             "prefix_embed_batch_rows", "Rows (text x prefix pairs) computed.", registry=registry
+        )
+        self.layer_rows_total = Counter(
+            "prefix_embed_layer_rows",
+            "Rows computed summed over layers: a shared trunk runs once per text below the fan-out depth, "
+            "so this falls below batch_rows x layers when trunk prefixes are served.",
+            registry=registry,
         )
         self.forward_rows = Histogram(
             "prefix_embed_forward_rows", "Rows per forward call.", buckets=_ROW_BUCKETS, registry=registry
@@ -66,11 +73,12 @@ class PrometheusBatcherMetrics(BatcherObserver):
         )
         self.queue_depth.set_function(lambda: batcher.queue_depth)
 
-    def on_forward(self, rows: int, tokens: int, seconds: float) -> None:
+    def on_forward(self, call: ForwardCall) -> None:
         self.forward_calls.inc()
-        self.batch_rows_total.inc(rows)
-        self.forward_rows.observe(rows)
-        self.batch_tokens.observe(tokens)
+        self.batch_rows_total.inc(call.rows)
+        self.layer_rows_total.inc(call.layer_rows)
+        self.forward_rows.observe(call.rows)
+        self.batch_tokens.observe(call.tokens)
 
     def on_batch(self, record: BatchRecord) -> None:
         self.padding_ratio.observe(record.padding_ratio)
@@ -86,10 +94,9 @@ class PrometheusBatcherMetrics(BatcherObserver):
         self.dropped.labels(reason=reason).inc()
 
 
-def register_batcher_metrics(
-    batcher: Batcher, registry: CollectorRegistry | None = None
-) -> PrometheusBatcherMetrics:
-    """Create the batcher's metrics in ``registry`` (default: the global one) and subscribe them."""
-    metrics = PrometheusBatcherMetrics(batcher, REGISTRY if registry is None else registry)
+def register_batcher_metrics(batcher: Batcher, registry: CollectorRegistry) -> PrometheusBatcherMetrics:
+    """Create the batcher's metrics in ``registry`` (the service's own, served at ``/metrics``; never
+    the process-global one) and subscribe them."""
+    metrics = PrometheusBatcherMetrics(batcher, registry)
     batcher.add_observer(metrics)
     return metrics

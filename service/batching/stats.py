@@ -1,6 +1,6 @@
 """What the batcher reports: per forward call, per batch, per request. Observers subscribe.
 
-:class:`BatcherStats` (plain counters, always on) backs tests and ``/info``;
+:class:`BatcherStats` (plain counters, always on) backs tests and ``GET /info`` (``batching``);
 :mod:`service.batching.prometheus` turns the same events into ``prefix_embed_*`` metrics.
 """
 
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+
+from service.engine.encoder import ForwardCall
 
 
 @dataclass(frozen=True)
@@ -34,8 +36,8 @@ class BatchRecord:
 class BatcherObserver:
     """Subclass and override what you need. Called from the worker threads: keep it cheap."""
 
-    def on_forward(self, rows: int, tokens: int, seconds: float) -> None:
-        """One model call: rows, padded tokens (prefix slots included), seconds."""
+    def on_forward(self, call: ForwardCall) -> None:
+        """One model call: texts, rows, padded tokens (prefix slots included), layer rows, seconds."""
 
     def on_batch(self, record: BatchRecord) -> None:
         """One encoder call finished (successfully or not: see ``on_batch_failed``)."""
@@ -57,6 +59,7 @@ class BatcherStats(BatcherObserver):
     forward_calls: int = 0
     forward_rows: int = 0
     forward_tokens: int = 0
+    layer_rows: int = 0
     batches: int = 0
     batch_rows: int = 0
     real_tokens: int = 0
@@ -65,11 +68,12 @@ class BatcherStats(BatcherObserver):
     dropped: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def on_forward(self, rows: int, tokens: int, seconds: float) -> None:
+    def on_forward(self, call: ForwardCall) -> None:
         with self._lock:
             self.forward_calls += 1
-            self.forward_rows += rows
-            self.forward_tokens += tokens
+            self.forward_rows += call.rows
+            self.forward_tokens += call.tokens
+            self.layer_rows += call.layer_rows
 
     def on_batch(self, record: BatchRecord) -> None:
         with self._lock:
@@ -98,6 +102,7 @@ class BatcherStats(BatcherObserver):
                 "forward_calls": self.forward_calls,
                 "forward_rows": self.forward_rows,
                 "forward_tokens": self.forward_tokens,
+                "layer_rows": self.layer_rows,
                 "batches": self.batches,
                 "batch_rows": self.batch_rows,
                 "real_tokens": self.real_tokens,

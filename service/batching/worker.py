@@ -11,7 +11,7 @@ import logging
 import queue
 import threading
 import time
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Sequence
 
 import numpy as np
@@ -19,13 +19,11 @@ import numpy as np
 from service.batching.planner import PlannedBatch, SlotPolicy, plan_batch
 from service.batching.request import EmbedOutput, EmbedRequest
 from service.batching.stats import BatcherObserver, BatchRecord
-from service.engine.encoder import Encoder, texts_per_call
-from service.engine.tokenize import text_token_limit
-from service.errors import DeadlineExceeded, InferenceFailed, NotReady, PrefixEmbedError
+from service.batching.tokenizing import TokenizerStage
+from service.engine.encoder import Encoder, ForwardCall
+from service.errors import DeadlineExceeded, InferenceFailed, NotReady
 
 log = logging.getLogger(__name__)
-
-_TOKENIZE_GROUP = 256  # requests tokenized in one tokenizer call at most
 
 
 class BatchWorker:
@@ -38,34 +36,32 @@ class BatchWorker:
         *,
         max_batch_tokens: int,
         slot_policy: SlotPolicy,
+        max_input_chars: int | None = None,
     ) -> None:
         self.encoder = encoder
         self.observers = observers
         self.max_batch_tokens = max_batch_tokens
         self.slot_policy: SlotPolicy = slot_policy
         self._tok_queue: queue.SimpleQueue[EmbedRequest | None] = queue.SimpleQueue()
+        self._tokenizer = TokenizerStage(
+            encoder, self._tok_queue, self._emit, max_input_chars=max_input_chars
+        )
+        self.max_input_chars = self._tokenizer.max_input_chars  # the cap in force (default resolved)
         self._ready: deque[EmbedRequest] = deque()
         self._cond = threading.Condition()
         self._stopping = False
         self._threads: list[threading.Thread] = []
-        # Forward calls of the batch being run, counted through the encoder's observer hook.
-        self._hooked = hasattr(encoder, "on_forward")
+        # Forward calls of the batch being run, reported by the encoder's observer (this worker's
+        # while it runs: one worker per encoder).
         self._calls = 0
         self._call_tokens = 0
-        self._previous_hook = getattr(encoder, "on_forward", None)
-        if self._hooked:
-            encoder.on_forward = self._on_forward  # type: ignore[attr-defined]
-
-    def _on_forward(self, rows: int, tokens: int, seconds: float) -> None:
-        if self._previous_hook is not None:
-            self._previous_hook(rows, tokens, seconds)
-        self._forward(rows, tokens, seconds)
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
         if self._threads:
             return
-        for name, target in (("tokenizer", self._tokenize_loop), ("infer", self._infer_loop)):
+        self.encoder.set_observer(self._forward)
+        for name, target in (("tokenizer", self._tokenizer.run), ("infer", self._infer_loop)):
             t = threading.Thread(target=target, name=f"prefix-embed-{name}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -73,8 +69,10 @@ class BatchWorker:
     def submit(self, req: EmbedRequest) -> None:
         self._tok_queue.put(req)
 
-    def stop(self, timeout: float | None = None) -> None:
-        """Stop both threads after the batch in progress; fail whatever is still queued."""
+    def stop(self, timeout: float | None = None) -> int:
+        """Stop both threads after the batch in progress; fail whatever is still queued.
+
+        Returns how many queued requests were failed (the batcher reports them as ``shutdown``)."""
         if self._threads:
             self._tok_queue.put(None)
             self._threads[0].join(timeout)
@@ -91,71 +89,18 @@ class BatchWorker:
                 break
             if item is not None:
                 leftovers.append(item)
+        # never started and still wanted (a request whose texts all ran is answered, not dropped)
+        failed = sum(1 for req in leftovers if req.live and req.next_text < req.size)
         for req in leftovers:
             req.fail(NotReady("the server is shutting down; retry on another replica"))
-        if self._hooked and getattr(self.encoder, "on_forward", None) == self._on_forward:
-            self.encoder.on_forward = self._previous_hook  # type: ignore[attr-defined]
+        self.encoder.set_observer(None)
+        return failed
 
-    # --- tokenizer stage ---------------------------------------------------------------------
-    def _tokenize_loop(self) -> None:
-        done = False
-        while not done:
-            first = self._tok_queue.get()
-            if first is None:
-                return
-            group = [first]
-            while len(group) < _TOKENIZE_GROUP:
-                try:
-                    nxt = self._tok_queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    done = True
-                    break
-                group.append(nxt)
-            try:
-                self._tokenize(group)
-            except Exception:  # a bug here must not strand the requests
-                log.exception("tokenizer stage failed")
-                for req in group:
-                    req.fail(InferenceFailed("tokenization failed; see the server log"))
-
-    def _tokenize(self, group: list[EmbedRequest]) -> None:
-        now = time.monotonic()
-        by_limit: dict[tuple[int, bool], list[EmbedRequest]] = defaultdict(list)
-        for req in group:
-            if not req.live:
-                continue
-            if req.expired(now):
-                req.fail(DeadlineExceeded("request waited past its deadline before tokenization"))
-                continue
-            spec, bank = self.encoder.spec, req.bank
-            limit = text_token_limit(spec, self.encoder.max_input_tokens, bank.max_shift(req.slots))
-            by_limit[(limit, req.truncate)].append(req)
-        tokenized: list[EmbedRequest] = []
-        for (limit, truncate), reqs in by_limit.items():
-            try:
-                self._tokenize_together(reqs, limit, truncate)
-                tokenized.extend(reqs)
-            except PrefixEmbedError:
-                # One request's input is bad (too long without truncation): find which, alone.
-                for req in reqs:
-                    try:
-                        self._tokenize_together([req], limit, truncate)
-                        tokenized.append(req)
-                    except PrefixEmbedError as exc:
-                        req.fail(exc)
+    # --- tokenizer stage (service/batching/tokenizing.py) --------------------------------------
+    def _emit(self, tokenized: list[EmbedRequest]) -> None:
         with self._cond:
             self._ready.extend(tokenized)
             self._cond.notify()
-
-    def _tokenize_together(self, reqs: list[EmbedRequest], limit: int, truncate: bool) -> None:
-        texts = [t for r in reqs for t in r.texts]
-        batch = self.encoder.tokenize(texts, max_length=limit, truncate=truncate)
-        row = 0
-        for req in reqs:
-            req.token_ids = [batch.input_ids[row + i, : batch.lengths[row + i]] for i in range(req.size)]
-            row += req.size
 
     # --- inference worker --------------------------------------------------------------------
     def _infer_loop(self) -> None:
@@ -187,11 +132,11 @@ class BatchWorker:
             keep.append(req)
         self._ready = keep
 
-    def _forward(self, rows: int, tokens: int, seconds: float) -> None:
+    def _forward(self, call: ForwardCall) -> None:
         self._calls += 1
-        self._call_tokens += tokens
+        self._call_tokens += call.tokens
         for obs in self.observers:
-            obs.on_forward(rows, tokens, seconds)
+            obs.on_forward(call)
 
     def _run(self, batch: PlannedBatch) -> None:
         """Run a planned batch (sorted by length) as encoder calls of one row chunk each, answering
@@ -202,9 +147,8 @@ class BatchWorker:
                 req.started_at = start
                 for obs in self.observers:
                     obs.on_queued(start - req.enqueued_at)
-        # the encoder's row chunk (CPU policy) when it has one
-        chunk = int(getattr(self.encoder, "chunk_rows", 0) or 0)
-        per_call = max(1, texts_per_call(chunk, len(batch.items), len(batch.slots)))
+        # parts of one model call each (the encoder decides), padded once below
+        per_call = max(1, self.encoder.texts_per_call(len(batch.items), batch.bank, batch.slots))
         for first in range(0, len(batch.items), per_call):
             part = PlannedBatch(batch.bank, batch.slots, batch.items[first : first + per_call])
             part.items = [(r, i) for r, i in part.items if r.live]
@@ -226,9 +170,6 @@ class BatchWorker:
                 obs.on_batch_failed(len(requests))
             return
         seconds = time.perf_counter() - t0
-        if not self._calls and batch.rows:  # an encoder that does not report its calls: count one
-            prefix_pad = int(batch.bank.keys.shape[3]) if len(batch.bank) else 0
-            self._forward(batch.rows, batch.rows * (tokens.padded_len + prefix_pad), seconds)
         record = BatchRecord(
             requests=len(requests),
             texts=len(batch.items),

@@ -10,11 +10,11 @@ from typing import Any
 
 from service.batching import Batcher, SlotPolicy
 from service.engine.bank import PrefixBank
-from service.engine.torch_encoder import TorchEncoder
+from service.engine.encoder import Encoder
 
 
 def raw_encoder_rate(
-    enc: TorchEncoder, bank: PrefixBank, texts: list[str], slots: list[int], *, batch_texts: int = 64
+    enc: Encoder, bank: PrefixBank, texts: list[str], slots: list[int], *, batch_texts: int = 64
 ) -> dict[str, Any]:
     """Vectors/s of ``enc.encode`` alone, ``batch_texts`` texts per call, each call's texts sorted by
     length as the batcher sorts them; tokenization outside the timer. One small warm-up call first."""
@@ -60,7 +60,7 @@ async def _drive(
 
 
 def slot_policy_rates(
-    enc: TorchEncoder,
+    enc: Encoder,
     bank: PrefixBank,
     texts: list[str],
     n_prefixes: int,

@@ -42,13 +42,15 @@ def plot_scaling(result: dict[str, Any], path: Path) -> Path:
 
 def markdown(result: dict[str, Any]) -> str:
     """The tables that go into BENCHMARKS.md."""
-    out = []
+    out = shapes_markdown(result)
     head = "| phase | round | P | c | vectors/s | p50 ms | p99 ms | ok/sent | load avg after |"
     out += [head, "|---|---|---|---|---|---|---|---|---|"]
     for p in result["phases"]:
         if "concurrency" not in p:
             continue
         label = p["phase"] + (f" ({p['encoding']})" if "encoding" in p else "")
+        if "target" in p:
+            label += f" {p['target']} ({p['shape']})"
         out.append(
             f"| {label} | {p.get('round', '')} | {p.get('P', 1)} | {p['concurrency']} | {p['vectors_per_s']} | {p['p50_ms']} | "
             f"{p['p99_ms']} | {p['ok']}/{p['requests']} | {p['loadavg'][0]} |"
@@ -76,3 +78,28 @@ def markdown(result: dict[str, Any]) -> str:
     if "peer_error" in result:
         out += ["", f"Peer error: `{result['peer_error']}`"]
     return "\n".join(out)
+
+
+def shapes_markdown(result: dict[str, Any]) -> list[str]:
+    """The shape comparison (issue 13): medians per target, ours / infinity's fastest engine, RSS."""
+    summary = result.get("shapes")
+    if not summary:
+        return []
+    targets = list(next(iter(summary["vectors_per_s"].values()), {}))
+    out = ["| shape | " + " | ".join(targets) + " | ours / fastest infinity (rounds) |"]
+    out.append("|---|" + "---|" * (len(targets) + 1))
+    for shape, rates in summary["vectors_per_s"].items():
+        ratio = summary["ours_vs_fastest_peer"].get("ours", {}).get(shape, {})
+        rounds = ", ".join(str(r) for r in ratio.get("rounds", []))
+        out.append(
+            f"| ({shape}) | "
+            + " | ".join(str(rates[t]) for t in targets)
+            + f" | **{ratio.get('median')}** ({rounds}) |"
+        )
+    out.append("")
+    for key in ("service_vs_raw_b", "p8_vectors_vs_p1_texts_b"):
+        if key in summary:
+            out.append(f"- {key}: **{summary[key]['median']}** (rounds {summary[key]['rounds']})")
+    out.append(f"- RSS after the run (MB): {summary['rss_mb']}")
+    out.append("")
+    return out

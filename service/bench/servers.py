@@ -34,6 +34,7 @@ class ServerProcess:
         log_path: Path,
         start_timeout_s: float = 300.0,
         grace_s: float = 20.0,
+        cwd: Path | None = None,
     ) -> None:
         self.cmd = list(cmd)
         self.ready_url = ready_url
@@ -41,6 +42,7 @@ class ServerProcess:
         self.log_path = log_path
         self.start_timeout_s = start_timeout_s
         self.grace_s = grace_s
+        self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
         self.startup_s = 0.0
 
@@ -48,7 +50,9 @@ class ServerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("wb")
         start = time.monotonic()
-        self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            self.cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd
+        )
         log.close()
         while True:
             if self.proc.poll() is not None:
@@ -65,6 +69,12 @@ class ServerProcess:
             time.sleep(0.5)
         self.startup_s = time.monotonic() - start
         return self
+
+    def rss_mb(self) -> float:
+        """Resident memory of the server and its child processes, in MB (0 when it is not running)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return 0.0
+        return round(tree_rss_kb(self.proc.pid) / 1024, 1)
 
     def stop(self) -> int | None:
         if self.proc is None or self.proc.poll() is not None:
@@ -105,21 +115,50 @@ def our_server(
     )
 
 
+def tree_rss_kb(pid: int) -> int:
+    """VmRSS of ``pid`` plus that of its descendants (from /proc; 0 where it cannot be read)."""
+    total = 0
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                total += tree_rss_kb(int(child))
+    except (OSError, ValueError):
+        pass
+    return total
+
+
 def infinity_server(
-    port: int, *, executable: Path, model: Path, device: str, served_name: str, log_path: Path
+    port: int,
+    *,
+    executable: Path,
+    model: Path,
+    device: str,
+    served_name: str,
+    log_path: Path,
+    engine: str = "torch",
 ) -> ServerProcess:
-    """infinity-emb's v2 CLI serving the same local model folder, offline, torch engine."""
+    """infinity-emb's v2 CLI serving the same local model folder, offline.
+
+    ``engine="optimum"``: ``model`` is a folder holding an ONNX export (see :func:`export_for_optimum`).
+    infinity 0.0.78 lists a local folder's files as absolute paths and optimum then refuses them as a
+    file name, so the server runs inside that folder with ``--model-id .`` (relative paths)."""
+    optimum = engine == "optimum"
     cmd = [
         str(executable),
         "v2",
         "--model-id",
-        str(model),
+        "." if optimum else str(model),
         "--served-model-name",
         served_name,
         "--engine",
-        "torch",
+        engine,
         "--device",
         device,
+        "--pooling-method",
+        "mean",  # what all-MiniLM-L6-v2 was trained with (an ONNX folder has no pooling config)
         "--host",
         "127.0.0.1",
         "--port",
@@ -133,4 +172,33 @@ def infinity_server(
         "TOKENIZERS_PARALLELISM": "false",
         "PYTHONPATH": "",  # our checkout must not shadow anything in the peer's environment
     }
-    return ServerProcess(cmd, f"http://127.0.0.1:{port}/health", env=env, log_path=log_path)
+    return ServerProcess(
+        cmd,
+        f"http://127.0.0.1:{port}/health",
+        env=env,
+        log_path=log_path,
+        cwd=model if optimum else None,
+    )
+
+
+def export_for_optimum(peer_exe: Path, model: Path, folder: Path) -> Path:
+    """The ONNX export infinity's optimum engine serves, made once with the peer venv's
+    ``optimum-cli export onnx --task feature-extraction --library-name transformers``."""
+    if (folder / "model.onnx").is_file():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        str(peer_exe.parent / "optimum-cli"),
+        "export",
+        "onnx",
+        "--model",
+        str(model),
+        "--task",
+        "feature-extraction",
+        "--library-name",
+        "transformers",
+        str(folder),
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+    subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=1800)
+    return folder

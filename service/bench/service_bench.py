@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -24,7 +25,8 @@ import torch
 from service.bench.flops import batch_flops, peak_flops
 from service.bench.inproc import raw_encoder_rate, slot_policy_rates
 from service.bench.load import Call, fetch_json, run_load
-from service.bench.servers import free_port, infinity_server, our_server
+from service.bench.servers import ServerProcess, export_for_optimum, free_port, infinity_server, our_server
+from service.bench.shapes import Target, default_shapes, run_shapes, shape_summary
 from service.bench.workload import (
     bench_texts,
     bert_base_folder,
@@ -56,10 +58,14 @@ class ServiceBenchConfig:
     max_batch_tokens: int = 32768
     chunk_rows: int | None = None
     peer: bool = True
-    peer_exe: Path = Path("/work/bench-venv/bin/infinity_emb")
+    peer_exe: Path | None = None  # None: `infinity_emb` on PATH (resolved when the peer runs)
     policy: bool = True
     rounds: int = 3  # interleaved rounds of the headline ratios
     time_limit_s: float = 300.0
+    shapes: bool = True  # the three load shapes against infinity's torch and optimum engines
+    only_shapes: bool = False
+    shape_scale: float = 1.0  # x the request counts of each shape
+    peer_onnx_dir: Path | None = None  # infinity's ONNX export (default: <out_dir>/infinity-onnx)
 
 
 def _loadavg() -> list[float]:
@@ -224,19 +230,24 @@ class ServiceBench:
         if cfg.backbone != "minilm":
             self.result["peer_error"] = "peer comparison runs on the MiniLM backbone only"
             return
+        found = shutil.which("infinity_emb")
+        exe = cfg.peer_exe or (Path(found) if found else None)
+        if exe is None:
+            self.result["peer_error"] = "no infinity_emb on PATH: pass --peer-exe (see BENCHMARKS.md, Peer)"
+            return
         port = free_port()
         peer = f"http://127.0.0.1:{port}"
         try:
             with infinity_server(
                 port,
-                executable=cfg.peer_exe,
+                executable=exe,
                 model=self.model,
                 device=cfg.device,
                 served_name="minilm",
                 log_path=cfg.out_dir / "infinity.log",
             ) as srv:
                 self.result["peer_startup_s"] = round(srv.startup_s, 1)
-                self.result["peer_version"] = _peer_version(cfg.peer_exe)
+                self.result["peer_version"] = _peer_version(exe)
                 doc = asyncio.run(fetch_json(peer, openai_calls(self.texts[:1], "minilm", "/embeddings")[0]))
                 _check(
                     len(doc["data"]) == 1 and len(doc["data"][0]["embedding"]) == self.spec.hidden_size, doc
@@ -253,11 +264,143 @@ class ServiceBench:
             self.result["peer_error"] = f"{type(exc).__name__}: {exc}"[-4000:]
             print(f"peer failed: {self.result['peer_error']}", flush=True)
 
+    def run_shapes(self) -> None:
+        """Shapes (a), (b), (c) on our server (default settings, and torch for the backend rule)
+        and on infinity-emb's torch and optimum (ONNX) engines, all up at once, interleaved."""
+        import contextlib
+
+        from service.engine.factory import build_encoder_for
+
+        cfg = self.cfg
+        if cfg.backbone != "minilm":
+            self.result["shapes_error"] = "the shape comparison runs on the MiniLM backbone only"
+            return
+        shapes = default_shapes(cfg.shape_scale)
+        texts = self.texts
+        logs = cfg.out_dir
+        base_env = {
+            "PREFIX_EMBED_DEVICE": cfg.device,
+            "PREFIX_EMBED_REQUEST_TIMEOUT_S": "600",
+            "PREFIX_EMBED_MAX_QUEUE_REQUESTS": "4096",
+        }
+        specs: list[tuple[str, str, str, str, ServerProcess]] = []
+        port = free_port()
+        specs.append(
+            (
+                "ours",
+                "ours",
+                f"http://127.0.0.1:{port}",
+                self.names[0],
+                our_server(
+                    port,
+                    model=self.model,
+                    prefix_dir=self.prefix_dir,
+                    env=base_env,
+                    log_path=logs / "shapes-ours.log",
+                ),
+            )
+        )
+        port = free_port()
+        specs.append(
+            (
+                "ours_torch",
+                "ours",
+                f"http://127.0.0.1:{port}",
+                self.names[0],
+                our_server(
+                    port,
+                    model=self.model,
+                    prefix_dir=self.prefix_dir,
+                    env={**base_env, "PREFIX_EMBED_BACKEND": "torch"},
+                    log_path=logs / "shapes-ours-torch.log",
+                ),
+            )
+        )
+        found = shutil.which("infinity_emb")
+        peer_exe = cfg.peer_exe or (Path(found) if found else None)
+        if cfg.peer and peer_exe is None:
+            self.result["shapes_peer_error"] = (
+                "no infinity_emb on PATH: pass --peer-exe (BENCHMARKS.md, Peer)"
+            )
+        if cfg.peer and peer_exe is not None:
+            port = free_port()
+            specs.append(
+                (
+                    "infinity_torch",
+                    "peer",
+                    f"http://127.0.0.1:{port}",
+                    "minilm",
+                    infinity_server(
+                        port,
+                        executable=peer_exe,
+                        model=self.model,
+                        device=cfg.device,
+                        served_name="minilm",
+                        log_path=logs / "shapes-infinity-torch.log",
+                    ),
+                )
+            )
+            onnx_dir = export_for_optimum(
+                peer_exe, self.model, cfg.peer_onnx_dir or cfg.out_dir / "infinity-onnx"
+            )
+            port = free_port()
+            specs.append(
+                (
+                    "infinity_optimum",
+                    "peer",
+                    f"http://127.0.0.1:{port}",
+                    "minilm",
+                    infinity_server(
+                        port,
+                        executable=peer_exe,
+                        model=onnx_dir,
+                        device=cfg.device,
+                        served_name="minilm",
+                        log_path=logs / "shapes-infinity-optimum.log",
+                        engine="optimum",
+                    ),
+                )
+            )
+        settings = self.settings.model_copy(update={"backend": "auto"})
+        raw_encoder, choice = build_encoder_for(settings)
+        self.result["shapes_default_backend"] = {"backend": raw_encoder.backend, "reason": choice.reason}
+        b_texts = [texts[i % len(texts)] for i in range(next(s.requests for s in shapes if s.name == "b"))]
+
+        def raw_b() -> dict[str, Any]:
+            r = raw_encoder_rate(raw_encoder, self.bank, b_texts, [0], batch_texts=32)
+            r.pop("lengths")
+            return r
+
+        with contextlib.ExitStack() as stack:
+            targets = []
+            for name, kind, url, model, srv in specs:
+                stack.enter_context(srv)
+                self.result.setdefault("startup_s", {})[name] = round(srv.startup_s, 1)
+                path = "/v1/embeddings" if kind == "ours" else "/embeddings"
+                targets.append(Target(name, kind, url, path, model, srv))
+            run_shapes(
+                targets,
+                texts,
+                shapes,
+                rounds=cfg.rounds,
+                raw_b=raw_b,
+                p8=(targets[0], self.names[: cfg.prefixes]),
+                record=self.phase,
+                time_limit_s=cfg.time_limit_s,
+            )
+            self.result["shapes"] = shape_summary(self.result["phases"], targets)
+
     def run(self) -> dict[str, Any]:
+        if self.cfg.only_shapes:
+            self.run_shapes()
+            self.result["machine"]["loadavg_end"] = _loadavg()
+            return self.result
         self.run_raw()
         if self.cfg.policy:
             self.run_policy()
         self.run_service()
+        if self.cfg.shapes:
+            self.run_shapes()
         self.result["ratios"] = ratios(self.result["phases"], self.cfg)
         self.result["machine"]["loadavg_end"] = _loadavg()
         return self.result

@@ -1,8 +1,15 @@
-"""The encoder interface shared by the torch and ONNX backends (and the fake used in tests)."""
+"""The encoder interface shared by the torch and ONNX backends (and the fake used in tests).
+
+The ONE place that decides how a batch becomes model calls: :func:`slot_groups` (which slots share a
+call, at which fan-out depth) and :func:`texts_per_call` (how many texts a call takes). The batcher
+asks the encoder (``texts_per_call``) and hands it parts that fit, so ``encode`` pads nothing again.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -10,6 +17,11 @@ import numpy as np
 
 from service.engine.backbone import BackboneSpec
 from service.engine.bank import PrefixBank
+from service.engine.forward import layer_rows
+
+# Mixed fan-out depths in one encode: one call per depth (True) or one call at the smallest (False);
+# measured in BENCHMARKS.md ("Shared trunk").
+GROUP_BY_DEPTH = True
 
 
 @dataclass(frozen=True)
@@ -36,22 +48,78 @@ class TokenizedBatch:
         return TokenizedBatch(self.input_ids[idx, :t], self.attention_mask[idx, :t], lengths)
 
 
-def texts_per_call(chunk_rows: int, n_texts: int, n_prefixes: int) -> int:
+@dataclass(frozen=True)
+class ForwardCall:
+    """One model call, as the encoder's observer sees it."""
+
+    texts: int  # B: rows of the trunk (layers below ``fan_out``)
+    rows: int  # text x prefix rows of the layers from ``fan_out`` up
+    tokens: int  # rows x (padded text length + padded prefix length)
+    layer_rows: int  # rows summed over layers (see ``forward.layer_rows``)
+    fan_out: int
+    seconds: float
+
+
+ForwardObserver = Callable[[ForwardCall], None]
+
+
+@dataclass(frozen=True)
+class SlotGroup:
+    """Slots that run in one model call, fanning out from the trunk at layer ``fan_out``."""
+
+    fan_out: int
+    columns: tuple[int, ...]  # positions in the requested ``slots``
+    slots: tuple[int, ...]  # bank slots, ``slots[i]`` = requested ``slots[columns[i]]``
+
+
+def slot_depth(bank: PrefixBank, slot: int, max_depth: int) -> int:
+    """Deepest fan-out a slot allows: its first_layer capped at ``max_depth`` (at most L - 1), but 0
+    for a position shift (the shift changes layer 0's input, so the text's trunk would differ)."""
+    if int(bank.shifts[slot]):
+        return 0
+    return min(int(bank.firsts[slot]), max_depth)
+
+
+def call_depth(bank: PrefixBank, slots: Sequence[int], max_depth: int) -> int:
+    """The fan-out depth of one call over ``slots``: the smallest depth among them."""
+    return min((slot_depth(bank, s, max_depth) for s in slots), default=0)
+
+
+def slot_groups(bank: PrefixBank, slots: Sequence[int], max_depth: int, by_depth: bool) -> list[SlotGroup]:
+    """The model calls of one encode: all slots at their smallest depth (``by_depth`` False), or one
+    call per depth (each call's trunk as deep as its own prefixes allow), where a deeper group joins
+    the next shallower call whenever that computes no more layer rows: n slots moved from depth d2
+    down to d1 cost (d2 - d1) x n extra rows per text and save the d2 rows of their own trunk. So
+    ``base`` (which acts in no layer) and other single deep prefixes ride along in an existing call.
+    ``max_depth``: L - 1, or less where a backend has fewer depths."""
+    if not slots:
+        return []
+    depths = [slot_depth(bank, s, max_depth) for s in slots]
+    keys = sorted(set(depths)) if by_depth else [min(depths)]
+    calls: list[tuple[int, list[int]]] = [
+        (depth, [i for i, d in enumerate(depths) if d == depth or not by_depth]) for depth in keys
+    ]
+    for i in range(len(calls) - 1, 0, -1):
+        (d1, c1), (d2, c2) = calls[i - 1], calls[i]
+        if (d2 - d1) * len(c2) <= d2:
+            calls[i - 1] = (d1, sorted(c1 + c2))
+            del calls[i]
+    return [SlotGroup(depth, tuple(cols), tuple(slots[i] for i in cols)) for depth, cols in calls]
+
+
+def texts_per_call(
+    chunk_rows: int, n_texts: int, n_prefixes: int, fan_out: int = 0, num_layers: int = 1
+) -> int:
     """Texts per model call under a row budget (0 = one call for the whole batch).
 
-    All prefixes of one text always share a call, so chunks split between texts.
+    The budget is ``chunk_rows`` rows per layer on average: a call costs ``layer_rows`` = fan_out rows
+    of trunk per text plus (layers - fan_out) x prefixes rows above it, so a trunk lets more texts
+    share a call. All prefixes of one text always share a call, so chunks split between texts.
     """
     if not chunk_rows:
-        return n_texts
-    return max(1, chunk_rows // max(1, n_prefixes))
-
-
-def call_chunks(batch: TokenizedBatch, chunk_rows: int, n_prefixes: int) -> list[TokenizedBatch]:
-    """``batch`` split into the sub-batches of one model call each (the whole batch when it fits)."""
-    per_call = texts_per_call(chunk_rows, batch.size, n_prefixes)
-    if per_call >= batch.size:
-        return [batch]
-    return [batch.take(range(i, min(i + per_call, batch.size))) for i in range(0, batch.size, per_call)]
+        return max(1, n_texts)
+    per_text = layer_rows(num_layers, fan_out, 1, max(1, n_prefixes))
+    return max(1, chunk_rows * num_layers // per_text)
 
 
 class Encoder(Protocol):
@@ -63,8 +131,22 @@ class Encoder(Protocol):
     device: str
     dtype: str
     max_input_tokens: int
+    providers: list[str] | None  # ONNX Runtime providers in use; None for torch
 
     def tokenize(self, texts: Sequence[str], *, max_length: int, truncate: bool) -> TokenizedBatch: ...
+
+    def texts_per_call(self, n_texts: int, bank: PrefixBank, slots: Sequence[int]) -> int:
+        """How many texts one model call takes (callers split batches there, so that ``encode`` pads
+        and runs each part as it is)."""
+        ...
+
+    def set_observer(self, observer: ForwardObserver | None) -> None:
+        """Called after every model call (one per encoder; None removes it)."""
+        ...
+
+    def describe(self) -> dict[str, object]:
+        """Backend details for ``/info`` (chunking, grouping, providers, exports)."""
+        ...
 
     def encode(self, batch: TokenizedBatch, bank: PrefixBank, slots: Sequence[int]) -> np.ndarray:
         """float32 [B, len(slots), dim]: text b under prefix ``bank.prefixes[slots[p]]``; unnormalized."""
@@ -73,3 +155,87 @@ class Encoder(Protocol):
     def encode_plain(self, batch: TokenizedBatch) -> np.ndarray:
         """float32 [B, dim]: the backbone without any prefix."""
         ...
+
+
+class CallLoop(ABC):
+    """What both backends share: the split of a batch into model calls (slot groups x text chunks),
+    the observer, and the call count. A backend implements :meth:`_forward` (one model call)."""
+
+    spec: BackboneSpec
+    dim: int
+    chunk_rows: int
+    group_by_depth: bool = GROUP_BY_DEPTH
+    max_fan_out: int | None = None  # deepest fan-out this backend runs (None: L - 1)
+
+    def __init__(self) -> None:
+        self.forward_calls = 0
+        self._observer: ForwardObserver | None = None
+
+    def set_observer(self, observer: ForwardObserver | None) -> None:
+        self._observer = observer
+
+    def groups(self, bank: PrefixBank, slots: Sequence[int]) -> list[SlotGroup]:
+        top = self.spec.num_layers - 1
+        cap = top if self.max_fan_out is None else min(top, self.max_fan_out)
+        return slot_groups(bank, slots, cap, self.group_by_depth)
+
+    def texts_per_call(self, n_texts: int, bank: PrefixBank, slots: Sequence[int]) -> int:
+        layers = self.spec.num_layers
+        return min(
+            (
+                texts_per_call(self.chunk_rows, n_texts, len(g.slots), g.fan_out, layers)
+                for g in self.groups(bank, slots)
+            ),
+            default=max(1, n_texts),
+        )
+
+    def encode(self, batch: TokenizedBatch, bank: PrefixBank, slots: Sequence[int]) -> np.ndarray:
+        out = np.zeros((batch.size, len(slots), self.dim), dtype=np.float32)
+        per_call = self.texts_per_call(batch.size, bank, slots)
+        for group in self.groups(bank, slots):
+            for first, part in _parts(batch, per_call):
+                out[first : first + part.size, list(group.columns)] = self._timed(part, bank, group)
+        return out
+
+    def encode_plain(self, batch: TokenizedBatch) -> np.ndarray:
+        per_call = texts_per_call(self.chunk_rows, batch.size, 1, 0, self.spec.num_layers)
+        out = np.zeros((batch.size, self.dim), dtype=np.float32)
+        for first, part in _parts(batch, per_call):
+            out[first : first + part.size] = self._timed(part, None, SlotGroup(0, (0,), ()))[:, 0]
+        return out
+
+    def _timed(self, part: TokenizedBatch, bank: PrefixBank | None, group: SlotGroup) -> np.ndarray:
+        start = time.perf_counter()
+        vectors = self._forward(part, bank, group)
+        seconds = time.perf_counter() - start
+        self.forward_calls += 1
+        if self._observer is not None:
+            p = max(1, len(group.slots))
+            rows = part.size * p
+            extra = int(bank.keys.shape[3]) if bank is not None else 0
+            self._observer(
+                ForwardCall(
+                    texts=part.size,
+                    rows=rows,
+                    tokens=rows * (part.padded_len + extra),
+                    layer_rows=layer_rows(self.spec.num_layers, group.fan_out, part.size, rows),
+                    fan_out=group.fan_out,
+                    seconds=seconds,
+                )
+            )
+        return vectors
+
+    @abstractmethod
+    def _forward(self, part: TokenizedBatch, bank: PrefixBank | None, group: SlotGroup) -> np.ndarray:
+        """float32 [texts, len(group.slots) (1 without a bank), dim]: one model call; rows fan out
+        from the texts at ``group.fan_out``."""
+
+    def describe(self) -> dict[str, object]:
+        return {"chunk_rows": self.chunk_rows, "group_by_depth": self.group_by_depth}
+
+
+def _parts(batch: TokenizedBatch, per_call: int) -> list[tuple[int, TokenizedBatch]]:
+    """``batch`` in consecutive parts of ``per_call`` texts (itself, not a re-padded copy, when it fits)."""
+    if per_call >= batch.size:
+        return [(0, batch)]
+    return [(i, batch.take(range(i, min(i + per_call, batch.size)))) for i in range(0, batch.size, per_call)]

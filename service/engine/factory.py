@@ -1,8 +1,10 @@
-"""Build the configured encoder (torch or ONNX) and the prefix bank from settings."""
+"""Build the configured encoder (torch or ONNX) from settings, choosing the backend for ``auto``."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 from service.config import Settings
 from service.engine.backbone import Backbone, load_backbone
@@ -11,6 +13,8 @@ from service.engine.torch_encoder import TorchEncoder
 
 if TYPE_CHECKING:
     from service.engine.onnx_encoder import OnnxEncoder
+
+log = logging.getLogger(__name__)
 
 
 def build_torch_encoder(settings: Settings, backbone: Backbone | None = None) -> TorchEncoder:
@@ -34,20 +38,25 @@ def build_onnx_encoder(
 
     from service.engine.backbone import read_spec, trained_max_tokens
     from service.engine.onnx_encoder import OnnxEncoder
-    from service.engine.onnx_export import ensure_onnx_export
+    from service.engine.onnx_export import ExportResult, ensure_onnx_export
     from service.engine.ort_runtime import check_ort_install
 
     check_ort_install()
     path = settings.model_path()
     spec = read_spec(path)
-    export = ensure_onnx_export(
-        path,
-        settings.onnx_cache_dir,
-        pooling=settings.pooling,
-        pooling_layers=settings.pooling_layers,
-        force=force_export,
-        spec=spec,
-    )
+
+    def exporter(fan_out: int, force: bool = False) -> ExportResult:
+        return ensure_onnx_export(
+            path,
+            settings.onnx_cache_dir,
+            pooling=settings.pooling,
+            pooling_layers=settings.pooling_layers,
+            force=force,
+            spec=spec,
+            fan_out=fan_out,
+        )
+
+    export = exporter(0, force_export)
     return OnnxEncoder(
         export.path,
         export.key,
@@ -59,12 +68,72 @@ def build_onnx_encoder(
         chunk_rows=settings.forward_chunk_rows,
         max_input_tokens=settings.max_input_tokens,
         threads=threads,
+        exporter=exporter,  # deeper fan-out depths (shared-trunk prefixes), on first use
     )
 
 
+@dataclass(frozen=True)
+class BackendChoice:
+    """The backend that serves, and why (reported by ``GET /info``)."""
+
+    backend: Literal["torch", "onnx"]
+    reason: str
+
+
+def choose_backend(requested: str, device: str, dtype: str, *, ort_installed: bool) -> BackendChoice:
+    """The rule behind ``backend: auto``, per device (the measurements are in BENCHMARKS.md):
+
+    - CPU, float32: **onnx** (when ONNX Runtime is installed): 1.76x torch at 1 text per request on a
+      quiet 2-core machine, within a few percent of it at concurrency 32 and at 32-text batches;
+    - CUDA: **torch** (fp16/bf16 kernels, the same calls as the rest of the engine; ONNX on GPU was
+      not measured faster);
+    - CPU with a reduced dtype, or no ONNX Runtime: torch.
+    An explicit ``torch``/``onnx`` always wins.
+    """
+    if requested in ("torch", "onnx"):
+        return BackendChoice(requested, f"backend {requested} was set explicitly")  # type: ignore[arg-type]
+    if device.startswith("cuda"):
+        return BackendChoice("torch", "auto: torch on CUDA")
+    if dtype not in ("auto", "float32"):
+        return BackendChoice("torch", f"auto: torch for dtype {dtype} on CPU (onnx runs float32 there)")
+    if not ort_installed:
+        return BackendChoice("torch", "auto: ONNX Runtime is not installed (extra `cpu`), so torch")
+    return BackendChoice(
+        "onnx", "auto: onnx on CPU (ahead of torch at 1 text per request, level at batches: BENCHMARKS.md)"
+    )
+
+
+def resolved_device(device: str) -> str:
+    """``auto`` -> cuda when torch sees a GPU, else cpu; anything else as given."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def build_encoder_for(settings: Settings) -> tuple[Encoder, BackendChoice]:
+    """The encoder ``settings`` ask for, and the backend choice. Under ``auto`` an ONNX export or
+    session that fails falls back to torch (logged, and said in the reason)."""
+    from service.engine.ort_runtime import installed_ort_distributions
+
+    choice = choose_backend(
+        settings.backend,
+        resolved_device(settings.device),
+        settings.dtype,
+        ort_installed=bool(installed_ort_distributions()),
+    )
+    if choice.backend == "torch":
+        return build_torch_encoder(settings), choice
+    try:
+        return build_onnx_encoder(settings), choice
+    except Exception as exc:
+        if settings.backend != "auto":
+            raise
+        log.warning("backend auto: the onnx backend failed to start (%s); serving with torch", exc)
+        reason = f"auto: onnx failed to start ({type(exc).__name__}), so torch"
+        return build_torch_encoder(settings), BackendChoice("torch", reason)
+
+
 def build_encoder(settings: Settings) -> Encoder:
-    if settings.backend == "torch":
-        return build_torch_encoder(settings)
-    if settings.backend == "onnx":
-        return build_onnx_encoder(settings)
-    raise NotImplementedError(f"backend {settings.backend!r} is not available in this build")
+    return build_encoder_for(settings)[0]

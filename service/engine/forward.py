@@ -114,9 +114,13 @@ class PrefixedForward(nn.Module):
             key_mask = torch.cat([active, text_mask], dim=1)[:, None, None, :]
             hidden = self._layer(i, hidden, key_mask, extra)
             states.append(hidden)
+        # pooling reads the last state (mean, cls) or the last k (multilayer): only those trunk states
+        # below the fan-out are gathered out to the rows
+        used = states[-self.pooling_layers :] if self.pooling == "multilayer" else states[-1:]
         if row_text is not None:
-            states = [s[row_text] if j <= fan_out else s for j, s in enumerate(states)]
-        return pool(self.pooling, states, attention_mask, self.pooling_layers).float()
+            first_used = len(states) - len(used)
+            used = [s[row_text] if first_used + j <= fan_out else s for j, s in enumerate(used)]
+        return pool(self.pooling, used, attention_mask, self.pooling_layers).float()
 
     def _plain(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self._embed(input_ids, attention_mask, torch.zeros_like(input_ids[:, 0]))

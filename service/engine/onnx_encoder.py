@@ -2,15 +2,19 @@
 
 The prefix bank is a graph input, bound once per bank snapshot through IOBinding as OrtValues on the
 session's device (CUDA memory with onnxruntime-gpu), so a forward call moves only the token ids, the
-mask and the per-row prefix index. ``encode_plain`` runs the same graph with a one-slot, zero-length
-bank (every prefix slot masked), which is the plain backbone.
+mask, the per-row prefix index and each row's text. ``encode_plain`` runs the same graph with a
+one-slot, zero-length bank (every prefix slot masked), which is the plain backbone.
+
+Shared-trunk prefixes: each graph holds one fan-out depth, so the encoder keeps one session per depth.
+Depth 0 is opened at start; a deeper one is exported (or read from the cache) on the first call that
+needs it, through ``exporter``; later prefixes of that depth reuse the session.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +23,16 @@ from transformers import PreTrainedTokenizerBase
 
 from service.engine.backbone import BackboneSpec
 from service.engine.bank import PrefixBank
-from service.engine.encoder import TokenizedBatch, call_chunks
-from service.engine.onnx_export import META_PREFIX, ExportKey
-from service.engine.onnx_io import BANK_INPUTS, OUTPUT_NAME, plain_bank
+from service.engine.encoder import CallLoop, SlotGroup, TokenizedBatch
+from service.engine.onnx_export import META_PREFIX, ExportKey, ExportResult
+from service.engine.onnx_io import BANK_INPUTS, OUTPUT_NAME, plain_bank, rows_of
 from service.engine.ort_fp16 import fp16_session
 from service.engine.ort_runtime import active_device, requested_providers, session_options
 from service.engine.tokenize import tokenize
-from service.engine.torch_encoder import ForwardObserver
 from service.errors import ModelLoadError
+
+# The cached export of a fan-out depth (``ensure_onnx_export`` with the encoder's backbone and pooling).
+DepthExporter = Callable[[int], ExportResult]
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +44,11 @@ log = logging.getLogger(__name__)
 CPU_CHUNK_ROWS = 16
 
 
-class OnnxEncoder:
-    """B texts x P prefixes as B*P rows of one ORT call (or row chunks on CPU), like TorchEncoder."""
+class OnnxEncoder(CallLoop):
+    """B texts x P prefixes as one ORT call (or row chunks on CPU), like TorchEncoder.
+
+    ``onnx_path``/``key``: the depth-0 export. ``exporter``: exports deeper fan-out depths on first use
+    (None: depth 0 only, every prefix runs every layer)."""
 
     backend = "onnx"
 
@@ -56,39 +65,47 @@ class OnnxEncoder:
         chunk_rows: int | None = None,
         max_input_tokens: int | None = None,
         threads: int | None = None,
+        exporter: DepthExporter | None = None,
+        group_by_depth: bool | None = None,
     ) -> None:
         import onnxruntime as ort
 
+        super().__init__()
+        if key.fan_out != 0:
+            raise ValueError(f"the first ONNX export must be fan-out depth 0, got {key.fan_out}")
         self.spec = spec
         self.dim = spec.hidden_size
         self.tokenizer = tokenizer
         self.onnx_path = Path(onnx_path)
         self.max_input_tokens = min(max_input_tokens or default_max_tokens, spec.max_text_positions)
-        options = session_options(threads)
-        requested = requested_providers(device)
-        session = ort.InferenceSession(str(onnx_path), options, providers=requested)
-        found = session.get_modelmeta().custom_metadata_map
-        stale = key.mismatches(found)
-        if stale:  # the file was replaced between the cache check and now
-            raise ModelLoadError(f"{onnx_path} does not match the expected export ({', '.join(stale)})")
-        self.device, self._ort_device, self._device_id = active_device(session, device, requested)
+        self._options = session_options(threads)
+        self._requested = requested_providers(device)
+        self._exporter = exporter
+        self.max_fan_out = None if exporter is not None else 0
+        if group_by_depth is not None:
+            self.group_by_depth = group_by_depth
+        session = self._open(self.onnx_path, key)
+        self.device, self._ort_device, self._device_id = active_device(session, device, self._requested)
         self.dtype = "float32"
-        if self._ort_device == "cuda" and dtype in ("auto", "float16"):
-            fp16 = fp16_session(onnx_path, session, options, spec, len(tokenizer))
+        self._fp16 = self._ort_device == "cuda" and dtype in ("auto", "float16")
+        if self._fp16:
+            fp16 = fp16_session(self.onnx_path, session, self._options, spec, len(tokenizer))
             if fp16 is not None:
                 session, self.dtype = fp16, "float16"
+            self._fp16 = fp16 is not None
         elif dtype not in ("auto", "float32"):
             raise ModelLoadError(
                 f"dtype {dtype} is not supported by the onnx backend on {self.device} "
                 "(float32; float16 on CUDA only)"
             )
-        self.session = session
-        self.providers: list[str] = list(session.get_providers())
+        self.session = session  # depth 0
+        self._sessions: dict[int, Any] = {0: session}
+        self._paths: dict[int, Path] = {0: self.onnx_path}
+        self._session_lock = threading.Lock()
+        self.providers: list[str] | None = list(session.get_providers())
         if chunk_rows is None:
             chunk_rows = CPU_CHUNK_ROWS if self._ort_device == "cpu" else 0
         self.chunk_rows = chunk_rows
-        self.forward_calls = 0
-        self.on_forward: ForwardObserver | None = None
         self._bank_version: str | None = None
         self._bank_values: dict[str, Any] = {}
         self._plain_values = self._to_device(plain_bank(spec))
@@ -100,6 +117,42 @@ class OnnxEncoder:
             self.providers,
             onnx_path,
         )
+
+    def _open(self, path: Path, key: ExportKey) -> Any:
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), self._options, providers=self._requested)
+        stale = key.mismatches(session.get_modelmeta().custom_metadata_map)
+        if stale:  # the file was replaced between the cache check and now
+            raise ModelLoadError(f"{path} does not match the expected export ({', '.join(stale)})")
+        return session
+
+    def session_for(self, fan_out: int) -> Any:
+        """The session of a fan-out depth, exported and opened on first use."""
+        found = self._sessions.get(fan_out)
+        if found is not None:
+            return found
+        if self._exporter is None:
+            raise ModelLoadError(f"no ONNX export of fan-out depth {fan_out} and no exporter")
+        with self._session_lock:
+            if fan_out not in self._sessions:
+                result = self._exporter(fan_out)
+                session = self._open(result.path, result.key)
+                if self._fp16:
+                    fp16 = fp16_session(
+                        result.path, session, self._options, self.spec, len(self.tokenizer), fan_out
+                    )
+                    if fp16 is None:
+                        raise ModelLoadError(f"float16 graph of fan-out depth {fan_out} failed its check")
+                    session = fp16
+                self._paths[fan_out] = result.path
+                self._sessions[fan_out] = session
+                log.info("ONNX fan-out depth %d ready (%s)", fan_out, result.path)
+        return self._sessions[fan_out]
+
+    @property
+    def exported_depths(self) -> list[int]:
+        return sorted(self._sessions)
 
     def tokenize(self, texts: Sequence[str], *, max_length: int, truncate: bool) -> TokenizedBatch:
         return tokenize(self.tokenizer, texts, max_length=max_length, truncate=truncate)
@@ -115,50 +168,34 @@ class OnnxEncoder:
     def _device_bank(self, bank: PrefixBank) -> dict[str, Any]:
         # Uploaded once per bank snapshot (a new version), not once per call.
         if bank.version != self._bank_version:
-            arrays = (bank.keys.numpy(), bank.values.numpy(), bank.lengths.numpy(), bank.shifts.numpy())
+            tensors = (bank.keys, bank.values, bank.lengths, bank.shifts, bank.firsts)
+            arrays = [t.numpy() for t in tensors]
             self._bank_values = self._to_device(dict(zip(BANK_INPUTS, arrays, strict=True)))
             self._bank_version = bank.version
         return self._bank_values
 
-    def _call(
-        self, batch: TokenizedBatch, bank: dict[str, Any], slots: Sequence[int], extra: int
-    ) -> np.ndarray:
-        reps = max(1, len(slots))
-        ids = np.repeat(batch.input_ids, reps, axis=0)
-        binding = self.session.io_binding()
-        binding.bind_cpu_input("input_ids", ids)
-        binding.bind_cpu_input("attention_mask", np.repeat(batch.attention_mask, reps, axis=0))
-        index = np.tile(np.asarray(slots if slots else [0], dtype=np.int64), batch.size)
-        binding.bind_cpu_input("prefix_index", index)
-        for name, value in bank.items():
+    def _forward(self, part: TokenizedBatch, bank: PrefixBank | None, group: SlotGroup) -> np.ndarray:
+        session = self.session_for(group.fan_out)
+        values = self._plain_values if bank is None else self._device_bank(bank)
+        slots = group.slots if bank is not None else (0,)
+        rows = rows_of(part.size, len(slots))
+        binding = session.io_binding()
+        binding.bind_cpu_input("input_ids", part.input_ids)
+        binding.bind_cpu_input("attention_mask", part.attention_mask)
+        binding.bind_cpu_input("prefix_index", np.asarray(slots, dtype=np.int64)[rows["prefix_index"]])
+        binding.bind_cpu_input("row_text", rows["row_text"])
+        for name, value in values.items():
             binding.bind_ortvalue_input(name, value)
         binding.bind_output(OUTPUT_NAME, self._ort_device, self._device_id)
-        start = time.perf_counter()
-        self.session.run_with_iobinding(binding)
+        session.run_with_iobinding(binding)
         out: np.ndarray = binding.copy_outputs_to_cpu()[0]
-        self.forward_calls += 1
-        if self.on_forward is not None:
-            rows = ids.shape[0]
-            self.on_forward(rows, rows * (ids.shape[1] + extra), time.perf_counter() - start)
-        return out
+        return out.astype(np.float32, copy=False).reshape(part.size, len(slots), self.dim)
 
-    def _run(
-        self, batch: TokenizedBatch, bank: dict[str, Any], slots: Sequence[int], extra: int
-    ) -> np.ndarray:
-        outs = [
-            self._call(part, bank, slots, extra) for part in call_chunks(batch, self.chunk_rows, len(slots))
-        ]
-        return np.concatenate(outs).astype(np.float32, copy=False)
-
-    def encode(self, batch: TokenizedBatch, bank: PrefixBank, slots: Sequence[int]) -> np.ndarray:
-        if not slots:
-            return np.zeros((batch.size, 0, self.dim), dtype=np.float32)
-        extra = int(bank.keys.shape[3])
-        flat = self._run(batch, self._device_bank(bank), slots, extra)
-        return flat.reshape(batch.size, len(slots), self.dim)
-
-    def encode_plain(self, batch: TokenizedBatch) -> np.ndarray:
-        return self._run(batch, self._plain_values, (), 0)
+    def describe(self) -> dict[str, object]:
+        return {
+            **super().describe(),
+            "onnx_files": {str(d): str(p) for d, p in sorted(self._paths.items())},
+        }
 
     @property
     def export_info(self) -> dict[str, str]:

@@ -3,7 +3,10 @@
 The exported graph is the torch module itself (one definition for both backends), traced by the
 torch.export-based exporter (``dynamo=True``; the TorchScript exporter also handles this module but is
 deprecated since torch 2.9 and warns on every call). Rows, sequence length, number of prefixes P and
-prefix length Lp are dynamic, so a new or hot-loaded prefix needs no re-export.
+prefix length Lp are dynamic, so a new or hot-loaded prefix needs no re-export. The fan-out depth of
+shared-trunk prefixes (where rows fan out from texts) shapes the control flow, so each graph holds one
+depth: one export per depth, exported on first use of that depth and cached (``...-fanN.onnx``); a
+hot-loaded prefix of a depth already exported reuses its graph.
 
 Each export is checked against torch on the spot (shapes not seen at export included) and written
 atomically to ``onnx_cache_dir`` under a name derived from the backbone fingerprint and pooling. The
@@ -35,6 +38,7 @@ from service.engine.onnx_io import (
     EXPORT_CASE,
     INPUT_NAMES,
     OUTPUT_NAME,
+    FixedDepth,
     example_inputs,
     max_abs_diff,
     model_vocab,
@@ -43,7 +47,7 @@ from service.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 
-FORMAT = "prefix-embed-onnx/1"
+FORMAT = "prefix-embed-onnx/2"  # 2: texts + row_text inputs, prefix_first, one fan-out depth per graph
 OPSET = 18
 PARITY_TOL = 1e-4  # fp32 ORT vs torch, max abs difference of pooled vectors
 META_PREFIX = "prefix_embed."
@@ -85,6 +89,7 @@ class ExportKey:
     pooling_layers: int
     opset: int
     exporter: str
+    fan_out: int = 0
     format: str = FORMAT
 
     def metadata(self) -> dict[str, str]:
@@ -104,7 +109,7 @@ class ExportResult:
     seconds: float = 0.0
 
 
-def export_key(spec: BackboneSpec, pooling: str, pooling_layers: int) -> ExportKey:
+def export_key(spec: BackboneSpec, pooling: str, pooling_layers: int, fan_out: int = 0) -> ExportKey:
     import onnxscript
     import transformers
 
@@ -115,12 +120,13 @@ def export_key(spec: BackboneSpec, pooling: str, pooling_layers: int) -> ExportK
         opset=OPSET,
         exporter=f"torch-{torch.__version__}-dynamo/onnxscript-{onnxscript.__version__}"
         f"/transformers-{transformers.__version__}",
+        fan_out=fan_out,
     )
 
 
 def cache_path(cache_dir: Path, key: ExportKey) -> Path:
     layers = f"{key.pooling_layers}" if key.pooling == "multilayer" else ""
-    return Path(cache_dir) / f"{key.fingerprint}-{key.pooling}{layers}.onnx"
+    return Path(cache_dir) / f"{key.fingerprint}-{key.pooling}{layers}-fan{key.fan_out}.onnx"
 
 
 def read_export_metadata(path: Path) -> dict[str, str] | None:
@@ -137,21 +143,26 @@ def read_export_metadata(path: Path) -> dict[str, str] | None:
     return {p.key: p.value for p in model.metadata_props}
 
 
-def _trace(forward: PrefixedForward) -> object:
+def _trace(forward: FixedDepth) -> object:
     from torch.export import Dim
 
-    rows, seq, prefixes, plen = Dim("rows"), Dim("seq"), Dim("prefixes"), Dim("prefix_len")
+    texts, rows, seq = Dim("texts"), Dim("rows"), Dim("seq")
+    prefixes, plen = Dim("prefixes"), Dim("prefix_len")
     dynamic = {
-        "input_ids": {0: rows, 1: seq},
-        "attention_mask": {0: rows, 1: seq},
+        "input_ids": {0: texts, 1: seq},
+        "attention_mask": {0: texts, 1: seq},
         "prefix_index": {0: rows},
         "prefix_keys": {0: prefixes, 3: plen},
         "prefix_values": {0: prefixes, 3: plen},
         "prefix_lengths": {0: prefixes},
         "prefix_shift": {0: prefixes},
+        "prefix_first": {0: prefixes},
+        "row_text": {0: rows},
     }
-    rows_n, seq_n, lengths, plen_n = EXPORT_CASE
-    args = example_inputs(forward.spec, model_vocab(forward), rows_n, seq_n, lengths, plen_n, seed=0)
+    texts_n, seq_n, lengths, plen_n = EXPORT_CASE
+    args = example_inputs(
+        forward.spec, model_vocab(forward), texts_n, seq_n, lengths, plen_n, seed=0, fan_out=forward.fan_out
+    )
     # The exporter's own warnings (axis renames, pytree deprecations) are not actionable here.
     with warnings.catch_warnings(record=True) as caught, torch.inference_mode(False):
         warnings.simplefilter("always")
@@ -194,7 +205,8 @@ def export_onnx(model_path: Path, target: Path, key: ExportKey) -> ExportResult:
     backbone = load_backbone(model_path, device="cpu", dtype="float32")
     if backbone.spec.fingerprint != key.fingerprint:
         raise OnnxExportError(f"model folder {model_path} changed while exporting; retry")
-    forward = PrefixedForward(backbone.model, backbone.spec, key.pooling, key.pooling_layers).eval()
+    inner = PrefixedForward(backbone.model, backbone.spec, key.pooling, key.pooling_layers)
+    forward = FixedDepth(inner, key.fan_out).eval()
     with _quiet_exporters():
         proto = _trace(forward)
     try:
@@ -206,7 +218,7 @@ def export_onnx(model_path: Path, target: Path, key: ExportKey) -> ExportResult:
         raise OnnxExportError(f"ONNX export differs from torch by {diff:.3g} (tolerance {PARITY_TOL})")
     onnx.helper.set_model_props(proto, {**key.metadata(), DIFF_FIELD: f"{diff:.3g}"})  # type: ignore[arg-type]
     _write_atomically(proto.SerializeToString(), target)  # type: ignore[attr-defined]
-    del backbone, forward, proto, data
+    del backbone, inner, forward, proto, data
     gc.collect()
     seconds = time.perf_counter() - start
     log.info("exported %s in %.1fs (max |ORT - torch| = %.2g)", target, seconds, diff)
@@ -221,10 +233,14 @@ def ensure_onnx_export(
     pooling_layers: int,
     force: bool = False,
     spec: BackboneSpec | None = None,
+    fan_out: int = 0,
 ) -> ExportResult:
-    """The cached export for this backbone and pooling: reused when its key matches, else (re-)exported."""
+    """The cached export for this backbone, pooling and fan-out depth: reused when its key matches,
+    else (re-)exported."""
     spec = spec or read_spec(model_path)
-    key = export_key(spec, pooling, pooling_layers)
+    if not 0 <= fan_out < spec.num_layers:
+        raise OnnxExportError(f"fan-out depth {fan_out} outside 0..{spec.num_layers - 1}")
+    key = export_key(spec, pooling, pooling_layers, fan_out)
     path = cache_path(cache_dir, key)
     found = None if force else read_export_metadata(path)
     if found is not None:

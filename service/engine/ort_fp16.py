@@ -32,11 +32,11 @@ def to_fp16(path: Path) -> bytes:
     return bytes(model.model.SerializeToString())
 
 
-def relative_diff(a: Any, b: Any, spec: BackboneSpec, vocab: int) -> float:
+def relative_diff(a: Any, b: Any, spec: BackboneSpec, vocab: int, fan_out: int = 0) -> float:
     """Largest relative difference of two sessions' outputs over the validation inputs."""
     worst = 0.0
     for seed, (rows, seq, lengths, plen) in enumerate(VALIDATION_CASES):
-        args = example_inputs(spec, vocab, rows, seq, lengths, plen, seed=seed + 1)
+        args = example_inputs(spec, vocab, rows, seq, lengths, plen, seed=seed + 1, fan_out=fan_out)
         feed = {n: t.numpy() for n, t in zip(INPUT_NAMES, args, strict=True)}
         got = a.run([OUTPUT_NAME], feed)[0]
         ref = b.run([OUTPUT_NAME], feed)[0]
@@ -44,7 +44,9 @@ def relative_diff(a: Any, b: Any, spec: BackboneSpec, vocab: int) -> float:
     return worst
 
 
-def fp16_session(path: Path, fp32: Any, options: Any, spec: BackboneSpec, vocab: int) -> Any | None:
+def fp16_session(
+    path: Path, fp32: Any, options: Any, spec: BackboneSpec, vocab: int, fan_out: int = 0
+) -> Any | None:
     """A float16 session on the same providers as ``fp32``, or None (logged) when it fails or drifts."""
     import onnxruntime as ort
 
@@ -52,7 +54,7 @@ def fp16_session(path: Path, fp32: Any, options: Any, spec: BackboneSpec, vocab:
     providers = [(p, provider_options.get(p, {})) for p in fp32.get_providers()]
     try:
         session = ort.InferenceSession(to_fp16(path), options, providers=providers)
-        diff = relative_diff(session, fp32, spec, vocab)
+        diff = relative_diff(session, fp32, spec, vocab, fan_out)
     except Exception as exc:  # noqa: BLE001 - a converter or kernel gap means "stay float32"
         log.warning("float16 ONNX graph unavailable on %s (%s); serving float32", providers[0][0], exc)
         return None

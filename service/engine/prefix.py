@@ -7,11 +7,15 @@ shared-trunk prefix): ``key``/``value`` then hold L - S layers.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from service.engine.backbone import BackboneSpec
 
 # The reserved name of the built-in vector: the backbone without any prefix.
 BASE_NAME = "base"
@@ -44,3 +48,22 @@ class LoadedPrefix:
     @property
     def builtin(self) -> bool:
         return self.kind == "builtin"
+
+
+def base_prefix(spec: BackboneSpec) -> LoadedPrefix:
+    """The built-in ``base`` member: the backbone with no prefix. prefix_len 0 and first_layer = L,
+    so it acts in no layer (and joins a call at any trunk depth); its digest names the backbone."""
+    empty = torch.zeros(0, spec.num_heads, 0, spec.head_dim)
+    # a full sha256 hex digest, the format of every file prefix's digest
+    digest = hashlib.sha256(f"{BASE_NAME}:{spec.fingerprint}".encode()).hexdigest()
+    return LoadedPrefix(
+        name=BASE_NAME,
+        digest=digest,
+        key=empty,
+        value=empty.clone(),
+        position_convention="none",
+        source="builtin",
+        kind="builtin",
+        metadata={"description": "the backbone's own vector, without any prefix"},
+        first_layer=spec.num_layers,
+    )

@@ -1,27 +1,28 @@
-"""The torch backend: B texts x P prefixes as B*P rows of one model call (or row chunks on CPU)."""
+"""The torch backend: B texts x P prefixes as one model call (or row chunks on CPU).
+
+Each call feeds the B texts once; rows (text, prefix) fan out from the texts at the call's depth
+(``row_text``): below it the trunk runs on B rows, above it on B x P rows.
+"""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from service.engine.backbone import Backbone
 from service.engine.bank import PrefixBank
-from service.engine.encoder import TokenizedBatch, call_chunks
+from service.engine.encoder import CallLoop, SlotGroup, TokenizedBatch
 from service.engine.forward import PrefixedForward
 from service.engine.tokenize import tokenize
-
-# Called after every model call with (rows, padded tokens incl. prefix slots, seconds).
-ForwardObserver = Callable[[int, int, float], None]
 
 CPU_CHUNK_ROWS = 32  # measured on a worker thread: 32-row calls ~2x one large call on 2 cores (BENCHMARKS.md)
 
 
-class TorchEncoder:
+class TorchEncoder(CallLoop):
     backend = "torch"
+    providers: list[str] | None = None
 
     def __init__(
         self,
@@ -31,7 +32,9 @@ class TorchEncoder:
         pooling_layers: int = 4,
         chunk_rows: int | None = None,
         max_input_tokens: int | None = None,
+        group_by_depth: bool | None = None,
     ) -> None:
+        super().__init__()
         self.backbone = backbone
         self.spec = backbone.spec
         self.dim = backbone.spec.hidden_size
@@ -44,9 +47,9 @@ class TorchEncoder:
         if chunk_rows is None:
             chunk_rows = CPU_CHUNK_ROWS if backbone.device.type == "cpu" else 0
         self.chunk_rows = chunk_rows
+        if group_by_depth is not None:
+            self.group_by_depth = group_by_depth
         self.forward = PrefixedForward(backbone.model, backbone.spec, pooling, pooling_layers)
-        self.forward_calls = 0
-        self.on_forward: ForwardObserver | None = None
         self._bank_version: str | None = None
         self._bank_tensors: tuple[torch.Tensor, ...] = ()
 
@@ -62,44 +65,21 @@ class TorchEncoder:
                 bank.values.to(dev, dt),
                 bank.lengths.to(dev),
                 bank.shifts.to(dev),
+                bank.firsts.to(dev),
             )
             self._bank_version = bank.version
         return self._bank_tensors
 
-    def _call(
-        self, batch: TokenizedBatch, prefix: tuple[torch.Tensor, ...] | None, slots: Sequence[int]
-    ) -> torch.Tensor:
-        dev = self.backbone.device
-        reps = max(1, len(slots))
-        ids = torch.from_numpy(batch.input_ids).to(dev).repeat_interleave(reps, 0)
-        mask = torch.from_numpy(batch.attention_mask).to(dev).repeat_interleave(reps, 0)
-        start = time.perf_counter()
-        if prefix is None:
-            out = self.forward(ids, mask)
-            extra = 0
-        else:
-            index = torch.tensor(list(slots), dtype=torch.long, device=dev).repeat(batch.size)
-            out = self.forward(ids, mask, index, *prefix)
-            extra = int(prefix[0].shape[3])
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        self.forward_calls += 1
-        if self.on_forward is not None:
-            self.on_forward(ids.shape[0], ids.shape[0] * (ids.shape[1] + extra), time.perf_counter() - start)
-        return out
-
     @torch.inference_mode()
-    def _run(
-        self, batch: TokenizedBatch, prefix: tuple[torch.Tensor, ...] | None, slots: Sequence[int]
-    ) -> np.ndarray:
-        outs = [self._call(part, prefix, slots) for part in call_chunks(batch, self.chunk_rows, len(slots))]
-        return torch.cat(outs).cpu().numpy()
-
-    def encode(self, batch: TokenizedBatch, bank: PrefixBank, slots: Sequence[int]) -> np.ndarray:
-        if not slots:
-            return np.zeros((batch.size, 0, self.dim), dtype=np.float32)
-        flat = self._run(batch, self._device_bank(bank), slots)
-        return flat.reshape(batch.size, len(slots), self.dim)
-
-    def encode_plain(self, batch: TokenizedBatch) -> np.ndarray:
-        return self._run(batch, None, ())
+    def _forward(self, part: TokenizedBatch, bank: PrefixBank | None, group: SlotGroup) -> np.ndarray:
+        dev = self.backbone.device
+        ids = torch.from_numpy(part.input_ids).to(dev)
+        mask = torch.from_numpy(part.attention_mask).to(dev)
+        if bank is None:
+            out = self.forward(ids, mask)
+        else:
+            p = len(group.slots)
+            index = torch.tensor(group.slots, dtype=torch.long, device=dev).repeat(part.size)
+            row_text = torch.arange(part.size, device=dev).repeat_interleave(p)
+            out = self.forward(ids, mask, index, *self._device_bank(bank), row_text, group.fan_out)
+        return out.cpu().numpy().reshape(part.size, -1, self.dim)

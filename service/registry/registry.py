@@ -22,7 +22,7 @@ from typing import Any
 
 from service.engine.backbone import BackboneSpec
 from service.engine.bank import PrefixBank
-from service.engine.prefix import LoadedPrefix
+from service.engine.prefix import BASE_NAME, LoadedPrefix, base_prefix
 from service.errors import (
     InvalidInput,
     InvalidPrefixFile,
@@ -131,8 +131,9 @@ class PrefixRegistry:
         self._lock = threading.RLock()
         self._entries: dict[str, _Entry] = {}
         self._shape = (spec.num_layers, spec.num_heads, spec.head_dim)
+        self._base = base_prefix(spec)  # the built-in member of every bank (no file)
         self._snapshot = Snapshot(
-            PrefixBank.build([], self._shape), frozenset(), (), frozenset(), time.time(), 0
+            PrefixBank.build([], self._shape, base=self._base), frozenset(), (), frozenset(), time.time(), 0
         )
 
     @property
@@ -260,11 +261,11 @@ class PrefixRegistry:
             if state_error is not None:
                 scan.rejected.append(Rejected(STATE_FILE, state_error))
         members = {p.name: p.digest for p in scan.prefixes.values()}
-        if {p.name: p.digest for p in old.bank.prefixes} == members:
+        if {p.name: p.digest for p in old.bank.prefixes if not p.builtin} == members:
             bank = old.bank  # unchanged: keep the bank object, so encoders keep their device copy
         else:
-            bank = PrefixBank.build(scan.prefixes.values(), self._shape)
-        enabled = frozenset(bank.names) - disabled
+            bank = PrefixBank.build(scan.prefixes.values(), self._shape, base=self._base)
+        enabled = frozenset(bank.names) - (disabled - {BASE_NAME})  # base cannot be disabled
         rejected, stale = tuple(scan.rejected), frozenset(scan.stale)
         if bank is old.bank and enabled == old.enabled and rejected == old.rejected and stale == old.stale:
             return old

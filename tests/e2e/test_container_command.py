@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,27 +21,19 @@ from pathlib import Path
 import httpx
 import pytest
 from dockerfile_parse import DockerfileParser
-from prometheus_client.parser import text_string_to_metric_families
 
 from service.engine.backbone import Backbone
+from tests.support.metrics import metric_value
+from tests.support.server_process import ServerProcess
+from tests.support.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _queue_depth(port: int) -> float:
-    metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-    for family in text_string_to_metric_families(metrics):
-        if family.name == "prefix_embed_queue_depth":
-            return float(family.samples[0].value)
-    raise AssertionError("no prefix_embed_queue_depth in /metrics")
+def _queue_depth(url: str) -> float:
+    return metric_value(httpx.get(f"{url}/metrics", timeout=10).text, "prefix_embed_queue_depth")
 
 
 def _instruction(parser: DockerfileParser, name: str) -> str:
@@ -60,11 +50,10 @@ def test_sigterm_drains_an_in_flight_request_then_exits(
     prefixes.mkdir()
     write_prefix(prefixes, "alpha", minilm.spec, seed=1)
     write_prefix(prefixes, "beta", minilm.spec, seed=2)
-    port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFIX_EMBED_")}
     env |= {k: v for k, v in parser.envs.items() if k.startswith("PREFIX_EMBED_")}
     env |= {
-        "PREFIX_EMBED_PORT": str(port),
+        "PREFIX_EMBED_PORT": "0",  # the OS picks a free port; the server logs which
         "PREFIX_EMBED_PREFIX_DIR": str(prefixes),
         "PREFIX_EMBED_ONNX_CACHE_DIR": str(tmp_path / "onnx"),
         "PREFIX_EMBED_DEVICE": "cpu",
@@ -74,43 +63,49 @@ def test_sigterm_drains_an_in_flight_request_then_exits(
     assert health[0] == "python"
     argv = [sys.executable, *cmd[1:]]
     argv[argv.index("0.0.0.0")] = "127.0.0.1"  # tests serve on loopback only
-    log = tmp_path / "server.log"
-    with log.open("wb") as out:
-        server = subprocess.Popen(argv, env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+    server = ServerProcess(tmp_path / "server.log", command=argv, env=env, cwd=tmp_path, inherit_env=False)
+    server.start()
     try:
-        deadline = time.monotonic() + 180
-        while subprocess.run([sys.executable, *health[1:]], env=env, capture_output=True).returncode != 0:
-            assert server.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "the health check never passed"
-            time.sleep(0.5)
+        url = server.wait_url(180)
+        health_env = {**env, "PREFIX_EMBED_PORT": str(server.port)}
+
+        def healthy() -> bool:
+            assert server.running(), server.log()
+            return (
+                subprocess.run([sys.executable, *health[1:]], env=health_env, capture_output=True).returncode
+                == 0
+            )
+
+        wait_until(healthy, 180, "the health check passing", poll=0.5)
 
         # 64 texts x 2 prefixes: a second or more of CPU work, so still running when SIGTERM arrives
         texts = [f"sentence {i} " + "a fairly long text about many things " * 8 for i in range(64)]
         answer: dict[str, object] = {}
 
         def post() -> None:
-            r = httpx.post(f"http://127.0.0.1:{port}/embed", json={"inputs": texts}, timeout=120)
+            r = httpx.post(f"{url}/embed", json={"inputs": texts}, timeout=120)
             answer.update(status=r.status_code, body=r.json(), at=time.monotonic())
 
         client = threading.Thread(target=post)
         client.start()
-        while _queue_depth(port) < 1:  # admitted by the batcher: in flight
+
+        def in_flight() -> bool:
             assert client.is_alive(), answer
-            time.sleep(0.01)
+            return _queue_depth(url) >= 1  # admitted by the batcher
+
+        wait_until(in_flight, 60, "the request in flight", poll=0.01)
         signalled_at = time.monotonic()
-        server.send_signal(signal.SIGTERM)
+        server.terminate()
         client.join(timeout=150)
-        # uvicorn re-raises the signal it caught once shutdown is complete: -SIGTERM is a clean exit
-        assert server.wait(timeout=60) in (0, -signal.SIGTERM), log.read_text()
+        # a clean drain exits 0 (service/server.py)
+        assert server.wait_exit(60) == 0, server.log()
     finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
+        server.kill()
     assert answer["status"] == 200, answer.get("body")
     assert answer["at"] > signalled_at, "the request ended before SIGTERM: nothing was drained"  # type: ignore[operator]
     body = answer["body"]
     assert isinstance(body, dict)
     assert len(body["data"]) == len(texts)
-    assert {p["name"] for p in body["prefixes"]} == {"alpha", "beta"}
+    assert {p["name"] for p in body["prefixes"]} == {"base", "alpha", "beta"}
     with pytest.raises(httpx.ConnectError):
-        httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+        httpx.get(f"{url}/health", timeout=2)

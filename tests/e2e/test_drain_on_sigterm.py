@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -10,9 +9,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.bench.servers import free_port, our_server
 from service.bench.texts import sample_texts
 from service.engine.backbone import Backbone
+from tests.support.metrics import metric_value
+from tests.support.server_process import ServerProcess
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -20,22 +21,20 @@ PREFIXES = ["p0", "p1", "p2", "p3"]
 
 
 def metric(base: str, name: str) -> float:
-    for line in httpx.get(f"{base}/metrics", timeout=10).text.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[0] == name:
-            return float(parts[1])
-    raise AssertionError(f"{name} not in /metrics")
+    return metric_value(httpx.get(f"{base}/metrics", timeout=10).text, name)
 
 
 def test_sigterm_finishes_in_flight_requests_then_exits(
-    tmp_path: Path, minilm: Backbone, minilm_path: Path, write_prefix: Callable[..., Path]
+    tmp_path: Path,
+    minilm: Backbone,
+    minilm_path: Path,
+    write_prefix: Callable[..., Path],
+    server_process: Callable[..., ServerProcess],
 ) -> None:
     folder = tmp_path / "prefixes"
     folder.mkdir()
     for i, name in enumerate(PREFIXES):
         write_prefix(folder, name, minilm.spec, prefix_len=8, seed=i)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
     # Large requests (32 texts x 4 prefixes each) so that they are still running at SIGTERM.
     bodies = [{"inputs": sample_texts(32, seed=i), "encoding": "base64"} for i in range(4)]
     results: list[httpx.Response | Exception] = [RuntimeError("no answer")] * len(bodies)
@@ -46,30 +45,26 @@ def test_sigterm_finishes_in_flight_requests_then_exits(
         except Exception as exc:  # recorded and asserted below
             results[i] = exc
 
-    server = our_server(port, model=minilm_path, prefix_dir=folder, env={}, log_path=tmp_path / "server.log")
-    with server:
-        threads = [threading.Thread(target=post, args=(i,)) for i in range(len(bodies))]
-        for t in threads:
-            t.start()
-        deadline = 200
-        while metric(base, "prefix_embed_queue_depth") < len(bodies):
-            deadline -= 1
-            assert deadline, "the requests never all reached the batcher"
-            threading.Event().wait(0.05)
-        assert server.proc is not None
-        server.proc.send_signal(signal.SIGTERM)
-        for t in threads:
-            t.join(120)
-        code = server.proc.wait(60)
-    log = (tmp_path / "server.log").read_text()
-    # uvicorn shuts down gracefully, then re-raises the captured SIGTERM: the exit status is -15.
-    assert code == -signal.SIGTERM, log[-3000:]
+    args = ("--model", str(minilm_path), "--prefix-dir", str(folder))
+    server = server_process(*args, env={"PREFIX_EMBED_WATCH": "false"}).wait_ready()
+    base = server.url
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(len(bodies))]
+    for t in threads:
+        t.start()
+    wait_until(lambda: metric(base, "prefix_embed_queue_depth") >= len(bodies), what="all in the batcher")
+    server.terminate()
+    for t in threads:
+        t.join(120)
+    code = server.wait_exit(60)
+    log = server.log()
+    # A clean drain is a normal exit (issue 15.13: stock uvicorn re-raised SIGTERM, status -15).
+    assert code == 0, log[-3000:]
     for r in results:
         assert isinstance(r, httpx.Response), r
         assert r.status_code == 200, r.text
         data = r.json()["data"]
         assert len(data) == 32
-        assert all(sorted(item["embeddings"]) == PREFIXES for item in data)
+        assert all(sorted(item["embeddings"]) == ["base", *PREFIXES] for item in data)
     assert "Traceback" not in log, log[-3000:]
     with pytest.raises(httpx.ConnectError):  # gone: nothing listens on the port any more
         httpx.get(f"{base}/health", timeout=5)

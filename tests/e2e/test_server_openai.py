@@ -8,16 +8,18 @@ from pathlib import Path
 import numpy as np
 import openai
 import pytest
+import torch
 
 from service.config import Settings
 from service.embedding import embed_sync
 from service.engine.backbone import Backbone
 from service.engine.bank import PrefixBank
 from service.engine.factory import build_torch_encoder
+from service.engine.prefix import base_prefix
 from service.engine.quantize import l2_normalize
 from service.registry.folder import scan_folder
 from service.registry.limits import PrefixLimits
-from tests.e2e.server_process import ServerProcess
+from tests.support.server_process import ServerProcess
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +30,7 @@ KEY = "sk-test-key"
 @pytest.fixture(scope="module")
 def prefix_dir(tmp_path_factory: pytest.TempPathFactory, minilm: Backbone) -> Path:
     from service.registry.writer import native_bytes
-    from tests.conftest import random_kv
+    from tests.support.prefixes import random_kv
 
     folder = tmp_path_factory.mktemp("minilm-prefixes")
     for i, name in enumerate(("sentiment", "topic")):
@@ -52,7 +54,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, prefix_dir: Path) -> Iterat
 def engine(minilm: Backbone, prefix_dir: Path) -> Callable[[list[str]], np.ndarray]:
     encoder = build_torch_encoder(Settings(device="cpu", dtype="float32"), backbone=minilm)
     loaded, _ = scan_folder(prefix_dir, minilm.spec, PrefixLimits(max_prefix_len=256, max_file_bytes=1 << 24))
-    bank = PrefixBank.build(loaded)
+    bank = PrefixBank.build(loaded, base=base_prefix(minilm.spec))
 
     def vectors(names: list[str]) -> np.ndarray:
         return l2_normalize(embed_sync(encoder, bank, names, TEXTS)[0])
@@ -62,7 +64,7 @@ def engine(minilm: Backbone, prefix_dir: Path) -> Callable[[list[str]], np.ndarr
 
 def test_openai_client_round_trip(server: ServerProcess, engine: Callable[[list[str]], np.ndarray]) -> None:
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0)
-    want = engine(["sentiment", "topic"])
+    want = engine(["base", "sentiment", "topic"])[:, 1:]
 
     one = client.embeddings.create(model="sentiment", input=TEXTS)  # the client asks for base64
     assert one.model == "sentiment"
@@ -73,11 +75,13 @@ def test_openai_client_round_trip(server: ServerProcess, engine: Callable[[list[
     floats = client.embeddings.create(model="topic", input=TEXTS[1], encoding_format="float")
     np.testing.assert_allclose(floats.data[0].embedding, want[1, 1], atol=1e-5)
 
+    # the served name: base (include_base is on by default), then every enabled prefix, concatenated
     every = client.embeddings.create(model="all-MiniLM-L6-v2", input=TEXTS)
-    assert len(every.data[0].embedding) == 2 * 384
-    np.testing.assert_allclose([d.embedding for d in every.data], want.reshape(2, -1) / np.sqrt(2), atol=1e-5)
+    assert len(every.data[0].embedding) == 3 * 384
+    all3 = engine(["base", "sentiment", "topic"])
+    np.testing.assert_allclose([d.embedding for d in every.data], all3.reshape(2, -1) / np.sqrt(3), atol=1e-5)
 
-    assert {m.id for m in client.models.list()} == {"all-MiniLM-L6-v2", "sentiment", "topic"}
+    assert {m.id for m in client.models.list()} == {"all-MiniLM-L6-v2", "base", "sentiment", "topic"}
 
     with pytest.raises(openai.NotFoundError, match="model 'nope' not found"):
         client.embeddings.create(model="nope", input="x")
@@ -89,6 +93,22 @@ def test_openai_client_round_trip(server: ServerProcess, engine: Callable[[list[
         )
 
 
+def test_model_base_is_the_plain_minilm_vector(server: ServerProcess, minilm_path: Path) -> None:
+    from transformers import AutoModel, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(minilm_path)
+    model = AutoModel.from_pretrained(minilm_path).eval()
+    enc = tok(TEXTS, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**enc).last_hidden_state
+    mask = enc["attention_mask"].unsqueeze(-1).float()
+    want = l2_normalize(((hidden * mask).sum(1) / mask.sum(1)).numpy())
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0)
+    got = client.embeddings.create(model="base", input=TEXTS)
+    assert got.model == "base"
+    np.testing.assert_allclose([d.embedding for d in got.data], want, atol=1e-5)
+
+
 def test_embed_route_on_the_real_model(
     server: ServerProcess, engine: Callable[[list[str]], np.ndarray]
 ) -> None:
@@ -96,7 +116,7 @@ def test_embed_route_on_the_real_model(
 
     headers = {"authorization": f"Bearer {KEY}"}
     doc = httpx.post(f"{server.url}/embed", json={"inputs": TEXTS}, headers=headers, timeout=30).json()
-    want = engine(["sentiment", "topic"])
+    want = engine(["base", "sentiment", "topic"])[:, 1:]
     assert doc["model"] == "all-MiniLM-L6-v2"
     for i, item in enumerate(doc["data"]):
         np.testing.assert_allclose(item["embeddings"]["sentiment"], want[i, 0], atol=1e-5)

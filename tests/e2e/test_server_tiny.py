@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,10 +21,10 @@ from service.engine.quantize import decode_base64_float, decode_binary, l2_norma
 from service.engine.torch_encoder import TorchEncoder
 from service.registry.folder import scan_folder
 from service.registry.limits import PrefixLimits
-from service.registry.writer import native_bytes
-from tests.conftest import random_kv
-from tests.e2e.server_process import ServerProcess
-from tests.http_helpers import BAD_INPUTS
+from tests.support import prefixes
+from tests.support.http import BAD_INPUTS
+from tests.support.server_process import ServerProcess
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -33,10 +32,7 @@ TEXTS = ["short", "a much longer text with quite a few more tokens than the firs
 
 
 def prefix_bytes(backbone: Backbone, seed: int, prefix_len: int = 4) -> bytes:
-    key, value = random_kv(backbone.spec, prefix_len, seed)
-    return native_bytes(
-        key, value, {"backbone_fingerprint": backbone.spec.fingerprint, "task": f"task {seed}"}
-    )
+    return prefixes.prefix_bytes(backbone.spec, prefix_len, seed, task=f"task {seed}")
 
 
 class Servers:
@@ -92,21 +88,13 @@ def prefixes_of(client: httpx.Client) -> dict[str, Any]:
     return {p["name"]: p for p in client.get("/prefixes").json()["prefixes"]}
 
 
-def wait_for(condition: Any, timeout: float, what: str) -> float:
-    start = time.monotonic()
-    while not condition():
-        assert time.monotonic() - start < timeout, what
-        time.sleep(0.02)
-    return time.monotonic() - start
-
-
 def test_vectors_equal_the_engine_in_every_encoding(servers: Servers, reference: TorchEncoder) -> None:
     with servers.b.client() as b:
         assert b.post("/embed", json={"inputs": "x"}).json()["model"] == "tiny-b"
     with servers.a.client() as c:
         doc = c.post("/embed", json={"inputs": TEXTS}).json()
         assert doc["model"] == servers.model_name
-        assert [p["name"] for p in doc["prefixes"]] == ["alpha", "beta"]  # gamma is disabled
+        assert [p["name"] for p in doc["prefixes"]] == ["base", "alpha", "beta"]  # gamma is disabled
         want = engine(reference, servers.folder, ["alpha", "beta"], TEXTS)
         for i, item in enumerate(doc["data"]):
             np.testing.assert_allclose(item["embeddings"]["alpha"], want[i, 0], atol=1e-5)
@@ -153,7 +141,7 @@ def test_dropped_in_garbage_and_uploaded_files(
     folder = servers.folder
     with servers.a.client() as a, servers.b.client() as b:
         (folder / "delta.safetensors").write_bytes(prefix_bytes(tiny_bert, 7, prefix_len=3))
-        wait_for(lambda: "delta" in prefixes_of(a) and "delta" in prefixes_of(b), 3, "drop-in not listed")
+        wait_until(lambda: "delta" in prefixes_of(a) and "delta" in prefixes_of(b), what="drop-in listed")
         doc = a.post("/embed", json={"inputs": TEXTS[:1], "prefixes": ["delta"]}).json()
         np.testing.assert_allclose(
             doc["data"][0]["embeddings"]["delta"],
@@ -162,12 +150,12 @@ def test_dropped_in_garbage_and_uploaded_files(
         )
 
         (folder / "junk.safetensors").write_bytes(b"\x00garbage that is not safetensors")
-        wait_for(lambda: a.get("/prefixes").json()["rejected"], 3, "garbage not reported")
+        wait_until(lambda: a.get("/prefixes").json()["rejected"], what="garbage reported")
         rejected = a.get("/prefixes").json()["rejected"]
         assert [r["source"] for r in rejected] == ["junk.safetensors"]
         assert "junk.safetensors" in rejected[0]["reason"]
         served = a.post("/embed", json={"inputs": "x"}).json()["prefixes"]
-        assert [p["name"] for p in served] == ["alpha", "beta", "delta"]  # the others keep serving
+        assert [p["name"] for p in served] == ["base", "alpha", "beta", "delta"]  # the others keep serving
 
         r = a.put("/prefixes/epsilon", content=prefix_bytes(tiny_bert, 8, prefix_len=5))
         assert r.status_code == 201, r.text
@@ -178,12 +166,13 @@ def test_dropped_in_garbage_and_uploaded_files(
             engine(reference, folder, ["epsilon"], TEXTS[:1])[0, 0],
             atol=1e-5,
         )
-        wait_for(lambda: "epsilon" in prefixes_of(b), 3, "upload did not reach the other process")
+        wait_until(lambda: "epsilon" in prefixes_of(b), what="the upload reached the other process")
 
         for name in ("delta.safetensors", "junk.safetensors", "epsilon.safetensors"):
             (folder / name).unlink()
-        wait_for(
-            lambda: set(prefixes_of(a)) == set(prefixes_of(b)) == {"alpha", "beta", "gamma"}, 3, "cleanup"
+        wait_until(
+            lambda: set(prefixes_of(a)) == set(prefixes_of(b)) == {"base", "alpha", "beta", "gamma"},
+            what="cleanup",
         )
 
 
@@ -191,12 +180,12 @@ def test_patch_converges_across_processes_and_survives_a_restart(servers: Server
     with servers.a.client() as a, servers.b.client() as b:
         r = a.patch("/prefixes", json={"beta": {"enabled": False}})
         assert r.status_code == 200, r.text
-        took = wait_for(
-            lambda: prefixes_of(b)["beta"]["enabled"] is False, 2, "replica did not converge in 2 s"
-        )
-        print(f"replica converged {took:.2f} s after the PATCH")
+        wait_until(lambda: prefixes_of(b)["beta"]["enabled"] is False, what="the replica converged")
         for c in (a, b):
-            assert [p["name"] for p in c.post("/embed", json={"inputs": "x"}).json()["prefixes"]] == ["alpha"]
+            assert [p["name"] for p in c.post("/embed", json={"inputs": "x"}).json()["prefixes"]] == [
+                "base",
+                "alpha",
+            ]
             err = c.post("/embed", json={"inputs": "x", "prefixes": ["beta"]})
             assert err.status_code == 409
             assert "'beta'" in err.json()["error"]["message"]
@@ -204,8 +193,12 @@ def test_patch_converges_across_processes_and_survives_a_restart(servers: Server
     servers.restart_a()
     with servers.a.client() as a:
         assert {n: p["enabled"] for n, p in prefixes_of(a).items()} == {
+            "base": True,
             "alpha": True,
             "beta": False,
             "gamma": False,
         }
-        assert [p["name"] for p in a.post("/embed", json={"inputs": "x"}).json()["prefixes"]] == ["alpha"]
+        assert [p["name"] for p in a.post("/embed", json={"inputs": "x"}).json()["prefixes"]] == [
+            "base",
+            "alpha",
+        ]

@@ -72,4 +72,4 @@ def test_embed_unknown_prefix_is_a_clear_error(
         ["embed", "--model", str(tiny_bert_path), "--prefix-dir", str(tmp_path), "--prefix", "nope", "hi"],
     )
     assert result.exit_code == 2
-    assert "unknown prefix(es) 'nope'; known prefixes: topic" in result.stderr
+    assert "unknown prefix(es) 'nope'; known prefixes: base, topic" in result.stderr

@@ -10,7 +10,7 @@ from service.engine.backbone import Backbone
 from service.engine.bank import PrefixBank
 from service.engine.prefix import LoadedPrefix
 from service.engine.torch_encoder import TorchEncoder
-from tests.conftest import random_kv
+from tests.support.prefixes import random_kv
 
 TEXTS = [
     "short one",
@@ -48,6 +48,7 @@ def encoder(minilm: Backbone) -> TorchEncoder:
     return TorchEncoder(minilm, chunk_rows=0)
 
 
+@pytest.mark.slow
 def test_eight_prefixes_in_one_batch_equal_each_alone(encoder: TorchEncoder, minilm: Backbone) -> None:
     bank = PrefixBank.build(_prefixes(minilm, [8] * 8))
     batch = encoder.tokenize(TEXTS, max_length=128, truncate=True)
@@ -102,7 +103,7 @@ def test_cpu_chunking_keeps_all_prefixes_of_a_text_in_one_call(minilm: Backbone)
     whole = TorchEncoder(minilm, chunk_rows=0).encode(batch, bank, [0, 1, 2])
     chunked_enc = TorchEncoder(minilm, chunk_rows=6)  # 6 rows = 2 texts x 3 prefixes per call
     rows_seen: list[int] = []
-    chunked_enc.on_forward = lambda rows, tokens, seconds: rows_seen.append(rows)
+    chunked_enc.set_observer(lambda call: rows_seen.append(call.rows))
     chunked = chunked_enc.encode(batch, bank, [0, 1, 2])
     assert rows_seen == [6, 6, 3]
     np.testing.assert_allclose(chunked, whole, atol=1e-5, rtol=0)

@@ -11,7 +11,7 @@ from service.engine.backbone import load_backbone
 from service.engine.bank import PrefixBank
 from service.engine.prefix import LoadedPrefix
 from service.engine.torch_encoder import TorchEncoder
-from tests.conftest import random_kv
+from tests.support.prefixes import random_kv
 
 TEXTS = ["a short text", "a much longer text about the weather, the markets and the football results"]
 

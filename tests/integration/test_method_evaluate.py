@@ -17,7 +17,7 @@ from service.method.data import load_table
 from service.method.evaluate import evaluate, make_target, markdown_table, plot
 from service.method.probes import fit_probe
 from service.method.represent import PLAIN, encode_all
-from tests.conftest import random_kv
+from tests.support.prefixes import random_kv
 
 DATA = Path(__file__).parent.parent / "data"
 pytestmark = pytest.mark.slow

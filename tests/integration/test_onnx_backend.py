@@ -24,13 +24,16 @@ from service.engine.bank import PrefixBank
 from service.engine.factory import build_onnx_encoder, build_torch_encoder
 from service.engine.onnx_encoder import OnnxEncoder
 from service.engine.onnx_io import EXPORT_CASE
-from service.engine.prefix import LoadedPrefix
+from service.engine.prefix import LoadedPrefix, base_prefix
 from service.engine.quantize import l2_normalize
 from service.engine.torch_encoder import TorchEncoder
 from service.errors import ModelLoadError
 from service.registry.limits import PrefixLimits
-from tests.conftest import random_kv
-from tests.http_helpers import wait_ready
+from tests.support.http import wait_ready
+from tests.support.prefixes import random_kv
+
+# Exporting the tiny models to ONNX alone takes tens of seconds on a CPU.
+pytestmark = pytest.mark.slow
 
 TEXTS = [
     "short",
@@ -187,7 +190,8 @@ def test_bank_is_bound_once_per_snapshot(
     for bank in (one, one, one, two, two):
         bert_onnx.encode(batch, bank, [0, 1])
     bert_onnx.encode_plain(batch)
-    assert uploads == [sorted(["prefix_keys", "prefix_values", "prefix_lengths", "prefix_shift"])] * 2
+    bank_inputs = ["prefix_keys", "prefix_values", "prefix_lengths", "prefix_shift", "prefix_first"]
+    assert uploads == [sorted(bank_inputs)] * 2
 
 
 def test_chunked_calls_equal_one_call(bert_onnx: OnnxEncoder, tiny_bert: Backbone) -> None:
@@ -204,7 +208,7 @@ def test_chunked_calls_equal_one_call(bert_onnx: OnnxEncoder, tiny_bert: Backbon
         chunk_rows=6,  # 2 texts (x 3 prefixes) per call
     )
     seen: list[int] = []
-    chunked.on_forward = lambda rows, tokens, seconds: seen.append(rows)
+    chunked.set_observer(lambda call: seen.append(call.rows))
     np.testing.assert_allclose(chunked.encode(batch, bank, [0, 1, 2]), whole, atol=1e-6, rtol=0)
     assert seen == [6, 6, 3]
     assert chunked.forward_calls == 3
@@ -337,15 +341,16 @@ def test_service_on_onnx_serves_torch_vectors(
     assert info["providers"] == ["CPUExecutionProvider"]
     assert any(name.startswith("onnxruntime") for name in info["versions"])
     doc = client.post("/embed", json={"inputs": TEXTS[:3]}).json()
-    assert [p["name"] for p in doc["prefixes"]] == ["q0", "q1"]
+    assert [p["name"] for p in doc["prefixes"]] == ["base", "q0", "q1"]
     reference = build_torch_encoder(settings.model_copy(update={"backend": "torch"}), backbone=tiny_bert)
     from service.registry.folder import scan_folder
 
     loaded, _ = scan_folder(folder, tiny_bert.spec, PrefixLimits(max_prefix_len=256, max_file_bytes=1 << 24))
-    want, _ = embed_sync(reference, PrefixBank.build(loaded), ["q0", "q1"], TEXTS[:3])
+    bank = PrefixBank.build(loaded, base=base_prefix(tiny_bert.spec))
+    want, _ = embed_sync(reference, bank, ["base", "q0", "q1"], TEXTS[:3])
     want = l2_normalize(want)
     for i, item in enumerate(doc["data"]):
-        got = np.array([item["embeddings"][n] for n in ("q0", "q1")])
+        got = np.array([item["embeddings"][n] for n in ("base", "q0", "q1")])
         np.testing.assert_allclose(got, want[i], atol=TOL)
 
 

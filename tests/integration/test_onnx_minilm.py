@@ -14,7 +14,7 @@ from service.engine.bank import PrefixBank
 from service.engine.factory import build_onnx_encoder
 from service.engine.prefix import LoadedPrefix
 from service.engine.torch_encoder import TorchEncoder
-from tests.conftest import random_kv
+from tests.support.prefixes import random_kv
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog.",

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import numpy as np
@@ -14,8 +12,11 @@ from prometheus_client import CollectorRegistry
 
 from service.batching import Batcher
 from service.batching.prometheus import register_batcher_metrics
+from service.engine.bank import PrefixBank
 from service.errors import DeadlineExceeded, InferenceFailed, InputTooLong, NotReady, QueueFull
-from tests.unit.fake_encoder import FakeEncoder, fake_bank
+from tests.support.batching import waiting_texts
+from tests.support.fake_encoder import FakeEncoder, fake_bank
+from tests.support.waiting import async_wait_until as wait_until
 
 T = TypeVar("T")
 BANK = fake_bank(["alpha", "beta", "gamma"])
@@ -28,17 +29,14 @@ def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
     return asyncio.run(main())
 
 
-async def wait_until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
-    end = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < end, "condition not reached"
-        await asyncio.sleep(0.005)
+def want(enc: FakeEncoder, text: str, slots: Sequence[int], bank: PrefixBank = BANK) -> np.ndarray:
+    """[len(slots), dim]: what the batcher must return for ``text`` under ``slots``."""
+    return np.stack([enc.expected(text, bank.prefixes[s]) for s in slots])
 
 
 def hold(enc: FakeEncoder) -> None:
-    """Make the next encode() call block until ``enc.gate.set()``."""
-    enc.gate.clear()
-    enc.entered.clear()
+    """Make encode() calls block until ``enc.release()``."""
+    enc.hold()
 
 
 def test_concurrent_requests_are_coalesced_and_each_gets_its_own_vectors() -> None:
@@ -52,9 +50,8 @@ def test_concurrent_requests_are_coalesced_and_each_gets_its_own_vectors() -> No
         first = asyncio.ensure_future(batcher.embed(["warm up"], BANK, [0, 2]))
         await wait_until(enc.entered.is_set)  # the worker is busy with `first`
         rest = [asyncio.ensure_future(batcher.embed([t], BANK, [0, 2])) for t in texts]
-        await wait_until(lambda: batcher.queue_depth == 33)
-        await asyncio.sleep(0.05)  # let the tokenizer stage hand them all to the worker
-        enc.gate.set()
+        await wait_until(lambda: waiting_texts(batcher) == 32)  # all tokenized, ready to coalesce
+        enc.release()
         await first
         outs = [o.vectors for o in await asyncio.gather(*rest)]
         await batcher.stop()
@@ -62,9 +59,9 @@ def test_concurrent_requests_are_coalesced_and_each_gets_its_own_vectors() -> No
 
     outs = run(scenario)
     for text, vec in zip(texts, outs, strict=True):
-        np.testing.assert_array_equal(vec, np.stack([[enc.expected(text, 0), enc.expected(text, 2)]]))
+        np.testing.assert_array_equal(vec, want(enc, text, [0, 2])[None])
     assert batcher.stats.forward_calls == 2 < 32  # the warm-up alone, then all 32 together
-    assert sorted(len(t) for t, _ in enc.calls) == [1, 32]
+    assert sorted(c.size for c in enc.calls) == [1, 32]
 
 
 def test_one_request_with_all_prefixes_costs_one_forward_call() -> None:
@@ -80,9 +77,9 @@ def test_one_request_with_all_prefixes_costs_one_forward_call() -> None:
 
     vectors = run(scenario)
     assert batcher.stats.forward_calls == 1
-    assert enc.calls[0][1] == (2, 0, 1)
+    assert enc.calls[0].slots == (2, 0, 1)
     for i, text in enumerate(texts):  # input order and slot order restored after sorting by length
-        np.testing.assert_array_equal(vectors[i], np.stack([enc.expected(text, s) for s in (2, 0, 1)]))
+        np.testing.assert_array_equal(vectors[i], want(enc, text, (2, 0, 1)))
 
 
 def test_token_budget_splits_a_large_request_between_texts_never_between_prefixes() -> None:
@@ -97,41 +94,51 @@ def test_token_budget_splits_a_large_request_between_texts_never_between_prefixe
         return out.vectors
 
     vectors = run(scenario)
-    assert [len(t) for t, _ in enc.calls] == [2, 2, 1]
-    assert all(slots == (0, 1, 2) for _, slots in enc.calls)
+    assert [c.size for c in enc.calls] == [2, 2, 1]
+    assert all(c.slots == (0, 1, 2) for c in enc.calls)
     for i, text in enumerate(texts):
-        np.testing.assert_array_equal(vectors[i], np.stack([enc.expected(text, s) for s in (0, 1, 2)]))
+        np.testing.assert_array_equal(vectors[i], want(enc, text, (0, 1, 2)))
 
 
 def test_row_chunks_answer_each_request_as_soon_as_its_chunk_is_done() -> None:
-    enc = FakeEncoder(delay_s=0.1, chunk_rows=4)  # 4 rows = 2 texts x 2 prefixes per call
+    enc = FakeEncoder(chunk_rows=4)  # 4 rows = 2 texts x 2 prefixes per call
     batcher = Batcher(enc)
     texts = ["a", "b b", "c c c", "d d d d", "e e e e e", "f f f f f f"]
-    done_at: dict[str, float] = {}
+    done: list[str] = []
 
     async def one(text: str) -> None:
         out = await batcher.embed([text], BANK, [0, 1])
-        np.testing.assert_array_equal(out.vectors[0], np.stack([enc.expected(text, s) for s in (0, 1)]))
-        done_at[text] = time.monotonic()
+        np.testing.assert_array_equal(out.vectors[0], want(enc, text, (0, 1)))
+        done.append(text)
 
     async def scenario() -> None:
         hold(enc)
         blocker = asyncio.ensure_future(batcher.embed(["hold"], BANK, [0, 1]))
         await wait_until(enc.entered.is_set)
         futs = [asyncio.ensure_future(one(t)) for t in reversed(texts)]  # longest first
-        await asyncio.sleep(0.05)
-        enc.gate.set()
+        await wait_until(lambda: waiting_texts(batcher) == 6)
+        enc.release(calls=2)  # the blocker and the first chunk; the second is held
+        for n in (2, 4, 6):  # a chunk's requests are answered while the next chunk is still held
+            await wait_until(lambda: len(done) == n)  # noqa: B023 (awaited before n changes)
+            assert sorted(done) == sorted(texts[:n])
+            enc.release(calls=1)
+        enc.release()
         await asyncio.gather(blocker, *futs)
         await batcher.stop()
 
     run(scenario)
     # one planned batch of 6 texts, sorted by length, run as 3 calls of 2 texts
-    assert [t for t, _ in enc.calls[1:]] == [["a", "b b"], ["c c c", "d d d d"], ["e e e e e", "f f f f f f"]]
-    assert done_at["b b"] < done_at["c c c"] - 0.05 < done_at["e e e e e"] - 0.1
+    assert [list(c.texts) for c in enc.calls[1:]] == [
+        ["a", "b b"],
+        ["c c c", "d d d d"],
+        ["e e e e e", "f f f f f f"],
+    ]
 
 
 def test_failing_batch_fails_its_requests_and_the_next_batch_succeeds() -> None:
     enc = FakeEncoder()
+    enc.fail_with = RuntimeError("injected encoder failure")
+    enc.fail_when = lambda texts: any("boom" in t for t in texts)
     batcher = Batcher(enc)
 
     async def scenario() -> None:
@@ -140,9 +147,8 @@ def test_failing_batch_fails_its_requests_and_the_next_batch_succeeds() -> None:
         await wait_until(enc.entered.is_set)
         bad = asyncio.ensure_future(batcher.embed(["boom now"], BANK, [0]))
         mate = asyncio.ensure_future(batcher.embed(["innocent bystander"], BANK, [0]))
-        await wait_until(lambda: batcher.queue_depth == 3)
-        await asyncio.sleep(0.05)
-        enc.gate.set()
+        await wait_until(lambda: waiting_texts(batcher) == 2)
+        enc.release()
         await blocker
         for fut in (bad, mate):  # the same forward call: both fail, with a generic 500
             with pytest.raises(InferenceFailed) as err:
@@ -150,7 +156,7 @@ def test_failing_batch_fails_its_requests_and_the_next_batch_succeeds() -> None:
             assert err.value.status_code == 500
             assert "injected" not in err.value.message
         after = await batcher.embed(["all good"], BANK, [1])
-        np.testing.assert_array_equal(after.vectors[0, 0], enc.expected("all good", 1))
+        np.testing.assert_array_equal(after.vectors[0, 0], want(enc, "all good", [1])[0])
         await batcher.stop()
 
     run(scenario)
@@ -171,7 +177,7 @@ def test_full_queue_answers_429_with_retry_after() -> None:
         assert err.value.status_code == 429
         assert err.value.headers == {"Retry-After": str(err.value.retry_after)}
         assert err.value.retry_after >= 1
-        enc.gate.set()
+        enc.release()
         await asyncio.gather(*admitted)
         await batcher.embed(["fits again"], BANK, [0])
         await batcher.stop()
@@ -191,14 +197,14 @@ def test_request_past_its_deadline_gets_504_and_never_runs() -> None:
         with pytest.raises(DeadlineExceeded) as err:
             await batcher.embed(["too late"], BANK, [0])
         assert err.value.status_code == 504
-        enc.gate.set()
+        enc.release()
         with pytest.raises(DeadlineExceeded):  # the blocker itself outlived its deadline
             await blocker
         await batcher.embed(["next"], BANK, [0])
         await batcher.stop()
 
     run(scenario)
-    assert [t for t, _ in enc.calls] == [["hold"], ["next"]]
+    assert [c.texts for c in enc.calls] == [("hold",), ("next",)]
     assert batcher.stats.dropped == {"deadline": 2}
 
 
@@ -214,22 +220,22 @@ def test_cancelled_request_is_dropped_from_the_queue() -> None:
         stays = asyncio.ensure_future(batcher.embed(["client stays"], BANK, [0]))
         await wait_until(lambda: batcher.queue_depth == 3)
         gone.cancel()
-        await asyncio.sleep(0.05)
-        enc.gate.set()
+        await wait_until(lambda: batcher.queue_depth == 2 and waiting_texts(batcher) == 1)
+        enc.release()
         await blocker
         await stays
         assert gone.cancelled()
         await batcher.stop()
 
     run(scenario)
-    assert [t for t, _ in enc.calls] == [["hold"], ["client stays"]]
+    assert [c.texts for c in enc.calls] == [("hold",), ("client stays",)]
     assert batcher.stats.dropped == {"cancelled": 1}
 
 
 def test_too_long_input_fails_only_its_own_request() -> None:
-    enc = FakeEncoder()
+    enc = FakeEncoder(max_input_tokens=64)
     batcher = Batcher(enc)
-    long_text = " ".join(["w"] * 80)  # over the fake's 64 tokens
+    long_text = " ".join(["w"] * 80)  # over the encoder's 64 tokens
 
     async def scenario() -> None:
         hold(enc)
@@ -238,8 +244,8 @@ def test_too_long_input_fails_only_its_own_request() -> None:
         strict = asyncio.ensure_future(batcher.embed([long_text], BANK, [0], truncate=False))
         fine = asyncio.ensure_future(batcher.embed(["fine"], BANK, [0], truncate=False))
         truncated = asyncio.ensure_future(batcher.embed([long_text], BANK, [0]))
-        await asyncio.sleep(0.05)
-        enc.gate.set()
+        await wait_until(lambda: strict.done() and waiting_texts(batcher) == 2)
+        enc.release()
         with pytest.raises(InputTooLong):
             await strict
         await asyncio.gather(blocker, fine)
@@ -261,13 +267,13 @@ def test_different_bank_snapshots_never_share_a_forward_call() -> None:
         futs = [
             asyncio.ensure_future(batcher.embed([f"t{i}"], BANK if i % 2 else other, [0])) for i in range(6)
         ]
-        await asyncio.sleep(0.05)
-        enc.gate.set()
+        await wait_until(lambda: waiting_texts(batcher) == 6)
+        enc.release()
         await asyncio.gather(blocker, *futs)
         await batcher.stop()
 
     run(scenario)
-    assert sorted(sorted(t) for t, _ in enc.calls[1:]) == [["t0", "t2", "t4"], ["t1", "t3", "t5"]]
+    assert sorted(sorted(c.texts) for c in enc.calls[1:]) == [["t0", "t2", "t4"], ["t1", "t3", "t5"]]
 
 
 @pytest.mark.parametrize(("policy", "calls"), [("group", 4), ("union", 2)])
@@ -281,8 +287,8 @@ def test_slot_policy_groups_or_unions_prefix_sets(policy: str, calls: int) -> No
         blocker = asyncio.ensure_future(batcher.embed(["hold"], BANK, [1]))
         await wait_until(enc.entered.is_set)
         futs = [asyncio.ensure_future(batcher.embed([f"t{i}"], BANK, s)) for i, s in enumerate(asks)]
-        await asyncio.sleep(0.05)
-        enc.gate.set()
+        await wait_until(lambda: waiting_texts(batcher) == 4)
+        enc.release()
         await blocker
         outs = [o.vectors for o in await asyncio.gather(*futs)]
         await batcher.stop()
@@ -291,11 +297,11 @@ def test_slot_policy_groups_or_unions_prefix_sets(policy: str, calls: int) -> No
     outs = run(scenario)
     assert len(enc.calls) == calls
     for i, (slots, vec) in enumerate(zip(asks, outs, strict=True)):
-        np.testing.assert_array_equal(vec[0], np.stack([enc.expected(f"t{i}", s) for s in slots]))
+        np.testing.assert_array_equal(vec[0], want(enc, f"t{i}", slots))
 
 
 def test_drain_finishes_admitted_requests_and_refuses_new_ones() -> None:
-    enc = FakeEncoder(delay_s=0.02)
+    enc = FakeEncoder()
     batcher = Batcher(enc)
 
     async def scenario() -> None:
@@ -303,15 +309,15 @@ def test_drain_finishes_admitted_requests_and_refuses_new_ones() -> None:
         admitted = [asyncio.ensure_future(batcher.embed([f"t{i}"], BANK, [0])) for i in range(5)]
         await wait_until(enc.entered.is_set)
         drained = asyncio.ensure_future(batcher.drain(timeout=5))
-        await asyncio.sleep(0.01)
+        await wait_until(lambda: not batcher.accepting)
         with pytest.raises(NotReady) as err:
             await batcher.embed(["late"], BANK, [0])
         assert err.value.status_code == 503
         assert not drained.done()
-        enc.gate.set()
+        enc.release()
         assert await drained is True
         outs = await asyncio.gather(*admitted)
-        assert [o.vectors[0, 0, 0] for o in outs] == [enc.expected(f"t{i}", 0)[0] for i in range(5)]
+        assert [o.vectors[0, 0, 0] for o in outs] == [want(enc, f"t{i}", [0])[0, 0] for i in range(5)]
         await batcher.stop()
 
     run(scenario)
@@ -326,9 +332,11 @@ def test_stop_fails_what_could_not_drain_in_time() -> None:
         blocker = asyncio.ensure_future(batcher.embed(["hold"], BANK, [0]))
         await wait_until(enc.entered.is_set)
         queued = asyncio.ensure_future(batcher.embed(["queued"], BANK, [0]))
-        await asyncio.sleep(0.05)
-        threading.Timer(0.3, enc.gate.set).start()  # the running batch ends after the drain gave up
-        await batcher.stop(timeout=0.1)
+        await wait_until(lambda: waiting_texts(batcher) == 1)
+        stopping = asyncio.ensure_future(batcher.stop(timeout=0.1))  # the drain gives up: one is held
+        await wait_until(lambda: batcher._worker._stopping)  # the worker will take no further batch
+        enc.release()  # the running batch ends after the drain gave up
+        await stopping
         await blocker  # the batch in progress still completes
         with pytest.raises(NotReady):
             await queued

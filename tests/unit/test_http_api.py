@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,14 +15,17 @@ from service.app import create_app
 from service.config import Settings
 from service.engine.quantize import decode_base64_float, decode_binary, int8_quantize
 from service.runtime import Runtime
-from tests.api_fake_encoder import FAKE_SPEC, FakeEncoder
-from tests.http_helpers import (
+from tests.support.fake_encoder import FAKE_SPEC, FakeEncoder
+from tests.support.http import (
+    SERVED,
     assert_error,
     expected_vectors,
     fake_app,
     fake_prefix_bytes,
     fill_folder,
 )
+from tests.support.metrics import metric_value
+from tests.support.waiting import wait_until
 
 TEXTS = ["the cat sat", "on the mat today", "hi"]
 
@@ -36,21 +38,19 @@ def served(tmp_path: Path) -> Iterator[tuple[TestClient, FakeEncoder, Runtime]]:
 
 def test_embed_returns_every_enabled_prefix_vector_from_one_encoder_call(served) -> None:
     client, fake, runtime = served
-    r = client.post("/embed", json={"inputs": TEXTS})
+    r = client.post("/embed", json={"inputs": TEXTS})  # prefixes null: base (include_base) and every file
     assert r.status_code == 200, r.text
     doc = r.json()
-    assert fake.calls == [(3, ("alpha", "beta", "gamma"))]  # one call: every prefix of every text
+    assert [(c.size, c.names) for c in fake.calls] == [(3, SERVED)]  # every prefix (base too), every text
     bank = runtime.registry.snapshot.bank
     assert doc["model"] == "fake-model"
-    assert doc["prefixes"] == [
-        {"name": n, "digest": bank.get(n).digest, "dim": 8} for n in ("alpha", "beta", "gamma")
-    ]
+    assert doc["prefixes"] == [{"name": n, "digest": bank.get(n).digest, "dim": 8} for n in SERVED]
     assert doc["usage"] == {"prompt_tokens": 5 + 6 + 3, "total_tokens": 14}
-    want = expected_vectors(fake, runtime, ["alpha", "beta", "gamma"], TEXTS)
+    want = expected_vectors(fake, runtime, list(SERVED), TEXTS)
     assert [d["index"] for d in doc["data"]] == [0, 1, 2]
     for i, item in enumerate(doc["data"]):
-        assert list(item["embeddings"]) == ["alpha", "beta", "gamma"]
-        got = np.array([item["embeddings"][n] for n in ("alpha", "beta", "gamma")])
+        assert list(item["embeddings"]) == list(SERVED)
+        got = np.array([item["embeddings"][n] for n in SERVED])
         np.testing.assert_allclose(got, want[i], atol=1e-6)
         np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-6)
 
@@ -71,8 +71,8 @@ def test_concat_follows_the_order_of_prefixes(served) -> None:
 def test_unnormalized_and_encoded_vectors_decode_to_the_float_vectors(served) -> None:
     client, fake, runtime = served
     raw = fake.encode(
-        fake.tokenize(TEXTS, max_length=32, truncate=True), runtime.registry.snapshot.bank, [1]
-    )[:, 0]
+        fake.tokenize(TEXTS, max_length=32, truncate=True), runtime.registry.snapshot.bank, [2]
+    )[:, 0]  # slot 2: base, alpha, beta
     docs = {
         enc: client.post(
             "/embed", json={"inputs": TEXTS, "prefixes": ["beta"], "encoding": enc, "normalize": False}
@@ -102,9 +102,10 @@ def test_openai_route_serves_a_prefix_or_the_concat_of_enabled_prefixes(served) 
         "/v1/embeddings", json={"input": ["the cat sat"], "model": "fake-model", "encoding_format": "base64"}
     ).json()
     got = decode_base64_float(every["data"][0]["embedding"])
-    np.testing.assert_allclose(got, want.reshape(-1) / np.sqrt(3), atol=1e-6)
+    every_want = expected_vectors(fake, runtime, list(SERVED), ["the cat sat"])[0]
+    np.testing.assert_allclose(got, every_want.reshape(-1) / np.sqrt(4), atol=1e-6)
     models = client.get("/v1/models").json()
-    assert [m["id"] for m in models["data"]] == ["fake-model", "alpha", "beta", "gamma"]
+    assert [m["id"] for m in models["data"]] == ["fake-model", *SERVED]
 
 
 def test_patch_disables_and_the_default_request_omits_the_prefix(served, tmp_path: Path) -> None:
@@ -112,13 +113,14 @@ def test_patch_disables_and_the_default_request_omits_the_prefix(served, tmp_pat
     r = client.patch("/prefixes", json={"beta": {"enabled": False}})
     assert r.status_code == 200, r.text
     assert {p["name"]: p["enabled"] for p in r.json()["prefixes"]} == {
+        "base": True,
         "alpha": True,
         "beta": False,
         "gamma": True,
     }
     assert json.loads((tmp_path / "prefixes" / "state.json").read_text())["disabled"] == ["beta"]
     doc = client.post("/embed", json={"inputs": "x"}).json()
-    assert [p["name"] for p in doc["prefixes"]] == ["alpha", "gamma"]
+    assert [p["name"] for p in doc["prefixes"]] == ["base", "alpha", "gamma"]
     assert_error(
         client.post("/embed", json={"inputs": "x", "prefixes": ["alpha", "beta"]}),
         409,
@@ -142,7 +144,7 @@ def test_patch_disables_and_the_default_request_omits_the_prefix(served, tmp_pat
         "prefix_not_found",
         "'nope'",
     )
-    assert client.get("/prefixes").json()["prefixes"][0]["enabled"] is True  # nothing of it applied
+    assert client.get("/prefixes").json()["prefixes"][1]["enabled"] is True  # nothing of it applied
 
 
 def test_put_uploads_a_prefix_that_is_served_at_once(served) -> None:
@@ -165,7 +167,7 @@ def test_put_uploads_a_prefix_that_is_served_at_once(served) -> None:
     )
     assert_error(client.put("/prefixes/Bad!", content=data), 422, "invalid_prefix_file", "bad prefix name")
     listing = client.get("/prefixes").json()
-    assert [p["name"] for p in listing["prefixes"]] == ["alpha", "beta", "delta", "gamma"]
+    assert [p["name"] for p in listing["prefixes"]] == ["base", "alpha", "beta", "delta", "gamma"]
     assert listing["rejected"] == []
 
 
@@ -173,28 +175,26 @@ def test_a_garbage_file_is_listed_with_its_reason_while_the_others_serve(served,
     client, fake, runtime = served
     (tmp_path / "prefixes" / "junk.safetensors").write_bytes(b"this is not a prefix file")
     (tmp_path / "prefixes" / "beta.safetensors").write_bytes(b"half a file")  # beta keeps its last version
-    deadline = time.monotonic() + 5
-    while len(client.get("/prefixes").json()["rejected"]) < 2:
-        assert time.monotonic() < deadline, "the watcher did not report the bad files"
-        time.sleep(0.05)
+    wait_until(lambda: len(client.get("/prefixes").json()["rejected"]) >= 2, what="the bad files reported")
     listing = client.get("/prefixes").json()
     reasons = {r["source"]: r["reason"] for r in listing["rejected"]}
     assert set(reasons) == {"beta.safetensors", "junk.safetensors"}
     assert "not a valid safetensors file" in reasons["junk.safetensors"]
     assert [(p["name"], p["stale"]) for p in listing["prefixes"]] == [
+        ("base", False),
         ("alpha", False),
         ("beta", True),
         ("gamma", False),
     ]
     doc = client.post("/embed", json={"inputs": "x"}).json()
-    assert [p["name"] for p in doc["prefixes"]] == ["alpha", "beta", "gamma"]
+    assert [p["name"] for p in doc["prefixes"]] == list(SERVED)
 
 
 def test_a_request_uses_one_snapshot_to_its_end(served) -> None:
     client, fake, runtime = served
     old_digest = runtime.registry.snapshot.bank.get("alpha").digest
     want_old = expected_vectors(fake, runtime, ["alpha"], ["the cat sat"])[0, 0]
-    fake.delay_s = 0.5
+    fake.hold()
     result: dict = {}
     worker = threading.Thread(
         target=lambda: result.update(
@@ -202,9 +202,9 @@ def test_a_request_uses_one_snapshot_to_its_end(served) -> None:
         )
     )
     worker.start()
-    time.sleep(0.15)  # the request holds its snapshot and is in the encoder
-    fake.delay_s = 0.0
+    assert fake.entered.wait(timeout=30)  # the request holds its snapshot and is in the encoder
     assert client.put("/prefixes/alpha", content=fake_prefix_bytes(seed=77)).status_code == 200
+    fake.release()
     worker.join()
     doc = result["r"].json()
     assert doc["prefixes"][0]["digest"] == old_digest
@@ -226,27 +226,23 @@ def test_health_ready_info_and_metrics(served) -> None:
     assert info["limits"]["max_client_batch"] == 8
     assert info["limits"]["max_input_tokens"] == 32
     assert info["prefixes"] == {
-        "loaded": 3,
-        "enabled": 3,
+        "loaded": 4,  # the built-in base and three files
+        "enabled": 4,
         "rejected": 0,
         "bank_version": runtime.registry.snapshot.bank.version,
     }
     assert info["versions"]["prefix_embed"]
     text = client.get("/metrics").text
-    values = {
-        line.split(" ")[0]: float(line.split(" ")[1])
-        for line in text.splitlines()
-        if line and not line.startswith("#")
-    }
-    assert values["prefix_embed_forward_calls_total"] == 2  # warm-up is not counted
-    assert values["prefix_embed_batch_rows_total"] == 3 * 3 + 1
-    assert values['prefix_embed_requests_total{method="POST",route="/embed",status="200"}'] == 2
-    assert values['prefix_embed_requests_total{method="POST",route="/embed",status="400"}'] == 1
-    assert values['prefix_embed_request_duration_seconds_count{route="/embed"}'] == 3
-    assert values["prefix_embed_prefixes_loaded"] == 3
-    assert values["prefix_embed_prefixes_enabled"] == 3
-    assert values["prefix_embed_queue_depth"] == 0
-    assert values["prefix_embed_ready"] == 1
+    assert metric_value(text, "prefix_embed_forward_calls_total") == 2  # warm-up is not counted
+    assert metric_value(text, "prefix_embed_batch_rows_total") == 3 * len(SERVED) + 1
+    embed = {"method": "POST", "route": "/embed"}
+    assert metric_value(text, "prefix_embed_requests_total", {**embed, "status": "200"}) == 2
+    assert metric_value(text, "prefix_embed_requests_total", {**embed, "status": "400"}) == 1
+    assert metric_value(text, "prefix_embed_request_duration_seconds_count", {"route": "/embed"}) == 3
+    assert metric_value(text, "prefix_embed_prefixes_loaded") == len(SERVED)
+    assert metric_value(text, "prefix_embed_prefixes_enabled") == len(SERVED)
+    assert metric_value(text, "prefix_embed_queue_depth") == 0
+    assert metric_value(text, "prefix_embed_ready") == 1
 
 
 def test_ready_is_503_until_the_model_is_loaded(tmp_path: Path) -> None:
@@ -287,10 +283,7 @@ def test_a_model_that_fails_to_load_keeps_ready_at_503_with_the_reason(tmp_path:
     app = create_app(Settings(model=tmp_path / "no-such-model", prefix_dir=tmp_path / "prefixes"))
     with TestClient(app) as client:
         runtime = app.state.runtime
-        deadline = time.monotonic() + 30
-        while runtime.load_error is None:
-            assert time.monotonic() < deadline, "start-up neither failed nor finished"
-            time.sleep(0.02)
+        wait_until(lambda: runtime.load_error is not None, 30, "start-up failed")
         assert_error(client.get("/ready"), 503, "not_ready", "model failed to load", "no config.json")
         assert_error(client.post("/embed", json={"inputs": "x"}), 503, "not_ready")
         assert client.get("/health").status_code == 200

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -13,17 +12,17 @@ from typing import Any, TypeVar
 import httpx
 from fastapi.testclient import TestClient
 
-from tests.http_helpers import PREFIXES, assert_error, expected_vectors, fake_app, fill_folder
+from tests.support.batching import waiting_texts
+from tests.support.http import PREFIXES, SERVED, assert_error, expected_vectors, fake_app, fill_folder
+from tests.support.metrics import metric_value
+from tests.support.waiting import async_wait_until as until
+from tests.support.waiting import wait_until
 
 T = TypeVar("T")
 
 
-def metric(client: TestClient, name: str) -> float:
-    for line in client.get("/metrics").text.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[0] == name:
-            return float(parts[1])
-    raise AssertionError(f"{name} not in /metrics")
+def metric(client: TestClient, name: str, **labels: str) -> float:
+    return metric_value(client.get("/metrics").text, name, labels)
 
 
 def in_app_loop(client: TestClient, fn: Callable[[httpx.AsyncClient], Awaitable[T]]) -> T:
@@ -38,21 +37,20 @@ def in_app_loop(client: TestClient, fn: Callable[[httpx.AsyncClient], Awaitable[
     return client.portal.call(main)
 
 
-async def until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
-    end = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < end, "condition not reached"
-        await asyncio.sleep(0.005)
-
-
 def test_32_concurrent_requests_take_fewer_than_32_forward_calls(tmp_path: Path) -> None:
     texts = [f"request number {i} " + "word " * (i % 5) for i in range(32)]
     with fake_app(fill_folder(tmp_path / "p")) as (client, fake, runtime):
-        fake.delay_s = 0.05  # while one batch runs, the others queue up behind it
         before = metric(client, "prefix_embed_forward_calls_total")
+        batcher = runtime.batcher
+        assert batcher is not None
 
         async def burst(ac: httpx.AsyncClient) -> list[httpx.Response]:
-            return await asyncio.gather(*(ac.post("/embed", json={"inputs": t}) for t in texts))
+            fake.hold()  # while the first batch runs, all the others queue up behind it
+            posts = [asyncio.ensure_future(ac.post("/embed", json={"inputs": t})) for t in texts]
+            await until(fake.entered.is_set)
+            await until(lambda: waiting_texts(batcher) == 32 - fake.calls[0].size)
+            fake.release()
+            return list(await asyncio.gather(*posts))
 
         responses = in_app_loop(client, burst)
         calls = metric(client, "prefix_embed_forward_calls_total") - before
@@ -63,10 +61,10 @@ def test_32_concurrent_requests_take_fewer_than_32_forward_calls(tmp_path: Path)
             want = expected_vectors(fake, runtime, list(PREFIXES), [text])[0]
             got = [r.json()["data"][0]["embeddings"][n] for n in PREFIXES]
             assert abs(want - got).max() < 1e-6
-    assert calls < 32
+    assert calls <= 2 < 32  # the first batch (one or more requests), then all the others together
     assert calls == len(encoded)
-    assert sum(size for size, _ in encoded) == 32
-    assert rows == 32 * len(PREFIXES)
+    assert sum(c.size for c in encoded) == 32
+    assert rows == 32 * len(SERVED)
 
 
 def test_a_request_with_every_prefix_costs_one_forward_call(tmp_path: Path) -> None:
@@ -75,12 +73,12 @@ def test_a_request_with_every_prefix_costs_one_forward_call(tmp_path: Path) -> N
         r = client.post("/embed", json={"inputs": ["one text", "and another", "third"]})
         assert r.status_code == 200, r.text
         assert metric(client, "prefix_embed_forward_calls_total") - before == 1
-        assert fake.calls == [(3, PREFIXES)]
+        assert [(c.size, c.names) for c in fake.calls] == [(3, SERVED)]
 
 
 def test_a_full_queue_is_429_with_retry_after(tmp_path: Path) -> None:
     with fake_app(fill_folder(tmp_path / "p"), max_queue_requests=2) as (client, fake, runtime):
-        fake.delay_s = 0.5
+        fake.hold()
         batcher = runtime.batcher
         assert batcher is not None
 
@@ -88,35 +86,36 @@ def test_a_full_queue_is_429_with_retry_after(tmp_path: Path) -> None:
             admitted = [asyncio.ensure_future(ac.post("/embed", json={"inputs": f"t{i}"})) for i in range(2)]
             await until(lambda: batcher.queue_depth == 2)
             refused = await ac.post("/embed", json={"inputs": "one too many"})
+            fake.release()
             return refused, list(await asyncio.gather(*admitted))
 
         refused, admitted = in_app_loop(client, overload)
         assert_error(refused, 429, "queue_full", "queue is full")
         assert int(refused.headers["Retry-After"]) >= 1
         assert [r.status_code for r in admitted] == [200, 200]
-        assert metric(client, 'prefix_embed_requests_dropped_total{reason="queue_full"}') == 1
+        assert metric(client, "prefix_embed_requests_dropped_total", reason="queue_full") == 1
 
 
 def test_a_request_past_its_deadline_is_504(tmp_path: Path) -> None:
     with fake_app(fill_folder(tmp_path / "p"), request_timeout_s=0.2) as (client, fake, _):
-        fake.delay_s = 0.6
+        fake.hold()  # the request stays in the encoder past its deadline
         r = client.post("/embed", json={"inputs": "slow"})
         assert_error(r, 504, "deadline_exceeded", "0.2 s")
-        fake.delay_s = 0.0
-        time.sleep(0.5)  # the abandoned batch finishes; the worker is free again
+        fake.release()
+        wait_until(lambda: fake.forward_calls == 1, what="the abandoned batch finished")
         assert client.post("/embed", json={"inputs": "fast"}).status_code == 200
 
 
 def test_a_disconnected_client_is_dropped_from_the_queue(tmp_path: Path) -> None:
     with fake_app(fill_folder(tmp_path / "p")) as (client, fake, runtime):
-        fake.delay_s = 0.3
+        fake.hold()
         batcher = runtime.batcher
         assert batcher is not None
         sent: list[dict[str, Any]] = []
 
         async def leave_early(ac: httpx.AsyncClient) -> httpx.Response:
             holder = asyncio.ensure_future(ac.post("/embed", json={"inputs": "holds the worker"}))
-            await until(lambda: len(fake.calls) == 1)
+            await until(fake.entered.is_set)
             gone = asyncio.Event()
             body = json.dumps({"inputs": "nobody will read this"}).encode()
             messages = [{"type": "http.request", "body": body, "more_body": False}]
@@ -148,13 +147,14 @@ def test_a_disconnected_client_is_dropped_from_the_queue(tmp_path: Path) -> None
             await until(lambda: batcher.queue_depth == 2)
             gone.set()  # the client hangs up while its request waits behind the holder
             await leaving
+            fake.release()
             return await holder
 
         holder = in_app_loop(client, leave_early)
         assert holder.status_code == 200
-        time.sleep(0.1)
-        assert fake.calls == [(1, PREFIXES)]  # the departed request never reached the encoder
+        assert client.post("/embed", json={"inputs": "still serving"}).status_code == 200
+        # the departed request never reached the encoder, before or after the one queued behind it
+        assert [c.texts for c in fake.calls] == [("holds the worker",), ("still serving",)]
         assert sent[0]["status"] == 499
         assert batcher.stats.dropped == {"cancelled": 1}
-        assert metric(client, 'prefix_embed_requests_dropped_total{reason="cancelled"}') == 1
-        assert client.post("/embed", json={"inputs": "still serving"}).status_code == 200
+        assert metric(client, "prefix_embed_requests_dropped_total", reason="cancelled") == 1

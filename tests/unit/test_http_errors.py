@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.http_helpers import BAD_INPUTS, assert_error, fake_app, fake_prefix_bytes, fill_folder
+from tests.support.http import BAD_INPUTS, assert_error, fake_app, fake_prefix_bytes, fill_folder
 
 
 @pytest.fixture(scope="module")

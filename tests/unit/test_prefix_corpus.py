@@ -18,8 +18,8 @@ from safetensors.torch import save as st_save
 from service.registry.limits import PrefixLimits
 from service.registry.registry import PrefixRegistry
 from service.registry.writer import native_bytes
-from tests.api_fake_encoder import FAKE_SPEC
-from tests.http_helpers import fake_app, fake_prefix_bytes
+from tests.support.fake_encoder import FAKE_SPEC
+from tests.support.http import fake_app, fake_prefix_bytes
 
 S = FAKE_SPEC  # 2 layers, 2 heads, head_dim 4, hidden 8, 64 positions
 MAX_FILE = 4 * 1024 * 1024

@@ -5,24 +5,27 @@ from __future__ import annotations
 import json
 import pickle
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save as st_save
 
-from service.engine.backbone import Backbone, BackboneSpec
+from service.engine.backbone import BackboneSpec
 from service.errors import InvalidPrefixFile
 from service.registry.folder import scan_folder
 from service.registry.limits import PrefixLimits
 from service.registry.loader import load_prefix
 from service.registry.writer import native_bytes
-from tests.conftest import random_kv
+from tests.support.fake_encoder import FAKE_SPEC
+from tests.support.prefixes import random_kv
 
 
 @pytest.fixture(scope="module")
-def spec(tiny_bert: Backbone) -> BackboneSpec:
-    return tiny_bert.spec  # 2 layers, 4 heads, head_dim 8, 64 positions
+def spec() -> BackboneSpec:
+    """The tiny test BERT's shape (2 layers, 4 heads, head_dim 8, 64 positions): file rules need no model."""
+    return replace(FAKE_SPEC, num_heads=4, head_dim=8, hidden_size=32)
 
 
 def _native(spec: BackboneSpec, **meta: object) -> bytes:

@@ -19,7 +19,7 @@ from service.registry.loader import load_prefix
 from service.registry.native import parse_native
 from service.registry.registry import PrefixRegistry
 from service.registry.writer import native_bytes
-from tests.http_helpers import fake_app, fill_folder
+from tests.support.http import fake_app, fill_folder
 
 # 4 layers, 2 heads, head_dim 4, hidden 8, 64 positions
 SPEC = BackboneSpec("bert", 4, 2, 4, 8, 64, 0, 0, "w")

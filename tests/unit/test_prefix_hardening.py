@@ -15,8 +15,8 @@ import pytest
 import torch
 from safetensors.torch import save as st_save
 
-from tests.api_fake_encoder import FAKE_SPEC
-from tests.http_helpers import assert_error, fake_app, fake_prefix_bytes, fill_folder
+from tests.support.fake_encoder import FAKE_SPEC
+from tests.support.http import assert_error, fake_app, fake_prefix_bytes, fill_folder
 
 
 def raw_prefix(scale: float = 0.5, seed: int = 0, **meta: str) -> bytes:
@@ -55,7 +55,9 @@ def serving(client: Any) -> list[str]:
     assert doc.status_code == 200, doc.text
     vectors = [np.asarray(v) for v in doc.json()["data"][0]["embeddings"].values()]
     assert all(np.isfinite(v).all() for v in vectors)
-    return [p["name"] for p in doc.json()["prefixes"]]
+    names = [p["name"] for p in doc.json()["prefixes"]]
+    assert names[0] == "base"  # the built-in is always served (include_base), first
+    return names[1:]  # the file prefixes
 
 
 def test_4_huge_finite_values_are_refused_on_put_and_in_the_folder(tmp_path: Path) -> None:
@@ -105,7 +107,7 @@ def test_6_a_malformed_entry_is_its_own_rejection_and_scanning_goes_on(
         (folder / "zeta.safetensors").write_bytes(fake_prefix_bytes(seed=5))  # after the bad entry
         r = client.patch("/prefixes", json={"beta": {"enabled": False}})
         assert r.status_code == 200, r.text
-        assert [p["name"] for p in r.json()["prefixes"] if p["enabled"]] == ["alpha", "gamma", "zeta"]
+        assert [p["name"] for p in r.json()["prefixes"] if p["enabled"]] == ["base", "alpha", "gamma", "zeta"]
         assert serving(client) == ["alpha", "gamma", "zeta"]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,9 +17,10 @@ from service.registry.limits import PrefixLimits
 from service.registry.registry import PrefixRegistry
 from service.registry.state import STATE_FILE, read_disabled
 from service.registry.watcher import FolderWatcher
-from service.registry.writer import native_bytes
-from tests.api_fake_encoder import FAKE_SPEC
-from tests.conftest import random_kv
+from tests.support import prefixes
+from tests.support.fake_encoder import FAKE_SPEC
+from tests.support.waiting import async_wait_until
+from tests.support.watching import until_watching
 
 WritePrefix = Callable[..., Path]
 
@@ -29,8 +30,7 @@ def make_registry(folder: Path) -> PrefixRegistry:
 
 
 def prefix_bytes(seed: int = 0, prefix_len: int = 4) -> bytes:
-    key, value = random_kv(FAKE_SPEC, prefix_len, seed)
-    return native_bytes(key, value, {"backbone_fingerprint": FAKE_SPEC.fingerprint})
+    return prefixes.prefix_bytes(FAKE_SPEC, prefix_len, seed)
 
 
 def write_peft(folder: Path, virtual_tokens: int = 4) -> None:
@@ -60,8 +60,8 @@ def test_load_publishes_every_valid_prefix_and_lists_rejected_files(folder: Path
     (folder / "broken.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
     (folder / "notes.md").write_text("documentation is not a prefix")
     snap = make_registry(folder).load()
-    assert snap.bank.names == ["alpha", "beta", "gamma"]
-    assert snap.enabled == {"alpha", "beta", "gamma"}
+    assert snap.bank.names == ["base", "alpha", "beta", "gamma"]  # the built-in first, then files
+    assert snap.enabled == {"base", "alpha", "beta", "gamma"}
     assert [r.source for r in snap.rejected] == ["broken.safetensors"]
     assert "not a valid safetensors file" in snap.rejected[0].reason
     assert snap.version == 1
@@ -92,7 +92,7 @@ def test_refresh_loads_new_drops_removed_and_keeps_unchanged_bank(
     write_prefix(folder, "delta", FAKE_SPEC, seed=7)
     (folder / "alpha.safetensors").unlink()
     snap = reg.refresh()
-    assert snap.bank.names == ["beta", "delta", "gamma"]
+    assert snap.bank.names == ["base", "beta", "delta", "gamma"]
     assert snap.version == first.version + 1
     assert snap.bank.get("beta") is first.bank.get("beta")  # unchanged files are not re-read
 
@@ -109,15 +109,15 @@ def test_patch_is_all_or_nothing_and_persisted(folder: Path) -> None:
     reg = make_registry(folder)
     reg.load()
     snap = reg.apply_patch({"beta": {"enabled": False}, "gamma": {"enabled": False}})
-    assert snap.enabled == {"alpha"}
+    assert snap.enabled == {"base", "alpha"}
     assert json.loads((folder / STATE_FILE).read_text())["disabled"] == ["beta", "gamma"]
     with pytest.raises(PrefixNotFound, match="'nope'.*known prefixes: alpha, beta, gamma"):
         reg.apply_patch({"beta": {"enabled": True}, "nope": {"enabled": False}})
-    assert reg.snapshot.enabled == {"alpha"}  # the valid half was not applied either
+    assert reg.snapshot.enabled == {"base", "alpha"}  # the valid half was not applied either
     assert read_disabled(folder) == {"beta", "gamma"}
-    assert reg.apply_patch({"gamma": {"enabled": None}}).enabled == {"alpha", "gamma"}
+    assert reg.apply_patch({"gamma": {"enabled": None}}).enabled == {"base", "alpha", "gamma"}
     # a new registry on the same folder (a restart) starts from the persisted state
-    assert make_registry(folder).load().enabled == {"alpha", "gamma"}
+    assert make_registry(folder).load().enabled == {"base", "alpha", "gamma"}
 
 
 @pytest.mark.parametrize(
@@ -143,8 +143,8 @@ def test_refresh_picks_up_a_state_file_written_by_another_replica(folder: Path) 
     one.load()
     two.load()
     one.apply_patch({"alpha": {"enabled": False}})
-    assert two.snapshot.enabled == {"alpha", "beta", "gamma"}
-    assert two.refresh().enabled == {"beta", "gamma"}
+    assert two.snapshot.enabled == {"base", "alpha", "beta", "gamma"}
+    assert two.refresh().enabled == {"base", "beta", "gamma"}
 
 
 def test_put_validates_writes_atomically_and_publishes(folder: Path) -> None:
@@ -172,27 +172,28 @@ def test_put_refuses_a_name_served_from_a_peft_folder(tmp_path: Path) -> None:
         reg.put_prefix("delta", prefix_bytes())
 
 
-def test_watcher_publishes_a_dropped_in_file_within_a_second(folder: Path) -> None:
+def test_watcher_publishes_a_dropped_in_file_on_its_change_event(
+    folder: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     reg = make_registry(folder)
     reg.load()
 
-    async def scenario() -> float:
-        watcher = FolderWatcher(reg, debounce_ms=200)
+    async def scenario() -> None:
+        watcher = FolderWatcher(reg, debounce_ms=200, retry_s=60.0)
         watcher.start()
         try:
-            while watcher.refreshes == 0:  # the watcher's own first scan: it is watching
-                await asyncio.sleep(0.02)
-            await asyncio.sleep(0.2)
-            start = time.monotonic()
+            await until_watching(watcher, folder)
+            seen = watcher.refreshes
             (folder / "delta.safetensors").write_bytes(prefix_bytes(seed=3))
-            while "delta" not in reg.snapshot.bank.names:
-                assert time.monotonic() - start < 5, "watcher did not pick up the new file"
-                await asyncio.sleep(0.02)
-            return time.monotonic() - start
+            await async_wait_until(lambda: "delta" in reg.snapshot.bank.names, what="delta published")
+            assert watcher.refreshes > seen  # by a rescan the new file's event caused
         finally:
             await watcher.stop()
 
-    assert asyncio.run(scenario()) < 1.0
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(scenario())
+    # the change events did it: no watch failure, no retry (which would rescan only after 60 s)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
 
 
 def test_unwritable_folder_gives_a_clear_error_and_changes_nothing(folder: Path) -> None:

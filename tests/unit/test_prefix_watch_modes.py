@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import time
+import contextlib
 from pathlib import Path
 
 import pytest
+import torch
 
 from service.config import Settings
 from service.registry.limits import PrefixLimits
 from service.registry.registry import PrefixRegistry
 from service.registry.watcher import NETWORK_FILESYSTEMS, FolderWatcher, filesystem_type, use_polling
-from tests.api_fake_encoder import FAKE_SPEC
-from tests.http_helpers import fake_prefix_bytes, fill_folder
+from tests.support.fake_encoder import FAKE_SPEC
+from tests.support.http import fake_prefix_bytes, fill_folder
+from tests.support.waiting import async_wait_until
+from tests.support.watching import until_watching
 
 
 def _picked_up(folder: Path, **watch: object) -> tuple[bool, bool]:
@@ -25,13 +28,12 @@ def _picked_up(folder: Path, **watch: object) -> tuple[bool, bool]:
         watcher = FolderWatcher(registry, debounce_ms=50, **watch)  # type: ignore[arg-type]
         watcher.start()
         try:
-            deadline = time.monotonic() + 10
-            while watcher.refreshes == 0 and time.monotonic() < deadline:  # the watcher's own first scan
-                await asyncio.sleep(0.02)
+            await until_watching(watcher, folder)
             (folder / "delta.safetensors").write_bytes(fake_prefix_bytes(seed=3))
-            while "delta" not in registry.snapshot.bank.names and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
-            return watcher.polling, "delta" in registry.snapshot.bank.names
+            published = lambda: "delta" in registry.snapshot.bank.names  # noqa: E731
+            with contextlib.suppress(AssertionError):  # not published in time: reported below
+                await async_wait_until(published, what="delta published")
+            return watcher.polling, published()
         finally:
             await watcher.stop()
 
@@ -73,3 +75,30 @@ def test_watch_mode_settings_from_the_environment(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("PREFIX_EMBED_WATCH_MODE", "inotify")
     with pytest.raises(ValueError, match="watch_mode"):
         Settings()
+
+
+def test_a_file_without_checksum_is_loaded_when_its_settle_window_ends(tmp_path: Path) -> None:
+    """No event follows the end of a write: the watcher itself looks again when the window ends."""
+    from safetensors.torch import save as st_save
+
+    folder = fill_folder(tmp_path / "p")
+    registry = PrefixRegistry(folder, FAKE_SPEC, PrefixLimits(settle_s=0.3))
+    registry.load()
+    shape = (FAKE_SPEC.num_layers, FAKE_SPEC.num_heads, 4, FAKE_SPEC.head_dim)
+    key, value = torch.randn(shape), torch.randn(shape)
+    data = st_save({"key": key, "value": value}, metadata={"backbone_fingerprint": FAKE_SPEC.fingerprint})
+
+    async def scenario() -> bool:
+        watcher = FolderWatcher(registry, debounce_ms=20, mode="native")
+        watcher.start()
+        try:
+            await until_watching(watcher, folder)
+            (folder / "late.safetensors").write_bytes(data)
+            with contextlib.suppress(AssertionError):  # not published in time: asserted below
+                await async_wait_until(lambda: "late" in registry.snapshot.bank.names, what="late published")
+            return "late" in registry.snapshot.bank.names
+        finally:
+            await watcher.stop()
+
+    assert asyncio.run(scenario())
+    assert registry.snapshot.rejected == ()

@@ -1,8 +1,7 @@
-"""Helpers shared by the HTTP tests: an app on a fake encoder, readiness, error-body checks."""
+"""Helpers shared by the HTTP tests: an app on the fake encoder, readiness, error-body checks."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,12 +14,14 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.config import Settings
 from service.engine.quantize import l2_normalize
-from service.registry.writer import native_bytes
 from service.runtime import Runtime
-from tests.api_fake_encoder import FAKE_SPEC, FakeEncoder
-from tests.conftest import random_kv
+from tests.support.fake_encoder import FAKE_SPEC, FakeEncoder
+from tests.support.prefixes import prefix_bytes
+from tests.support.waiting import wait_until
 
 PREFIXES = ("alpha", "beta", "gamma")
+# What `prefixes: null` serves with every file prefix enabled: the built-in base first (include_base).
+SERVED = ("base", *PREFIXES)
 LONG = " ".join(["word"] * 40)  # 42 tokens with [CLS]/[SEP]
 
 
@@ -28,7 +29,7 @@ LONG = " ".join(["word"] * 40)  # 42 tokens with [CLS]/[SEP]
 # gamma (disabled): (route, json body, status, code, fragments of the message).
 BAD_INPUTS: list[tuple[str, Any, int, str, tuple[str, ...]]] = [
     ("/embed", {"inputs": ["a"] * 9}, 413, "too_many_inputs", ("9 items", "limit of 8", "max_client_batch")),
-    ("/embed", {"inputs": LONG, "truncate": False}, 413, "input_too_long", ("42 tokens", "limit of 32")),
+    ("/embed", {"inputs": LONG, "truncate": False}, 413, "input_too_long", ("input 0", "limit of 32 tokens")),
     ("/embed", {"inputs": []}, 400, "invalid_input", ("empty list",)),
     ("/embed", {"inputs": ""}, 400, "invalid_input", ("inputs is an empty string",)),
     ("/embed", {"inputs": ["ok", ""]}, 400, "invalid_input", ("item(s) 1 are empty strings",)),
@@ -89,8 +90,8 @@ BAD_INPUTS: list[tuple[str, Any, int, str, tuple[str, ...]]] = [
 
 
 def fake_prefix_bytes(seed: int = 0, prefix_len: int = 4) -> bytes:
-    key, value = random_kv(FAKE_SPEC, prefix_len, seed)
-    return native_bytes(key, value, {"backbone_fingerprint": FAKE_SPEC.fingerprint, "task": f"seed {seed}"})
+    """A native prefix file for the fake encoder's spec, metadata ``task = "seed <seed>"``."""
+    return prefix_bytes(FAKE_SPEC, prefix_len, seed, task=f"seed {seed}")
 
 
 def fill_folder(folder: Path, names: tuple[str, ...] = PREFIXES) -> Path:
@@ -101,14 +102,14 @@ def fill_folder(folder: Path, names: tuple[str, ...] = PREFIXES) -> Path:
 
 
 def wait_ready(client: TestClient | httpx.Client, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
+    """Poll /ready until 200; anything but 200 or 503 on the way fails at once."""
+
+    def ready() -> bool:
         r = client.get("/ready")
-        if r.status_code == 200:
-            return
-        assert r.status_code == 503, r.text
-        assert time.monotonic() < deadline, f"not ready after {timeout} s: {r.text}"
-        time.sleep(0.02)
+        assert r.status_code in (200, 503), r.text
+        return r.status_code == 200
+
+    wait_until(ready, timeout, "/ready = 200")
 
 
 @contextmanager
@@ -121,6 +122,7 @@ def fake_app(folder: Path, **settings: Any) -> Iterator[tuple[TestClient, FakeEn
     with TestClient(app, raise_server_exceptions=False) as client:
         wait_ready(client)
         fake.calls.clear()  # the warm-up call
+        fake.forward_calls = 0
         yield client, fake, app.state.runtime
 
 

@@ -1,0 +1,34 @@
+"""Random prefixes for a ``BackboneSpec``: tensors, native file bytes, files in a folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from service.engine.backbone import BackboneSpec
+from service.registry.writer import native_bytes
+
+
+def random_kv(
+    spec: BackboneSpec, prefix_len: int, seed: int = 0, scale: float = 0.5
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Key and value ~ N(0, scale^2) of shape [layers, heads, prefix_len, head_dim]."""
+    g = torch.Generator().manual_seed(seed)
+    shape = (spec.num_layers, spec.num_heads, prefix_len, spec.head_dim)
+    return torch.randn(shape, generator=g) * scale, torch.randn(shape, generator=g) * scale
+
+
+def prefix_bytes(spec: BackboneSpec, prefix_len: int = 4, seed: int = 0, **meta: object) -> bytes:
+    """A native prefix file for ``spec`` (its fingerprint in the metadata, plus ``meta``)."""
+    key, value = random_kv(spec, prefix_len, seed)
+    return native_bytes(key, value, {"backbone_fingerprint": spec.fingerprint, **meta})
+
+
+def write_prefix(
+    folder: Path, name: str, spec: BackboneSpec, prefix_len: int = 4, seed: int = 0, **meta: object
+) -> Path:
+    """``folder/<name>.safetensors`` from :func:`prefix_bytes`; returns its path."""
+    path = folder / f"{name}.safetensors"
+    path.write_bytes(prefix_bytes(spec, prefix_len, seed, **meta))
+    return path
