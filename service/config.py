@@ -75,6 +75,13 @@ class Settings(BaseSettings):
     watch_poll_ms: int = Field(
         500, ge=10, description="Polling interval of watch_mode=poll, in milliseconds."
     )
+    watch_reconcile_ms: int = Field(
+        1000,
+        ge=0,
+        description="Re-scan the folder at least this often even without a change event, in milliseconds "
+        "(a polled filesystem misses a rewrite of the same size within its timestamp granularity; inotify "
+        "can overflow); 0 = on events only. A re-scan that finds nothing changed publishes nothing.",
+    )
     max_prefix_len: int = Field(MAX_PREFIX_LEN, ge=1, description="Longest prefix (virtual tokens) accepted.")
     max_prefix_file_bytes: int = Field(
         MAX_FILE_BYTES, ge=1024, description="Largest prefix file (or PEFT weights file) read."

@@ -86,7 +86,9 @@ class Runtime:
             await batcher.start()
             self.batcher = batcher
             if s.watch:
-                self.watcher = FolderWatcher(registry, mode=s.watch_mode, poll_ms=s.watch_poll_ms)
+                self.watcher = FolderWatcher(
+                    registry, mode=s.watch_mode, poll_ms=s.watch_poll_ms, reconcile_ms=s.watch_reconcile_ms
+                )
                 self.watcher.start()
         except Exception as exc:
             self.load_error = exc.message if isinstance(exc, PrefixEmbedError) else type(exc).__name__

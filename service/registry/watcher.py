@@ -8,6 +8,10 @@ them), and the re-scan runs in a thread: only changed entries are read again.
   When a sub-folder appears or goes, the watch is set up again.
 - A file that is not settled yet (changed a moment ago, no checksum) is looked at again when its
   settle window ends, even if no further event comes.
+- Every ``reconcile_ms`` (if > 0) the folder is re-scanned even without an event: a polling watcher
+  compares timestamps and sizes, so a rewrite of the same size within the filesystem's timestamp
+  granularity (a PATCH toggling one prefix back, on another replica) sends no event, and inotify can
+  overflow. A re-scan that finds nothing changed publishes nothing (the snapshot stays the same).
 - ``mode``: ``native`` (inotify), ``poll`` (stat every ``poll_ms``: network filesystems such as NFS or
   SMB send no inotify events, so replicas sharing such a folder need it), ``auto`` = poll when the
   folder is on a network filesystem (read from /proc/mounts), native otherwise.
@@ -94,6 +98,7 @@ class FolderWatcher:
         retry_s: float = 1.0,
         mode: WatchMode = "auto",
         poll_ms: int = 500,
+        reconcile_ms: int = 0,
     ) -> None:
         self.registry = registry
         self.folder = registry.folder.resolve()
@@ -101,11 +106,13 @@ class FolderWatcher:
         self.step_ms = step_ms
         self.retry_s = retry_s
         self.poll_ms = poll_ms
+        self.reconcile_ms = reconcile_ms
         self.polling = use_polling(mode, self.folder)
         self.refreshes = 0
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._settle_task: asyncio.Task[None] | None = None
+        self._reconcile_task: asyncio.Task[None] | None = None
 
     def relevant(self, change: Change, path: str) -> bool:
         """Only the folder's own entries count: not temp files of atomic writes, dot files, locks.
@@ -127,15 +134,25 @@ class FolderWatcher:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="prefix-folder-watcher")
+        if self.reconcile_ms > 0:
+            self._reconcile_task = asyncio.create_task(self._reconcile(), name="prefix-reconcile")
 
     async def stop(self) -> None:
         self._stop.set()
-        for task in (self._task, self._settle_task):
+        for task in (self._task, self._settle_task, self._reconcile_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._task = self._settle_task = None
+        self._task = self._settle_task = self._reconcile_task = None
+
+    async def _reconcile(self) -> None:
+        """Re-scan every ``reconcile_ms`` whatever the events said (see the module's docstring)."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.reconcile_ms / 1000)
+                return  # stopped
+            await self._refresh()
 
     async def _run(self) -> None:
         while not self._stop.is_set():

@@ -102,3 +102,38 @@ def test_a_file_without_checksum_is_loaded_when_its_settle_window_ends(tmp_path:
 
     assert asyncio.run(scenario())
     assert registry.snapshot.rejected == ()
+
+
+def _toggles_seen(folder: Path, reconcile_ms: int) -> list[bool]:
+    """Replica A toggles one prefix 4 times, quickly (the state file's size repeats within one second);
+    does replica B, polling, see each state?"""
+    a = PrefixRegistry(folder, FAKE_SPEC, PrefixLimits(settle_s=0))
+    b = PrefixRegistry(folder, FAKE_SPEC, PrefixLimits(settle_s=0))
+    a.load()
+    b.load()
+    name = sorted(n for n in b.snapshot.bank.names if n != "base")[0]
+
+    async def scenario() -> list[bool]:
+        watcher = FolderWatcher(b, debounce_ms=20, mode="poll", poll_ms=50, reconcile_ms=reconcile_ms)
+        watcher.start()
+        seen = []
+        try:
+            await until_watching(watcher, folder)
+            for enabled in (False, True, False, True):
+                a.apply_patch({name: {"enabled": enabled}})
+                in_step = lambda: (name in b.snapshot.enabled) is enabled  # noqa: E731
+                with contextlib.suppress(AssertionError):
+                    await async_wait_until(in_step, timeout=3, what="replica B in step")
+                seen.append(in_step())
+        finally:
+            await watcher.stop()
+        return seen
+
+    return asyncio.run(scenario())
+
+
+def test_a_polling_replica_sees_every_toggle_of_the_state_file(tmp_path: Path) -> None:
+    """Polling compares timestamps and sizes: the third toggle rewrites the state file with the size
+    of the first within the filesystem's granularity and sends no event. The periodic re-scan
+    (``watch_reconcile_ms``) keeps the replica in step anyway."""
+    assert _toggles_seen(fill_folder(tmp_path / "p"), reconcile_ms=300) == [True] * 4
