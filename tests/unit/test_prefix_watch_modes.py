@@ -121,7 +121,7 @@ def _toggles_seen(folder: Path, reconcile_ms: int) -> list[bool]:
             await until_watching(watcher, folder)
             for enabled in (False, True, False, True):
                 a.apply_patch({name: {"enabled": enabled}})
-                in_step = lambda: (name in b.snapshot.enabled) is enabled  # noqa: E731
+                in_step = lambda want=enabled: (name in b.snapshot.enabled) is want  # noqa: E731
                 with contextlib.suppress(AssertionError):
                     await async_wait_until(in_step, timeout=3, what="replica B in step")
                 seen.append(in_step())
