@@ -79,7 +79,7 @@ class Runtime:
             await asyncio.to_thread(registry.load)
             self.registry = registry
             if s.warmup:
-                await asyncio.to_thread(warm_up, encoder)
+                await asyncio.to_thread(warm_up, encoder, registry.snapshot.bank)
             # Built after warm-up, so its forward-call metrics count served calls only.
             batcher = Batcher.from_settings(encoder, s)
             register_batcher_metrics(batcher, self.metrics.registry)
@@ -119,10 +119,20 @@ class Runtime:
             await self.batcher.stop()
 
 
-def warm_up(encoder: Encoder) -> None:
-    """One prefixed call, so the first request does not pay for lazy initialization."""
+def warm_up(encoder: Encoder, bank: PrefixBank | None = None) -> None:
+    """Prefixed calls before the first request, so that it does not pay for lazy initialization:
+    a probe, then one call per distinct depth among ``bank``'s members (first layer, position
+    shift), so that every fan-out depth a request can need is set up (for ONNX: exported) at start.
+    A prefix hot-loaded later at a new depth sets its depth up on first use."""
     spec = encoder.spec
     batch = encoder.tokenize(["warm up the encoder"], max_length=encoder.max_input_tokens, truncate=True)
     zeros = torch.zeros(spec.num_layers, spec.num_heads, 1, spec.head_dim)
     probe = LoadedPrefix("warmup", "warmup", zeros, zeros.clone(), "none", "<warm-up>", "native")
     encoder.encode(batch, PrefixBank.build([probe]), [0])
+    if bank is None:
+        return
+    by_depth: dict[tuple[int, bool], int] = {}
+    for slot in range(len(bank)):
+        by_depth.setdefault((int(bank.firsts[slot]), bool(int(bank.shifts[slot]))), slot)
+    for slot in by_depth.values():
+        encoder.encode(batch, bank, [slot])
