@@ -87,20 +87,6 @@ def roberta_onnx(tiny_roberta_path: Path, onnx_cache: Path) -> OnnxEncoder:
     return build_onnx_encoder(onnx_settings(tiny_roberta_path, onnx_cache, pooling="multilayer"))
 
 
-@pytest.fixture
-def count_exports(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
-    """Every call of the real export function, by target path."""
-    calls: list[Path] = []
-    real = onnx_export.export_onnx
-
-    def counting(model_path: Path, target: Path, key: onnx_export.ExportKey) -> onnx_export.ExportResult:
-        calls.append(target)
-        return real(model_path, target, key)
-
-    monkeypatch.setattr(onnx_export, "export_onnx", counting)
-    return calls
-
-
 def test_graph_has_dynamic_rows_seq_prefixes_and_prefix_len(bert_onnx: OnnxEncoder) -> None:
     shapes = {i.name: i.shape for i in bert_onnx.session.get_inputs()}
     spec = bert_onnx.spec

@@ -21,8 +21,9 @@ from service.engine.backbone import Backbone, load_backbone
 from service.engine.bank import PrefixBank
 from service.engine.encoder import ForwardCall
 from service.engine.forward import layer_rows
-from service.engine.prefix import BASE_NAME, LoadedPrefix
+from service.engine.prefix import BASE_NAME, LoadedPrefix, base_prefix
 from service.engine.torch_encoder import TorchEncoder
+from tests.support.prefixes import trunk_prefix
 
 TEXTS = [
     "short one",
@@ -31,33 +32,6 @@ TEXTS = [
     "Transformers encode text; prefixes steer what the encoder attends to.",
 ]
 TOL = 1e-5
-
-
-def trunk_prefix(
-    backbone: Backbone, name: str, first_layer: int, prefix_len: int, seed: int, convention: str = "none"
-) -> LoadedPrefix:
-    """A prefix acting in layers first_layer..L-1 (key/value [L - S, heads, len, head_dim])."""
-    spec = backbone.spec
-    g = torch.Generator().manual_seed(seed)
-    shape = (spec.num_layers - first_layer, spec.num_heads, prefix_len, spec.head_dim)
-    key, value = torch.randn(shape, generator=g) * 0.5, torch.randn(shape, generator=g) * 0.5
-    digest = f"{name}-s{first_layer}-n{prefix_len}-{seed}"
-    return LoadedPrefix(name, digest, key, value, convention, "<test>", "native", first_layer=first_layer)
-
-
-def base_prefix(backbone: Backbone) -> LoadedPrefix:
-    spec = backbone.spec
-    empty = torch.zeros(0, spec.num_heads, 0, spec.head_dim)
-    return LoadedPrefix(
-        BASE_NAME,
-        "base-digest",
-        empty,
-        empty.clone(),
-        "none",
-        "<builtin>",
-        "builtin",
-        first_layer=spec.num_layers,
-    )
 
 
 # --- the independent reference ------------------------------------------------------------------
@@ -127,13 +101,13 @@ def _mixed(backbone: Backbone) -> list[LoadedPrefix]:
     layers = backbone.spec.num_layers
     depths = sorted({layers // 2, layers - 2, layers - 1} - {0})
     out = [
-        trunk_prefix(backbone, "all_peft", 0, 5, seed=1, convention="peft"),
-        trunk_prefix(backbone, "all_none", 0, 3, seed=2),
-        base_prefix(backbone),
+        trunk_prefix(backbone.spec, "all_peft", 0, 5, seed=1, convention="peft"),
+        trunk_prefix(backbone.spec, "all_none", 0, 3, seed=2),
+        base_prefix(backbone.spec),
     ]
     for j, s in enumerate(depths):
-        out.append(trunk_prefix(backbone, f"trunk{s}a", s, 2 + 3 * j, seed=10 + j))
-        out.append(trunk_prefix(backbone, f"trunk{s}b", s, 6, seed=20 + j))
+        out.append(trunk_prefix(backbone.spec, f"trunk{s}a", s, 2 + 3 * j, seed=10 + j))
+        out.append(trunk_prefix(backbone.spec, f"trunk{s}b", s, 6, seed=20 + j))
     return out
 
 
@@ -185,7 +159,7 @@ def test_trunk_runs_once_per_text(minilm: Backbone) -> None:
     """Rows entering each layer (forward hooks): B below S, B x P from S up; the observer's layer
     rows (the metric's source) equal the hooks' count."""
     layers, s, n_prefixes = minilm.spec.num_layers, 4, 5
-    bank = PrefixBank.build([trunk_prefix(minilm, f"t{i}", s, 3 + i, seed=i) for i in range(n_prefixes)])
+    bank = PrefixBank.build([trunk_prefix(minilm.spec, f"t{i}", s, 3 + i, seed=i) for i in range(n_prefixes)])
     encoder = TorchEncoder(minilm, chunk_rows=0)
     seen: dict[int, list[int]] = {i: [] for i in range(layers)}
     handles = [
@@ -224,7 +198,7 @@ def test_layer_rows_metric_counts_the_trunk_once(minilm: Backbone) -> None:
     metrics = PrometheusBatcherMetrics(_NoBatcher(), registry)  # type: ignore[arg-type]
     encoder = TorchEncoder(minilm, chunk_rows=0)
     encoder.set_observer(metrics.on_forward)
-    bank = PrefixBank.build([trunk_prefix(minilm, f"t{i}", 3, 4, seed=i) for i in range(3)])
+    bank = PrefixBank.build([trunk_prefix(minilm.spec, f"t{i}", 3, 4, seed=i) for i in range(3)])
     batch = encoder.tokenize(TEXTS, max_length=128, truncate=True)
     encoder.encode(batch, bank, [0, 1, 2])
     b, layers = len(TEXTS), minilm.spec.num_layers

@@ -8,15 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from service.config import Settings
-from service.engine import onnx_export
-from service.engine.backbone import Backbone, load_backbone
+from service.engine.backbone import load_backbone
 from service.engine.bank import PrefixBank
 from service.engine.factory import build_onnx_encoder
-from service.engine.prefix import BASE_NAME, LoadedPrefix
+from service.engine.prefix import base_prefix
 from service.engine.torch_encoder import TorchEncoder
+from tests.support.prefixes import trunk_prefix
 
 TEXTS = [
     "short",
@@ -25,46 +24,6 @@ TEXTS = [
     "another one, with punctuation!",
 ]
 TOL = 1e-4
-
-
-def trunk_prefix(
-    backbone: Backbone, name: str, first_layer: int, prefix_len: int, seed: int, convention: str = "none"
-) -> LoadedPrefix:
-    spec = backbone.spec
-    g = torch.Generator().manual_seed(seed)
-    shape = (spec.num_layers - first_layer, spec.num_heads, prefix_len, spec.head_dim)
-    key, value = torch.randn(shape, generator=g) * 0.5, torch.randn(shape, generator=g) * 0.5
-    digest = f"{name}-s{first_layer}-n{prefix_len}-{seed}"
-    return LoadedPrefix(name, digest, key, value, convention, "<test>", "native", first_layer=first_layer)
-
-
-def base_prefix(backbone: Backbone) -> LoadedPrefix:
-    spec = backbone.spec
-    empty = torch.zeros(0, spec.num_heads, 0, spec.head_dim)
-    return LoadedPrefix(
-        BASE_NAME,
-        "base-digest",
-        empty,
-        empty.clone(),
-        "none",
-        "<builtin>",
-        "builtin",
-        first_layer=spec.num_layers,
-    )
-
-
-@pytest.fixture
-def count_exports(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
-    """Every call of the real export function, by target path."""
-    calls: list[Path] = []
-    real = onnx_export.export_onnx
-
-    def counting(model_path: Path, target: Path, key: onnx_export.ExportKey) -> onnx_export.ExportResult:
-        calls.append(target)
-        return real(model_path, target, key)
-
-    monkeypatch.setattr(onnx_export, "export_onnx", counting)
-    return calls
 
 
 @pytest.mark.parametrize(("family", "pooling"), [("bert", "mean"), ("roberta", "multilayer")])
@@ -93,10 +52,10 @@ def test_trunk_prefixes_onnx_equal_torch_one_export_per_depth(
     assert count_exports[0].name.endswith("-fan0.onnx")
     torch_enc = TorchEncoder(backbone, pooling=pooling, pooling_layers=2, chunk_rows=0)
     members = [
-        trunk_prefix(backbone, "all", 0, 3, seed=1, convention="peft"),
-        trunk_prefix(backbone, "top_a", layers - 1, 4, seed=2),
-        trunk_prefix(backbone, "top_b", layers - 1, 2, seed=3),
-        base_prefix(backbone),
+        trunk_prefix(backbone.spec, "all", 0, 3, seed=1, convention="peft"),
+        trunk_prefix(backbone.spec, "top_a", layers - 1, 4, seed=2),
+        trunk_prefix(backbone.spec, "top_b", layers - 1, 2, seed=3),
+        base_prefix(backbone.spec),
     ]
     bank = PrefixBank.build(members)
     batch = onnx_enc.tokenize(TEXTS, max_length=40, truncate=True)
@@ -111,7 +70,7 @@ def test_trunk_prefixes_onnx_equal_torch_one_export_per_depth(
     assert onnx_enc.exported_depths == [0, layers - 1]
 
     # a prefix hot-loaded at a depth already exported: a new bank snapshot, no new export
-    hot = PrefixBank.build([*members, trunk_prefix(backbone, "top_c", layers - 1, 6, seed=4)])
+    hot = PrefixBank.build([*members, trunk_prefix(backbone.spec, "top_c", layers - 1, 6, seed=4)])
     got = onnx_enc.encode(batch, hot, list(range(len(hot))))
     np.testing.assert_allclose(got, torch_enc.encode(batch, hot, list(range(len(hot)))), atol=TOL, rtol=0)
     assert len(count_exports) == 2

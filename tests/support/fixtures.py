@@ -116,3 +116,19 @@ def server_process(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
                 proc.wait_exit()
             finally:
                 proc.kill()
+
+
+@pytest.fixture
+def count_exports(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Every call of the real ONNX export function, by target path."""
+    from service.engine import onnx_export
+
+    calls: list[Path] = []
+    real = onnx_export.export_onnx
+
+    def counting(model_path: Path, target: Path, key: onnx_export.ExportKey) -> onnx_export.ExportResult:
+        calls.append(target)
+        return real(model_path, target, key)
+
+    monkeypatch.setattr(onnx_export, "export_onnx", counting)
+    return calls

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from service.engine.backbone import BackboneSpec
+from service.engine.prefix import LoadedPrefix
 from service.registry.writer import native_bytes
 
 
@@ -32,3 +33,14 @@ def write_prefix(
     path = folder / f"{name}.safetensors"
     path.write_bytes(prefix_bytes(spec, prefix_len, seed, **meta))
     return path
+
+
+def trunk_prefix(
+    spec: BackboneSpec, name: str, first_layer: int, prefix_len: int, seed: int, convention: str = "none"
+) -> LoadedPrefix:
+    """A random native prefix acting in layers first_layer..L-1 (key/value [L - S, heads, len, head_dim])."""
+    g = torch.Generator().manual_seed(seed)
+    shape = (spec.num_layers - first_layer, spec.num_heads, prefix_len, spec.head_dim)
+    key, value = torch.randn(shape, generator=g) * 0.5, torch.randn(shape, generator=g) * 0.5
+    digest = f"{name}-s{first_layer}-n{prefix_len}-{seed}"
+    return LoadedPrefix(name, digest, key, value, convention, "<test>", "native", first_layer=first_layer)
