@@ -19,12 +19,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GridSearchCV, StratifiedKFold
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from service.engine.quantize import binarize, int8_quantize, l2_normalize
+from service.method.probes import search_probe
 
 
 @dataclass(frozen=True)
@@ -49,18 +46,9 @@ def probe(
     cs: Sequence[float] = (0.01, 0.1, 1.0),
     seed: int = 0,
 ) -> Probe:
-    pipe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
-    cv = StratifiedKFold(3, shuffle=True, random_state=seed)
-    search = GridSearchCV(pipe, {"logisticregression__C": list(cs)}, cv=cv, scoring="accuracy")
-    search.fit(x_train, list(y_train))
-    pred = search.best_estimator_.predict(x_test)
-    correct = np.asarray(pred) == np.asarray(list(y_test))
-    return Probe(
-        float(correct.mean()),
-        float(search.best_score_),
-        float(search.best_params_["logisticregression__C"]),
-        correct,
-    )
+    model, c, cv_accuracy = search_probe(x_train, y_train, cs=cs, seed=seed)
+    correct = np.asarray(model.predict(x_test)) == np.asarray(list(y_test))
+    return Probe(float(correct.mean()), cv_accuracy, c, correct)
 
 
 def paired_gain(a: Probe, b: Probe) -> tuple[float, float]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -70,6 +71,22 @@ class ProbeScore:
     c: float
 
 
+def search_probe(
+    x_train: np.ndarray, y_train: Sequence[str], *, cs: Sequence[float], seed: int
+) -> tuple[Any, float, float]:
+    """Standardize + logistic regression with C chosen by stratified 3-fold CV on the training part:
+    (fitted model, chosen C, its CV accuracy)."""
+    pipe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
+    cv = StratifiedKFold(3, shuffle=True, random_state=seed)
+    search = GridSearchCV(pipe, {"logisticregression__C": list(cs)}, cv=cv, scoring="accuracy")
+    search.fit(x_train, list(y_train))
+    return (
+        search.best_estimator_,
+        float(search.best_params_["logisticregression__C"]),
+        float(search.best_score_),
+    )
+
+
 def fit_probe(
     x_train: np.ndarray,
     y_train: Sequence[str],
@@ -80,13 +97,10 @@ def fit_probe(
     seed: int = 0,
 ) -> ProbeScore:
     """Standardize + logistic regression; C picked by 3-fold CV on the training part only."""
-    pipe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
     if len(cs) > 1:
-        cv = StratifiedKFold(3, shuffle=True, random_state=seed)
-        search = GridSearchCV(pipe, {"logisticregression__C": list(cs)}, cv=cv, scoring="accuracy")
-        search.fit(x_train, list(y_train))
-        model, c = search.best_estimator_, float(search.best_params_["logisticregression__C"])
+        model, c, _ = search_probe(x_train, y_train, cs=cs, seed=seed)
     else:
+        pipe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
         model, c = pipe.set_params(logisticregression__C=cs[0]).fit(x_train, list(y_train)), float(cs[0])
     pred = model.predict(x_test)
     return ProbeScore(
