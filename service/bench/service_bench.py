@@ -284,38 +284,19 @@ class ServiceBench:
             "PREFIX_EMBED_MAX_QUEUE_REQUESTS": "4096",
         }
         specs: list[tuple[str, str, str, str, ServerProcess]] = []
-        port = free_port()
-        specs.append(
-            (
-                "ours",
-                "ours",
-                f"http://127.0.0.1:{port}",
-                self.names[0],
-                our_server(
-                    port,
-                    model=self.model,
-                    prefix_dir=self.prefix_dir,
-                    env=base_env,
-                    log_path=logs / "shapes-ours.log",
-                ),
+        for label, extra_env, log_name in (
+            ("ours", {}, "shapes-ours.log"),
+            ("ours_torch", {"PREFIX_EMBED_BACKEND": "torch"}, "shapes-ours-torch.log"),
+        ):
+            port = free_port()
+            server = our_server(
+                port,
+                model=self.model,
+                prefix_dir=self.prefix_dir,
+                env={**base_env, **extra_env},
+                log_path=logs / log_name,
             )
-        )
-        port = free_port()
-        specs.append(
-            (
-                "ours_torch",
-                "ours",
-                f"http://127.0.0.1:{port}",
-                self.names[0],
-                our_server(
-                    port,
-                    model=self.model,
-                    prefix_dir=self.prefix_dir,
-                    env={**base_env, "PREFIX_EMBED_BACKEND": "torch"},
-                    log_path=logs / "shapes-ours-torch.log",
-                ),
-            )
-        )
+            specs.append((label, "ours", f"http://127.0.0.1:{port}", self.names[0], server))
         found = shutil.which("infinity_emb")
         peer_exe = cfg.peer_exe or (Path(found) if found else None)
         if cfg.peer and peer_exe is None:
