@@ -52,7 +52,9 @@ SOURCES = {
     "news-topic": ("bbc-news", 128),
     "editorial-sentiment": ("vader-nyt", 64),
 }
-N_TARGET = (400, 200)  # probe-training / test texts per target (CPU budget of this session)
+N_TARGET = (1500, 750)  # probe-training / test texts per target (the older sections' sizes)
+# the targets' vectors (base and per prefix) for these sizes; the 400/200 run's are in VEC itself
+TVEC = VEC / f"targets{N_TARGET[0]}x{N_TARGET[1]}"
 TARGETS = {
     "text-genre": ("brown-genre", 64),
     "tweet-sentiment": ("crowdflower-tweets", 64),
@@ -78,7 +80,13 @@ ROWS: dict[str, tuple[dict[str, Any], int, bool]] = {
     "preserve1": ({"preserve": 1.0}, 2000, True),
     "cosine": ({"schedule": "cosine"}, 2000, False),
     "fulldata": ({"max_steps": 400}, 8000, False),
+    # S = 3 (the depth table's choice): projection on the depth3 data/steps; then the full training
+    # part of each data set (pool <= 8,000), 300 steps, dev every 50, constant or cosine lr
+    "s3proj": ({"first_layer": 3, "projection": True}, 2000, False),
+    "s3full": ({"first_layer": 3, "max_steps": 300, "eval_every": 50}, 8000, True),
+    "s3full-cos": ({"first_layer": 3, "max_steps": 300, "eval_every": 50, "schedule": "cosine"}, 8000, True),
 }
+LEGACY_DEPTHS = (0, 3, 4, 5)  # the trunk depths cached for the 2,000-example pool (the depth table)
 
 
 def log(msg: str) -> None:
@@ -103,12 +111,13 @@ def cfg_for(row: str, seed: int, task: str) -> tuple[TrunkTrainConfig, int, bool
 
 
 def shared_cache(
-    backbone: Backbone, task: str, pool: int, seed: int, length: int
+    backbone: Backbone, task: str, pool: int, seed: int, length: int, depths: tuple[int, ...] = LEGACY_DEPTHS
 ) -> tuple[TaskData, TaskData, TaskData, TrunkCache, TrunkCache, TrunkCache]:
-    """The task's splits and their trunk caches at S = 0, 3, 4, 5, built once and kept on disk so that
+    """The task's splits and their trunk caches at ``depths``, built once and kept on disk so that
     several processes of one task share them (one builds, the others wait for the file)."""
     train, dev, test = source_splits(task, pool, seed)
-    file = VEC / "states" / f"{task}.pool{pool}.seed{seed}.pt"
+    tag = "" if depths == LEGACY_DEPTHS else ".S" + "-".join(map(str, depths))
+    file = VEC / "states" / f"{task}.pool{pool}.seed{seed}{tag}.pt"
     lock = file.with_suffix(".lock")
     file.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -118,7 +127,7 @@ def shared_cache(
         mine = False
     if mine and not file.is_file():
         t0 = time.perf_counter()
-        cs = [build_trunk_cache(backbone, d.texts, d.pairs, [0, 3, 4, 5], length) for d in (train, dev, test)]
+        cs = [build_trunk_cache(backbone, d.texts, d.pairs, depths, length) for d in (train, dev, test)]
         torch.save([(c.states, c.base) for c in cs], file.with_suffix(".tmp"))
         file.with_suffix(".tmp").rename(file)
         log(
@@ -150,8 +159,15 @@ def run(task: str, rows: list[str], seeds: list[int], threads: int) -> None:
                 log(f"{task} {row} seed {seed}: done already")
                 continue
             key = (pool, seed)
-            if key not in caches:
-                caches = {key: shared_cache(backbone, task, pool, seed, length)}  # one pool size at a time
+            if key not in caches:  # one pool size at a time; the 2,000 pool keeps the depth table's depths
+                depths = (
+                    LEGACY_DEPTHS
+                    if pool == 2000
+                    else tuple(
+                        sorted({cfg_for(r, seed, task)[0].first_layer for r in rows if ROWS[r][1] == pool})
+                    )
+                )
+                caches = {key: shared_cache(backbone, task, pool, seed, length, depths)}
             train, dev, test, c_train, c_dev, c_test = caches[key]
             log(f"{task} {row} seed {seed}: training ({cfg})")
             res = train_trunk_prefix(
@@ -189,10 +205,14 @@ def run(task: str, rows: list[str], seeds: list[int], threads: int) -> None:
             done.write_text(json.dumps(record, indent=2) + "\n")
 
 
-def target_vectors(threads: int, worker: int, workers: int, until: float) -> None:
-    """Vectors of the three targets' texts (1,000 probe-training + 500 test each) under base and under
-    every prefix of the rows with transfer, as their files appear (until ``until``, unix time). The
-    targets' trunk runs once (cached on disk, shared by the workers); files are split among workers."""
+def target_vectors(
+    threads: int, until: float, rows: list[str] | None = None, wait: bool = False, depth: int = 3
+) -> None:
+    """Vectors of the three targets' texts (:data:`N_TARGET` probe-training + test texts each) under
+    base and under every prefix of ``rows`` (default: the rows with transfer). With ``wait``, keeps
+    polling for new files until ``until`` (unix time); otherwise returns when none is left. The
+    targets' trunk runs once per depth (cached on disk, shared by parallel workers, which claim
+    files)."""
     from service.method.prefix_io import load_prefixes
 
     torch.set_num_threads(threads)
@@ -202,7 +222,7 @@ def target_vectors(threads: int, worker: int, workers: int, until: float) -> Non
     def target_cache(s: int) -> dict[str, TrunkCache]:
         if s in caches:
             return caches[s]
-        file = VEC / "states" / f"targets.S{s}.pt"
+        file = VEC / "states" / f"targets{N_TARGET[0]}x{N_TARGET[1]}.S{s}.pt"
         lock = file.with_suffix(".lock")
         file.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -215,7 +235,8 @@ def target_vectors(threads: int, worker: int, workers: int, until: float) -> Non
                     )
                     t0 = time.perf_counter()
                     built[name] = build_trunk_cache(backbone, t.train.texts + t.test.texts, None, [s], length)
-                    np.save(VEC / f"base.{name}.npy", built[name].base.numpy())
+                    TVEC.mkdir(parents=True, exist_ok=True)
+                    np.save(TVEC / f"base.{name}.npy", built[name].base.numpy())
                     log(f"{name}: trunk at S={s} in {time.perf_counter() - t0:.0f}s")
                 torch.save({n: (c.states, c.base) for n, c in built.items()}, file.with_suffix(".tmp"))
                 file.with_suffix(".tmp").rename(file)
@@ -225,29 +246,27 @@ def target_vectors(threads: int, worker: int, workers: int, until: float) -> Non
         caches[s] = {n: TrunkCache(st, b) for n, (st, b) in torch.load(file).items()}
         return caches[s]
 
-    target_cache(BASE.first_layer)  # build the targets' trunk now, while the rows train
-    priority = ["depth4", "tokens", "preserve1", "preserve0.1"]  # the shipped candidates first
+    target_cache(depth)  # build the targets' trunk now, while the rows train
+    rows = rows or [r for r, (_, _, tr) in ROWS.items() if tr]
     while time.time() < until:
-        files = [
-            f
-            for row in priority + [r for r, (_, _, tr) in ROWS.items() if tr and r not in priority]
-            for f in sorted((PREFIX_OUT / row).glob("*.safetensors"))
-        ]
+        files = [f for row in rows for f in sorted((PREFIX_OUT / row).glob("*.safetensors"))]
         todo = [
             f
             for f in files
-            if not all((VEC / f.parent.name / f"{f.stem}.{t}.npy").is_file() for t in TARGETS)
+            if not all((TVEC / f.parent.name / f"{f.stem}.{t}.npy").is_file() for t in TARGETS)
         ]
         claimed = None
         for f in todo:  # claim a file (workers share the list)
             try:
-                (VEC / "claims").mkdir(parents=True, exist_ok=True)
-                (VEC / "claims" / f"{f.parent.name}.{f.stem}").touch(exist_ok=False)
+                (TVEC / "claims").mkdir(parents=True, exist_ok=True)
+                (TVEC / "claims" / f"{f.parent.name}.{f.stem}").touch(exist_ok=False)
                 claimed = f
                 break
             except FileExistsError:
                 continue
         if claimed is None:
+            if not wait:
+                return
             time.sleep(20)
             continue
         f = claimed
@@ -255,7 +274,7 @@ def target_vectors(threads: int, worker: int, workers: int, until: float) -> Non
         if p.position_shift:
             raise ValueError(f"{f}: shifted positions; the cached trunk path is for position_convention none")
         for name, cache in target_cache(p.first_layer).items():
-            out = VEC / f.parent.name / f"{f.stem}.{name}.npy"
+            out = TVEC / f.parent.name / f"{f.stem}.{name}.npy"
             out.parent.mkdir(parents=True, exist_ok=True)
             np.save(out, pooled_all(backbone, cache, p.first_layer, p.key, p.value).numpy())
         log(f"target vectors of {f.parent.name}/{f.stem}")
@@ -274,14 +293,18 @@ def _target_labels() -> dict[str, tuple[list[str], list[str]]]:
 
 
 def transfer(
-    labels: dict[str, tuple[list[str], list[str]]], members: list[tuple[str, str]], with_base: bool = True
+    labels: dict[str, tuple[list[str], list[str]]],
+    members: list[tuple[str, str]],
+    with_base: bool = True,
+    float_only: bool = False,
 ) -> dict[str, Any]:
     """Per target: probe on base vs probe on the concat (base first if ``with_base``, then ``members``:
-    (folder under .cache/trunk, file stem)); float, binary and int8 encodings of the concat."""
+    (folder under :data:`TVEC`, file stem)); float, binary and int8 encodings of the concat (float
+    only with ``float_only``)."""
     out: dict[str, Any] = {}
     for name, (y_train, y_test) in labels.items():
-        base = np.load(VEC / f"base.{name}.npy")
-        vecs = [np.load(VEC / folder / f"{stem}.{name}.npy") for folder, stem in members]
+        base = np.load(TVEC / f"base.{name}.npy")
+        vecs = [np.load(TVEC / folder / f"{stem}.{name}.npy") for folder, stem in members]
         full = concat(([base] if with_base else []) + vecs)
         n = len(y_train)
         base_p = probe(base[:n], y_train, base[n:], y_test, cs=CS)
@@ -289,6 +312,8 @@ def transfer(
             "base": {"accuracy": base_p.accuracy, "cv_accuracy": base_p.cv_accuracy, "se": base_p.stderr}
         }
         for enc, x in encodings(full).items():
+            if float_only and enc != "float":
+                continue
             p = probe(x[:n], y_train, x[n:], y_test, cs=CS)
             gain, se = paired_gain(p, base_p)
             res[enc] = {"accuracy": p.accuracy, "cv_accuracy": p.cv_accuracy, "gain": gain, "gain_se": se,
@@ -317,7 +342,7 @@ def report() -> None:
                 (row, f"{t}.seed{seed}")
                 for t in tasks
                 if (row, t, seed) in by
-                and all((VEC / row / f"{t}.seed{seed}.{n}.npy").is_file() for n in TARGETS)
+                and all((TVEC / row / f"{t}.seed{seed}.{n}.npy").is_file() for n in TARGETS)
             ]
             if len(members) < 2:
                 continue
@@ -401,8 +426,8 @@ def ship(row: str, tasks: list[str], seed: int) -> None:
         shutil.copyfile(ROOT / rec["file"], ROOT / "prefixes" / f"{t}.safetensors")
         shipped.append(rec)
     labels = _target_labels()
-    members = [(row, f"{r['task']}.seed{seed}") for r in shipped]
-    members = [m for m in members if all((VEC / m[0] / f"{m[1]}.{t}.npy").is_file() for t in TARGETS)]
+    members = sorted((row, f"{r['task']}.seed{seed}") for r in shipped)  # served order: names sorted
+    members = [m for m in members if all((TVEC / m[0] / f"{m[1]}.{t}.npy").is_file() for t in TARGETS)]
     log(f"transfer measured with {[m[1] for m in members]}")
     out: dict[str, Any] = {
         "row": row,
@@ -412,7 +437,7 @@ def ship(row: str, tasks: list[str], seed: int) -> None:
     }
     out["concat_with_base"] = transfer(labels, members, with_base=True)
     out["concat_without_base"] = transfer(labels, members, with_base=False)
-    out["single"] = {}  # each prefix alone: not run in this session (CPU)
+    out["single"] = {m[1]: transfer(labels, [m], with_base=False, float_only=True) for m in members}
     (OUT / "shipped.json").write_text(json.dumps(out, indent=2) + "\n")
     (OUT / "shipped.md").write_text(shipped_markdown(out))
     log(f"shipped {[r['task'] for r in shipped]}")
@@ -527,8 +552,9 @@ def main() -> None:
     sp.add_argument("--seed", type=int, default=0)
     v = sub.add_parser("targets")
     v.add_argument("--threads", type=int, default=1)
-    v.add_argument("--worker", type=int, default=0)
-    v.add_argument("--workers", type=int, default=1)
+    v.add_argument("--rows", default="", help="comma-separated rows (default: the rows with transfer)")
+    v.add_argument("--depth", type=int, default=3, help="the depth whose target trunk is built first")
+    v.add_argument("--wait", action="store_true", help="keep polling for new files until --minutes")
     v.add_argument("--minutes", type=float, default=60)
     r = sub.add_parser("run")
     r.add_argument("--task", required=True, choices=sorted(SOURCES))
@@ -543,7 +569,8 @@ def main() -> None:
     elif args.cmd == "report":
         report()
     elif args.cmd == "targets":
-        target_vectors(args.threads, args.worker, args.workers, time.time() + 60 * args.minutes)
+        rows = [r for r in args.rows.split(",") if r]
+        target_vectors(args.threads, time.time() + 60 * args.minutes, rows or None, args.wait, args.depth)
     else:
         rows = args.rows.split(",")
         unknown = set(rows) - set(ROWS)
