@@ -27,7 +27,12 @@ from service.engine.encoder import CallLoop, SlotGroup, TokenizedBatch
 from service.engine.onnx_export import META_PREFIX, ExportKey, ExportResult
 from service.engine.onnx_io import BANK_INPUTS, OUTPUT_NAME, plain_bank, rows_of
 from service.engine.ort_fp16 import fp16_session
-from service.engine.ort_runtime import active_device, requested_providers, session_options
+from service.engine.ort_runtime import (
+    active_device,
+    disabled_optimizers,
+    requested_providers,
+    session_options,
+)
 from service.engine.tokenize import tokenize
 from service.errors import ModelLoadError
 
@@ -121,7 +126,12 @@ class OnnxEncoder(CallLoop):
     def _open(self, path: Path, key: ExportKey) -> Any:
         import onnxruntime as ort
 
-        session = ort.InferenceSession(str(path), self._options, providers=self._requested)
+        session = ort.InferenceSession(
+            str(path),
+            self._options,
+            providers=self._requested,
+            disabled_optimizers=disabled_optimizers(self._requested),
+        )
         stale = key.mismatches(session.get_modelmeta().custom_metadata_map)
         if stale:  # the file was replaced between the cache check and now
             raise ModelLoadError(f"{path} does not match the expected export ({', '.join(stale)})")
