@@ -33,7 +33,7 @@ def build_onnx_encoder(
 ) -> OnnxEncoder:
     """Export (or reuse the cached export of) the backbone, then open an ONNX Runtime session on it.
 
-    ``threads``: ORT intra-op threads (None: ORT's default, one per physical core)."""
+    ``threads``: ORT intra-op threads (None: ``settings.onnx_threads``)."""
     from transformers import AutoTokenizer
 
     from service.engine.backbone import read_spec, trained_max_tokens
@@ -67,7 +67,9 @@ def build_onnx_encoder(
         dtype=settings.dtype,
         chunk_rows=settings.forward_chunk_rows,
         max_input_tokens=settings.max_input_tokens,
-        threads=threads,
+        threads=threads or settings.onnx_threads,
+        spinning=settings.onnx_spinning,
+        parallel_calls=settings.onnx_parallel_calls,
         exporter=exporter,  # deeper fan-out depths (shared-trunk prefixes), on first use
     )
 
