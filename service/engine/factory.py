@@ -101,7 +101,7 @@ def choose_backend(requested: str, device: str, dtype: str, *, ort_installed: bo
     if not ort_installed:
         return BackendChoice("torch", "auto: ONNX Runtime is not installed (extra `cpu`), so torch")
     return BackendChoice(
-        "onnx", "auto: onnx on CPU (ahead of torch at 1 text per request, level at batches: BENCHMARKS.md)"
+        "onnx", "auto: onnx on CPU (1.5-1.7x torch at every load shape: BENCHMARKS.md, Request path)"
     )
 
 
