@@ -97,7 +97,7 @@ def embed(
     as_json: Annotated[bool, typer.Option("--json", help="Print the POST /embed response document.")] = False,
 ) -> None:
     """Embed TEXTS under the prefixes of a folder, without a server."""
-    from service.embedding import choose_prefixes, embed_sync, render_embed_document
+    from service.embedding import choose_prefixes, dumps_document, embed_sync, render_embed_document
     from service.engine.bank import PrefixBank
     from service.engine.factory import build_encoder
     from service.engine.prefix import BASE_NAME, base_prefix
@@ -129,7 +129,7 @@ def embed(
         encoding=encoding,
     )
     if as_json:
-        typer.echo(json.dumps(doc))
+        typer.echo(dumps_document(doc).decode())
         return
     for item in doc["data"]:
         for name, vec in item.get("embeddings", {"concat": item.get("embedding")}).items():

@@ -63,6 +63,24 @@ class Settings(BaseSettings):
         default_factory=default_onnx_cache_dir,
         description="Where ONNX exports are cached (default: ~/.cache/prefix-embed/onnx).",
     )
+    onnx_threads: int | None = Field(
+        None,
+        ge=1,
+        description="ONNX Runtime intra-op threads of a forward call (None: on CPU the CPUs divided "
+        "among onnx_parallel_calls, so 1 each on 2 CPUs; on CUDA ORT's default).",
+    )
+    onnx_parallel_calls: int | None = Field(
+        None,
+        ge=1,
+        description="Model calls the ONNX backend runs side by side on one session when a batch spans "
+        "several row chunks (None: 2 on CPU, 1 on CUDA).",
+    )
+    onnx_spinning: bool = Field(
+        False,
+        description="Let ONNX Runtime's idle intra-op threads busy-wait for the next operator: lower "
+        "latency per call on a dedicated machine, CPU taken from the HTTP threads and other processes "
+        "on a shared one (BENCHMARKS.md, Request path).",
+    )
 
     # --- prefixes ----------------------------------------------------------------------------
     prefix_dir: Path = Field(Path("prefixes"), description="Folder of prefix files (relative: to the cwd).")
@@ -117,7 +135,7 @@ class Settings(BaseSettings):
         None,
         ge=0,
         description="Split forward calls into chunks of this many rows "
-        "(None: 32 on CPU; 0 = one call, the GPU default).",
+        "(None: 4 with the onnx backend and 32 with torch on CPU; 0 = one call, the GPU default).",
     )
     batch_slot_policy: Literal["group", "union"] = Field(
         "group",

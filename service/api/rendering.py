@@ -3,25 +3,26 @@ off it.
 
 A thread-pool round trip costs more than rendering a few vectors (profiled at 1 text per request,
 BENCHMARKS.md "Request path"), so responses of at most :data:`INLINE_NUMBERS` numbers are rendered
-in place; larger ones (up to tens of ms for big batches) go to the thread pool so that the event
+in place; larger ones (milliseconds and more for big batches) go to the thread pool so that the event
 loop keeps serving.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-INLINE_NUMBERS = 8192
-"""Largest response (vector elements) rendered on the event loop: about 1 ms of stdlib JSON."""
+from service.embedding import dumps_document
+
+INLINE_NUMBERS = 65536
+"""Largest response (vector elements) rendered on the event loop: about 1 ms of orjson."""
 
 
 def _dumps(build: Callable[[], dict[str, Any]]) -> bytes:
-    return json.dumps(build(), separators=(",", ":"), allow_nan=False).encode()
+    return dumps_document(build())
 
 
 async def json_response(

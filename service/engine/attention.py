@@ -8,12 +8,13 @@ ignore them, so :func:`ensure_prefix_attention` guards every forward call.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-from transformers import AttentionInterface, PreTrainedModel
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 ATTN_IMPLEMENTATION = "prefix_embed_sdpa"
 
@@ -49,6 +50,11 @@ def prefix_sdpa_attention(
 
 
 def _register() -> None:
+    # transformers' modeling stack (and what it imports: scipy, accelerate, sympy: ~130 MB resident) is
+    # imported only where a torch model is built, not by an ONNX-only server.
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
     AttentionInterface.register(ATTN_IMPLEMENTATION, prefix_sdpa_attention)
     AttentionMaskInterface.register(ATTN_IMPLEMENTATION, sdpa_mask)
 

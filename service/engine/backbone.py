@@ -7,10 +7,14 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
+
+if TYPE_CHECKING:  # the modeling stack is imported where a model is loaded (see load_backbone)
+    from transformers import PreTrainedModel
 
 from service.errors import ModelLoadError
 
@@ -149,6 +153,8 @@ def load_backbone(path: Path, device: str = "auto", dtype: str = "auto") -> Back
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
+        from transformers import AutoModel
+
         model = AutoModel.from_pretrained(path, local_files_only=True, dtype=dt, add_pooling_layer=False)
     finally:
         hf_logging.set_verbosity(verbosity)

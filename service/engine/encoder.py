@@ -7,11 +7,13 @@ asks the encoder (``texts_per_call``) and hands it parts that fit, so ``encode``
 
 from __future__ import annotations
 
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -157,19 +159,30 @@ class Encoder(Protocol):
         ...
 
 
+_Job = TypeVar("_Job")
+
+
 class CallLoop(ABC):
     """What both backends share: the split of a batch into model calls (slot groups x text chunks),
-    the observer, and the call count. A backend implements :meth:`_forward` (one model call)."""
+    the observer, and the call count. A backend implements :meth:`_forward` (one model call).
+
+    ``parallel_calls`` > 1 (the ONNX backend on CPU): one ``encode`` runs up to that many model calls
+    at once, from a small thread pool, on the same session (ONNX Runtime's ``Run`` is thread-safe).
+    Small calls side by side keep both cores busy where one call's operators are too small to split
+    well (BENCHMARKS.md, "Request path"); a lone call still gets every intra-op thread."""
 
     spec: BackboneSpec
     dim: int
     chunk_rows: int
+    parallel_calls: int = 1
     group_by_depth: bool = GROUP_BY_DEPTH
     max_fan_out: int | None = None  # deepest fan-out this backend runs (None: L - 1)
 
     def __init__(self) -> None:
         self.forward_calls = 0
         self._observer: ForwardObserver | None = None
+        self._observer_lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
 
     def set_observer(self, observer: ForwardObserver | None) -> None:
         self._observer = observer
@@ -179,7 +192,7 @@ class CallLoop(ABC):
         cap = top if self.max_fan_out is None else min(top, self.max_fan_out)
         return slot_groups(bank, slots, cap, self.group_by_depth)
 
-    def texts_per_call(self, n_texts: int, bank: PrefixBank, slots: Sequence[int]) -> int:
+    def _texts_per_model_call(self, n_texts: int, bank: PrefixBank, slots: Sequence[int]) -> int:
         layers = self.spec.num_layers
         return min(
             (
@@ -189,40 +202,61 @@ class CallLoop(ABC):
             default=max(1, n_texts),
         )
 
+    def texts_per_call(self, n_texts: int, bank: PrefixBank, slots: Sequence[int]) -> int:
+        """Texts one ``encode`` takes: ``parallel_calls`` model calls' worth."""
+        return self._texts_per_model_call(n_texts, bank, slots) * max(1, self.parallel_calls)
+
     def encode(self, batch: TokenizedBatch, bank: PrefixBank, slots: Sequence[int]) -> np.ndarray:
         out = np.zeros((batch.size, len(slots), self.dim), dtype=np.float32)
-        per_call = self.texts_per_call(batch.size, bank, slots)
-        for group in self.groups(bank, slots):
-            for first, part in _parts(batch, per_call):
-                out[first : first + part.size, list(group.columns)] = self._timed(part, bank, group)
+        per_call = self._texts_per_model_call(batch.size, bank, slots)
+        jobs = [
+            (group, first, part)
+            for group in self.groups(bank, slots)
+            for first, part in _parts(batch, per_call)
+        ]
+        results = self._map(lambda job: self._timed(job[2], bank, job[0]), jobs)
+        for (group, first, part), vectors in zip(jobs, results, strict=True):
+            out[first : first + part.size, list(group.columns)] = vectors
         return out
 
     def encode_plain(self, batch: TokenizedBatch) -> np.ndarray:
         per_call = texts_per_call(self.chunk_rows, batch.size, 1, 0, self.spec.num_layers)
+        plain = SlotGroup(0, (0,), ())
+        parts = _parts(batch, per_call)
+        results = self._map(lambda job: self._timed(job[1], None, plain), parts)
         out = np.zeros((batch.size, self.dim), dtype=np.float32)
-        for first, part in _parts(batch, per_call):
-            out[first : first + part.size] = self._timed(part, None, SlotGroup(0, (0,), ()))[:, 0]
+        for (first, part), vectors in zip(parts, results, strict=True):
+            out[first : first + part.size] = vectors[:, 0]
         return out
+
+    def _map(self, fn: Callable[[_Job], np.ndarray], jobs: Sequence[_Job]) -> list[np.ndarray]:
+        """``fn`` over ``jobs``: side by side on the pool when ``parallel_calls`` > 1, else in order."""
+        if self.parallel_calls <= 1 or len(jobs) <= 1:
+            return [fn(job) for job in jobs]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.parallel_calls, thread_name_prefix="prefix-embed-call")
+        return list(self._pool.map(fn, jobs))
 
     def _timed(self, part: TokenizedBatch, bank: PrefixBank | None, group: SlotGroup) -> np.ndarray:
         start = time.perf_counter()
         vectors = self._forward(part, bank, group)
         seconds = time.perf_counter() - start
-        self.forward_calls += 1
-        if self._observer is not None:
-            p = max(1, len(group.slots))
-            rows = part.size * p
-            extra = int(bank.keys.shape[3]) if bank is not None else 0
-            self._observer(
-                ForwardCall(
-                    texts=part.size,
-                    rows=rows,
-                    tokens=rows * (part.padded_len + extra),
-                    layer_rows=layer_rows(self.spec.num_layers, group.fan_out, part.size, rows),
-                    fan_out=group.fan_out,
-                    seconds=seconds,
+        with self._observer_lock:  # calls may run side by side (parallel_calls)
+            self.forward_calls += 1
+            if self._observer is not None:
+                p = max(1, len(group.slots))
+                rows = part.size * p
+                extra = int(bank.keys.shape[3]) if bank is not None else 0
+                self._observer(
+                    ForwardCall(
+                        texts=part.size,
+                        rows=rows,
+                        tokens=rows * (part.padded_len + extra),
+                        layer_rows=layer_rows(self.spec.num_layers, group.fan_out, part.size, rows),
+                        fan_out=group.fan_out,
+                        seconds=seconds,
+                    )
                 )
-            )
         return vectors
 
     @abstractmethod
@@ -231,7 +265,11 @@ class CallLoop(ABC):
         from the texts at ``group.fan_out``."""
 
     def describe(self) -> dict[str, object]:
-        return {"chunk_rows": self.chunk_rows, "group_by_depth": self.group_by_depth}
+        return {
+            "chunk_rows": self.chunk_rows,
+            "parallel_calls": self.parallel_calls,
+            "group_by_depth": self.group_by_depth,
+        }
 
 
 def _parts(batch: TokenizedBatch, per_call: int) -> list[tuple[int, TokenizedBatch]]:

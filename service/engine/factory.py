@@ -33,7 +33,7 @@ def build_onnx_encoder(
 ) -> OnnxEncoder:
     """Export (or reuse the cached export of) the backbone, then open an ONNX Runtime session on it.
 
-    ``threads``: ORT intra-op threads (None: ORT's default, one per physical core)."""
+    ``threads``: ORT intra-op threads (None: ``settings.onnx_threads``)."""
     from transformers import AutoTokenizer
 
     from service.engine.backbone import read_spec, trained_max_tokens
@@ -67,7 +67,9 @@ def build_onnx_encoder(
         dtype=settings.dtype,
         chunk_rows=settings.forward_chunk_rows,
         max_input_tokens=settings.max_input_tokens,
-        threads=threads,
+        threads=threads or settings.onnx_threads,
+        spinning=settings.onnx_spinning,
+        parallel_calls=settings.onnx_parallel_calls,
         exporter=exporter,  # deeper fan-out depths (shared-trunk prefixes), on first use
     )
 
@@ -99,7 +101,7 @@ def choose_backend(requested: str, device: str, dtype: str, *, ort_installed: bo
     if not ort_installed:
         return BackendChoice("torch", "auto: ONNX Runtime is not installed (extra `cpu`), so torch")
     return BackendChoice(
-        "onnx", "auto: onnx on CPU (ahead of torch at 1 text per request, level at batches: BENCHMARKS.md)"
+        "onnx", "auto: onnx on CPU (1.5-1.7x torch at every load shape: BENCHMARKS.md, Request path)"
     )
 
 

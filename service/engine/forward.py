@@ -34,6 +34,16 @@ def text_position_ids(attention_mask: torch.Tensor, shift: torch.Tensor, spec: B
     return torch.where(valid.bool(), pos, torch.full_like(pos, pad_pos))
 
 
+def additive_mask(keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[rows, keys] bool (True = attend) -> [rows, 1, 1, keys] float, 0 or -inf, added to the scores.
+
+    Built once per layer (not inside each attention call). A float mask also exports to plain
+    Add + Softmax, where a bool one exports to Where plus a NaN guard (IsNaN + Where) in every layer;
+    every row keeps at least one text key, so no row is all -inf."""
+    zeros = torch.zeros(keep.shape, dtype=dtype, device=keep.device)
+    return zeros.masked_fill(~keep, float("-inf"))[:, None, None, :]
+
+
 def layer_rows(num_layers: int, fan_out: int, texts: int, rows: int) -> int:
     """Rows computed summed over layers: the trunk on ``texts`` rows, the rest on ``rows``."""
     return fan_out * texts + (num_layers - fan_out) * rows
@@ -100,7 +110,7 @@ class PrefixedForward(nn.Module):
         else:
             hidden = self._embed(input_ids, attention_mask, torch.zeros_like(input_ids[:, 0]))
         states = [hidden]
-        trunk_mask = text_mask[:, None, None, :]
+        trunk_mask = additive_mask(text_mask, hidden.dtype)
         for i in range(fan_out):  # the trunk: once per text, no prefix
             hidden = self._layer(i, hidden, trunk_mask, {})
             states.append(hidden)
@@ -111,7 +121,7 @@ class PrefixedForward(nn.Module):
         extra = {"prefix_keys": prefix_keys, "prefix_values": prefix_values, "prefix_index": prefix_index}
         for i in range(fan_out, num_layers):
             active = prefix_valid & (row_first <= i).unsqueeze(1)
-            key_mask = torch.cat([active, text_mask], dim=1)[:, None, None, :]
+            key_mask = additive_mask(torch.cat([active, text_mask], dim=1), hidden.dtype)
             hidden = self._layer(i, hidden, key_mask, extra)
             states.append(hidden)
         # pooling reads the last state (mean, cls) or the last k (multilayer): only those trunk states
@@ -125,7 +135,7 @@ class PrefixedForward(nn.Module):
     def _plain(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self._embed(input_ids, attention_mask, torch.zeros_like(input_ids[:, 0]))
         states = [hidden]
-        mask = attention_mask.bool()[:, None, None, :]
+        mask = additive_mask(attention_mask.bool(), hidden.dtype)
         for i in range(self.spec.num_layers):
             hidden = self._layer(i, hidden, mask, {})
             states.append(hidden)

@@ -27,7 +27,14 @@ from service.engine.encoder import CallLoop, SlotGroup, TokenizedBatch
 from service.engine.onnx_export import META_PREFIX, ExportKey, ExportResult
 from service.engine.onnx_io import BANK_INPUTS, OUTPUT_NAME, plain_bank, rows_of
 from service.engine.ort_fp16 import fp16_session
-from service.engine.ort_runtime import active_device, requested_providers, session_options
+from service.engine.ort_runtime import (
+    active_device,
+    cpu_threading,
+    disabled_optimizers,
+    requested_providers,
+    session_options,
+    wants_cuda,
+)
 from service.engine.tokenize import tokenize
 from service.errors import ModelLoadError
 
@@ -36,12 +43,12 @@ DepthExporter = Callable[[int], ExportResult]
 
 log = logging.getLogger(__name__)
 
-# Rows per ORT call on CPU, measured on MiniLM, B=32 texts x P=8 prefixes, Lp=16 (BENCHMARKS.md). Texts
-# sorted by length on a worker thread, as the batcher runs them: 8, 16 and 32 rows are equal within
-# noise (2.65-2.68 s per encode), 64 rows slower (3.18 s), one call slowest. Unsorted texts (direct
-# encoder use) favour small chunks, each padded to its own longest text: 2.07 / 2.55 / 3.21 / 4.45 CPU s
-# for 8 / 16 / 32 / all rows. 16 keeps most of that without making the batcher's calls tiny.
-CPU_CHUNK_ROWS = 16
+# Rows per ORT call on CPU (BENCHMARKS.md, "Request path"): with two calls side by side on one thread each
+# (ort_runtime.cpu_threading), 4-row calls served 1-text requests at c=32 at 1.27x and 32-text requests
+# at c=4 at 1.20x infinity-emb's ONNX engine, against 1.34x / 1.09x for 2 rows and 1.09x / 1.20x for 8
+# (one interleaved run, MiniLM, 2 cores). Small calls also pad each text only to its few neighbours
+# in length. The earlier one-call-at-a-time default was 16.
+CPU_CHUNK_ROWS = 4
 
 
 class OnnxEncoder(CallLoop):
@@ -65,6 +72,8 @@ class OnnxEncoder(CallLoop):
         chunk_rows: int | None = None,
         max_input_tokens: int | None = None,
         threads: int | None = None,
+        spinning: bool = False,
+        parallel_calls: int | None = None,
         exporter: DepthExporter | None = None,
         group_by_depth: bool | None = None,
     ) -> None:
@@ -78,8 +87,14 @@ class OnnxEncoder(CallLoop):
         self.tokenizer = tokenizer
         self.onnx_path = Path(onnx_path)
         self.max_input_tokens = min(max_input_tokens or default_max_tokens, spec.max_text_positions)
-        self._options = session_options(threads)
         self._requested = requested_providers(device)
+        if wants_cuda(self._requested):
+            parallel_calls = parallel_calls or 1
+        else:
+            threads, parallel_calls = cpu_threading(threads, parallel_calls)
+        self.parallel_calls = parallel_calls
+        self.intra_op_threads = threads
+        self._options = session_options(threads, spinning=spinning)
         self._exporter = exporter
         self.max_fan_out = None if exporter is not None else 0
         if group_by_depth is not None:
@@ -107,6 +122,7 @@ class OnnxEncoder(CallLoop):
             chunk_rows = CPU_CHUNK_ROWS if self._ort_device == "cpu" else 0
         self.chunk_rows = chunk_rows
         self._bank_version: str | None = None
+        self._bank_lock = threading.Lock()
         self._bank_values: dict[str, Any] = {}
         self._plain_values = self._to_device(plain_bank(spec))
         log.info(
@@ -121,7 +137,12 @@ class OnnxEncoder(CallLoop):
     def _open(self, path: Path, key: ExportKey) -> Any:
         import onnxruntime as ort
 
-        session = ort.InferenceSession(str(path), self._options, providers=self._requested)
+        session = ort.InferenceSession(
+            str(path),
+            self._options,
+            providers=self._requested,
+            disabled_optimizers=disabled_optimizers(self._requested),
+        )
         stale = key.mismatches(session.get_modelmeta().custom_metadata_map)
         if stale:  # the file was replaced between the cache check and now
             raise ModelLoadError(f"{path} does not match the expected export ({', '.join(stale)})")
@@ -166,13 +187,14 @@ class OnnxEncoder(CallLoop):
         }
 
     def _device_bank(self, bank: PrefixBank) -> dict[str, Any]:
-        # Uploaded once per bank snapshot (a new version), not once per call.
-        if bank.version != self._bank_version:
-            tensors = (bank.keys, bank.values, bank.lengths, bank.shifts, bank.firsts)
-            arrays = [t.numpy() for t in tensors]
-            self._bank_values = self._to_device(dict(zip(BANK_INPUTS, arrays, strict=True)))
-            self._bank_version = bank.version
-        return self._bank_values
+        # Uploaded once per bank snapshot (a new version), not once per call; calls may run side by side.
+        with self._bank_lock:
+            if bank.version != self._bank_version:
+                tensors = (bank.keys, bank.values, bank.lengths, bank.shifts, bank.firsts)
+                arrays = [t.numpy() for t in tensors]
+                self._bank_values = self._to_device(dict(zip(BANK_INPUTS, arrays, strict=True)))
+                self._bank_version = bank.version
+            return self._bank_values
 
     def _forward(self, part: TokenizedBatch, bank: PrefixBank | None, group: SlotGroup) -> np.ndarray:
         session = self.session_for(group.fan_out)
@@ -194,6 +216,7 @@ class OnnxEncoder(CallLoop):
     def describe(self) -> dict[str, object]:
         return {
             **super().describe(),
+            "intra_op_threads": self.intra_op_threads or "ORT default (one per physical core)",
             "onnx_files": {str(d): str(p) for d, p in sorted(self._paths.items())},
         }
 

@@ -47,7 +47,7 @@ from service.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 
-FORMAT = "prefix-embed-onnx/2"  # 2: texts + row_text inputs, prefix_first, one fan-out depth per graph
+FORMAT = "prefix-embed-onnx/3"  # 2: texts + row_text inputs, prefix_first, one fan-out depth per graph; 3: float key masks
 OPSET = 18
 PARITY_TOL = 1e-4  # fp32 ORT vs torch, max abs difference of pooled vectors
 META_PREFIX = "prefix_embed."

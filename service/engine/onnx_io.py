@@ -140,10 +140,15 @@ def max_abs_diff(model: bytes | str | Path, forward: FixedDepth) -> float:
     with the CPU provider (the reference the cache stores)."""
     import onnxruntime as ort
 
-    from service.engine.ort_runtime import CPU_PROVIDER, session_options
+    from service.engine.ort_runtime import CPU_PROVIDER, disabled_optimizers, session_options
 
     source = model if isinstance(model, bytes) else str(model)
-    session = ort.InferenceSession(source, session_options(), providers=[CPU_PROVIDER])
+    session = ort.InferenceSession(
+        source,
+        session_options(),
+        providers=[CPU_PROVIDER],
+        disabled_optimizers=disabled_optimizers([CPU_PROVIDER]),
+    )
     worst = 0.0
     with torch.inference_mode():
         for seed, (rows, seq, lengths, plen) in enumerate(VALIDATION_CASES):

@@ -9,6 +9,7 @@ GPU or not.
 from __future__ import annotations
 
 import logging
+import os
 from importlib import metadata
 from typing import Any
 
@@ -67,6 +68,41 @@ def requested_providers(device: str) -> list[Any]:
         )
     device_id = int(device.split(":", 1)[1]) if ":" in device else 0
     return [(CUDA_PROVIDER, {"device_id": device_id}), CPU_PROVIDER]
+
+
+# Fusions that make this graph slower on the CPU provider, measured on MiniLM (BENCHMARKS.md, "Request
+# path"): ORT's CPU SkipLayerNormalization kernel took ~1 ms per call where the LayerNormalization + Add
+# it replaces took ~0.15 ms, so disabling the fusion gave +7 % texts/s on the whole forward.
+CPU_DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
+CPU_PARALLEL_CALLS = 2
+
+
+def wants_cuda(requested: list[Any]) -> bool:
+    return any((p[0] if isinstance(p, tuple) else p) == CUDA_PROVIDER for p in requested)
+
+
+def disabled_optimizers(requested: list[Any]) -> list[str]:
+    """Graph optimizers to turn off for a session asking for ``requested`` providers: the CPU-only
+    list when CUDA is not among them (the CUDA kernels are untouched)."""
+    return [] if wants_cuda(requested) else list(CPU_DISABLED_OPTIMIZERS)
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask; ``os.cpu_count()`` where there is none)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def cpu_threading(threads: int | None, parallel_calls: int | None) -> tuple[int | None, int]:
+    """(intra-op threads, parallel calls) of a CPU session. Defaults: 2 calls side by side, each with
+    an equal share of the CPUs (1 thread each on 2 CPUs), measured fastest at every load shape on
+    2 cores (BENCHMARKS.md, "Request path"). An explicit value wins."""
+    calls = CPU_PARALLEL_CALLS if parallel_calls is None else parallel_calls
+    if threads is None and calls > 1:
+        threads = max(1, available_cpus() // calls)
+    return threads, calls
 
 
 def session_options(threads: int | None = None, *, spinning: bool = False) -> Any:

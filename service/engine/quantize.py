@@ -33,16 +33,17 @@ def int8_quantize(x: np.ndarray) -> np.ndarray:
     return np.round(127.0 * x / np.maximum(scale, 1e-12)).astype(np.int8)
 
 
-def encode_vector(x: np.ndarray, encoding: str) -> list[float] | list[int] | str:
-    """One vector ``x`` (float32 [d]) in the wire encoding."""
+def encode_vector(x: np.ndarray, encoding: str) -> np.ndarray | str:
+    """One vector ``x`` (float32 [d]) in the wire encoding: a float32 or int8 array (written as a JSON
+    list of numbers by :func:`service.embedding.dumps_document`) or a base64 string."""
     if encoding == "float":
-        return x.astype(np.float32).tolist()
+        return x.astype(np.float32, copy=False)
     if encoding == "base64":
         return base64.b64encode(x.astype("<f4").tobytes()).decode("ascii")
     if encoding == "binary":
         return base64.b64encode(binarize(x).tobytes()).decode("ascii")
     if encoding == "int8":
-        return int8_quantize(x).tolist()
+        return int8_quantize(x)
     raise ValueError(f"unknown encoding {encoding!r}; expected one of {', '.join(ENCODINGS)}")
 
 

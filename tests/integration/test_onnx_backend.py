@@ -385,3 +385,41 @@ def test_cuda_provider_keeps_the_bank_on_the_device(
     assert all(v.device_name().lower() == "cuda" for v in enc._bank_values.values())
     np.testing.assert_allclose(got, bert_torch.encode(batch, bank, [0, 1, 2, 3, 4]), atol=atol)
     np.testing.assert_allclose(enc.encode_plain(batch), bert_torch.encode_plain(batch), atol=atol)
+
+
+def test_parallel_calls_equal_one_call_and_each_call_is_observed_once(
+    bert_onnx: OnnxEncoder, tiny_bert: Backbone
+) -> None:
+    import threading
+
+    bank = make_bank(tiny_bert, [6, 2, 4])
+    batch = bert_onnx.tokenize(TEXTS * 3, max_length=40, truncate=True)
+
+    def encoder(parallel: int) -> OnnxEncoder:
+        return OnnxEncoder(
+            bert_onnx.onnx_path,
+            onnx_export.export_key(bert_onnx.spec, "mean", 4),
+            bert_onnx.spec,
+            bert_onnx.tokenizer,
+            default_max_tokens=64,
+            device="cpu",
+            chunk_rows=3,  # 1 text (x 3 prefixes) per model call
+            parallel_calls=parallel,
+        )
+
+    one, two = encoder(1), encoder(2)
+    assert (one.parallel_calls, two.parallel_calls) == (1, 2)
+    assert two.intra_op_threads is not None  # the CPUs shared among the side-by-side calls
+    seen: list[tuple[int, str]] = []
+    two.set_observer(lambda call: seen.append((call.rows, threading.current_thread().name)))
+    # what the batcher hands over: parallel_calls model calls' worth of texts per encode
+    assert two.texts_per_call(batch.size, bank, [0, 1, 2]) == 2 * one.texts_per_call(
+        batch.size, bank, [0, 1, 2]
+    )
+    np.testing.assert_allclose(
+        two.encode(batch, bank, [0, 1, 2]), one.encode(batch, bank, [0, 1, 2]), atol=1e-6, rtol=0
+    )
+    assert [rows for rows, _ in seen] == [3] * batch.size
+    assert two.forward_calls == batch.size
+    assert {name.split("_")[0] for _, name in seen} == {"prefix-embed-call"}  # ran on the call pool
+    np.testing.assert_allclose(two.encode_plain(batch), one.encode_plain(batch), atol=1e-6, rtol=0)

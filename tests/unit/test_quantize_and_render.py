@@ -81,3 +81,30 @@ def test_choose_prefixes() -> None:
         choose_prefixes(bank, {"topic"}, ["topic", "sentiment"])
     with pytest.raises(NoActivePrefixes):
         choose_prefixes(bank, set(), None)
+
+
+def test_document_json_round_trips_float32_exactly_and_refuses_non_finite() -> None:
+    import json
+
+    from service.embedding import dumps_document
+    from service.errors import InferenceFailed
+
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((3, 2, 16)).astype(np.float32)
+    prefixes = [_prefix("a"), _prefix("b")]
+    doc = render_embed_document(
+        model="m", prefixes=prefixes, vectors=vectors, prompt_tokens=1, normalize=False
+    )
+    parsed = json.loads(dumps_document(doc))  # the stdlib parser as the independent reader
+    for i in range(3):
+        got = np.array(parsed["data"][i]["embeddings"]["b"], dtype=np.float32)
+        np.testing.assert_array_equal(got, vectors[i, 1])  # bit-exact after float32 -> JSON -> float32
+    int8 = render_embed_document(
+        model="m", prefixes=prefixes, vectors=vectors, prompt_tokens=1, encoding="int8"
+    )
+    ints = json.loads(dumps_document(int8))["data"][0]["embeddings"]["a"]
+    assert all(isinstance(x, int) and -127 <= x <= 127 for x in ints)
+    bad = vectors.copy()
+    bad[1, 0, 3] = np.nan
+    with pytest.raises(InferenceFailed, match="non-finite"):
+        render_embed_document(model="m", prefixes=prefixes, vectors=bad, prompt_tokens=1)
