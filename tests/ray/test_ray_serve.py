@@ -258,6 +258,13 @@ def test_killing_a_replica_under_load(cluster, record_property) -> None:
         wait_until(restarted, 180, "Ray restarting the killed replica")
 
 
+def _gauge(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
 def _rows_total(text: str) -> float:
     for line in text.splitlines():
         if line.startswith("prefix_embed_batch_rows_total "):
@@ -291,7 +298,19 @@ def test_sigterm_finishes_in_flight_requests(cluster) -> None:
                 r = client.get("/metrics")
                 return _rows_total(r.text) > before.get(r.headers["x-replica-id"], float("inf"))
 
+            def all_admitted() -> bool:
+                # every request is queued on (or answered by) a replica: one a proxy had not yet routed
+                # when the app is deleted gets Ray's 404, which is not what this test is about
+                depth: dict[str, float] = {}
+                for _ in range(40):
+                    r = client.get("/metrics")
+                    depth[r.headers["x-replica-id"]] = _gauge(r.text, "prefix_embed_queue_depth")
+                    if len(depth) == len(before):
+                        break
+                return len(depth) == len(before) and sum(depth.values()) + len(statuses) >= 6
+
             wait_until(a_replica_is_computing, 60, "the requests reaching a replica")
+            wait_until(all_admitted, 60, "all six requests admitted by a replica")
             in_flight = 6 - len(statuses)
             assert server.proc is not None
             server.proc.send_signal(signal.SIGTERM)
