@@ -35,7 +35,8 @@ def prefix_sdpa_attention(
 ) -> tuple[torch.Tensor, None]:
     """query/key/value: [rows, heads, T, head_dim]; prefix_keys/values: [P, layers, heads, Lp, head_dim].
 
-    ``key_mask`` [rows, 1, 1, Lp + T] (bool, True = attend) replaces the model's mask when given:
+    ``key_mask`` [rows, 1, 1, Lp + T] (bool, True = attend; or additive float, 0 / -inf, as
+    ``forward.additive_mask`` builds it) replaces the model's mask when given:
     it is built once per forward call instead of once per layer.
     """
     if prefix_keys is not None and prefix_values is not None and prefix_index is not None:

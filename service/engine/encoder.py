@@ -168,8 +168,8 @@ class CallLoop(ABC):
 
     ``parallel_calls`` > 1 (the ONNX backend on CPU): one ``encode`` runs up to that many model calls
     at once, from a small thread pool, on the same session (ONNX Runtime's ``Run`` is thread-safe).
-    Small calls side by side keep both cores busy where one call's operators are too small to split
-    well (BENCHMARKS.md, "Request path"); a lone call still gets every intra-op thread."""
+    Small calls side by side keep the cores busy where one call's operators are too small to split
+    well; each call has its share of the CPUs as intra-op threads (BENCHMARKS.md, "Request path")."""
 
     spec: BackboneSpec
     dim: int
