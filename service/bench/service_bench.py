@@ -304,44 +304,21 @@ class ServiceBench:
                 "no infinity_emb on PATH: pass --peer-exe (BENCHMARKS.md, Peer)"
             )
         if cfg.peer and peer_exe is not None:
-            port = free_port()
-            specs.append(
-                (
-                    "infinity_torch",
-                    "peer",
-                    f"http://127.0.0.1:{port}",
-                    "minilm",
-                    infinity_server(
-                        port,
-                        executable=peer_exe,
-                        model=self.model,
-                        device=cfg.device,
-                        served_name="minilm",
-                        log_path=logs / "shapes-infinity-torch.log",
-                    ),
-                )
-            )
             onnx_dir = export_for_optimum(
                 peer_exe, self.model, cfg.peer_onnx_dir or cfg.out_dir / "infinity-onnx"
             )
-            port = free_port()
-            specs.append(
-                (
-                    "infinity_optimum",
-                    "peer",
-                    f"http://127.0.0.1:{port}",
-                    "minilm",
-                    infinity_server(
-                        port,
-                        executable=peer_exe,
-                        model=onnx_dir,
-                        device=cfg.device,
-                        served_name="minilm",
-                        log_path=logs / "shapes-infinity-optimum.log",
-                        engine="optimum",
-                    ),
+            for engine, folder in (("torch", self.model), ("optimum", onnx_dir)):
+                port = free_port()
+                server = infinity_server(
+                    port,
+                    executable=peer_exe,
+                    model=folder,
+                    device=cfg.device,
+                    served_name="minilm",
+                    log_path=logs / f"shapes-infinity-{engine}.log",
+                    engine=engine,
                 )
-            )
+                specs.append((f"infinity_{engine}", "peer", f"http://127.0.0.1:{port}", "minilm", server))
         settings = self.settings.model_copy(update={"backend": "auto"})
         raw_encoder, choice = build_encoder_for(settings)
         self.result["shapes_default_backend"] = {"backend": raw_encoder.backend, "reason": choice.reason}

@@ -62,6 +62,20 @@ def onnx_settings(model: Path, cache: Path, **extra: object) -> Settings:
     return Settings(model=model, backend="onnx", device="cpu", dtype="float32", onnx_cache_dir=cache, **extra)
 
 
+def same_export(enc: OnnxEncoder, *, chunk_rows: int, parallel_calls: int) -> OnnxEncoder:
+    """Another CPU encoder on ``enc``'s depth-0 export, with its own call plan."""
+    return OnnxEncoder(
+        enc.onnx_path,
+        onnx_export.export_key(enc.spec, "mean", 4),
+        enc.spec,
+        enc.tokenizer,
+        default_max_tokens=64,
+        device="cpu",
+        chunk_rows=chunk_rows,
+        parallel_calls=parallel_calls,
+    )
+
+
 @pytest.fixture(scope="module")
 def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("onnx-cache")
@@ -184,15 +198,7 @@ def test_chunked_calls_equal_one_call(bert_onnx: OnnxEncoder, tiny_bert: Backbon
     bank = make_bank(tiny_bert, [6, 2, 4])
     batch = bert_onnx.tokenize(TEXTS, max_length=40, truncate=True)
     whole = bert_onnx.encode(batch, bank, [0, 1, 2])
-    chunked = OnnxEncoder(
-        bert_onnx.onnx_path,
-        onnx_export.export_key(bert_onnx.spec, "mean", 4),
-        bert_onnx.spec,
-        bert_onnx.tokenizer,
-        default_max_tokens=64,
-        device="cpu",
-        chunk_rows=6,  # 2 texts (x 3 prefixes) per call
-    )
+    chunked = same_export(bert_onnx, chunk_rows=6, parallel_calls=1)  # 2 texts (x 3 prefixes) per call
     seen: list[int] = []
     chunked.set_observer(lambda call: seen.append(call.rows))
     np.testing.assert_allclose(chunked.encode(batch, bank, [0, 1, 2]), whole, atol=1e-6, rtol=0)
@@ -395,19 +401,8 @@ def test_parallel_calls_equal_one_call_and_each_call_is_observed_once(
     bank = make_bank(tiny_bert, [6, 2, 4])
     batch = bert_onnx.tokenize(TEXTS * 3, max_length=40, truncate=True)
 
-    def encoder(parallel: int) -> OnnxEncoder:
-        return OnnxEncoder(
-            bert_onnx.onnx_path,
-            onnx_export.export_key(bert_onnx.spec, "mean", 4),
-            bert_onnx.spec,
-            bert_onnx.tokenizer,
-            default_max_tokens=64,
-            device="cpu",
-            chunk_rows=3,  # 1 text (x 3 prefixes) per model call
-            parallel_calls=parallel,
-        )
-
-    one, two = encoder(1), encoder(2)
+    # chunk_rows 3: 1 text (x 3 prefixes) per model call
+    one, two = (same_export(bert_onnx, chunk_rows=3, parallel_calls=n) for n in (1, 2))
     assert (one.parallel_calls, two.parallel_calls) == (1, 2)
     assert two.intra_op_threads is not None  # the CPUs shared among the side-by-side calls
     seen: list[tuple[int, str]] = []
