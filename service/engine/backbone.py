@@ -16,13 +16,10 @@ from transformers.utils import logging as hf_logging
 if TYPE_CHECKING:  # the modeling stack is imported where a model is loaded (see load_backbone)
     from transformers import PreTrainedModel
 
+from service.engine.arch import Architecture, architecture_for
 from service.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
-
-# Families whose position ids start after the padding index (RoBERTa's convention).
-_PADDING_OFFSET_FAMILIES = {"roberta", "xlm-roberta", "camembert", "xlm-roberta-xl"}
-SUPPORTED_FAMILIES = {"bert", *_PADDING_OFFSET_FAMILIES}
 
 
 @dataclass(frozen=True)
@@ -63,6 +60,11 @@ class Backbone:
     default_max_tokens: int  # the model's trained sequence length (sentence-transformers config)
 
     @property
+    def arch(self) -> Architecture:
+        """How the engine runs this model's layers with prefixes (chosen by ``spec.model_type``)."""
+        return architecture_for(self.spec.model_type)
+
+    @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
@@ -99,10 +101,10 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 def spec_from_config(config: object, digest: str) -> BackboneSpec:
     model_type = str(getattr(config, "model_type", ""))
-    if model_type not in SUPPORTED_FAMILIES:
-        raise ModelLoadError(
-            f"unsupported architecture {model_type!r}; supported: {', '.join(sorted(SUPPORTED_FAMILIES))}"
-        )
+    try:
+        arch = architecture_for(model_type)
+    except ValueError as exc:
+        raise ModelLoadError(str(exc)) from None
     hidden = int(config.hidden_size)  # type: ignore[attr-defined]
     heads = int(config.num_attention_heads)  # type: ignore[attr-defined]
     pad = int(getattr(config, "pad_token_id", 0) or 0)
@@ -113,7 +115,7 @@ def spec_from_config(config: object, digest: str) -> BackboneSpec:
         head_dim=hidden // heads,
         hidden_size=hidden,
         max_positions=int(config.max_position_embeddings),  # type: ignore[attr-defined]
-        position_offset=pad + 1 if model_type in _PADDING_OFFSET_FAMILIES else 0,
+        position_offset=arch.position_offset(model_type, pad),
         pad_token_id=pad,
         weights_digest=digest,
     )
@@ -143,8 +145,6 @@ def load_backbone(path: Path, device: str = "auto", dtype: str = "auto") -> Back
     """Load weights and tokenizer from a local folder, offline; the model is frozen (eval, no grad)."""
     path = Path(path)
     spec = read_spec(path)
-    from service.engine.attention import install_prefix_attention
-
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
@@ -161,6 +161,6 @@ def load_backbone(path: Path, device: str = "auto", dtype: str = "auto") -> Back
         hf_logging.enable_progress_bar()
     model.to(dev).eval()
     model.requires_grad_(False)
-    install_prefix_attention(model)
+    architecture_for(spec.model_type).install(model)
     log.info("loaded %s (%s) on %s as %s", path, spec.fingerprint, dev, dt)
     return Backbone(model, tokenizer, spec, path, trained_max_tokens(path, spec))

@@ -6,20 +6,19 @@ fan-out depth F (the smallest S among its prefixes) runs the embeddings and laye
 text (B rows, the trunk), then gathers the rows out to one per (text, prefix) pair for layers
 F..L-1. F = 0 is the classic path: every row runs every layer.
 
-The layers are driven here (embeddings, then each ``encoder.layer[i]``) instead of through
-``model(...)``, which cannot change its row count between layers. Each layer still runs the
-registered prefix attention; the per-layer key mask hides a row's prefix slots in layers below its
-prefix's ``first_layer``.
+The layers are driven here (embeddings, then each layer) instead of through ``model(...)``, which
+cannot change its row count between layers. How one layer takes the prefix is the model family's
+architecture adapter (``service/engine/arch/``: BERT-like models through the registered attention
+implementation, MPNet through its own attention with a relative position bias); the per-layer key
+mask hides a row's prefix slots in layers below its prefix's ``first_layer``.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
-from service.engine.attention import ensure_prefix_attention
+from service.engine.arch import LayerPrefix, architecture_for
 from service.engine.backbone import BackboneSpec
 from service.engine.pooling import pool
 
@@ -68,6 +67,7 @@ class PrefixedForward(nn.Module):
         super().__init__()
         self.model = model
         self.spec = spec
+        self.arch = architecture_for(spec.model_type)
         self.pooling = pooling
         self.pooling_layers = pooling_layers
 
@@ -84,7 +84,7 @@ class PrefixedForward(nn.Module):
         row_text: torch.Tensor | None = None,
         fan_out: int = 0,
     ) -> torch.Tensor:
-        ensure_prefix_attention(self.model)  # type: ignore[arg-type]
+        self.arch.ensure(self.model)
         if prefix_keys is None:
             return self._plain(input_ids, attention_mask)
         if prefix_values is None or prefix_index is None or prefix_lengths is None or prefix_shift is None:
@@ -110,19 +110,20 @@ class PrefixedForward(nn.Module):
         else:
             hidden = self._embed(input_ids, attention_mask, torch.zeros_like(input_ids[:, 0]))
         states = [hidden]
+        state = self.arch.call_state(self.model, hidden, lp)
         trunk_mask = additive_mask(text_mask, hidden.dtype)
         for i in range(fan_out):  # the trunk: once per text, no prefix
-            hidden = self._layer(i, hidden, trunk_mask, {})
+            hidden = self.arch.layer(self.model, i, hidden, trunk_mask, state, None)
             states.append(hidden)
         if row_text is not None:
             hidden = hidden[row_text]
             text_mask = text_mask[row_text]
             attention_mask = attention_mask[row_text]
-        extra = {"prefix_keys": prefix_keys, "prefix_values": prefix_values, "prefix_index": prefix_index}
+        bank = LayerPrefix(prefix_keys, prefix_values, prefix_index)
         for i in range(fan_out, num_layers):
             active = prefix_valid & (row_first <= i).unsqueeze(1)
             key_mask = additive_mask(torch.cat([active, text_mask], dim=1), hidden.dtype)
-            hidden = self._layer(i, hidden, key_mask, extra)
+            hidden = self.arch.layer(self.model, i, hidden, key_mask, state, bank)
             states.append(hidden)
         # pooling reads the last state (mean, cls) or the last k (multilayer): only those trunk states
         # below the fan-out are gathered out to the rows
@@ -135,21 +136,15 @@ class PrefixedForward(nn.Module):
     def _plain(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self._embed(input_ids, attention_mask, torch.zeros_like(input_ids[:, 0]))
         states = [hidden]
+        state = self.arch.call_state(self.model, hidden, 0)
         mask = additive_mask(attention_mask.bool(), hidden.dtype)
         for i in range(self.spec.num_layers):
-            hidden = self._layer(i, hidden, mask, {})
+            hidden = self.arch.layer(self.model, i, hidden, mask, state, None)
             states.append(hidden)
         return pool(self.pooling, states, attention_mask, self.pooling_layers).float()
 
     def _embed(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, shift: torch.Tensor
     ) -> torch.Tensor:
-        embeddings: Any = self.model.embeddings
         position_ids = text_position_ids(attention_mask, shift, self.spec)
-        return embeddings(input_ids=input_ids, position_ids=position_ids)
-
-    def _layer(
-        self, i: int, hidden: torch.Tensor, key_mask: torch.Tensor, extra: dict[str, torch.Tensor]
-    ) -> torch.Tensor:
-        layer: Any = self.model.encoder.layer[i]  # type: ignore[index,union-attr]
-        return layer(hidden, None, key_mask=key_mask, **extra)
+        return self.arch.embed(self.model, input_ids, position_ids)

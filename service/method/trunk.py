@@ -4,8 +4,9 @@ A prefix with ``first_layer`` = S acts only in layers S..L-1 and leaves text pos
 the input of layer S does not depend on it. :func:`build_trunk_cache` runs the plain backbone over a
 data set once, without gradients, and keeps each text's hidden states at the requested depths (the
 embedding output for S = 0) and its ``base`` vector (the plain backbone, mean pooling, as served).
-Training and evaluation then run only layers S..L-1 (:func:`top_pooled`), the same layer calls and
-key mask as the engine's :class:`~service.engine.forward.PrefixedForward` with ``fan_out`` = S.
+Training and evaluation then run only layers S..L-1 (:func:`top_pooled`), the same layer calls (the
+backbone's architecture adapter) and key mask as the engine's
+:class:`~service.engine.forward.PrefixedForward` with ``fan_out`` = S.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from typing import Any
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from service.engine.attention import ensure_prefix_attention
+from service.engine.arch import LayerPrefix
 from service.engine.backbone import Backbone
-from service.engine.forward import text_position_ids
+from service.engine.forward import additive_mask, text_position_ids
 from service.engine.pooling import mean_pool
 
 
@@ -58,13 +59,6 @@ def tokenize(
     return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
 
-def _layer(
-    backbone: Backbone, i: int, hidden: torch.Tensor, key_mask: torch.Tensor, **extra: Any
-) -> torch.Tensor:
-    layer: Any = backbone.model.encoder.layer[i]  # type: ignore[index,union-attr]
-    return layer(hidden, None, key_mask=key_mask, **extra)
-
-
 @torch.no_grad()
 def build_trunk_cache(
     backbone: Backbone,
@@ -75,7 +69,8 @@ def build_trunk_cache(
     batch: int = 64,
 ) -> TrunkCache:
     """Run the plain backbone once over ``texts``; keep the states entering each layer in ``depths``."""
-    ensure_prefix_attention(backbone.model)
+    arch = backbone.arch
+    arch.ensure(backbone.model)
     spec = backbone.spec
     for s in depths:
         if not 0 <= s < spec.num_layers:
@@ -88,13 +83,13 @@ def build_trunk_cache(
         mask = enc["attention_mask"]
         lengths = mask.sum(1).tolist()
         position_ids = text_position_ids(mask, torch.zeros_like(mask[:, 0]), spec)
-        embeddings: Any = backbone.model.embeddings
-        hidden = embeddings(input_ids=enc["input_ids"], position_ids=position_ids)
-        key_mask = mask.bool()[:, None, None, :]
+        hidden = arch.embed(backbone.model, enc["input_ids"], position_ids)
+        state = arch.call_state(backbone.model, hidden, 0)
+        key_mask = additive_mask(mask.bool(), hidden.dtype)
         for i in range(spec.num_layers):
             if i in states:
                 states[i].extend(hidden[j, :n].clone() for j, n in enumerate(lengths))
-            hidden = _layer(backbone, i, hidden, key_mask)
+            hidden = arch.layer(backbone.model, i, hidden, key_mask, state, None)
         base.append(mean_pool(hidden, mask).float())
     return TrunkCache(states, torch.cat(base) if base else torch.zeros(0, spec.hidden_size))
 
@@ -117,12 +112,13 @@ def top_pooled(
     pad = key.new_zeros((first_layer, *key.shape[1:]))
     keys = torch.cat([pad, key]).unsqueeze(0)  # the bank layout: [P=1, L, heads, Lp, head_dim]
     values = torch.cat([pad, value]).unsqueeze(0)
-    index = torch.zeros(rows, dtype=torch.long)
-    key_mask = torch.cat([torch.ones(rows, lp, dtype=torch.bool), mask], dim=1)[:, None, None, :]
+    bank = LayerPrefix(keys, values, torch.zeros(rows, dtype=torch.long))
+    key_mask = additive_mask(torch.cat([torch.ones(rows, lp, dtype=torch.bool), mask], dim=1), hidden.dtype)
+    arch = backbone.arch
+    arch.ensure(backbone.model)
+    state = arch.call_state(backbone.model, hidden, lp)
     for i in range(first_layer, spec.num_layers):
-        hidden = _layer(
-            backbone, i, hidden, key_mask, prefix_keys=keys, prefix_values=values, prefix_index=index
-        )
+        hidden = arch.layer(backbone.model, i, hidden, key_mask, state, bank)
     return mean_pool(hidden, mask).float()
 
 

@@ -94,10 +94,10 @@ def token_kv(
     keys, values = [], []
     for i in range(first_layer, spec.num_layers):
         h = torch.stack([cache.states[i][t][j] for t, j in picked])  # [Lp, hidden], the input of layer i
-        attn: Any = backbone.model.encoder.layer[i].attention.self  # type: ignore[index,union-attr]
+        key_proj, value_proj = backbone.arch.kv_projections(backbone.model, i)
         shape = (prefix_len, spec.num_heads, spec.head_dim)
-        keys.append(attn.key(h).view(shape).transpose(0, 1))
-        values.append(attn.value(h).view(shape).transpose(0, 1))
+        keys.append(key_proj(h).view(shape).transpose(0, 1))
+        values.append(value_proj(h).view(shape).transpose(0, 1))
     return torch.stack(keys).float(), torch.stack(values).float()
 
 

@@ -1,7 +1,7 @@
 """The shared pytest fixtures (a plugin: ``pytest_plugins`` in tests/conftest.py registers it).
 
-Models: ``minilm_path``/``minilm`` (the default model), ``tiny_bert_path``/``tiny_bert`` and
-``tiny_roberta_path`` (random weights, seconds to load). Files: ``write_prefix``. Fakes:
+Models: ``minilm_path``/``minilm`` (the default model), ``tiny_bert_path``/``tiny_bert``,
+``tiny_roberta_path`` and ``tiny_mpnet_path``/``tiny_mpnet`` (random weights, seconds to load). Files: ``write_prefix``. Fakes:
 ``fake_encoder``. Processes: ``server_process`` (started servers are stopped at teardown).
 """
 
@@ -22,7 +22,16 @@ from tests.support.server_process import ServerProcess
 TESTS = Path(__file__).resolve().parents[1]
 # What a unit test may not use: a real model (loading one) or a real server process.
 NOT_IN_UNIT = frozenset(
-    {"minilm", "minilm_path", "tiny_bert", "tiny_bert_path", "tiny_roberta_path", "server_process"}
+    {
+        "minilm",
+        "minilm_path",
+        "tiny_bert",
+        "tiny_bert_path",
+        "tiny_roberta_path",
+        "tiny_mpnet",
+        "tiny_mpnet_path",
+        "server_process",
+    }
 )
 
 
@@ -82,6 +91,16 @@ def tiny_roberta_path(tmp_path_factory: pytest.TempPathFactory, minilm_path: Pat
 @pytest.fixture(scope="session")
 def tiny_bert(tiny_bert_path: Path) -> Backbone:
     return load_backbone(tiny_bert_path, device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def tiny_mpnet_path(tmp_path_factory: pytest.TempPathFactory, minilm_path: Path) -> Path:
+    return save_tiny(tmp_path_factory.mktemp("tiny-mpnet"), "mpnet", minilm_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_mpnet(tiny_mpnet_path: Path) -> Backbone:
+    return load_backbone(tiny_mpnet_path, device="cpu", dtype="float32")
 
 
 @pytest.fixture

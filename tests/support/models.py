@@ -8,9 +8,10 @@ from typing import Any, Literal
 import torch
 
 
-def save_tiny(folder: Path, family: Literal["bert", "roberta"], tokenizer_from: Path) -> Path:
-    """A 2-layer, hidden-32, 4-head ``family`` model with seeded random weights and the tokenizer of
-    ``tokenizer_from``, saved to ``folder`` (a BERT takes 64 positions; a RoBERTa 64 after its offset)."""
+def save_tiny(folder: Path, family: Literal["bert", "roberta", "mpnet"], tokenizer_from: Path) -> Path:
+    """A 2-layer (MPNet: 3-layer), hidden-32, 4-head ``family`` model with seeded random weights and the
+    tokenizer of ``tokenizer_from``, saved to ``folder`` (a BERT takes 64 positions; a RoBERTa and an
+    MPNet 64 after their offset)."""
     from transformers import AutoTokenizer, BertConfig, BertModel, RobertaConfig, RobertaModel
 
     torch.manual_seed(0)
@@ -24,6 +25,11 @@ def save_tiny(folder: Path, family: Literal["bert", "roberta"], tokenizer_from: 
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
     )
+    if family == "mpnet":
+        model_folder = _tiny_mpnet(common)
+        model_folder.save_pretrained(folder)
+        tok.save_pretrained(folder)
+        return folder
     model: BertModel | RobertaModel
     if family == "roberta":
         # RoBERTa positions start after the padding index; 66 positions = 64 usable + offset.
@@ -38,3 +44,17 @@ def save_tiny(folder: Path, family: Literal["bert", "roberta"], tokenizer_from: 
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
+
+
+def _tiny_mpnet(common: dict[str, Any]) -> Any:
+    """3 layers (so prefixes can start at 0, 1 or 2), 66 positions (64 after MPNet's offset of 2), and
+    a relative position bias drawn at N(0, 1) instead of the initializer's N(0, 0.02^2), so that the
+    bias visibly shapes attention and a test can tell whether it is applied."""
+    from transformers import MPNetConfig, MPNetModel
+
+    config = MPNetConfig(**{**common, "num_hidden_layers": 3}, max_position_embeddings=66)
+    model = MPNetModel(config, add_pooling_layer=False)
+    with torch.no_grad():
+        bias = model.encoder.relative_attention_bias.weight
+        bias.copy_(torch.randn(bias.shape, generator=torch.Generator().manual_seed(1)))
+    return model

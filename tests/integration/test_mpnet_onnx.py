@@ -1,0 +1,69 @@
+"""MPNet on the ONNX backend (tiny random-weight MPNet): the exported graph, with the bank as graph
+inputs, equals MPNet written out by hand for mixed depths and lengths and every pooling; a prefix
+hot-loaded later needs no re-export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.config import Settings
+from service.engine.backbone import Backbone
+from service.engine.bank import PrefixBank
+from service.engine.factory import build_onnx_encoder
+from tests.integration.test_mpnet_engine import TEXTS, TOL, mixed
+from tests.support.mpnet_reference import reference
+from tests.support.prefixes import trunk_prefix
+
+pytestmark = pytest.mark.slow  # ONNX exports
+
+
+@pytest.mark.parametrize(
+    ("pooling", "group_by_depth"), [("mean", True), ("cls", False), ("multilayer", False)]
+)
+def test_mpnet_onnx_equals_the_layers_written_out(
+    pooling: str,
+    group_by_depth: bool,
+    tiny_mpnet: Backbone,
+    tiny_mpnet_path: Path,
+    tmp_path: Path,
+    count_exports: list[Path],
+) -> None:
+    settings = Settings(
+        model=tiny_mpnet_path,
+        backend="onnx",
+        device="cpu",
+        dtype="float32",
+        onnx_cache_dir=tmp_path,
+        pooling=pooling,
+        pooling_layers=2,
+    )
+    encoder = build_onnx_encoder(settings)
+    encoder.group_by_depth = group_by_depth
+    members = mixed(tiny_mpnet)
+    bank = PrefixBank.build(members)
+    batch = encoder.tokenize(TEXTS, max_length=encoder.max_input_tokens, truncate=True)
+    got = encoder.encode(batch, bank, list(range(len(bank))))
+    worst = 0.0
+    for b in range(len(TEXTS)):
+        ids = [int(i) for i in batch.input_ids[b, : batch.lengths[b]]]
+        for j, p in enumerate(bank.prefixes):
+            ref = reference(tiny_mpnet, ids, None if p.builtin else p, pooling, pooling_layers=2)
+            worst = max(worst, float(np.abs(got[b, j] - ref).max()))
+    assert worst <= TOL
+    layers = tiny_mpnet.spec.num_layers
+    depths = sorted({0, *(range(layers) if group_by_depth else ())})
+    assert encoder.exported_depths == depths
+    exported = len(count_exports)
+
+    # a new prefix (longer than any before) is a new bank input, not a new graph
+    late = trunk_prefix(tiny_mpnet.spec, "late", 1, 9, seed=77)
+    hot = PrefixBank.build([*members, late])
+    # (with the other prefixes, so that the call runs at a depth already exported)
+    vec = encoder.encode(batch, hot, list(range(len(hot))))[:, hot.indices(["late"])[0]]
+    for b in range(len(TEXTS)):
+        ids = [int(i) for i in batch.input_ids[b, : batch.lengths[b]]]
+        np.testing.assert_allclose(vec[b], reference(tiny_mpnet, ids, late, pooling, 2), atol=TOL, rtol=0)
+    assert len(count_exports) == exported
