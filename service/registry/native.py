@@ -63,6 +63,11 @@ def parse_native(
             raise InvalidPrefixFile(
                 f"{source}: content_sha256 does not match the tensors (a partial, torn or altered write)"
             )
+    # before any size check: a file for another backbone (MiniLM's on an MPNet server) is refused for
+    # that reason, not for the layer count or head size it also gets wrong
+    fp = meta.get("backbone_fingerprint")
+    if fp and fp != spec.fingerprint:
+        raise InvalidPrefixFile(f"{source}: trained for backbone {fp}, this server runs {spec.fingerprint}")
     key = check_tensor(tensors["key"], "key", source, limits)
     value = check_tensor(tensors["value"], "value", source, limits)
     first_layer = _first_layer(meta, spec, source)
@@ -75,9 +80,6 @@ def parse_native(
             f"{source}: position_convention {convention!r} with first_layer {first_layer}: a prefix that starts "
             "above layer 0 must use 'none' (a position shift changes layer 0's input, so it cannot share a trunk)"
         )
-    fp = meta.get("backbone_fingerprint")
-    if fp and fp != spec.fingerprint:
-        raise InvalidPrefixFile(f"{source}: trained for backbone {fp}, this server runs {spec.fingerprint}")
     prefix = LoadedPrefix(
         name=name,
         digest=hashlib.sha256(data).hexdigest(),
