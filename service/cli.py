@@ -97,9 +97,9 @@ def embed(
     as_json: Annotated[bool, typer.Option("--json", help="Print the POST /embed response document.")] = False,
 ) -> None:
     """Embed TEXTS under the prefixes of a folder, without a server."""
+    from service.backend import build_encoder
     from service.embedding import choose_prefixes, dumps_document, embed_sync, render_embed_document
     from service.engine.bank import PrefixBank
-    from service.engine.factory import build_encoder
     from service.engine.prefix import BASE_NAME, base_prefix
     from service.errors import PrefixEmbedError
     from service.registry.folder import scan_folder
