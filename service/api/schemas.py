@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from service.engine.prefix import LoadedPrefix
-from service.engine.quantize import Encoding
+from service.engine.quantize import Combine, Encoding
 from service.errors import InvalidInput, TooManyInputs, shown_list
 
 # Response header naming the prefixes and digests a response was computed with:
@@ -74,7 +74,7 @@ class EmbedRequest(BaseModel):
     prefixes: list[str] | None = Field(
         None, description="Prefix names, in output order; null = every enabled prefix."
     )
-    combine: Literal["separate", "concat"] = "separate"
+    combine: Combine = "separate"
     normalize: StrictBool = True
     truncate: StrictBool = True
     encoding: Encoding = "float"

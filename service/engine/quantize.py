@@ -15,6 +15,8 @@ from typing import Literal
 import numpy as np
 
 Encoding = Literal["float", "base64", "binary", "int8"]
+# How a text's per-prefix vectors come back: one per name, or one concatenation in request order.
+Combine = Literal["separate", "concat"]
 ENCODINGS = ("float", "base64", "binary", "int8")
 
 
