@@ -21,7 +21,6 @@ from typing import Annotated, Any
 import typer
 
 from service.config import Settings
-from service.serving.ray_proxy import CALLBACK_PATH
 
 log = logging.getLogger(__name__)
 PROXY_CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
@@ -39,6 +38,7 @@ def run(settings: Settings, scaling: Any, address: str | None = None) -> int:
     from ray import serve
 
     from service.serving.ray_app import APP_NAME, build_application
+    from service.serving.ray_proxy import CALLBACK_PATH
 
     address = address or os.environ.get("RAY_ADDRESS") or None
     port = settings.port or free_port(settings.host)
