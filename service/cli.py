@@ -1,4 +1,5 @@
-"""``python -m service``: serve, ray-serve, embed, export-onnx, train, evaluate, similarity, bench."""
+"""``python -m service``: serve, ray-serve, embed, export-onnx, train, evaluate, similarity, models,
+bench."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import typer
 
 from service.bench.commands import bench_app
 from service.config import Settings
-from service.engine.quantize import Combine, Encoding
 from service.method.commands import evaluate_cmd, similarity_cmd, train_cmd
+from service.registry.commands import models_app
 from service.serving.ray_launch import ray_serve_cmd
-from service.settings_cli import ENGINE, ONNX_EXPORT, PREFIX_FOLDER, settings_command
+from service.settings_cli import EMBEDDING, ENGINE, ONNX_EXPORT, PREFIX_FOLDER, settings_command
+from service.wire import Combine, Encoding
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -39,7 +41,10 @@ def embed(
     settings: Settings,
     texts: Annotated[list[str], typer.Argument(help="Texts to embed.")],
     prefix: Annotated[
-        list[str] | None, typer.Option("--prefix", help="Prefix name (repeat); default: all enabled.")
+        list[str] | None,
+        typer.Option(
+            "--prefix", help="Prefix name (repeat); default: the default served model (models.json)."
+        ),
     ] = None,
     combine: Annotated[
         Combine, typer.Option(help="One vector per prefix, or their concatenation.")
@@ -48,33 +53,28 @@ def embed(
     normalize: Annotated[bool, typer.Option(help="L2-normalize each vector.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the POST /embed response document.")] = False,
 ) -> None:
-    """Embed TEXTS under the prefixes of a folder, without a server."""
-    from service.backend import build_encoder
-    from service.embedding import choose_prefixes, dumps_document, embed_sync, render_embed_document
-    from service.engine.bank import PrefixBank
-    from service.engine.prefix import BASE_NAME, base_prefix
+    """Embed TEXTS under the prefixes of a folder, without a server (the routes' own pipeline)."""
     from service.errors import PrefixEmbedError
-    from service.registry.folder import scan_folder
-    from service.registry.state import read_disabled
+    from service.oneshot import run_pipeline
+    from service.pipeline import Embedded, EmbeddingPipeline
+    from service.wire.document import dumps_document, render_embed_document
 
     logging.basicConfig(level=logging.WARNING)
-    encoder = build_encoder(settings)
-    loaded, rejected = scan_folder(settings.prefix_dir, encoder.spec, settings.prefix_limits())
-    for r in rejected:
-        typer.echo(f"rejected {r.reason}", err=True)
-    bank = PrefixBank.build(loaded, base=base_prefix(encoder.spec))
-    enabled = set(bank.names) - (read_disabled(settings.prefix_dir) - {BASE_NAME})
+
+    async def work(pipeline: EmbeddingPipeline) -> Embedded:
+        selection = pipeline.select(pipeline.snapshot(), prefix or None)
+        return await pipeline.embed(texts, selection)
+
     try:
-        names = choose_prefixes(bank, enabled, prefix or None, include_base=settings.include_base)
-        vectors, tokens = embed_sync(encoder, bank, names, texts)
+        out = run_pipeline(settings, work, on_rejected=lambda r: typer.echo(f"rejected {r.reason}", err=True))
     except PrefixEmbedError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from None
     doc = render_embed_document(
         model=settings.model_name(),
-        prefixes=[bank.get(n) for n in names],
-        vectors=vectors,
-        prompt_tokens=tokens,
+        prefixes=out.prefixes,
+        vectors=out.vectors,
+        prompt_tokens=out.prompt_tokens,
         combine=combine,
         normalize=normalize,
         encoding=encoding,
@@ -126,9 +126,10 @@ def export_onnx(
 
 app.command("serve")(settings_command(serve))
 app.command("ray-serve")(settings_command(ray_serve_cmd))
-app.command("embed")(settings_command(embed, (*ENGINE, "served_model_name", *PREFIX_FOLDER)))
+app.command("embed")(settings_command(embed, (*ENGINE, *PREFIX_FOLDER, *EMBEDDING)))
 app.command("export-onnx")(settings_command(export_onnx, ONNX_EXPORT))
 app.command("train")(settings_command(train_cmd, ("model",)))
 app.command("evaluate")(settings_command(evaluate_cmd, ("model",)))
 app.command("similarity")(settings_command(similarity_cmd, ("model",)))
+app.add_typer(models_app, name="models")
 app.add_typer(bench_app, name="bench")

@@ -44,7 +44,16 @@ TORCH_ENGINE = (
 ONNX_ENGINE = (*TORCH_ENGINE, "onnx_cache_dir", "onnx_threads", "onnx_parallel_calls", "onnx_spinning")
 ENGINE = ("backend", *ONNX_ENGINE)  # service/backend.py build_encoder
 ONNX_EXPORT = ("model", "pooling", "pooling_layers", "onnx_cache_dir")
-PREFIX_FOLDER = ("prefix_dir", "max_prefix_len", "max_prefix_file_bytes", "prefix_settle_ms", "include_base")
+PREFIX_FOLDER = ("prefix_dir", "max_prefix_len", "max_prefix_file_bytes", "prefix_settle_ms")
+# the embedding pipeline (service/pipeline.py) and its batcher, beyond the engine and the folder
+EMBEDDING = (
+    "served_model_name",
+    "default_prefixes",
+    "include_base",
+    "max_batch_tokens",
+    "max_input_chars",
+    "request_timeout_s",
+)
 
 
 def flag_name(field: str) -> str:

@@ -9,8 +9,8 @@ import torch
 
 from service.backend import build_encoder
 from service.config import Settings
-from service.embedding import embed_sync
 from service.engine.bank import PrefixBank
+from service.engine.direct import embed_sync
 from service.engine.prefix import LoadedPrefix
 from service.registry.limits import MAX_ABS_VALUE
 

@@ -23,7 +23,8 @@ TAKES = {
     "serve": set(Settings.model_fields),
     "ray-serve": set(Settings.model_fields),
     "embed": {"model", "prefix_dir", "backend", "device", "dtype", "forward_chunk_rows", "pooling",
-              "pooling_layers", "onnx_cache_dir", "include_base", "max_input_tokens"},
+              "pooling_layers", "onnx_cache_dir", "default_prefixes", "include_base", "max_input_tokens",
+              "max_batch_tokens"},
     "export-onnx": {"model", "pooling", "pooling_layers", "onnx_cache_dir"},
     "bench engine": {"model", "device", "dtype", "forward_chunk_rows", "pooling", "pooling_layers"},
     "bench onnx": {"model", "device", "dtype", "forward_chunk_rows", "pooling", "onnx_cache_dir"},
@@ -33,6 +34,8 @@ TAKES = {
     "train": {"model"},
     "evaluate": {"model"},
     "similarity": {"model"},
+    "models pin": {"model", "prefix_dir", "served_model_name"},
+    "models show": {"model", "prefix_dir"},
 }  # fmt: skip
 # a free-text option whose help lists choices on purpose (cuda:N is open-ended)
 FREE_TEXT = {"--device"}
@@ -107,7 +110,7 @@ def test_the_enum_options_are_choices() -> None:
                 ("bench engine", "--dtype"), ("bench onnx", "--pooling"), ("bench service", "--encoding"),
                 ("bench service", "--backbone"), ("bench soak", "--backend"), ("export-onnx", "--pooling"),
                 ("train", "--init"), ("train", "--schedule"), ("train", "--head-init"),
-                ("similarity", "--measure"), ("serve", "--log-level")}  # fmt: skip
+                ("similarity", "--measure"), ("serve", "--log-level"), ("embed", "--default-prefixes")}  # fmt: skip
     assert expected <= found, expected - found
     # and no other option lists its choices in its help while taking any text
     for path, cmd in ALL.items():
