@@ -84,6 +84,6 @@ def verify_backbone(
     typer.echo(f"{name}: {folder} matches its recorded digests")
 
 
-backbones_app.command("list")(settings_command(list_backbones))
-backbones_app.command("install")(settings_command(install_backbone))
-backbones_app.command("verify")(settings_command(verify_backbone))
+backbones_app.command("list")(settings_command(list_backbones, ("backbones_dir",)))
+backbones_app.command("install")(settings_command(install_backbone, ("backbones_dir",)))
+backbones_app.command("verify")(settings_command(verify_backbone, ("backbones_dir",)))
