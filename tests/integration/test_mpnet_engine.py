@@ -20,34 +20,13 @@ from service.engine.attention import install_prefix_attention
 from service.engine.backbone import Backbone
 from service.engine.bank import PrefixBank
 from service.engine.forward import PrefixedForward
-from service.engine.prefix import BASE_NAME, LoadedPrefix, base_prefix
+from service.engine.prefix import BASE_NAME
 from service.engine.torch_encoder import TorchEncoder
-from tests.support.mpnet_reference import reference
-from tests.support.prefixes import base_vectors, trunk_prefix
+from tests.support.by_hand import worst_difference
+from tests.support.mpnet_reference import TEXTS, reference
+from tests.support.prefixes import base_vectors, mixed_depths, trunk_prefix
 
-# lengths 3..~40 tokens: relative distances past MPNet's 8 exact buckets into the logarithmic ones
-TEXTS = [
-    "short one",
-    "a somewhat longer text about markets, interest rates, the weather and the price of bread in "
-    "the winter months of a long and rather cold year, as the old farmers used to say at the market",
-    "x",
-    "Transformers encode text; prefixes steer what the encoder attends to.",
-]
 TOL = 1e-5
-
-
-def mixed(backbone: Backbone) -> list[LoadedPrefix]:
-    """Every depth 0..L-1 with several lengths, both position conventions at depth 0, and base."""
-    spec = backbone.spec
-    out = [
-        trunk_prefix(spec, "all_peft", 0, 5, seed=1, convention="peft"),
-        trunk_prefix(spec, "all_none", 0, 3, seed=2),
-        base_prefix(spec),
-    ]
-    for s in range(1, spec.num_layers):
-        out.append(trunk_prefix(spec, f"trunk{s}a", s, 2 + 3 * s, seed=10 + s))
-        out.append(trunk_prefix(spec, f"trunk{s}b", s, 1, seed=20 + s))
-    return out
 
 
 def token_ids(encoder: TorchEncoder, text: str) -> list[int]:
@@ -71,17 +50,13 @@ def test_mpnet_prefixes_equal_the_layers_written_out(
     encoder = TorchEncoder(
         tiny_mpnet, pooling=pooling, pooling_layers=2, chunk_rows=0, group_by_depth=group_by_depth
     )
-    bank = PrefixBank.build(mixed(tiny_mpnet))
+    bank = PrefixBank.build(mixed_depths(tiny_mpnet.spec))
     batch = encoder.tokenize(TEXTS, max_length=encoder.max_input_tokens, truncate=True)
     assert max(batch.lengths) >= 33
     assert min(batch.lengths) <= 3
     got = encoder.encode(batch, bank, list(range(len(bank))))
-    worst = 0.0
-    for b, text in enumerate(TEXTS):
-        ids = token_ids(encoder, text)
-        for j, p in enumerate(bank.prefixes):
-            ref = reference(tiny_mpnet, ids, None if p.builtin else p, pooling, pooling_layers=2)
-            worst = max(worst, float(np.abs(got[b, j] - ref).max()))
+    ids = [token_ids(encoder, text) for text in TEXTS]
+    worst = worst_difference(got, ids, bank.prefixes, lambda t, p: reference(tiny_mpnet, t, p, pooling, 2))
     assert worst <= TOL
     # the prefixes matter, at every depth
     plain = base_vectors(encoder, batch)

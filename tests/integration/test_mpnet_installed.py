@@ -13,12 +13,12 @@ from typer.testing import CliRunner
 
 from service.backbones.catalog import ALL_MPNET_BASE_V2, PROVENANCE_FILE, installed_folder
 from service.backbones.install import install, missing_parts, verify
+from service.backend import build_torch_encoder
 from service.cli import app
 from service.config import Settings
 from service.engine.backbone import read_spec
 from service.engine.bank import PrefixBank
 from service.engine.direct import embed_sync
-from service.engine.factory import build_torch_encoder
 from service.engine.prefix import BASE_NAME, base_prefix
 
 pytestmark = pytest.mark.slow

@@ -9,15 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.config import Settings
+from service.backend import build_onnx_encoder
 from service.engine.backbone import Backbone
 from service.engine.bank import PrefixBank
-from service.engine.factory import build_onnx_encoder
-from tests.integration.test_mpnet_engine import TEXTS, TOL, mixed
-from tests.support.mpnet_reference import reference
-from tests.support.prefixes import trunk_prefix
+from tests.support.by_hand import worst_difference
+from tests.support.models import onnx_settings
+from tests.support.mpnet_reference import TEXTS, reference
+from tests.support.prefixes import mixed_depths, trunk_prefix
 
 pytestmark = pytest.mark.slow  # ONNX exports
+TOL = 1e-5
 
 
 @pytest.mark.parametrize(
@@ -31,27 +32,15 @@ def test_mpnet_onnx_equals_the_layers_written_out(
     tmp_path: Path,
     count_exports: list[Path],
 ) -> None:
-    settings = Settings(
-        model=tiny_mpnet_path,
-        backend="onnx",
-        device="cpu",
-        dtype="float32",
-        onnx_cache_dir=tmp_path,
-        pooling=pooling,
-        pooling_layers=2,
-    )
+    settings = onnx_settings(tiny_mpnet_path, tmp_path, pooling=pooling, pooling_layers=2)
     encoder = build_onnx_encoder(settings)
     encoder.group_by_depth = group_by_depth
-    members = mixed(tiny_mpnet)
+    members = mixed_depths(tiny_mpnet.spec)
     bank = PrefixBank.build(members)
     batch = encoder.tokenize(TEXTS, max_length=encoder.max_input_tokens, truncate=True)
     got = encoder.encode(batch, bank, list(range(len(bank))))
-    worst = 0.0
-    for b in range(len(TEXTS)):
-        ids = [int(i) for i in batch.input_ids[b, : batch.lengths[b]]]
-        for j, p in enumerate(bank.prefixes):
-            ref = reference(tiny_mpnet, ids, None if p.builtin else p, pooling, pooling_layers=2)
-            worst = max(worst, float(np.abs(got[b, j] - ref).max()))
+    ids = [[int(i) for i in batch.input_ids[b, : batch.lengths[b]]] for b in range(len(TEXTS))]
+    worst = worst_difference(got, ids, bank.prefixes, lambda t, p: reference(tiny_mpnet, t, p, pooling, 2))
     assert worst <= TOL
     layers = tiny_mpnet.spec.num_layers
     depths = sorted({0, *(range(layers) if group_by_depth else ())})
@@ -63,7 +52,8 @@ def test_mpnet_onnx_equals_the_layers_written_out(
     hot = PrefixBank.build([*members, late])
     # (with the other prefixes, so that the call runs at a depth already exported)
     vec = encoder.encode(batch, hot, list(range(len(hot))))[:, hot.indices(["late"])[0]]
-    for b in range(len(TEXTS)):
-        ids = [int(i) for i in batch.input_ids[b, : batch.lengths[b]]]
-        np.testing.assert_allclose(vec[b], reference(tiny_mpnet, ids, late, pooling, 2), atol=TOL, rtol=0)
+    for b, text_ids in enumerate(ids):
+        np.testing.assert_allclose(
+            vec[b], reference(tiny_mpnet, text_ids, late, pooling, 2), atol=TOL, rtol=0
+        )
     assert len(count_exports) == exported

@@ -30,6 +30,7 @@ from service.errors import ModelLoadError
 from service.registry.limits import PrefixLimits
 from service.wire.encodings import l2_normalize
 from tests.support.http import wait_ready
+from tests.support.models import onnx_settings
 from tests.support.prefixes import base_vectors, random_kv
 
 # Exporting the tiny models to ONNX alone takes tens of seconds on a CPU.
@@ -56,10 +57,6 @@ def make_bank(
         digest = f"seed{start_seed + i}-len{n}"
         members.append(LoadedPrefix(f"{prefix}{i}", digest, key, value, convention, "<test>", "native"))
     return PrefixBank.build(members)
-
-
-def onnx_settings(model: Path, cache: Path, **extra: object) -> Settings:
-    return Settings(model=model, backend="onnx", device="cpu", dtype="float32", onnx_cache_dir=cache, **extra)
 
 
 def same_export(enc: OnnxEncoder, *, chunk_rows: int, parallel_calls: int) -> OnnxEncoder:

@@ -23,6 +23,7 @@ from service.engine.encoder import ForwardCall
 from service.engine.forward import layer_rows
 from service.engine.prefix import BASE_NAME, LoadedPrefix, base_prefix
 from service.engine.torch_encoder import TorchEncoder
+from tests.support.by_hand import lin, ln, pooled, worst_difference
 from tests.support.prefixes import base_vectors, trunk_prefix
 
 TEXTS = [
@@ -35,14 +36,6 @@ TOL = 1e-5
 
 
 # --- the independent reference ------------------------------------------------------------------
-def _ln(x: torch.Tensor, mod: torch.nn.LayerNorm) -> torch.Tensor:
-    return F.layer_norm(x, mod.normalized_shape, mod.weight.double(), mod.bias.double(), mod.eps)
-
-
-def _lin(x: torch.Tensor, mod: torch.nn.Linear) -> torch.Tensor:
-    return x @ mod.weight.double().T + mod.bias.double()
-
-
 def reference(
     backbone: Backbone, ids: list[int], prefix: LoadedPrefix | None, pooling: str, pooling_layers: int = 4
 ) -> np.ndarray:
@@ -60,30 +53,24 @@ def reference(
         + emb.position_embeddings.weight.double()[positions]
         + emb.token_type_embeddings.weight.double()[torch.zeros_like(tok)]
     )
-    x = _ln(x, emb.LayerNorm)
+    x = ln(x, emb.LayerNorm)
     states = [x]
     first = prefix.first_layer if prefix is not None else spec.num_layers
     for i, layer in enumerate(model.encoder.layer):  # type: ignore[attr-defined]
         att = layer.attention
-        q = _lin(x, att.self.query).view(t, heads, hd).transpose(0, 1)
-        k = _lin(x, att.self.key).view(t, heads, hd).transpose(0, 1)
-        v = _lin(x, att.self.value).view(t, heads, hd).transpose(0, 1)
+        q = lin(x, att.self.query).view(t, heads, hd).transpose(0, 1)
+        k = lin(x, att.self.key).view(t, heads, hd).transpose(0, 1)
+        v = lin(x, att.self.value).view(t, heads, hd).transpose(0, 1)
         if prefix is not None and i >= first:
             k = torch.cat([prefix.key[i - first].double(), k], dim=1)
             v = torch.cat([prefix.value[i - first].double(), v], dim=1)
         probs = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(hd), dim=-1)
         ctx = (probs @ v).transpose(0, 1).reshape(t, heads * hd)
-        a = _ln(_lin(ctx, att.output.dense) + x, att.output.LayerNorm)
-        inter = F.gelu(_lin(a, layer.intermediate.dense))
-        x = _ln(_lin(inter, layer.output.dense) + a, layer.output.LayerNorm)
+        a = ln(lin(ctx, att.output.dense) + x, att.output.LayerNorm)
+        inter = F.gelu(lin(a, layer.intermediate.dense))
+        x = ln(lin(inter, layer.output.dense) + a, layer.output.LayerNorm)
         states.append(x)
-    if pooling == "mean":
-        out = x.mean(0)
-    elif pooling == "cls":
-        out = x[0]
-    else:
-        out = torch.stack([s.mean(0) for s in states[-pooling_layers:]]).mean(0)
-    return out.numpy()
+    return pooled(states, pooling, pooling_layers)
 
 
 def token_ids(encoder: TorchEncoder, text: str) -> list[int]:
@@ -124,12 +111,8 @@ def test_trunk_prefixes_equal_the_layers_written_out(
     slots = list(range(len(bank)))
     got = encoder.encode(batch, bank, slots)
     assert {p.first_layer for p in bank.prefixes} >= {0, backbone.spec.num_layers - 1}
-    worst = 0.0
-    for b, text in enumerate(TEXTS):
-        ids = token_ids(encoder, text)
-        for j, p in enumerate(bank.prefixes):
-            ref = reference(backbone, ids, None if p.builtin else p, pooling, pooling_layers=3)
-            worst = max(worst, float(np.abs(got[b, j] - ref).max()))
+    ids = [token_ids(encoder, text) for text in TEXTS]
+    worst = worst_difference(got, ids, bank.prefixes, lambda t, p: reference(backbone, t, p, pooling, 3))
     assert worst <= TOL
     # the prefixes matter: a trunk prefix's vector differs from the plain backbone's
     plain = base_vectors(encoder, batch)

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from service.backend import build_onnx_encoder
-from service.config import Settings
 from service.engine.backbone import load_backbone
 from service.engine.bank import PrefixBank
 from service.engine.prefix import base_prefix
 from service.engine.torch_encoder import TorchEncoder
+from tests.support.models import onnx_settings
 from tests.support.prefixes import trunk_prefix
 
 TEXTS = [
@@ -38,15 +38,7 @@ def test_trunk_prefixes_onnx_equal_torch_one_export_per_depth(
     path = tiny_bert_path if family == "bert" else tiny_roberta_path
     backbone = load_backbone(path, device="cpu", dtype="float32")
     layers = backbone.spec.num_layers
-    settings = Settings(
-        model=path,
-        backend="onnx",
-        device="cpu",
-        dtype="float32",
-        onnx_cache_dir=tmp_path,
-        pooling=pooling,
-        pooling_layers=2,
-    )
+    settings = onnx_settings(path, tmp_path, pooling=pooling, pooling_layers=2)
     onnx_enc = build_onnx_encoder(settings)
     assert len(count_exports) == 1
     assert count_exports[0].name.endswith("-fan0.onnx")

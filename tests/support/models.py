@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 import torch
 
+from service.config import Settings
+
 
 def save_tiny(folder: Path, family: Literal["bert", "roberta", "mpnet"], tokenizer_from: Path) -> Path:
     """A 2-layer (MPNet: 3-layer), hidden-32, 4-head ``family`` model with seeded random weights and the
@@ -58,3 +60,8 @@ def _tiny_mpnet(common: dict[str, Any]) -> Any:
         bias = model.encoder.relative_attention_bias.weight
         bias.copy_(torch.randn(bias.shape, generator=torch.Generator().manual_seed(1)))
     return model
+
+
+def onnx_settings(model: Path, cache: Path, **extra: Any) -> Settings:
+    """Settings of the ONNX backend on CPU, float32, exporting into ``cache``."""
+    return Settings(model=model, backend="onnx", device="cpu", dtype="float32", onnx_cache_dir=cache, **extra)

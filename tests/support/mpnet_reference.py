@@ -18,8 +18,17 @@ import torch.nn.functional as F
 
 from service.engine.backbone import Backbone
 from service.engine.prefix import LoadedPrefix
+from tests.support.by_hand import lin, ln, pooled
 
 MPNET_FIRST_POSITION = 2  # MPNet's padding index is 1; text positions start after it
+# 3 to ~40 tokens: relative distances past MPNet's 8 exact buckets into the logarithmic ones
+TEXTS = [
+    "short one",
+    "a somewhat longer text about markets, interest rates, the weather and the price of bread in "
+    "the winter months of a long and rather cold year, as the old farmers used to say at the market",
+    "x",
+    "Transformers encode text; prefixes steer what the encoder attends to.",
+]
 
 
 def bucket(rel: int, num_buckets: int = 32, max_distance: int = 128) -> int:
@@ -32,14 +41,6 @@ def bucket(rel: int, num_buckets: int = 32, max_distance: int = 128) -> int:
         return base + n
     log_part = int(math.log(n / exact) / math.log(max_distance / exact) * (half - exact))
     return base + min(half - 1, exact + log_part)
-
-
-def _ln(x: torch.Tensor, mod: Any) -> torch.Tensor:
-    return F.layer_norm(x, mod.normalized_shape, mod.weight.double(), mod.bias.double(), mod.eps)
-
-
-def _lin(x: torch.Tensor, mod: Any) -> torch.Tensor:
-    return x @ mod.weight.double().T + mod.bias.double()
 
 
 def position_bias(model: Any, t: int) -> torch.Tensor:
@@ -68,7 +69,7 @@ def reference(
     tok = torch.tensor(ids)
     positions = torch.arange(t) + MPNET_FIRST_POSITION + shift
     emb = model.embeddings
-    x = _ln(
+    x = ln(
         emb.word_embeddings.weight.double()[tok] + emb.position_embeddings.weight.double()[positions],
         emb.LayerNorm,
     )
@@ -77,9 +78,9 @@ def reference(
     first = prefix.first_layer if prefix is not None else spec.num_layers
     for i, layer in enumerate(model.encoder.layer):
         att = layer.attention.attn
-        q = _lin(x, att.q).view(t, heads, hd).transpose(0, 1)
-        k = _lin(x, att.k).view(t, heads, hd).transpose(0, 1)
-        v = _lin(x, att.v).view(t, heads, hd).transpose(0, 1)
+        q = lin(x, att.q).view(t, heads, hd).transpose(0, 1)
+        k = lin(x, att.k).view(t, heads, hd).transpose(0, 1)
+        v = lin(x, att.v).view(t, heads, hd).transpose(0, 1)
         b = bias
         if prefix is not None and i >= first:
             lp = prefix.prefix_len
@@ -92,14 +93,8 @@ def reference(
             b = torch.cat([slots, bias], dim=2)
         probs = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(hd) + b, dim=-1)
         ctx = (probs @ v).transpose(0, 1).reshape(t, heads * hd)
-        a = _ln(_lin(ctx, att.o) + x, layer.attention.LayerNorm)
-        inter = F.gelu(_lin(a, layer.intermediate.dense))
-        x = _ln(_lin(inter, layer.output.dense) + a, layer.output.LayerNorm)
+        a = ln(lin(ctx, att.o) + x, layer.attention.LayerNorm)
+        inter = F.gelu(lin(a, layer.intermediate.dense))
+        x = ln(lin(inter, layer.output.dense) + a, layer.output.LayerNorm)
         states.append(x)
-    if pooling == "mean":
-        out = x.mean(0)
-    elif pooling == "cls":
-        out = x[0]
-    else:
-        out = torch.stack([s.mean(0) for s in states[-pooling_layers:]]).mean(0)
-    return out.numpy()
+    return pooled(states, pooling, pooling_layers)

@@ -53,3 +53,17 @@ def base_vectors(encoder: Encoder, batch: TokenizedBatch) -> np.ndarray:
     """float32 [B, dim]: the plain backbone's vectors, as the service computes them (the ``base`` slot)."""
     bank = PrefixBank.build([], base=base_prefix(encoder.spec))
     return encoder.encode(batch, bank, [0])[:, 0]
+
+
+def mixed_depths(spec: BackboneSpec) -> list[LoadedPrefix]:
+    """Random prefixes at every depth 0..L-1 with several lengths (1 to 2 + 3 (L - 1)), both position
+    conventions at depth 0, and ``base``."""
+    out = [
+        trunk_prefix(spec, "all_peft", 0, 5, seed=1, convention="peft"),
+        trunk_prefix(spec, "all_none", 0, 3, seed=2),
+        base_prefix(spec),
+    ]
+    for s in range(1, spec.num_layers):
+        out.append(trunk_prefix(spec, f"trunk{s}a", s, 2 + 3 * s, seed=10 + s))
+        out.append(trunk_prefix(spec, f"trunk{s}b", s, 1, seed=20 + s))
+    return out
