@@ -21,6 +21,8 @@ pytestmark = pytest.mark.slow  # ONNX exports
 TOL = 1e-5
 
 
+# one export per depth (3 with group_by_depth): several minutes on a loaded 2-core machine
+@pytest.mark.timeout(1200)
 @pytest.mark.parametrize(
     ("pooling", "group_by_depth"), [("mean", True), ("cls", False), ("multilayer", False)]
 )
