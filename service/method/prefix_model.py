@@ -18,8 +18,8 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokeniz
 
 from service.engine.backbone import BackboneSpec, spec_from_config, weights_digest
 from service.engine.pooling import mean_pool
+from service.registry.init_record import normal_prompt
 from service.registry.peft import prompt_to_kv
-from service.registry.similarity import initial_prompt
 
 ADAPTER = "default"
 
@@ -97,7 +97,7 @@ def build_prefix_model(
         if projection:
             torch.nn.init.normal_(emb.weight, std=init_std, generator=torch.Generator().manual_seed(seed))
         else:
-            emb.weight.copy_(initial_prompt(spec.num_layers, spec.hidden_size, prefix_len, seed, init_std))
+            emb.weight.copy_(normal_prompt(spec.num_layers, spec.hidden_size, prefix_len, seed, init_std))
     peft.eval()
     return PrefixModel(peft, tokenizer, spec, prefix_len, projection)
 

@@ -35,7 +35,7 @@ from torch import nn
 from service.engine.backbone import Backbone
 from service.method.data import TaskData, majority_accuracy
 from service.method.trunk import TrunkCache, build_trunk_cache, pooled_all, top_pooled
-from service.registry.similarity import initial_kv
+from service.registry.init_record import normal_kv
 
 # Neutral sentences whose tokens' keys/values start a ``tokens``-initialized prefix (fixed, so the
 # start point depends only on backbone, depth, length and seed).
@@ -124,7 +124,7 @@ class TrunkPrefix(nn.Module):
         if cfg.init == "tokens":
             key, value = token_kv(backbone, cfg.first_layer, cfg.prefix_len, cfg.seed)
         else:
-            key, value = initial_kv(self.shape, cfg.seed, cfg.init_std)
+            key, value = normal_kv(self.shape, cfg.seed, cfg.init_std)
         self.key = nn.Parameter(key.clone())
         self.value = nn.Parameter(value.clone())
 

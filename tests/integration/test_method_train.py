@@ -17,8 +17,8 @@ from service.method.data import load_table, split
 from service.method.prefix_io import load_prefixes, write_native
 from service.method.prefix_model import build_prefix_model, load_prompt
 from service.method.train import TaskSplit, TrainConfig, TrainResult, train_prefix
+from service.registry.init_record import normal_prompt
 from service.registry.native import FORMAT_VERSION
-from service.registry.similarity import initial_prompt
 
 DATA = Path(__file__).parent.parent / "data"
 TEXTS = [
@@ -67,7 +67,7 @@ def test_dev_accuracy_beats_majority(trained: TrainResult) -> None:
     assert set(trained.checkpoints) == {2}
     assert [h["step"] for h in trained.history] == [0, 4, 8]  # step 0: the head's probe fit
     spec = trained.model.spec
-    start = initial_prompt(spec.num_layers, spec.hidden_size, 4, 0, 0.5)
+    start = normal_prompt(spec.num_layers, spec.hidden_size, 4, 0, 0.5)
     moved = trained.checkpoints[2][0] - start.view(4, spec.num_layers, 2, spec.num_heads, -1)[
         :, :, 0
     ].permute(1, 2, 0, 3)
@@ -132,7 +132,7 @@ def test_projection_prefix_is_exported_as_the_projected_kv(
 def test_load_prompt_inverts_the_export(tiny_bert_path: Path) -> None:
     model = build_prefix_model(tiny_bert_path, 5, seed=7, init_std=0.3)
     key, value = model.key_value()
-    start = initial_prompt(model.spec.num_layers, model.spec.hidden_size, 5, 7, 0.3)
+    start = normal_prompt(model.spec.num_layers, model.spec.hidden_size, 5, 7, 0.3)
     assert torch.equal(model.prompt_weight(), start)
     other = build_prefix_model(tiny_bert_path, 5, seed=8)
     load_prompt(other, key, value)
