@@ -55,6 +55,11 @@ class PrefixModel:
         out = self.peft(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
         return mean_pool(out.last_hidden_state, enc["attention_mask"])
 
+    def base_pooled(self, enc: dict[str, Any]) -> torch.Tensor:
+        """The same texts through the plain backbone (no prefix, unshifted positions): ``base``."""
+        out = self.peft.get_base_model()(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+        return mean_pool(out.last_hidden_state, enc["attention_mask"])
+
     def prompt_weight(self) -> torch.Tensor:
         """The prefix as PEFT saves it, [Lp, layers*2*hidden]: with ``prefix_projection`` this is the
         projected prefix (the MLP output), which is what attention sees."""

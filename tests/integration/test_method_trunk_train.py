@@ -15,16 +15,13 @@ from service.cli import app
 from service.engine.backbone import Backbone, load_backbone
 from service.engine.forward import PrefixedForward
 from service.method.data import TaskData, load_table, split
+from service.method.init import token_kv
+from service.method.learners import TrunkPrefix
+from service.method.loop import lr_factor, preservation_loss
 from service.method.prefix_io import load_prefixes, write_native
+from service.method.recipe import TrainConfig
+from service.method.train import TaskSplit, train_prefix
 from service.method.trunk import build_trunk_cache, pooled_all, top_pooled
-from service.method.trunk_train import (
-    TrunkPrefix,
-    TrunkTrainConfig,
-    _lr_factor,
-    preservation_loss,
-    token_kv,
-    train_trunk_prefix,
-)
 
 DATA = Path(__file__).parent.parent / "data"
 TEXTS = ["free prize, text WIN now", "see you at six", "call 0906 for your cash award today", "ok"]
@@ -79,7 +76,9 @@ def test_trained_file_records_depth_and_the_trunk_gets_no_gradient(
     tiny: Backbone, sms: tuple[TaskData, TaskData], tmp_path: Path
 ) -> None:
     train, dev = sms
-    cfg = TrunkTrainConfig(first_layer=1, prefix_len=3, max_length=24, max_steps=4, eval_every=2, lr=5e-2)
+    cfg = TrainConfig(
+        first_layer=1, prefix_len=3, max_length=24, max_steps=4, eval_every=2, lr=5e-2, schedule="constant"
+    )
     train_cache = build_trunk_cache(tiny, train.texts, None, [1], 24)
     dev_cache = build_trunk_cache(tiny, dev.texts, None, [1], 24)
     calls = {"trunk": 0, "top": 0}
@@ -88,7 +87,8 @@ def test_trained_file_records_depth_and_the_trunk_gets_no_gradient(
         _layers(tiny)[1].register_forward_hook(lambda *_: calls.__setitem__("top", calls["top"] + 1)),
     ]
     try:
-        result = train_trunk_prefix(tiny, train, dev, cfg, train_cache=train_cache, dev_cache=dev_cache)
+        caches = {train.name: (train_cache, dev_cache)}
+        result = train_prefix(tiny, [TaskSplit(train, dev)], cfg, caches=caches, progress=False)
     finally:
         for h in hooks:
             h.remove()
@@ -127,7 +127,7 @@ def test_token_init_starts_closer_to_base_than_the_random_draw(tiny: Backbone) -
 
 
 def test_preservation_gradient_reaches_only_the_prefix(tiny: Backbone) -> None:
-    cfg = TrunkTrainConfig(first_layer=1, prefix_len=3)
+    cfg = TrainConfig(first_layer=1, prefix_len=3)
     prefix = TrunkPrefix(tiny, cfg)
     head = torch.nn.Linear(tiny.spec.hidden_size, 2)
     cache = build_trunk_cache(tiny, TEXTS, None, [1], max_length=16)
@@ -150,22 +150,20 @@ def test_preservation_gradient_reaches_only_the_prefix(tiny: Backbone) -> None:
 
 
 def test_projection_and_schedule(tiny: Backbone) -> None:
-    prefix = TrunkPrefix(
-        tiny, TrunkTrainConfig(first_layer=1, prefix_len=3, projection=True, projection_hidden=8)
-    )
+    prefix = TrunkPrefix(tiny, TrainConfig(first_layer=1, prefix_len=3, projection=True, projection_hidden=8))
     key, value = prefix.kv()
     s = tiny.spec
     assert key.shape == value.shape == (s.num_layers - 1, s.num_heads, 3, s.head_dim)
     key.sum().backward()
     assert prefix.table.grad is not None
     assert prefix.table.grad.abs().sum() > 0
-    f = _lr_factor("cosine", 100)
+    f = lr_factor("cosine", 100)
     assert f(0) == pytest.approx(0.1)
     assert f(9) == pytest.approx(1.0)
     assert f(100) == pytest.approx(0.0)
-    assert _lr_factor("constant", 100)(50) == 1.0
+    assert lr_factor("constant", 100)(50) == 1.0
     with pytest.raises(ValueError, match="init"):
-        TrunkTrainConfig(init="zeros")
+        TrainConfig(init="zeros")
 
 
 def test_cli_train_first_layer(tiny_bert_path: Path, tmp_path: Path) -> None:
@@ -198,7 +196,7 @@ def test_similarity_measures_a_trunk_prefix_from_its_recorded_start(tiny: Backbo
     from service.registry.similarity import task_embedding
 
     s = tiny.spec
-    start = TrunkPrefix(tiny, TrunkTrainConfig(first_layer=1, prefix_len=3, seed=7))
+    start = TrunkPrefix(tiny, TrainConfig(first_layer=1, prefix_len=3, seed=7))
     delta_k, delta_v = _kv(tiny, 1, lp=3, seed=1)
     meta = {"init": {"method": "normal-kv", "seed": 7, "std": 0.5}, "first_layer": "1"}
     key, value = start.key.detach() + delta_k, start.value.detach() + delta_v
