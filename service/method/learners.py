@@ -99,29 +99,35 @@ class TrunkPrefix(nn.Module):
 
 
 class TrunkLearner:
-    """A native prefix at depth S over trunk caches (built here unless given, e.g. shared by runs)."""
+    """A native prefix at depth S over trunk caches: ``caches`` (data digest -> cache built at the run's
+    ``max_length``, e.g. shared by the runs of an experiment) are used where they hold depth S, the
+    others are built here (and kept: a test split is run through the trunk once)."""
 
     def __init__(
         self,
         backbone: Backbone,
         tasks: dict[str, Split],
         cfg: TrainConfig,
-        caches: dict[str, tuple[TrunkCache, TrunkCache]] | None = None,
+        caches: dict[str, TrunkCache] | None = None,
     ):
         self.backbone, self.spec, self.cfg = backbone, backbone.spec, cfg
         self.first = int(cfg.first_layer or 0)
         if not 0 <= self.first < self.spec.num_layers:
             raise ValueError(f"first_layer {self.first} outside 0..{self.spec.num_layers - 1}")
-        given = caches or {}
-        self.caches = {
-            name: given.get(name) or (self._cache(train), self._cache(dev))
-            for name, (train, dev) in tasks.items()
-        }
+        self.known = dict(caches or {})
+        self.caches = {name: (self._cache(train), self._cache(dev)) for name, (train, dev) in tasks.items()}
         torch.manual_seed(cfg.seed)
         self.prefix = TrunkPrefix(backbone, cfg)
 
     def _cache(self, data: TaskData) -> TrunkCache:
-        return build_trunk_cache(self.backbone, data.texts, data.pairs, [self.first], self.cfg.max_length)
+        key = data.digest()
+        cache = self.known.get(key)
+        if cache is None or self.first not in cache.states:
+            cache = build_trunk_cache(
+                self.backbone, data.texts, data.pairs, [self.first], self.cfg.max_length
+            )
+            self.known[key] = cache
+        return cache
 
     def trainable(self) -> list[nn.Parameter]:
         return list(self.prefix.parameters())
@@ -165,6 +171,11 @@ class PeftLearner:
             path, cfg.prefix_len, seed=cfg.seed, init_std=cfg.init_std,
             projection=cfg.projection, projection_hidden=cfg.projection_hidden,
         )  # fmt: skip
+        room = model.spec.max_text_positions - cfg.prefix_len  # PEFT shifts text positions by Lp
+        if cfg.max_length > room:
+            raise ValueError(
+                f"max_length {cfg.max_length} > {room}: PEFT positions leave a text {room} tokens"
+            )
         return cls(model, tasks, cfg)
 
     def trainable(self) -> list[nn.Parameter]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, cast
@@ -148,7 +149,8 @@ class Loop:
             self.steps += 1
             self.seen += len(idx)
             self.bar.update(1)
-            self.bar.set_postfix(loss=f"{loss.item():.3f}", best=f"{self.best['score']:.3f}", refresh=False)
+            best = f"{self.best['score']:.3f}" if self.best["state"] is not None else "-"
+            self.bar.set_postfix(loss=f"{loss.item():.3f}", best_dev=best, refresh=False)
             if self.steps in cfg.checkpoint_steps:
                 self.checkpoints[self.steps] = learner.key_value()
             if self.steps % cfg.eval_every == 0 or self.steps == cfg.max_steps:
@@ -168,7 +170,7 @@ class Loop:
         score = float(np.mean([m["macro_f1"] for m in metrics.values()]))
         self.history.append({"step": step, "loss": loss, "macro_f1": round(score, 4), "dev": metrics})
         if self.progress:
-            self.bar.write(f"step {step}: dev macro-F1 {score:.4f}")
+            self.bar.write(f"step {step}: dev macro-F1 {score:.4f}", file=sys.stderr)
         if step == 0:  # the untrained prefix with the probe head: a reference, kept only if perfect
             if score >= 1.0:
                 self._keep(score, metrics)

@@ -81,7 +81,7 @@ def build_learner(
     model: Backbone | Path,
     tasks: list[TaskSplit],
     cfg: TrainConfig,
-    caches: dict[str, tuple[TrunkCache, TrunkCache]] | None = None,
+    caches: dict[str, TrunkCache] | None = None,
 ) -> Learner:
     splits = {t.name: (t.train, t.dev) for t in tasks}
     if cfg.peft:
@@ -98,11 +98,11 @@ def train_prefix(
     *,
     progress: bool = True,
     threads: int | None = None,
-    caches: dict[str, tuple[TrunkCache, TrunkCache]] | None = None,
+    caches: dict[str, TrunkCache] | None = None,
 ) -> TrainResult:
     """Train one prefix on ``tasks`` (one task: a source prefix; several: the multi-task baseline).
-    ``model``: a loaded backbone or its folder; ``caches``: trunk caches (train, dev) per task,
-    shared between runs on one data set."""
+    ``model``: a loaded backbone or its folder; ``caches``: trunk caches by data digest (see
+    :class:`~service.method.learners.TrunkLearner`), shared between runs on one data set."""
     start = time.perf_counter()  # the time reported covers the caches, the probe fit and tuning
     if threads:
         torch.set_num_threads(threads)

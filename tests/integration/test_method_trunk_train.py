@@ -87,7 +87,7 @@ def test_trained_file_records_depth_and_the_trunk_gets_no_gradient(
         _layers(tiny)[1].register_forward_hook(lambda *_: calls.__setitem__("top", calls["top"] + 1)),
     ]
     try:
-        caches = {train.name: (train_cache, dev_cache)}
+        caches = {train.digest(): train_cache, dev.digest(): dev_cache}
         result = train_prefix(tiny, [TaskSplit(train, dev)], cfg, caches=caches, progress=False)
     finally:
         for h in hooks:
