@@ -3,7 +3,7 @@
 Each prefix's vector is L2-normalized (``normalize: true``); a concat joins the normalized vectors
 (the 1/sqrt(P) scale of the response does not change a standardized probe); ``binary`` = the
 concat's sign bits (``numpy.packbits(x > 0)``, 1 bit per dimension) and ``int8`` =
-``round(127 x / max|x|)`` per vector, both exactly as service/engine/quantize.py encodes them.
+``round(127 x / max|x|)`` per vector, both exactly as service/wire/encodings.py encodes them.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.engine.quantize import binarize, int8_quantize, l2_normalize
 from service.method.represent import PLAIN
+from service.wire.encodings import binarize, int8_quantize, l2_normalize
 
 
 def concat(vectors: Sequence[np.ndarray]) -> np.ndarray:
