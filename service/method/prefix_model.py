@@ -18,6 +18,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokeniz
 
 from service.engine.backbone import BackboneSpec, spec_from_config, weights_digest
 from service.engine.pooling import mean_pool
+from service.method.trunk import tokenize
 from service.registry.init_record import normal_prompt
 from service.registry.peft import prompt_to_kv
 
@@ -38,17 +39,7 @@ class PrefixModel:
         return [p for p in self.peft.parameters() if p.requires_grad]
 
     def tokenize(self, texts: Sequence[str], pairs: Sequence[str] | None, max_length: int) -> dict[str, Any]:
-        args: tuple[Any, ...] = (list(texts),) if pairs is None else (list(texts), list(pairs))
-        return dict(
-            self.tokenizer(
-                *args,
-                padding=True,
-                truncation=True,
-                max_length=max_length,
-                return_tensors="pt",
-                return_token_type_ids=False,
-            )
-        )
+        return tokenize(self.tokenizer, texts, pairs, max_length)
 
     def pooled(self, enc: dict[str, Any]) -> torch.Tensor:
         """Mean-pooled final states of the text tokens [B, hidden] (the engine's ``mean`` pooling)."""

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -79,33 +81,40 @@ def source_splits(task: str, cfg: TrainConfig) -> tuple[TaskData, TaskData, Task
     return train, dev, test
 
 
+def built_once(file: Path, build: Callable[[], Any], wait_s: float = 3600) -> Any:
+    """``build()``, saved to ``file`` by the first process that claims it (a lock file beside it);
+    the others wait for the file. Every caller gets what the file holds."""
+    lock = file.with_suffix(".lock")
+    file.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        lock.touch(exist_ok=False)
+        if not file.is_file():
+            torch.save(build(), file.with_suffix(".tmp"))
+            file.with_suffix(".tmp").rename(file)
+    except FileExistsError:
+        deadline = time.time() + wait_s
+        while not file.is_file():
+            if time.time() > deadline:
+                raise TimeoutError(f"{file} did not appear") from None
+            time.sleep(10)
+    return torch.load(file)
+
+
 def shared_cache(
     backbone: Backbone, task: str, cfg: TrainConfig, depths: tuple[int, ...]
 ) -> tuple[tuple[TaskData, TaskData, TaskData], dict[str, TrunkCache]]:
     """The task's splits and their trunk caches at ``depths`` (by data digest, as
     :func:`~service.method.train.train_prefix` takes them), built once and kept on disk so that
-    several processes of one task share them (one builds, the others wait for the file)."""
+    several processes of one task share them."""
     splits = source_splits(task, cfg)
     tag = "" if depths == LEGACY_DEPTHS else ".S" + "-".join(map(str, depths))
-    file = VEC / "states" / f"{task}.pool{cfg.max_examples}.seed{cfg.seed}{tag}.pt"
-    lock = file.with_suffix(".lock")
-    file.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        lock.touch(exist_ok=False)
-        mine = True
-    except FileExistsError:
-        mine = False
-    if mine and not file.is_file():
+
+    def build() -> list[tuple[dict[int, list[torch.Tensor]], torch.Tensor]]:
         t0 = time.perf_counter()
         built = [build_trunk_cache(backbone, d.texts, d.pairs, depths, cfg.max_length) for d in splits]
-        torch.save([(c.states, c.base) for c in built], file.with_suffix(".tmp"))
-        file.with_suffix(".tmp").rename(file)
         sizes = "+".join(str(len(d)) for d in splits)
         log(f"{task}: trunk cache of {sizes} texts in {time.perf_counter() - t0:.0f}s")
-    deadline = time.time() + 3600
-    while not file.is_file():
-        if time.time() > deadline:
-            raise TimeoutError(f"{file} did not appear")
-        time.sleep(10)
-    loaded = torch.load(file)
+        return [(c.states, c.base) for c in built]
+
+    loaded = built_once(VEC / "states" / f"{task}.pool{cfg.max_examples}.seed{cfg.seed}{tag}.pt", build)
     return splits, {d.digest(): TrunkCache(st, b) for d, (st, b) in zip(splits, loaded, strict=True)}

@@ -14,7 +14,17 @@ from service.config import default_model_path
 from service.engine.backbone import load_backbone
 from service.method.corpora import load_builtin
 from service.method.evaluate import make_target
-from service.method.experiments.rows import CS, N_TARGET, PREFIX_OUT, ROWS, TARGETS, TVEC, VEC, log
+from service.method.experiments.rows import (
+    CS,
+    N_TARGET,
+    PREFIX_OUT,
+    ROWS,
+    TARGETS,
+    TVEC,
+    VEC,
+    built_once,
+    log,
+)
 from service.method.features import concat, encodings
 from service.method.prefix_io import load_prefixes
 from service.method.probes import paired_gain, score_probe
@@ -23,27 +33,21 @@ from service.method.trunk import TrunkCache, build_trunk_cache, pooled_all
 
 def _target_cache(backbone: Any, s: int) -> dict[str, TrunkCache]:
     """The targets' probe-training + test texts through the trunk at depth ``s``, built once on disk
-    (shared by parallel workers); also writes their base vectors."""
-    file = VEC / "states" / f"targets{N_TARGET[0]}x{N_TARGET[1]}.S{s}.pt"
-    lock = file.with_suffix(".lock")
-    file.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        lock.touch(exist_ok=False)
-        if not file.is_file():
-            built = {}
-            for name, (ds, length) in TARGETS.items():
-                t = make_target(load_builtin(ds), test_fraction=0.3, n_train=N_TARGET[0], n_test=N_TARGET[1])
-                t0 = time.perf_counter()
-                built[name] = build_trunk_cache(backbone, t.train.texts + t.test.texts, None, [s], length)
-                TVEC.mkdir(parents=True, exist_ok=True)
-                np.save(TVEC / f"base.{name}.npy", built[name].base.numpy())
-                log(f"{name}: trunk at S={s} in {time.perf_counter() - t0:.0f}s")
-            torch.save({n: (c.states, c.base) for n, c in built.items()}, file.with_suffix(".tmp"))
-            file.with_suffix(".tmp").rename(file)
-    except FileExistsError:
-        while not file.is_file():
-            time.sleep(10)
-    return {n: TrunkCache(st, b) for n, (st, b) in torch.load(file).items()}
+    (shared by parallel workers); the builder also writes their base vectors."""
+
+    def build() -> dict[str, tuple[dict[int, list[torch.Tensor]], torch.Tensor]]:
+        built = {}
+        for name, (ds, length) in TARGETS.items():
+            t = make_target(load_builtin(ds), test_fraction=0.3, n_train=N_TARGET[0], n_test=N_TARGET[1])
+            t0 = time.perf_counter()
+            built[name] = build_trunk_cache(backbone, t.train.texts + t.test.texts, None, [s], length)
+            TVEC.mkdir(parents=True, exist_ok=True)
+            np.save(TVEC / f"base.{name}.npy", built[name].base.numpy())
+            log(f"{name}: trunk at S={s} in {time.perf_counter() - t0:.0f}s")
+        return {n: (c.states, c.base) for n, c in built.items()}
+
+    loaded = built_once(VEC / "states" / f"targets{N_TARGET[0]}x{N_TARGET[1]}.S{s}.pt", build)
+    return {n: TrunkCache(st, b) for n, (st, b) in loaded.items()}
 
 
 def _claim(todo: list[Path]) -> Path | None:
