@@ -109,9 +109,6 @@ class Loop:
         self.steps = self.seen = self.bad_checks = 0
         self.step_seconds = 0.0
         self.stopped: str | None = None
-        self.bar = tqdm(
-            total=cfg.max_steps, desc=f"train {'+'.join(self.names)}", disable=not progress, mininterval=2
-        )
 
     def run(self) -> None:
         cfg, learner = self.cfg, self.learner
@@ -132,6 +129,13 @@ class Loop:
         rng = random.Random(cfg.seed)
         streams = {t.name: batches(len(t.train), cfg.batch_size, rng) for t in self.tasks}
         done = cfg.head_init == "probe" and self.check(None)
+        # the bar starts here, so its rate counts training steps (the caches and probe fit are done)
+        self.bar = tqdm(
+            total=cfg.max_steps,
+            desc=f"train {'+'.join(self.names)}",
+            disable=not self.progress or done,
+            mininterval=2,
+        )
         while not done and self.steps < cfg.max_steps:
             task = self.tasks[self.steps % len(self.tasks)]  # round robin: an equal share of steps per task
             idx = next(streams[task.name])
@@ -170,7 +174,7 @@ class Loop:
         score = float(np.mean([m["macro_f1"] for m in metrics.values()]))
         self.history.append({"step": step, "loss": loss, "macro_f1": round(score, 4), "dev": metrics})
         if self.progress:
-            self.bar.write(f"step {step}: dev macro-F1 {score:.4f}", file=sys.stderr)
+            tqdm.write(f"step {step}: dev macro-F1 {score:.4f}", file=sys.stderr)
         if step == 0:  # the untrained prefix with the probe head: a reference, kept only if perfect
             if score >= 1.0:
                 self._keep(score, metrics)
