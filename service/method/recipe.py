@@ -128,9 +128,11 @@ def like(meta: dict[str, Any]) -> Recorded:
     data = meta.get("data")
     if not isinstance(training, dict) or not isinstance(data, dict) or "task" not in meta:
         raise ValueError("the file records no training configuration (metadata training, data, task)")
+    if not isinstance(meta["labels"], list) or "n_train" not in data:
+        raise ValueError(f"{meta['task']} is a multi-task prefix: give its --data flags and recipe instead")
     known = {f.name for f in fields(TrainConfig)}
     values = {k: v for k, v in training.items() if k in known}
-    values["checkpoint_steps"] = tuple(values.get("checkpoint_steps", ()))
+    values["checkpoint_steps"] = ()  # outputs, not the recipe: they change nothing trained
     values["first_layer"] = int(training["first_layer"]) if training.get("first_layer") is not None else None
     recorded = data.get("protocol")
     recorded = recorded if isinstance(recorded, dict) else {}

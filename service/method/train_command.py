@@ -115,8 +115,6 @@ def train_cmd(
 
     if checkpoint_step is not None:
         given["checkpoint_steps"] = tuple(given.pop("checkpoint_step"))
-    if checkpoint_step and checkpoint_dir is None:
-        raise typer.BadParameter("--checkpoint-step needs --checkpoint-dir")
     model = model or default_model_path()
     base, items, digest = RECIPES[recipe or "shipped"], data, None
     if like is not None:
@@ -132,6 +130,8 @@ def train_cmd(
         cfg = replace(base, **given)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+    if cfg.checkpoint_steps and checkpoint_dir is None:
+        raise typer.BadParameter("--checkpoint-step needs --checkpoint-dir")
     if cfg.first_layer in (None, 0):
         why = "PEFT positions, first_layer 0" if cfg.peft else "first_layer 0"
         typer.echo(ALL_LAYERS_WARNING.format(why=why), err=True)
