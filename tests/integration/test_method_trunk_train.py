@@ -7,13 +7,17 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
 
 from service.cli import app
 from service.engine.backbone import Backbone, load_backbone
+from service.engine.bank import PrefixBank
 from service.engine.forward import PrefixedForward
+from service.engine.prefix import LoadedPrefix
+from service.engine.torch_encoder import TorchEncoder
 from service.method.data import TaskData, load_table, split
 from service.method.init import token_kv
 from service.method.learners import TrunkPrefix
@@ -108,6 +112,27 @@ def test_trained_file_records_depth_and_the_trunk_gets_no_gradient(
     assert loaded.key.shape == result.key.shape
     assert torch.equal(loaded.value, result.value)
     assert loaded.metadata["recipe"] == "S=1 init=normal preserve=0 schedule=constant"
+
+
+def test_the_kept_head_reads_the_served_vector(tiny: Backbone, sms: tuple[TaskData, TaskData]) -> None:
+    """The head a run keeps, applied to the engine's vector of the written prefix (mean pooled, not
+    normalized, texts cut to max_length), gives the run's recorded dev accuracy; ``encode`` gives
+    those vectors."""
+    train, dev = sms
+    cfg = TrainConfig(first_layer=1, prefix_len=3, max_length=24, max_steps=4, eval_every=2, lr=5e-2)
+    result = train_prefix(tiny, [TaskSplit(train, dev)], cfg, progress=False)
+    head = result.head
+    assert head.labels == ["ham", "spam"]
+    assert head.weight.shape == (2, tiny.spec.hidden_size)
+    assert (head.normalize, head.pooling, head.max_length) == (False, "mean", 24)
+    prefix = LoadedPrefix("p", "0" * 64, result.key, result.value, "none", "p", "native", {}, first_layer=1)
+    encoder = TorchEncoder(tiny, pooling="mean")
+    served = encoder.encode(
+        encoder.tokenize(dev.texts, max_length=24, truncate=True), PrefixBank.build([prefix]), [0]
+    )
+    assert np.abs(served[:, 0] - result.encode(dev)[0]).max() <= 1e-5
+    pred = np.array(head.labels)[(served[:, 0] @ head.weight.T + head.bias).argmax(1)]
+    assert (pred == np.array(dev.labels)).mean() == pytest.approx(result.metadata["dev_metrics"]["accuracy"])
 
 
 def test_token_init_starts_closer_to_base_than_the_random_draw(tiny: Backbone) -> None:
