@@ -8,9 +8,9 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from service.backend import build_encoder
 from service.batching import Batcher
 from service.config import Settings
-from service.engine.factory import build_encoder
 from service.pipeline import EmbeddingPipeline
 from service.registry.loader import Rejected
 from service.registry.registry import PrefixRegistry

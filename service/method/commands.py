@@ -1,7 +1,9 @@
 """CLI commands of the method: ``train`` (service/method/train_command.py), ``evaluate``, ``similarity``
 (registered in service/cli.py).
 
-Heavy imports happen inside the commands so that ``python -m service --help`` stays fast.
+``--model`` is the ``serve`` flag (generated from Settings by service/settings_cli.py, with its
+``PREFIX_EMBED_MODEL`` variable). Heavy imports happen inside the commands so that
+``python -m service --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -9,14 +11,14 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
+from service.config import Settings
 from service.method.train_command import train_cmd
 
 if TYPE_CHECKING:
-    from service.engine.backbone import BackboneSpec
     from service.method.data import TaskData
 
 __all__ = ["evaluate_cmd", "similarity_cmd", "train_cmd"]
@@ -29,17 +31,8 @@ def _load_task(item: str, data_path: Path | None = None) -> TaskData:
     return load_builtin(item, data_path) if item in BUILTIN else load_table(Path(item))
 
 
-def _spec(model: Path | None) -> BackboneSpec:
-    from transformers import AutoConfig
-
-    from service.config import default_model_path
-    from service.engine.backbone import spec_from_config, weights_digest
-
-    path = model or default_model_path()
-    return spec_from_config(AutoConfig.from_pretrained(path, local_files_only=True), weights_digest(path))
-
-
 def evaluate_cmd(
+    settings: Settings,
     target: Annotated[
         list[str], typer.Option("--target", help="Target task: built-in data set or file (repeat).")
     ],
@@ -54,7 +47,6 @@ def evaluate_cmd(
     out_dir: Annotated[
         Path, typer.Option(help="Writes evaluation.md, evaluation.json, evaluation.png here.")
     ] = Path("results"),
-    model: Annotated[Path | None, typer.Option(help="Backbone folder (default: all-MiniLM-L6-v2).")] = None,
     n_train: Annotated[int, typer.Option(help="Probe training examples per target.")] = 1500,
     n_test: Annotated[int, typer.Option(help="Held-out test examples per target.")] = 750,
     test_fraction: Annotated[float, typer.Option(help="Test split carved first, by document.")] = 0.3,
@@ -69,7 +61,6 @@ def evaluate_cmd(
     """Probe fixed representations (plain, each prefix, concat, leave-one-out, binary, int8) on target tasks."""
     import torch
 
-    from service.config import default_model_path
     from service.engine.backbone import load_backbone
     from service.engine.torch_encoder import TorchEncoder
     from service.method.evaluate import evaluate, make_target, markdown_table, plot
@@ -78,7 +69,7 @@ def evaluate_cmd(
     logging.basicConfig(level=logging.WARNING)
     if threads:
         torch.set_num_threads(threads)
-    backbone = load_backbone(model or default_model_path(), device="cpu", dtype="float32")
+    backbone = load_backbone(settings.model_path(), device="cpu", dtype="float32")
     encoder = TorchEncoder(backbone, pooling="mean")
     sources = load_prefixes(prefix or [Path("prefixes")], backbone.spec)
     baselines = load_prefixes(baseline or [], backbone.spec)
@@ -99,14 +90,16 @@ def evaluate_cmd(
 
 
 def similarity_cmd(
+    settings: Settings,
     prefix: Annotated[
         list[Path] | None,
         typer.Option("--prefix", help="Prefix file or folder (repeat; default: prefixes/)."),
     ] = None,
     target: Annotated[str | None, typer.Option(help="Rank the other prefixes for this one.")] = None,
-    measure: Annotated[str, typer.Option(help="mean (position-averaged) | flat")] = "mean",
+    measure: Annotated[
+        Literal["mean", "flat"], typer.Option(help="mean (position-averaged) | flat")
+    ] = "mean",
     relative: Annotated[bool, typer.Option(help="Use the change from the recorded initial prefix.")] = True,
-    model: Annotated[Path | None, typer.Option(help="Backbone folder (default: all-MiniLM-L6-v2).")] = None,
     heatmap_png: Annotated[Path | None, typer.Option("--heatmap", help="Write a heatmap PNG here.")] = None,
     evaluation: Annotated[
         Path | None,
@@ -124,12 +117,14 @@ def similarity_cmd(
     report: Annotated[Path | None, typer.Option(help="Write the transfer report (markdown) here.")] = None,
 ) -> None:
     """Task similarity of prefixes from their parameters (JSON: the matrix, or a ranking for --target)."""
-    from service.method.prefix_io import load_prefixes
+    from service.method.prefix_io import load_prefixes, model_spec
     from service.method.similarity import heatmap
     from service.method.transfer import transfer_markdown, transfer_report
     from service.registry.similarity import similarity_document, similarity_matrix
 
-    prefixes = sorted(load_prefixes(prefix or [Path("prefixes")], _spec(model)), key=lambda p: p.name)
+    prefixes = sorted(
+        load_prefixes(prefix or [Path("prefixes")], model_spec(settings.model_path())), key=lambda p: p.name
+    )
     doc = similarity_document(prefixes, target, measure, relative)
     if heatmap_png:
         names = [p.name for p in prefixes]
@@ -138,7 +133,7 @@ def similarity_cmd(
         )
     typer.echo(json.dumps(doc, indent=2))
     if evaluation is not None:
-        spec = _spec(model)
+        spec = model_spec(settings.model_path())
         result = json.loads(evaluation.read_text())
         sources = [p for p in prefixes if p.name in result["sources"]]
         targets = load_prefixes(target_prefix or [], spec)

@@ -2,7 +2,8 @@
 
 ``--recipe shipped`` (the default; service/method/recipe.py) or ``peft``; ``--like FILE`` trains again
 what a prefix file records (recipe, data set, task name, data protocol). Every recipe flag left out
-keeps the recipe's value. Heavy imports happen inside the command (``--help`` stays fast).
+keeps the recipe's value. ``--model`` is the ``serve`` flag (generated from Settings). Heavy imports
+happen inside the command (``--help`` stays fast).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
+
+from service.config import Settings
 
 if TYPE_CHECKING:
     from service.method.recipe import Recorded, TrainConfig
@@ -34,6 +37,7 @@ def _opt(help: str, flag: str | None = None) -> Any:
 
 
 def train_cmd(
+    settings: Settings,
     out: Annotated[Path, typer.Option(help="Native prefix file to write (NAME.safetensors).")],
     data: Annotated[
         list[str] | None,
@@ -59,7 +63,6 @@ def train_cmd(
             help="Train again as this prefix file records: its recipe, data set, task and data protocol."
         ),
     ] = None,
-    model: Annotated[Path | None, typer.Option(help="Backbone folder (default: all-MiniLM-L6-v2).")] = None,
     data_path: Annotated[Path | None, typer.Option(help="Where a built-in data set's package lies.")] = None,
     threads: Annotated[
         int | None, typer.Option(help="torch threads (default: torch's; --like: the file's).")
@@ -107,7 +110,6 @@ def train_cmd(
     given = {k: v for k, v in locals().items() if v is not None and k in _config_fields()}
     from dataclasses import replace
 
-    from service.config import default_model_path
     from service.method.prefix_io import write_native
     from service.method.recipe import RECIPES
     from service.method.source_value import source_value
@@ -115,7 +117,7 @@ def train_cmd(
 
     if checkpoint_step is not None:
         given["checkpoint_steps"] = tuple(given.pop("checkpoint_step"))
-    model = model or default_model_path()
+    model = settings.model_path()
     base, items, digest = RECIPES[recipe or "shipped"], data, None
     if like is not None:
         if recipe is not None:
