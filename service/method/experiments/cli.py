@@ -7,9 +7,21 @@ from typing import Annotated
 
 import typer
 
-from service.method.experiments.rows import ROWS, SOURCES
+from service.method.experiments.rows import ROWS, SOURCES, Study, study
 
 app = typer.Typer(no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
+
+ModelOption = Annotated[
+    str | None,
+    typer.Option("--model", help="A known backbone (default: all-MiniLM-L6-v2; e.g. all-mpnet-base-v2)."),
+]
+
+
+def _study(model: str | None) -> Study:
+    try:
+        return study(model)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def _split(text: str) -> list[str]:
@@ -33,6 +45,7 @@ def run(
     rows: Annotated[str, typer.Option(help=f"Comma-separated rows: {', '.join(ROWS)}.")],
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0",
     threads: Annotated[int, typer.Option(help="torch threads.")] = 1,
+    model: ModelOption = None,
 ) -> None:
     """Train ``rows`` for ``task`` over one shared trunk cache; record dev, source value and seconds."""
     from service.method.experiments.runs import run as run_rows
@@ -43,7 +56,7 @@ def run(
         raise typer.BadParameter(
             f"unknown rows {unknown} or task {task!r}; known {sorted(ROWS)}, {sorted(SOURCES)}"
         )
-    run_rows(task, chosen, [int(s) for s in _split(seeds)], threads)
+    run_rows(task, chosen, [int(s) for s in _split(seeds)], threads, _study(model))
 
 
 @app.command()
@@ -53,19 +66,20 @@ def targets(
     depth: Annotated[int, typer.Option(help="The depth whose target trunk is built first.")] = 3,
     wait: Annotated[bool, typer.Option(help="Keep polling for new prefix files until --minutes.")] = False,
     minutes: Annotated[float, typer.Option(help="How long to keep going.")] = 60,
+    model: ModelOption = None,
 ) -> None:
     """The three targets' vectors under base and under each prefix of the rows (1,500/750 texts each)."""
     from service.method.experiments.targets import target_vectors
 
-    target_vectors(threads, time.time() + 60 * minutes, _split(rows) or None, wait, depth)
+    target_vectors(threads, time.time() + 60 * minutes, _study(model), _split(rows) or None, wait, depth)
 
 
 @app.command()
-def report() -> None:
-    """Depth and recipe tables (results/trunk/report.{json,md})."""
+def report(model: ModelOption = None) -> None:
+    """Depth and recipe tables (results/trunk[/NAME]/report.{json,md})."""
     from service.method.experiments.report import report as write_report
 
-    write_report()
+    write_report(_study(model))
 
 
 @app.command()
@@ -73,9 +87,16 @@ def ship(
     row: Annotated[str, typer.Option(help="The row whose prefixes are shipped.")],
     tasks: Annotated[str, typer.Option(help="Comma-separated source tasks.")] = ",".join(SOURCES),
     seed: int = 0,
+    model: ModelOption = None,
+    require_gain: Annotated[
+        bool,
+        typer.Option(
+            help="Ship only prefixes that beat base on their own test split (a choice made on test)."
+        ),
+    ] = True,
 ) -> None:
-    """Copy a row's prefixes into prefixes/ (those that beat base on their own task) and measure the
-    shipped set's transfer (results/trunk/shipped.{json,md})."""
+    """Copy a row's prefixes into the backbone's prefix folder and measure the shipped set's transfer
+    (results/trunk[/NAME]/shipped.{json,md})."""
     from service.method.experiments.report import ship as ship_row
 
-    ship_row(row, _split(tasks), seed)
+    ship_row(row, _split(tasks), seed, _study(model), require_gain)

@@ -9,21 +9,21 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from service.method.experiments.rows import OUT, ROWS, SOURCES, TARGETS, TVEC, log
+from service.method.experiments.rows import LEGACY_DEPTHS, ROWS, SOURCES, TARGETS, Study, log
 from service.method.experiments.targets import target_labels, transfer
 
 
-def _runs() -> list[dict[str, Any]]:
-    return [json.loads(f.read_text()) for f in sorted((OUT / "runs").glob("*/*.json"))]
+def _runs(study: Study) -> list[dict[str, Any]]:
+    return [json.loads(f.read_text()) for f in sorted((study.out / "runs").glob("*/*.json"))]
 
 
-def _has_vectors(folder: str, stem: str) -> bool:
-    return all((TVEC / folder / f"{stem}.{t}.npy").is_file() for t in TARGETS)
+def _has_vectors(study: Study, folder: str, stem: str) -> bool:
+    return all((study.tvec / folder / f"{stem}.{t}.npy").is_file() for t in TARGETS)
 
 
-def report() -> None:
-    """results/trunk/report.{json,md}: every run, and the transfer of each row's set of prefixes."""
-    runs = _runs()
+def report(study: Study) -> None:
+    """results/trunk[/NAME]/report.{json,md}: every run, and the transfer of each row's set of prefixes."""
+    runs = _runs(study)
     by = {(r["row"], r["task"], r["seed"]) for r in runs}
     labels = target_labels()
     out: dict[str, Any] = {"runs": runs, "transfer": {}}
@@ -34,17 +34,19 @@ def report() -> None:
             members = [
                 (row, f"{t}.seed{seed}")
                 for t in SOURCES
-                if (row, t, seed) in by and _has_vectors(row, f"{t}.seed{seed}")
+                if (row, t, seed) in by and _has_vectors(study, row, f"{t}.seed{seed}")
             ]
             if len(members) < 2:
                 continue
             log(f"transfer {row} seed {seed} with {members}")
-            out["transfer"][f"{row}.seed{seed}"] = transfer(labels, members) | {
+            out["transfer"][f"{row}.seed{seed}"] = transfer(labels, members, tvec=study.tvec) | {
                 "members": [m[1] for m in members]
             }
-    (OUT / "report.json").write_text(json.dumps(out, indent=2) + "\n")
-    (OUT / "report.md").write_text(markdown(out))
-    log(f"wrote {OUT / 'report.json'} and report.md")
+    if study.depths != LEGACY_DEPTHS:  # the tables' compute line (the default backbone's file has neither)
+        out |= {"layers": study.load().spec.num_layers, "depths": list(study.depths)}
+    (study.out / "report.json").write_text(json.dumps(out, indent=2) + "\n")
+    (study.out / "report.md").write_text(markdown(out))
+    log(f"wrote {study.out / 'report.json'} and report.md")
 
 
 def _pm(x: float, se: float) -> str:
@@ -65,8 +67,9 @@ def markdown(rep: dict[str, Any]) -> str:
             f"| {r['task']} | {r['config']['first_layer']} | {r['dev']['accuracy']:.3f} | {v['prefix']['accuracy']:.3f} | "
             f"{v['base']['accuracy']:.3f} | {_pm(v['gain'], v['gain_se'])} | {r['best_step']} | {r['seconds_per_step']:.2f} |"
         )  # fmt: skip
-    lines += ["", "Compute per text (layer-rows, L = 6): base alone 6; one prefix at S beside base: S + 2(L-S);",
-              "base + 4 prefixes: S + 5(L-S) = " + ", ".join(f"S={s}: {s + 5 * (6 - s)}" for s in (0, 3, 4, 5)), ""]  # fmt: skip
+    n, depths = rep.get("layers", 6), rep.get("depths", LEGACY_DEPTHS)
+    lines += ["", f"Compute per text (layer-rows, L = {n}): base alone {n}; one prefix at S beside base: S + 2(L-S);",
+              "base + 4 prefixes: S + 5(L-S) = " + ", ".join(f"S={s}: {s + 5 * (n - s)}" for s in depths), ""]  # fmt: skip
     lines += ["## Recipe rows (S = 4 unless named; seed 0)", ""]
     lines.append(
         "| row | mean dev acc | mean source gain (test, pt) | "
@@ -100,34 +103,39 @@ def markdown(rep: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def ship(row: str, tasks: list[str], seed: int) -> None:
-    """Copy the ``row`` prefixes (seed ``seed``) of ``tasks`` into prefixes/ as <task>.safetensors (each
-    must beat base on its own task's test split), then measure them on the targets: each alone, the
-    default concat (base first) and the concat without base, against base; binary/int8 vs float."""
+def ship(row: str, tasks: list[str], seed: int, study: Study, require_gain: bool = True) -> None:
+    """Copy the ``row`` prefixes (seed ``seed``) of ``tasks`` into the study's prefix folder as
+    <task>.safetensors (with ``require_gain``, each must beat base on its own task's test split: a
+    choice made on test, so other backbones ship every task's prefix and report the gain instead),
+    then measure them on the targets: each alone, the default concat (base first) and the concat
+    without base, against base; binary/int8 vs float."""
     shipped = []
     for t in tasks:
-        rec = json.loads((OUT / "runs" / row / f"{t}.seed{seed}.json").read_text())
+        rec = json.loads((study.out / "runs" / row / f"{t}.seed{seed}.json").read_text())
         v = rec["source_value"]
-        if v["gain"] <= 0:
+        if require_gain and v["gain"] <= 0:
             log(f"{t}: does not beat base on its own task ({v['gain']:+.3f}); not shipped")
             continue
-        shutil.copyfile(Path(rec["file"]), Path("prefixes") / f"{t}.safetensors")
+        shutil.copyfile(Path(rec["file"]), study.ship_dir / f"{t}.safetensors")
         shipped.append(rec)
     labels = target_labels()
     members = sorted((row, f"{r['task']}.seed{seed}") for r in shipped)  # served order: names sorted
-    members = [m for m in members if _has_vectors(*m)]
+    members = [m for m in members if _has_vectors(study, *m)]
     log(f"transfer measured with {[m[1] for m in members]}")
     out: dict[str, Any] = {
         "row": row,
         "seed": seed,
+        **({} if require_gain else {"require_gain": False}),
         "prefixes": shipped,
         "transfer_members": [m[1] for m in members],
     }
-    out["concat_with_base"] = transfer(labels, members, with_base=True)
-    out["concat_without_base"] = transfer(labels, members, with_base=False)
-    out["single"] = {m[1]: transfer(labels, [m], with_base=False, float_only=True) for m in members}
-    (OUT / "shipped.json").write_text(json.dumps(out, indent=2) + "\n")
-    (OUT / "shipped.md").write_text(shipped_markdown(out))
+    out["concat_with_base"] = transfer(labels, members, with_base=True, tvec=study.tvec)
+    out["concat_without_base"] = transfer(labels, members, with_base=False, tvec=study.tvec)
+    out["single"] = {
+        m[1]: transfer(labels, [m], with_base=False, float_only=True, tvec=study.tvec) for m in members
+    }
+    (study.out / "shipped.json").write_text(json.dumps(out, indent=2) + "\n")
+    (study.out / "shipped.md").write_text(shipped_markdown(out))
     log(f"shipped {[r['task'] for r in shipped]}")
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from service.engine.backbone import Backbone
+from service.backbones.catalog import DEFAULT_BACKBONE, KNOWN, default_backbones_dir, resolve_model
+from service.engine.backbone import Backbone, load_backbone
 from service.method.corpora import load_builtin
 from service.method.data import TaskData, protocol_splits
 from service.method.recipe import TrainConfig
@@ -41,7 +42,7 @@ TARGETS = {
 BASE = TrainConfig(first_layer=4, max_steps=75, eval_every=25, schedule="constant", max_examples=2000)
 # row -> (config changes, transfer measured?)
 ROWS: dict[str, tuple[dict[str, object], bool]] = {
-    **{f"depth{s}": ({"first_layer": s}, s == 4) for s in (0, 3, 4, 5)},
+    **{f"depth{s}": ({"first_layer": s}, s == 4) for s in (0, 3, 4, 5, 6, 8, 9, 10)},  # 6-10: mpnet
     "tokens": ({"init": "tokens"}, True),
     "projection": ({"projection": True}, False),
     "preserve0.1": ({"preserve": 0.1}, True),
@@ -56,8 +57,57 @@ ROWS: dict[str, tuple[dict[str, object], bool]] = {
         {"first_layer": 3, "max_steps": 300, "eval_every": 50, "max_examples": 8000, "schedule": "cosine"},
         True,
     ),
+    # 12-layer backbones (mpnet): the shipped recipe at the depth its own depth table chooses
+    **{
+        f"s{s}full-cos": (
+            {
+                "first_layer": s,
+                "max_steps": 300,
+                "eval_every": 50,
+                "max_examples": 8000,
+                "schedule": "cosine",
+            },
+            True,
+        )
+        for s in (6, 8, 9, 10)
+    },
 }
 LEGACY_DEPTHS = (0, 3, 4, 5)  # the trunk depths cached for the 2,000-example pool (the depth table)
+# The depth table of each other backbone (issue 26: S in {6, 8, 9, 10} of mpnet's 12 layers).
+DEPTH_TABLES = {"all-mpnet-base-v2": (6, 8, 9, 10)}
+
+
+@dataclass(frozen=True)
+class Study:
+    """One backbone's experiments: where they read and write, the depth table's depths, and the
+    folder ``ship`` copies prefixes into. The default backbone uses the paths above; another known
+    backbone NAME the same paths with NAME appended, and ships into its own prefix folder."""
+
+    model: str
+    out: Path
+    prefix_out: Path
+    vec: Path
+    ship_dir: Path
+    depths: tuple[int, ...]
+
+    @property
+    def tvec(self) -> Path:
+        """The targets' vectors (base and per prefix)."""
+        return self.vec / TVEC.name
+
+    def load(self) -> Backbone:
+        path = resolve_model(Path(self.model), default_backbones_dir())
+        return load_backbone(path, device="cpu", dtype="float32")
+
+
+def study(model: str | None = None) -> Study:
+    """The study of a known backbone (None: the default)."""
+    name = model or DEFAULT_BACKBONE
+    if name not in KNOWN:
+        raise ValueError(f"unknown backbone {name!r}; known: {', '.join(KNOWN)}")
+    if name == DEFAULT_BACKBONE:
+        return Study(name, OUT, PREFIX_OUT, VEC, Path("prefixes"), LEGACY_DEPTHS)
+    return Study(name, OUT / name, PREFIX_OUT / name, VEC / name, KNOWN[name].prefix_dir, DEPTH_TABLES[name])
 
 
 def log(msg: str) -> None:
@@ -101,7 +151,7 @@ def built_once(file: Path, build: Callable[[], Any], wait_s: float = 3600) -> An
 
 
 def shared_cache(
-    backbone: Backbone, task: str, cfg: TrainConfig, depths: tuple[int, ...]
+    backbone: Backbone, task: str, cfg: TrainConfig, depths: tuple[int, ...], vec: Path = VEC
 ) -> tuple[tuple[TaskData, TaskData, TaskData], dict[str, TrunkCache]]:
     """The task's splits and their trunk caches at ``depths`` (by data digest, as
     :func:`~service.method.train.train_prefix` takes them), built once and kept on disk so that
@@ -116,5 +166,5 @@ def shared_cache(
         log(f"{task}: trunk cache of {sizes} texts in {time.perf_counter() - t0:.0f}s")
         return [(c.states, c.base) for c in built]
 
-    loaded = built_once(VEC / "states" / f"{task}.pool{cfg.max_examples}.seed{cfg.seed}{tag}.pt", build)
+    loaded = built_once(vec / "states" / f"{task}.pool{cfg.max_examples}.seed{cfg.seed}{tag}.pt", build)
     return splits, {d.digest(): TrunkCache(st, b) for d, (st, b) in zip(splits, loaded, strict=True)}

@@ -16,7 +16,7 @@ from service.engine.backbone import load_backbone
 from service.method.experiments.rows import (
     LEGACY_DEPTHS,
     OUT,
-    PREFIX_OUT,
+    Study,
     cfg_for,
     log,
     shared_cache,
@@ -28,33 +28,35 @@ from service.method.train import TaskSplit, train_prefix
 from service.method.trunk import build_trunk_cache, top_pooled
 
 
-def run(task: str, rows: list[str], seeds: list[int], threads: int) -> None:
+def run(task: str, rows: list[str], seeds: list[int], threads: int, study: Study) -> None:
     """Each row and seed: train over the task's shared trunk cache, measure the source value, write
     the prefix file and the run's record (rows already recorded are skipped)."""
     torch.set_num_threads(threads)
-    backbone = load_backbone(default_model_path(), device="cpu", dtype="float32")
+    backbone = study.load()
     shared: dict[tuple[int | None, int], Any] = {}
     for seed in seeds:
         for row in rows:
             cfg = cfg_for(row, seed, task)
-            done = OUT / "runs" / row / f"{task}.seed{seed}.json"
+            done = study.out / "runs" / row / f"{task}.seed{seed}.json"
             if done.is_file():
                 log(f"{task} {row} seed {seed}: done already")
                 continue
             key = (cfg.max_examples, seed)
             if key not in shared:  # one pool at a time; the 2,000 pool keeps the depth table's depths
                 same_pool = {cfg_for(r, seed, task).first_layer for r in rows if cfg_for(r, seed, task).max_examples == cfg.max_examples}  # fmt: skip
+                # the default backbone's 2,000 pool keeps the whole depth table's depths (one file shared by
+                # its processes); elsewhere the depths of the rows asked for (mpnet's states are 4x as big)
                 depths = (
-                    LEGACY_DEPTHS
-                    if cfg.max_examples == 2000
+                    study.depths
+                    if cfg.max_examples == 2000 and study.depths == LEGACY_DEPTHS
                     else tuple(sorted(int(s or 0) for s in same_pool))
                 )
-                shared = {key: shared_cache(backbone, task, cfg, depths)}
+                shared = {key: shared_cache(backbone, task, cfg, depths, study.vec)}
             (train, dev, test), caches = shared[key]
             log(f"{task} {row} seed {seed}: training ({cfg})")
             res = train_prefix(backbone, [TaskSplit(train, dev)], cfg, progress=False, caches=caches)
             value = source_value(res, train, test)
-            file = PREFIX_OUT / row / f"{task}.seed{seed}.safetensors"
+            file = study.prefix_out / row / f"{task}.seed{seed}.safetensors"
             meta = res.metadata | {"source_value": value, "experiment_row": row}
             write_native(file, res.key, res.value, meta, backbone.spec)
             log(f"{task} {row} seed {seed}: dev {res.metadata['dev_metrics']['accuracy']:.3f} test prefix "

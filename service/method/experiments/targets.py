@@ -10,18 +10,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from service.config import default_model_path
-from service.engine.backbone import load_backbone
 from service.method.corpora import load_builtin
 from service.method.evaluate import make_target
 from service.method.experiments.rows import (
     CS,
     N_TARGET,
-    PREFIX_OUT,
     ROWS,
     TARGETS,
     TVEC,
-    VEC,
+    Study,
     built_once,
     log,
 )
@@ -31,7 +28,7 @@ from service.method.probes import paired_gain, score_probe
 from service.method.trunk import TrunkCache, build_trunk_cache, pooled_all
 
 
-def _target_cache(backbone: Any, s: int) -> dict[str, TrunkCache]:
+def _target_cache(backbone: Any, s: int, study: Study) -> dict[str, TrunkCache]:
     """The targets' probe-training + test texts through the trunk at depth ``s``, built once on disk
     (shared by parallel workers); the builder also writes their base vectors."""
 
@@ -41,21 +38,21 @@ def _target_cache(backbone: Any, s: int) -> dict[str, TrunkCache]:
             t = make_target(load_builtin(ds), test_fraction=0.3, n_train=N_TARGET[0], n_test=N_TARGET[1])
             t0 = time.perf_counter()
             built[name] = build_trunk_cache(backbone, t.train.texts + t.test.texts, None, [s], length)
-            TVEC.mkdir(parents=True, exist_ok=True)
-            np.save(TVEC / f"base.{name}.npy", built[name].base.numpy())
+            study.tvec.mkdir(parents=True, exist_ok=True)
+            np.save(study.tvec / f"base.{name}.npy", built[name].base.numpy())
             log(f"{name}: trunk at S={s} in {time.perf_counter() - t0:.0f}s")
         return {n: (c.states, c.base) for n, c in built.items()}
 
-    loaded = built_once(VEC / "states" / f"targets{N_TARGET[0]}x{N_TARGET[1]}.S{s}.pt", build)
+    loaded = built_once(study.vec / "states" / f"targets{N_TARGET[0]}x{N_TARGET[1]}.S{s}.pt", build)
     return {n: TrunkCache(st, b) for n, (st, b) in loaded.items()}
 
 
-def _claim(todo: list[Path]) -> Path | None:
+def _claim(todo: list[Path], tvec: Path) -> Path | None:
     """The first file no other worker has claimed (workers share the list)."""
     for f in todo:
         try:
-            (TVEC / "claims").mkdir(parents=True, exist_ok=True)
-            (TVEC / "claims" / f"{f.parent.name}.{f.stem}").touch(exist_ok=False)
+            (tvec / "claims").mkdir(parents=True, exist_ok=True)
+            (tvec / "claims" / f"{f.parent.name}.{f.stem}").touch(exist_ok=False)
             return f
         except FileExistsError:
             continue
@@ -63,23 +60,28 @@ def _claim(todo: list[Path]) -> Path | None:
 
 
 def target_vectors(
-    threads: int, until: float, rows: list[str] | None = None, wait: bool = False, depth: int = 3
+    threads: int,
+    until: float,
+    study: Study,
+    rows: list[str] | None = None,
+    wait: bool = False,
+    depth: int = 3,
 ) -> None:
     """Vectors of the three targets' texts (:data:`N_TARGET` probe-training + test texts each) under
     base and under every prefix of ``rows`` (default: the rows with transfer). With ``wait``, keeps
     polling for new files until ``until`` (unix time); otherwise returns when none is left."""
     torch.set_num_threads(threads)
-    backbone = load_backbone(default_model_path(), device="cpu", dtype="float32")
-    caches = {depth: _target_cache(backbone, depth)}  # the targets' trunk now, while the rows train
+    backbone = study.load()
+    caches = {depth: _target_cache(backbone, depth, study)}  # the targets' trunk now, while the rows train
     rows = rows or [r for r, (_, transfer) in ROWS.items() if transfer]
     while time.time() < until:
-        files = [f for row in rows for f in sorted((PREFIX_OUT / row).glob("*.safetensors"))]
+        files = [f for row in rows for f in sorted((study.prefix_out / row).glob("*.safetensors"))]
         todo = [
             f
             for f in files
-            if not all((TVEC / f.parent.name / f"{f.stem}.{t}.npy").is_file() for t in TARGETS)
+            if not all((study.tvec / f.parent.name / f"{f.stem}.{t}.npy").is_file() for t in TARGETS)
         ]
-        claimed = _claim(todo)
+        claimed = _claim(todo, study.tvec)
         if claimed is None:
             if not wait:
                 return
@@ -91,9 +93,9 @@ def target_vectors(
                 f"{claimed}: shifted positions; the cached trunk path is for position_convention none"
             )
         if p.first_layer not in caches:
-            caches[p.first_layer] = _target_cache(backbone, p.first_layer)
+            caches[p.first_layer] = _target_cache(backbone, p.first_layer, study)
         for name, cache in caches[p.first_layer].items():
-            out = TVEC / claimed.parent.name / f"{claimed.stem}.{name}.npy"
+            out = study.tvec / claimed.parent.name / f"{claimed.stem}.{name}.npy"
             out.parent.mkdir(parents=True, exist_ok=True)
             np.save(out, pooled_all(backbone, cache, p.first_layer, p.key, p.value).numpy())
         log(f"target vectors of {claimed.parent.name}/{claimed.stem}")
@@ -112,14 +114,15 @@ def transfer(
     members: list[tuple[str, str]],
     with_base: bool = True,
     float_only: bool = False,
+    tvec: Path = TVEC,
 ) -> dict[str, Any]:
     """Per target: probe on base vs probe on the concat (base first if ``with_base``, then ``members``:
-    (folder under :data:`TVEC`, file stem)); float, binary and int8 encodings of the concat (float
+    (folder under ``tvec``, file stem)); float, binary and int8 encodings of the concat (float
     only with ``float_only``)."""
     out: dict[str, Any] = {}
     for name, (y_train, y_test) in labels.items():
-        base = np.load(TVEC / f"base.{name}.npy")
-        vecs = [np.load(TVEC / folder / f"{stem}.{name}.npy") for folder, stem in members]
+        base = np.load(tvec / f"base.{name}.npy")
+        vecs = [np.load(tvec / folder / f"{stem}.{name}.npy") for folder, stem in members]
         full = concat(([base] if with_base else []) + vecs)
         n = len(y_train)
         base_p = score_probe(base[:n], y_train, base[n:], y_test, cs=CS)
