@@ -119,7 +119,7 @@ def service_cmd(
 
     logging.basicConfig(level=logging.WARNING)
     cfg = ServiceBenchConfig(
-        out_dir=out_dir, model=settings.model, backbone=backbone, device=settings.device,
+        out_dir=out_dir, model=settings.model_path(), backbone=backbone, device=settings.device,
         dtype=settings.dtype, texts=texts, prefixes=prefixes, prefix_len=prefix_len,
         concurrency=[int(c) for c in concurrency.split(",")], scaling=[int(p) for p in scaling.split(",")],
         encoding=encoding, seq_len=seq_len, max_batch_tokens=settings.max_batch_tokens,
@@ -215,6 +215,25 @@ def ray_cmd(
     typer.echo(json.dumps({"startup_s": result["startup_s"], "summary": result["summary"]}, indent=2))
 
 
+def frontier_cmd(
+    settings: Settings,
+    texts: Texts = 64,
+    repeats: Annotated[int, typer.Option(help="Interleaved timed rounds.")] = 5,
+    out: Annotated[Path, typer.Option(help="Folder of frontier.{json,md,png}.")] = Path("results/frontier"),
+) -> None:
+    """Accuracy against cost per text of MiniLM and mpnet, plain and with their prefixes (concat):
+    layer-rows and texts/s measured here side by side, accuracy from the experiments' ship records."""
+    from service.bench.frontier import FRONTIER, markdown, measure, plot
+
+    logging.basicConfig(level=logging.WARNING)
+    result = measure(FRONTIER, texts, repeats, settings.backbones_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "frontier.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "frontier.md").write_text(markdown(result) + "\n")
+    plot(result, out / "frontier.png")
+    typer.echo(markdown(result))
+
+
 bench_app.command("engine")(settings_command(engine_cmd, TORCH_ENGINE, defaults={"forward_chunk_rows": 0}))
 bench_app.command("service")(
     settings_command(
@@ -226,3 +245,4 @@ bench_app.command("service")(
 bench_app.command("soak")(settings_command(soak_cmd, (*BACKBONE, "backend")))
 bench_app.command("onnx")(settings_command(onnx_cmd, ONNX_ENGINE))
 bench_app.command("ray")(settings_command(ray_cmd, (*BACKBONE, "prefix_dir")))
+bench_app.command("frontier")(settings_command(frontier_cmd, ("backbones_dir",)))

@@ -1,0 +1,175 @@
+"""The accuracy-against-cost frontier of backbones and prefix sets (issue 26).
+
+Each point is a backbone with a set of vectors per text: ``base`` alone (the plain encoder) or its
+default served model (``models.json`` of its prefix folder: base + its prefixes, concatenated).
+Cost per text is measured here, side by side in ONE process with the points interleaved: layer-rows
+per text (from the engine's own forward calls, so the trunk's sharing is counted as served) and
+texts/s through the served encoder (the backend ``auto`` picks: ONNX on CPU). Accuracy is read from
+the experiments' ``ship`` records: a linear probe on the same vectors on the three target tasks
+(RESULTS.md), the mean over targets; the members the accuracy was measured on are recorded next to the
+set timed, so a mismatch is visible.
+
+TODO(issue 29): the greedy fit variants (per target, the sources chosen by CV) of both backbones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from service.bench.engine import time_interleaved
+from service.bench.texts import sample_texts
+from service.engine.encoder import ForwardCall
+from service.engine.prefix import BASE_NAME
+
+
+@dataclass(frozen=True)
+class Point:
+    label: str
+    model: str  # a known backbone name
+    served: bool  # True: the default served model of its prefix folder; False: base alone
+    shipped: Path  # the experiments' ship record of this backbone (accuracy on the targets)
+
+
+FRONTIER = (
+    Point("MiniLM", "all-MiniLM-L6-v2", False, Path("results/trunk/shipped.json")),
+    Point("MiniLM + prefixes (concat)", "all-MiniLM-L6-v2", True, Path("results/trunk/shipped.json")),
+    Point("mpnet", "all-mpnet-base-v2", False, Path("results/trunk/all-mpnet-base-v2/shipped.json")),
+    Point(
+        "mpnet + prefixes (concat)",
+        "all-mpnet-base-v2",
+        True,
+        Path("results/trunk/all-mpnet-base-v2/shipped.json"),
+    ),
+)
+
+
+def accuracy(point: Point) -> dict[str, Any]:
+    """Mean and per-target test accuracy of the point's vectors (probe on base, or on the concat)."""
+    if not point.shipped.is_file():
+        return {"error": f"{point.shipped} missing: run the experiments' ship step for {point.model}"}
+    rec = json.loads(point.shipped.read_text())
+    per = {
+        t: (r["float"]["accuracy"] if point.served else r["base"]["accuracy"])
+        for t, r in rec["concat_with_base"].items()
+    }
+    members = (
+        [BASE_NAME, *(m.split(".seed")[0] for m in rec["transfer_members"])] if point.served else [BASE_NAME]
+    )
+    return {"mean": statistics.mean(per.values()), "targets": per, "members": members}
+
+
+def measure(points: tuple[Point, ...], n_texts: int, repeats: int, backbones_dir: Path) -> dict[str, Any]:
+    """Layer-rows per text and texts/s of every point (interleaved), with the accuracy records."""
+    from service.backend import build_encoder_for
+    from service.config import Settings
+    from service.engine.bank import PrefixBank
+    from service.engine.direct import embed_sync
+    from service.engine.prefix import base_prefix
+    from service.registry.folder import scan_folder
+    from service.registry.served import read_served_models
+
+    load_before = os.getloadavg()
+    texts = sample_texts(n_texts)
+    runs: dict[str, Any] = {}
+    rows: dict[str, Any] = {}
+    for p in points:
+        # the known name's folder and its prefix folder
+        given: dict[str, Any] = {"model": Path(p.model), "backbones_dir": backbones_dir}
+        settings = Settings(**given)
+        encoder, choice = build_encoder_for(settings)
+        loaded, rejected = scan_folder(settings.prefix_dir, encoder.spec, settings.prefix_limits())
+        bank = PrefixBank.build(loaded, base=base_prefix(encoder.spec))
+        names = [BASE_NAME]
+        if p.served:
+            served = read_served_models(settings.prefix_dir)
+            if served.default is None:
+                raise SystemExit(f"{settings.prefix_dir}: no default served model (models.json)")
+            names = served.models[served.default].names
+        counted: list[ForwardCall] = []
+        encoder.set_observer(counted.append)
+        embed_sync(encoder, bank, names, texts)  # warm-up (exports a depth on first use) and the count
+        encoder.set_observer(None)
+        runs[p.label] = lambda e=encoder, b=bank, n=names: embed_sync(e, b, n, texts)
+        rows[p.label] = {
+            "model": p.model,
+            "backend": encoder.backend,
+            "backend_reason": choice.reason,
+            "vectors": names,
+            "dim": encoder.dim * len(names),
+            "rejected": [r.reason for r in rejected],
+            "layer_rows_per_text": sum(c.layer_rows for c in counted) / n_texts,
+        }
+    seconds = time_interleaved(runs, repeats)
+    for p in points:
+        row = rows[p.label]
+        row["texts_per_s"] = n_texts / seconds[p.label]
+        row["ms_per_text"] = 1000 * seconds[p.label] / n_texts
+        row["accuracy"] = accuracy(p)
+        timed, measured = row["vectors"], row["accuracy"].get("members")
+        row["accuracy_members_match"] = measured is None or sorted(timed) == sorted(measured)
+    return {
+        "n_texts": n_texts,
+        "repeats": repeats,
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        "points": rows,
+    }
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [
+        "| point | vectors | dim | layer-rows / text | texts/s | ms / text | mean target acc | "
+        "text-genre | tweet-sentiment | email-spam |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label, r in result["points"].items():
+        acc = r["accuracy"]
+        per = acc.get("targets", {})
+        cells = " | ".join(
+            f"{per[t]:.3f}" if t in per else "" for t in ("text-genre", "tweet-sentiment", "email-spam")
+        )
+        mean = f"{acc['mean']:.3f}" if "mean" in acc else acc.get("error", "")
+        lines.append(
+            f"| {label} | {len(r['vectors'])} | {r['dim']} | {r['layer_rows_per_text']:.0f} | "
+            f"{r['texts_per_s']:.1f} | {r['ms_per_text']:.1f} | {mean} | {cells} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(result: dict[str, Any], path: Path) -> Path | None:
+    """Mean target accuracy against layer-rows per text and against ms per text (two panels)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    pts = [(k, r) for k, r in result["points"].items() if "mean" in r["accuracy"]]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, key, xlabel in (
+        (
+            axes[0],
+            "layer_rows_per_text",
+            "layer-rows per text (model-size independent: 1 = one layer, one text)",
+        ),
+        (axes[1], "ms_per_text", "ms per text on this CPU (served encoder, measured side by side)"),
+    ):
+        for label, r in pts:
+            x, y = r[key], 100 * r["accuracy"]["mean"]
+            marker = "o" if "MiniLM" in label else "s"
+            ax.scatter([x], [y], marker=marker, s=60)
+            ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.set_ylabel("mean accuracy on the 3 target tasks (%)")
+        ax.grid(alpha=0.3)
+    fig.suptitle("Accuracy against cost per text (linear probe on fixed vectors; RESULTS.md)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
