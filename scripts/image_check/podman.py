@@ -1,0 +1,94 @@
+"""The podman commands of the image check: every call logged, every failure an exception with its output."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class CheckFailed(AssertionError):
+    """A step of the image check did not hold; the message says which and why."""
+
+
+@dataclass
+class Podman:
+    """Runs ``podman`` (or podman-compose) and records each command line, for the report."""
+
+    log_dir: Path
+    commands: list[str]
+
+    def run(
+        self,
+        *args: str,
+        timeout: float = 600,
+        check: bool = True,
+        log: str | None = None,
+        exe: str = "podman",
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """``EXE ARGS`` with ``env`` added: output captured (or written to ``log_dir/log``), raised on
+        a non-zero exit."""
+        argv = [exe, *args]
+        self.commands.append(shlex.join([*(f"{k}={v}" for k, v in (env or {}).items()), *argv]))
+        full_env = {**os.environ, **(env or {})}
+        if log is None:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=full_env)
+            output = done.stdout + done.stderr
+        else:
+            path = self.log_dir / log
+            with path.open("w") as out:
+                done = subprocess.run(
+                    argv, stdout=out, stderr=subprocess.STDOUT, text=True, timeout=timeout, env=full_env
+                )
+            output = path.read_text(errors="replace")
+        if check and done.returncode != 0:
+            raise CheckFailed(f"`{shlex.join(argv)}` exited {done.returncode}:\n{tail(output)}")
+        return done
+
+    def build(self, tag: str, build_args: dict[str, str], volumes: Sequence[str]) -> float:
+        """``podman build`` of the repository's Dockerfile; returns its wall time in seconds."""
+        args = ["build", "--network", "host", "--layers", "-t", tag, "-f", "Dockerfile"]
+        for volume in volumes:
+            args += ["-v", volume]
+        for name, value in build_args.items():
+            args += ["--build-arg", f"{name}={value}"]
+        start = time.monotonic()
+        self.run(*args, ".", timeout=3600, log="build.log")
+        return time.monotonic() - start
+
+    def inspect(self, kind: str, name: str) -> dict[str, object]:
+        """``podman KIND inspect NAME`` (image or container) as one JSON object."""
+        [found] = json.loads(self.run(kind, "inspect", name).stdout)
+        return found
+
+    def exists(self, kind: str, name: str) -> bool:
+        return self.run(kind, "exists", name, check=False).returncode == 0
+
+    def remove_container(self, name: str) -> None:
+        if self.exists("container", name):
+            self.run("rm", "--force", "--time", "5", name)
+
+    def state(self, name: str) -> dict[str, object]:
+        state = self.inspect("container", name)["State"]
+        assert isinstance(state, dict)
+        return state
+
+    def logs(self, name: str) -> str:
+        done = self.run("logs", name, check=False)
+        return done.stdout + done.stderr
+
+
+def tail(text: str, lines: int = 40) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def check(condition: object, message: str) -> None:
+    """Raise :class:`CheckFailed` with ``message`` unless ``condition`` holds (works under ``python -O``)."""
+    if not condition:
+        raise CheckFailed(message)
