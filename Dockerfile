@@ -84,6 +84,8 @@ RUN (userdel --remove ubuntu 2>/dev/null || true) \
 COPY --from=builder /opt/venv /opt/venv
 # The shipped example prefixes are the default content of the prefix volume.
 COPY --chown=app:app prefixes/ /app/prefixes/
+# Seeds an empty prefix volume with them (the Kubernetes manifests' init container).
+COPY docker/seed-prefixes.sh /usr/local/bin/seed-prefixes
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HF_HUB_OFFLINE=1 \

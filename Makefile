@@ -32,7 +32,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(ORT)
 DEV_STAMP := $(VENV)/.installed-$(ORT)-dev
 
-.PHONY: install install-dev serve test test-fast lint typecheck pytest bench image-check clean
+.PHONY: install install-dev serve test test-fast lint typecheck pytest bench image-check image-push clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -78,6 +78,17 @@ bench: install
 # scripts/image_check.sh, README "Deploy with docker compose".
 image-check: install
 	PYTHON=$(BIN)/python scripts/image_check.sh
+
+# The GPU image and its Ray variant, pushed to the repository named (once) in
+# deploy/image/kustomization.yaml, which `kubectl apply -k deploy/kubernetes` (or deploy/kuberay) uses.
+IMAGE_REPO = $(shell sed -n 's/^ *newName: *\([^ #]*\).*/\1/p' deploy/image/kustomization.yaml)
+DOCKER ?= docker
+image-push:
+	@case "$(IMAGE_REPO)" in */*) ;; *) echo "image-push: set newName in deploy/image/kustomization.yaml to your registry's repository (now: $(IMAGE_REPO))"; exit 1;; esac
+	$(DOCKER) build -t $(IMAGE_REPO):gpu .
+	$(DOCKER) build -f deploy/ray.Dockerfile --build-arg BASE=$(IMAGE_REPO):gpu -t $(IMAGE_REPO):gpu-ray .
+	$(DOCKER) push $(IMAGE_REPO):gpu
+	$(DOCKER) push $(IMAGE_REPO):gpu-ray
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
