@@ -57,13 +57,22 @@ RUN apt-get update \
 # folder itself must be visible to the RUN steps (podman build -v DIR:DIR:ro; see image_check.sh).
 ARG PIP_FIND_LINKS=
 WORKDIR /src
-COPY pyproject.toml Makefile README.md ./
+COPY pyproject.toml Makefile ./
 # Fail early, with the reason, on a base whose Python is older than pyproject's requires-python
 # (tests/unit/test_docker.py holds the two equal).
 RUN python3 -c 'import sys; sys.exit(sys.version_info < (3, 11) and "the project needs Python >= 3.11: " + sys.version)'
-COPY service/ service/
 # A regular (not editable) install: the runtime stage copies /opt/venv alone. Extras: only the
-# variant's ONNX Runtime (no test/dev tools in the image).
+# variant's ONNX Runtime (no test/dev tools in the image). Twice, the same command:
+# 1. the pinned dependencies, in a layer of their own, with an empty stand-in for the project;
+# 2. the project itself over it (the stamp removed, so that make runs again: every pin is already
+#    satisfied, only the project is installed). A change of the code or the README rebuilds 2 only.
+RUN --mount=type=cache,target=/root/.cache/pip \
+    mkdir service && touch service/__init__.py README.md \
+    && make install PYTHON=python3 VENV=/opt/venv ORT="${VARIANT}" EXTRAS="${VARIANT}" EDITABLE= \
+        TORCH_INDEX="${TORCH_INDEX_URL}" \
+    && rm -r service README.md /opt/venv/.installed-*
+COPY README.md ./
+COPY service/ service/
 RUN --mount=type=cache,target=/root/.cache/pip \
     make install PYTHON=python3 VENV=/opt/venv ORT="${VARIANT}" EXTRAS="${VARIANT}" EDITABLE= \
         TORCH_INDEX="${TORCH_INDEX_URL}"

@@ -234,9 +234,15 @@ def _image_make_assignments(
     dockerfile: Dockerfile, variant: str, overrides: dict[str, str] | None = None
 ) -> list[str]:
     builder = dockerfile.stages["builder"]
-    [run] = [v for v in builder.values("RUN") if "make install" in v]
-    argv = shlex.split(run.replace("\\\n", " "))
-    argv = argv[argv.index("make") + 2 :]
+    runs = [v for v in builder.values("RUN") if "make install" in v]
+    make_args = []
+    for run in runs:
+        argv = shlex.split(run.replace("\\\n", " "))
+        start = argv.index("make") + 2
+        make_args.append(argv[start : argv.index("&&", start) if "&&" in argv[start:] else None])
+    # the dependencies' layer and the project's layer run the same install (test below)
+    assert len(runs) == 2 and make_args[0] == make_args[1], runs
+    argv = make_args[1]
     env = {**dockerfile.env("builder", variant, overrides), "VARIANT": variant}
     return [re.sub(r"\$\{(\w+)\}", lambda m: env[m.group(1)], a) for a in argv]
 
@@ -261,6 +267,22 @@ def test_image_installs_exactly_the_pinned_set(dockerfile: Dockerfile, pyproject
     assert all(re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[\w.]+", p) for p in pinned), pinned
     ort = {"gpu": "onnxruntime-gpu", "cpu": "onnxruntime"}[variant]
     assert [p.split("==")[0] for p in pyproject["project"]["optional-dependencies"][variant]] == [ort]
+
+
+def test_the_pinned_dependencies_are_a_layer_of_their_own(dockerfile: Dockerfile) -> None:
+    """Layer cache: a change of the code or the README must not reinstall torch and every pin."""
+    builder = dockerfile.stages["builder"]
+    steps = [(i, v.replace("\\\n", " ")) for i, v in builder.steps]
+    deps, project = (n for n, (i, v) in enumerate(steps) if i == "RUN" and "make install" in v)
+    copied_before = {src for i, v in steps[:deps] if i == "COPY" for src in shlex.split(v)[:-1]}
+    copied_between = {src for i, v in steps[deps:project] if i == "COPY" for src in shlex.split(v)[:-1]}
+    assert copied_before == {"pyproject.toml", "Makefile"}  # the pins and the install recipe only
+    assert {"README.md", "service/"} <= copied_between
+    stub = steps[deps][1]
+    # a stand-in project for the first pass, gone afterwards with the stamp, so the second pass installs
+    assert "touch service/__init__.py README.md" in stub
+    assert "rm -r service README.md /opt/venv/.installed-*" in stub
+    assert stub.index("touch") < stub.index("make install") < stub.index("rm -r")
 
 
 def test_make_reads_pins_copied_into_the_build_and_nothing_else_installs(dockerfile: Dockerfile) -> None:
