@@ -50,7 +50,8 @@ def test_the_serve_install_is_lean_cpu_only_and_serves(tmp_path: Path) -> None:
     extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     tools = {_name(r) for extra in ("test", "dev") for r in extras[extra]}
     assert not tools & set(installed), tools & set(installed)
-    assert "onnxruntime" in installed and "onnxruntime-gpu" not in installed
+    assert "onnxruntime" in installed
+    assert "onnxruntime-gpu" not in installed
     # the lean venv serves: torch backend (no ONNX export), the shipped prefixes
     server = ServerProcess(
         tmp_path / "server.log",

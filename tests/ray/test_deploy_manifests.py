@@ -308,7 +308,8 @@ def test_an_init_container_seeds_the_prefix_volume_with_the_images_prefixes() ->
         assert init["image"] == main["image"]
         assert init["command"][0] == "seed-prefixes"
         [mount] = init["volumeMounts"]
-        assert mount["name"] == "prefixes" and init["command"][1:] == [mount["mountPath"]]
+        assert mount["name"] == "prefixes"
+        assert init["command"][1:] == [mount["mountPath"]]
         assert mount["mountPath"] != shipped  # the image's copy stays visible to the script
         served = {m["name"]: m["mountPath"] for m in main["volumeMounts"]}
         assert served["prefixes"] == shipped

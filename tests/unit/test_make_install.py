@@ -69,7 +69,9 @@ def test_serve_installs_the_runtime_only_and_test_adds_the_tools() -> None:
 def test_serve_says_that_a_first_start_exports_onnx_graphs() -> None:
     lines = make_dry_run("serve")
     note = " ".join(line for line in lines if line.startswith("echo "))
-    assert "first start exports" in note and "ONNX" in note and "45 s" in note
+    assert "first start exports" in note
+    assert "ONNX" in note
+    assert "45 s" in note
     assert lines[-1].endswith("-m service serve")
 
 
@@ -129,7 +131,8 @@ def test_no_gpu_and_no_local_cpu_wheel_takes_the_pytorch_cpu_index(tmp_path: Pat
     _fake_wheel(wheels, version)  # PyPI's (CUDA) build: not the CPU wheel
     out, why = _torch_index(tmp_path, gpu=False, wheels=wheels)
     assert shlex.split(out) == ["--index-url", CPU_INDEX]
-    assert "CPU build" in why and CPU_INDEX in why
+    assert "CPU build" in why
+    assert CPU_INDEX in why
 
 
 def test_no_gpu_and_a_local_cpu_wheel_takes_that_wheel(tmp_path: Path) -> None:
@@ -147,6 +150,7 @@ def test_no_gpu_and_a_local_cpu_wheel_takes_that_wheel(tmp_path: Path) -> None:
 def test_a_gpu_keeps_pips_sources_unless_the_install_is_for_the_cpu(tmp_path: Path) -> None:
     out, why = _torch_index(tmp_path, gpu=True, wheels=None)
     assert out == ""
-    assert "NVIDIA GPU" in why and "CUDA" in why
+    assert "NVIDIA GPU" in why
+    assert "CUDA" in why
     # --cpu (the CPU image built on a GPU host) ignores the GPU
     assert _torch_index(tmp_path, True, None, "--cpu")[0] == f"--index-url {CPU_INDEX}"
