@@ -58,8 +58,8 @@ serve: install
 	$(BIN)/python -m service serve
 
 lint: install-dev
-	$(BIN)/ruff check service tests
-	$(BIN)/ruff format --check service tests
+	$(BIN)/ruff check service tests scripts/image_check
+	$(BIN)/ruff format --check service tests scripts/image_check
 	$(BIN)/mypy
 
 pytest: install-dev

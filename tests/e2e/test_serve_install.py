@@ -29,7 +29,9 @@ def _name(requirement: str) -> str:
     return re.split(r"[=<>\[;]", requirement, maxsplit=1)[0].strip().lower().replace("_", "-")
 
 
-@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="checks the install of a machine without a GPU")
+@pytest.mark.skipif(
+    shutil.which("nvidia-smi") is not None, reason="checks the install of a machine without a GPU"
+)
 def test_the_serve_install_is_lean_cpu_only_and_serves(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     done = subprocess.run(

@@ -241,7 +241,8 @@ def _image_make_assignments(
         start = argv.index("make") + 2
         make_args.append(argv[start : argv.index("&&", start) if "&&" in argv[start:] else None])
     # the dependencies' layer and the project's layer run the same install (test below)
-    assert len(runs) == 2 and make_args[0] == make_args[1], runs
+    assert len(runs) == 2, runs
+    assert make_args[0] == make_args[1], runs
     argv = make_args[1]
     env = {**dockerfile.env("builder", variant, overrides), "VARIANT": variant}
     return [re.sub(r"\$\{(\w+)\}", lambda m: env[m.group(1)], a) for a in argv]
