@@ -11,7 +11,8 @@
 #      SIGTERM drain, hot-load, the compose file's CPU profile; it prints sizes and timings.
 # Every step asserts; the first failure stops the check with a non-zero exit.
 #
-#   scripts/image_check.sh [--fresh-base] [--keep]      (options of the Python part: --help)
+#   scripts/image_check.sh [--record] [--fresh-base] [--keep] [--no-compose]
+# --record: a passing run's output becomes docs/image-check.txt (`make image-check` records).
 # Environment: IMAGE_CHECK_DIR (work folder, default /var/tmp/prefix-embed-image-check),
 # PYTHON (the venv that runs the local reference service, default .venv/bin/python).
 set -euo pipefail
@@ -33,11 +34,17 @@ fail() {
 mkdir -p "$WORK"
 
 fresh_base=0
+record=0
 args=()
 for arg in "$@"; do
-    if [ "$arg" = --fresh-base ]; then fresh_base=1; else args+=("$arg"); fi
+    case "$arg" in
+        --fresh-base) fresh_base=1 ;;
+        --record) record=1 ;;
+        *) args+=("$arg") ;;
+    esac
 done
 
+check() {
 step "1. podman, runc, mmdebstrap"
 missing=()
 for tool in podman runc mmdebstrap; do
@@ -86,4 +93,17 @@ fi
 podman run --rm --network host "$BASE_IMAGE" python3 --version
 
 step "3. build and check the image"
-PYTHONPATH=. exec "$PYTHON" -m scripts.image_check --work "$WORK" --base-image "$BASE_IMAGE" "${args[@]}"
+echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD 2>/dev/null || echo ' (+ changes)'), load average $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) CPUs"
+PYTHONPATH=. "$PYTHON" -m scripts.image_check --work "$WORK" --base-image "$BASE_IMAGE" "${args[@]}"
+}
+
+log="$WORK/image-check.log"
+set +e
+check 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+if [ "$status" = 0 ] && [ "$record" = 1 ]; then
+    cp "$log" docs/image-check.txt
+    echo "recorded in docs/image-check.txt"
+fi
+exit "$status"

@@ -9,6 +9,7 @@ steps (a mount is never part of a layer). Everything else is the Dockerfile's pr
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import subprocess
@@ -19,6 +20,17 @@ from scripts.image_check.podman import Podman, check
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"  # Debian's and Ubuntu's
+# What the image is built by, apart from the code and the pins (which the test suite covers): a run's
+# record names their digest, and tests/unit/test_docker.py fails when they changed since then.
+BUILD_INPUTS = ("Dockerfile", ".dockerignore", "docker/seed-prefixes.sh")
+
+
+def build_inputs_digest() -> str:
+    """sha256 (16 hex digits) of :data:`BUILD_INPUTS`, names and contents."""
+    digest = hashlib.sha256()
+    for name in BUILD_INPUTS:
+        digest.update(name.encode() + b"\0" + (REPO / name).read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def pip_setting(name: str) -> str:
@@ -66,7 +78,9 @@ def build_arguments(base_image: str, app_uid: int) -> tuple[dict[str, str], list
 def build_image(podman: Podman, tag: str, base_image: str, app_uid: int) -> dict[str, str]:
     """Build ``tag``; the measures for the report (build time, image size, Python of the image)."""
     args, volumes = build_arguments(base_image, app_uid)
-    seconds = podman.build(tag, args, volumes)
+    tagged, seconds = podman.build(tag, args, volumes)
+    log = (podman.log_dir / "build.log").read_text(errors="replace")
+    steps, cached = len(re.findall(r"^\[\d+/\d+\] STEP ", log, re.M)), log.count("--> Using cache")
     size = int(str(podman.inspect("image", tag)["Size"]))
     python = podman.run("run", "--rm", "--entrypoint", "python", tag, "--version").stdout.strip()
     torch = podman.run(
@@ -84,6 +98,10 @@ def build_image(podman: Podman, tag: str, base_image: str, app_uid: int) -> dict
     ).stdout.split()
     check(not tools, f"test/dev tools in the image: {tools}")
     return {
-        "build time": f"{seconds:.0f} s (podman build, layer cache as found)",
+        "build inputs": f"sha256 {build_inputs_digest()} of {', '.join(BUILD_INPUTS)}",
+        "build time": (
+            f"{tagged:.0f} s to the tagged image, {seconds:.0f} s until podman exited "
+            f"({cached} of {steps} steps from the layer cache)"
+        ),
         "image size": f"{size / 1e6:.0f} MB ({tag}; {python}, torch {torch})",
     }

@@ -429,3 +429,19 @@ def test_dockerignore_sends_what_the_build_copies_and_nothing_heavy() -> None:
         "scripts/image_check.sh",
     ]
     assert [p for p in kept_out if not _ignored(p, rules)] == []
+
+
+def test_the_recorded_image_check_ran_on_the_current_build_inputs() -> None:
+    """`make image-check` builds the image with podman and checks it end to end (README, "Deploy"):
+    about 20 minutes from nothing, so it is not part of `make test`. Its last passing run is recorded
+    in docs/image-check.txt with the digest of the build inputs; a Dockerfile (or .dockerignore, or
+    seed script) changed since then fails here until the check passes again on it."""
+    from scripts.image_check.build import BUILD_INPUTS, build_inputs_digest
+
+    record = (REPO / "docs" / "image-check.txt").read_text()
+    assert "image-check: PASSED" in record
+    [recorded] = re.findall(r"build inputs: sha256 (\w+)", record)
+    assert recorded == build_inputs_digest(), (
+        f"{', '.join(BUILD_INPUTS)} changed since the last passing `make image-check` "
+        "(docs/image-check.txt): run it again (as root, on a machine that reaches PyPI and Debian)"
+    )
