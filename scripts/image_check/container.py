@@ -110,7 +110,7 @@ def check_patch_restart_ownership(container: Container, uid: int) -> dict[str, s
     """PATCH one prefix off (admin key enforced), restart, and find it still off; every file the
     container wrote into the bind mount is owned by ``uid`` on the host."""
     table = probes.prefix_table(container.url)
-    name = next(n for n, p in table.items() if p["enabled"])
+    name = next(n for n, p in table.items() if p["enabled"] and p["kind"] == "native")
     refused = probes.patch_prefix(container.url, name, False, key=None)
     check(refused.status_code == 401, f"PATCH without the admin key: {refused.status_code} {refused.text}")
     before = owners(container.mount)
