@@ -126,16 +126,19 @@ def check_patch_restart_ownership(container: Container, uid: int) -> dict[str, s
     check(
         table[name]["enabled"] is False, f"{name} enabled again after the restart: the PATCH did not persist"
     )
-    body = probes.embed(container.url)
-    check(name not in [p["name"] for p in body["prefixes"]], f"{name} still served after the restart")
+    r = httpx.post(f"{container.url}/embed", json={"inputs": ["x"], "prefixes": [name]}, timeout=60)
+    check(
+        r.status_code == 409 and "disabled" in r.text, f"{name} after the restart: {r.status_code} {r.text}"
+    )
     r = probes.patch_prefix(container.url, name, True, key=container.admin_key)
     check(
         r.status_code == 200 and r.json()["enabled"] is True,
         f"PATCH {name} back on: {r.status_code} {r.text}",
     )
+    probes.embed(container.url)  # the default set is whole again
     files = ", ".join(f"{p} (uid {st[0]}, mode {st[1]:o})" for p, st in sorted(written.items()))
     return {
-        "PATCH + restart": f"{name} disabled (401 without the admin key), still disabled after a restart",
+        "PATCH + restart": f"{name} disabled (401 without the admin key), still disabled (409) after a restart",
         "file ownership": f"written into the bind mount: {files}; all owned by host uid {uid}",
         "warm start to ready": f"{warm:.1f} s (podman start, ONNX graphs reused)",
     }
