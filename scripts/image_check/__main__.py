@@ -29,7 +29,7 @@ from scripts.image_check.container import (
     copy_prefixes,
     free_port,
 )
-from scripts.image_check.podman import CheckFailed, Podman
+from scripts.image_check.podman import CheckFailed, Podman, check
 from tests.support.server_process import ServerProcess
 
 
@@ -84,10 +84,13 @@ def main() -> int:
 
         def start() -> dict[str, str]:
             seconds = container.start()
+            health = podman.run("healthcheck", "run", container.name, check=False)
+            check(health.returncode == 0, f"the image's HEALTHCHECK fails: {health.stdout}{health.stderr}")
             exports = [line.split(" ", 3)[-1][:140] for line in container.export_lines()]
-            return {"cold start to ready": f"{seconds:.1f} s (podman run, ONNX graphs exported)"} | {
-                f"  log {i}": line for i, line in enumerate(exports, 1)
-            }
+            return {
+                "cold start to ready": f"{seconds:.1f} s (podman run, ONNX graphs exported)",
+                "image HEALTHCHECK": "passes (podman healthcheck run)",
+            } | {f"  log {i}": line for i, line in enumerate(exports, 1)}
 
         step("6. run the image (bind-mounted copy of prefixes/), wait for /ready", start)
         step("7. /embed: container vs local service", lambda: check_same_vectors(container, reference))

@@ -63,7 +63,8 @@ class Compose:
         self.build_args = [
             f"--build-arg={k}={v}" for k, v in build_args.items() if k not in ("VARIANT", "APP_UID")
         ]
-        self.podman_build_args = " ".join(["--network host", *(f"-v {v}" for v in volumes)])
+        # as build.py's podman build: the same layers, so compose's build comes from the cache
+        self.podman_build_args = " ".join(["--format docker --network host", *(f"-v {v}" for v in volumes)])
 
     def run(self, *args: str, timeout: float = 900, log: str | None = None) -> str:
         argv = ["-f", str(COMPOSE_FILE), "--profile", "cpu", *args]
