@@ -32,6 +32,7 @@ def _name(requirement: str) -> str:
 @pytest.mark.skipif(
     shutil.which("nvidia-smi") is not None, reason="checks the install of a machine without a GPU"
 )
+@pytest.mark.timeout(1800)  # a full install: minutes on 2 busy CPUs (pytest's default is 300 s)
 def test_the_serve_install_is_lean_cpu_only_and_serves(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     done = subprocess.run(
