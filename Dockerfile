@@ -66,11 +66,12 @@ RUN python3 -c 'import sys; sys.exit(sys.version_info < (3, 11) and "the project
 # 1. the pinned dependencies, in a layer of their own, with an empty stand-in for the project;
 # 2. the project itself over it (the stamp removed, so that make runs again: every pin is already
 #    satisfied, only the project is installed). A change of the code or the README rebuilds 2 only.
+# The stand-in's build folders go too: setuptools would keep its (newer) empty files over the code.
 RUN --mount=type=cache,target=/root/.cache/pip \
     mkdir service && touch service/__init__.py README.md \
     && make install PYTHON=python3 VENV=/opt/venv ORT="${VARIANT}" EXTRAS="${VARIANT}" EDITABLE= \
         TORCH_INDEX="${TORCH_INDEX_URL}" \
-    && rm -r service README.md /opt/venv/.installed-*
+    && rm -rf service README.md build ./*.egg-info /opt/venv/.installed-*
 COPY README.md ./
 COPY service/ service/
 RUN --mount=type=cache,target=/root/.cache/pip \

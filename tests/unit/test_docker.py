@@ -282,8 +282,8 @@ def test_the_pinned_dependencies_are_a_layer_of_their_own(dockerfile: Dockerfile
     stub = steps[deps][1]
     # a stand-in project for the first pass, gone afterwards with the stamp, so the second pass installs
     assert "touch service/__init__.py README.md" in stub
-    assert "rm -r service README.md /opt/venv/.installed-*" in stub
-    assert stub.index("touch") < stub.index("make install") < stub.index("rm -r")
+    assert "rm -rf service README.md build ./*.egg-info /opt/venv/.installed-*" in stub
+    assert stub.index("touch") < stub.index("make install") < stub.index("rm -rf")
 
 
 def test_make_reads_pins_copied_into_the_build_and_nothing_else_installs(dockerfile: Dockerfile) -> None:
