@@ -39,7 +39,8 @@ def install_podman_compose(work: Path) -> Path:
             "--no-deps",
             *pins.group(1).split(),
         ]
-        subprocess.run(pip, check=True)
+        done = subprocess.run(pip, capture_output=True, text=True)
+        check(done.returncode == 0, f"installing {pins.group(1)}: {done.stdout}{done.stderr}")
         stamp.touch()
     return venv / "bin" / "podman-compose"
 

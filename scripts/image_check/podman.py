@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import time
@@ -31,11 +32,13 @@ class Podman:
         log: str | None = None,
         exe: str = "podman",
         env: dict[str, str] | None = None,
+        record: bool = True,
     ) -> subprocess.CompletedProcess[str]:
         """``EXE ARGS`` with ``env`` added: output captured (or written to ``log_dir/log``), raised on
-        a non-zero exit."""
+        a non-zero exit. ``record``: listed among the commands of the report (not the polls)."""
         argv = [exe, *args]
-        self.commands.append(shlex.join([*(f"{k}={v}" for k, v in (env or {}).items()), *argv]))
+        if record:
+            self.commands.append(redacted(shlex.join([*(f"{k}={v}" for k, v in (env or {}).items()), *argv])))
         full_env = {**os.environ, **(env or {})}
         if log is None:
             done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=full_env)
@@ -80,11 +83,11 @@ class Podman:
 
     def inspect(self, kind: str, name: str) -> dict[str, object]:
         """``podman KIND inspect NAME`` (image or container) as one JSON object."""
-        [found] = json.loads(self.run(kind, "inspect", name).stdout)
+        [found] = json.loads(self.run(kind, "inspect", name, record=False).stdout)
         return found
 
     def exists(self, kind: str, name: str) -> bool:
-        return self.run(kind, "exists", name, check=False).returncode == 0
+        return self.run(kind, "exists", name, check=False, record=False).returncode == 0
 
     def remove_container(self, name: str) -> None:
         if self.exists("container", name):
@@ -96,8 +99,13 @@ class Podman:
         return state
 
     def logs(self, name: str) -> str:
-        done = self.run("logs", name, check=False)
+        done = self.run("logs", name, check=False, record=False)
         return done.stdout + done.stderr
+
+
+def redacted(command: str) -> str:
+    """A command line for the report, without the value of a key."""
+    return re.sub(r"(PREFIX_EMBED_(?:ADMIN_KEY|API_KEYS)=)\S+", r"\1<random>", command)
 
 
 def tail(text: str, lines: int = 40) -> str:
