@@ -74,10 +74,10 @@ test-fast: install-dev
 bench: install
 	$(BIN)/python -m service bench
 
-# The CPU image built with podman and checked end to end (root; installs podman if missing), about
-# 20 minutes from nothing on 2 CPUs: not in `make test`. A passing run is recorded in
-# docs/image-check.txt, which tests/unit/test_docker.py holds to the current Dockerfile.
-# scripts/image_check.sh, README "Deploy with docker compose".
+# The CPU image built with podman and checked end to end (root; installs podman if missing):
+# about 25 minutes from nothing on 2 busy CPUs, 10 with the image's layers cached, so not part of
+# `make test`. A passing run is recorded in docs/image-check.txt, which tests/unit/test_docker.py
+# holds to the current Dockerfile. scripts/image_check.sh; README "Deploy with docker compose".
 image-check: install
 	PYTHON=$(BIN)/python scripts/image_check.sh --record
 

@@ -80,7 +80,9 @@ def build_image(podman: Podman, tag: str, base_image: str, app_uid: int) -> dict
     args, volumes = build_arguments(base_image, app_uid)
     tagged, seconds = podman.build(tag, args, volumes)
     log = (podman.log_dir / "build.log").read_text(errors="replace")
-    steps, cached = len(re.findall(r"^\[\d+/\d+\] STEP ", log, re.M)), log.count("--> Using cache")
+    # FROM steps are never "from the cache": count the others
+    steps = len(re.findall(r"^\[\d+/\d+\] STEP \d+/\d+: (?!FROM )", log, re.M))
+    cached = log.count("--> Using cache")
     size = int(str(podman.inspect("image", tag)["Size"]))
     python = podman.run("run", "--rm", "--entrypoint", "python", tag, "--version").stdout.strip()
     torch = podman.run(

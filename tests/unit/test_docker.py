@@ -433,7 +433,7 @@ def test_dockerignore_sends_what_the_build_copies_and_nothing_heavy() -> None:
 
 def test_the_recorded_image_check_ran_on_the_current_build_inputs() -> None:
     """`make image-check` builds the image with podman and checks it end to end (README, "Deploy"):
-    about 20 minutes from nothing, so it is not part of `make test`. Its last passing run is recorded
+    about 25 minutes from nothing, so it is not part of `make test`. Its last passing run is recorded
     in docs/image-check.txt with the digest of the build inputs; a Dockerfile (or .dockerignore, or
     seed script) changed since then fails here until the check passes again on it."""
     from scripts.image_check.build import BUILD_INPUTS, build_inputs_digest
