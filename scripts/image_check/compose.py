@@ -112,8 +112,8 @@ def check_compose(
     compose.run("down", log="compose-down.log")
     return {
         "compose (podman-compose)": (
-            f"profile cpu built through the compose file and up in {ready:.0f} s (build from the layer "
-            f"cache); healthcheck passes; backend {info['backend']}; same vectors (max |diff| {diff:.2g}); "
-            "stop exits 0"
+            f"profile cpu built through the compose file's build section and up to ready in {ready:.0f} s "
+            f"(its build included); healthcheck passes; backend {info['backend']}; same vectors "
+            f"(max |diff| {diff:.2g}); stop exits 0"
         )
     }
