@@ -75,7 +75,7 @@ class Runtime:
                 built, choice = await asyncio.to_thread(build_encoder_for, s)
                 self.encoder, self.backend_reason = built, choice.reason
             encoder = self.encoder
-            registry = PrefixRegistry(s.prefix_dir, encoder.spec, s.prefix_limits())
+            registry = PrefixRegistry(s.prefix_dir, encoder.spec, s.prefix_limits(), state_dir=s.state_dir)
             await asyncio.to_thread(registry.load)
             self.registry = registry
             if s.warmup:

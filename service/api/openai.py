@@ -19,7 +19,7 @@ from service.api.rendering import json_response
 from service.api.responses import EMBED_ERRORS, READ_ERRORS
 from service.api.schemas import OpenAIEmbeddingRequest, digests_header, texts_of
 from service.embedding import choose_prefixes, render_embed_document
-from service.errors import InvalidInput, PrefixNotFound, shown
+from service.errors import InvalidInput, PrefixNotFound, shown, shown_list
 from service.registry.registry import Snapshot
 
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_api_key)])
@@ -31,7 +31,7 @@ def resolve_model(model: str, snap: Snapshot, served_name: str, *, include_base:
         return choose_prefixes(snap.bank, snap.enabled, [model])
     if model == served_name:
         return choose_prefixes(snap.bank, snap.enabled, None, include_base=include_base)
-    known = ", ".join(snap.bank.names) or "none"
+    known = shown_list(snap.bank.names, quoted=False) or "none"
     raise PrefixNotFound(
         f"model {shown(model)} not found: use {served_name!r} (every enabled prefix, concatenated) "
         f"or a prefix name ({known})"

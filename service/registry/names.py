@@ -15,6 +15,9 @@ PEFT_CONFIG = "adapter_config.json"
 PEFT_WEIGHTS = "adapter_model.safetensors"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 STATE_FILE = "state.json"
+# Held (flock) while a change reads, changes and writes the state file: replicas sharing the folder
+# must not lose each other's changes. A dot file: ignored by the folder scan and the watcher.
+STATE_LOCK = ".state.lock"
 # Not prefixes and not errors: documentation, the state file, temp files of atomic writes.
 IGNORED_SUFFIXES = (".md", ".txt", ".tmp", ".json", ".lock")
 

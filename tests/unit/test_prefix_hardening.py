@@ -117,11 +117,15 @@ def test_6_a_broken_state_file_is_reported_and_patch_repairs_it(state: str, tmp_
     (folder / "state.json").write_text(state)
     with fake_app(folder, prefix_settle_ms=0) as (client, _, _):
         assert "state.json" in rejected(client)
-        assert serving(client) == ["alpha", "beta", "gamma"]  # everything stays enabled
-        r = client.patch("/prefixes/beta", json={"enabled": False})
+        # Issue 23: a broken state at a cold start never re-enables anything: every prefix starts disabled
+        # (it used to start with everything enabled, which silently served disabled prefixes).
+        assert "every prefix is disabled" in rejected(client)["state.json"]
+        assert serving(client) == []
+        r = client.patch("/prefixes", json={"alpha": {"enabled": True}, "gamma": {"enabled": True}})
         assert r.status_code == 200, r.text
         assert json.loads((folder / "state.json").read_text())["disabled"] == ["beta"]
         assert "state.json" not in rejected(client)
+        assert serving(client) == ["alpha", "gamma"]
 
 
 def _in_thread(fn: Any, timeout: float) -> Any:
@@ -196,17 +200,24 @@ def test_10_a_torn_in_place_rewrite_is_never_served(tmp_path: Path) -> None:
 
 
 def test_10_an_unverified_file_waits_until_it_settled(tmp_path: Path) -> None:
+    # Issue 23 replaced "unchanged for the window by its mtime" (fooled by a writer that pauses) with
+    # two reads a window apart that must hash equal; the window passes on the registry's clock here.
+    from service.registry.limits import PrefixLimits
+    from service.registry.registry import PrefixRegistry
+
     folder = fill_folder(tmp_path / "prefixes")
-    with fake_app(folder, prefix_settle_ms=3_600_000) as (client, _, runtime):
-        (folder / "fresh.safetensors").write_bytes(raw_prefix(seed=3))  # no checksum, written just now
-        runtime.registry.refresh()
-        assert "pending" in rejected(client)["fresh.safetensors"]
-        assert "fresh" not in serving(client)
-        an_hour_ago = time.time() - 3601
-        os.utime(folder / "fresh.safetensors", (an_hour_ago, an_hour_ago))  # unchanged for the window
-        runtime.registry.refresh()
-        assert "fresh" in serving(client)
-        assert rejected(client) == {}
+    now = [0.0]
+    limits = PrefixLimits(settle_s=3600, require_checksum=False)
+    registry = PrefixRegistry(folder, FAKE_SPEC, limits, clock=lambda: now[0])
+    registry.load()
+    (folder / "fresh.safetensors").write_bytes(raw_prefix(seed=3))  # no checksum, written just now
+    snap = registry.refresh()
+    assert "pending" in {r.source: r.reason for r in snap.rejected}["fresh.safetensors"]
+    assert "fresh" not in snap.bank.names
+    now[0] += 3601  # unchanged for the window
+    snap = registry.refresh()
+    assert "fresh" in snap.bank.names
+    assert snap.rejected == ()
 
 
 def test_11_symlinks_leaving_the_folder_are_refused_inside_ones_are_served(tmp_path: Path) -> None:
