@@ -92,6 +92,9 @@ async def info(runtime: RuntimeDep) -> dict[str, Any]:
             "enabled": len(snap.enabled) if snap else 0,
             "rejected": len(snap.rejected) if snap else 0,
             "bank_version": snap.bank.version if snap else None,
+            # the state file (disabled prefixes): where, and why it is not in force (null: it is)
+            "state_file": str(runtime.registry.state.path) if runtime.registry else None,
+            "state_error": snap.state_error if snap else None,
         },
         "limits": {
             "max_client_batch": s.max_client_batch,
@@ -103,6 +106,9 @@ async def info(runtime: RuntimeDep) -> dict[str, Any]:
             "max_prefix_len": s.max_prefix_len,
             "max_queue_requests": s.max_queue_requests,
             "request_timeout_s": s.request_timeout_s,
+            "client_timeout_s": s.client_timeout_s,
+            "max_connections": s.max_connections,
+            "require_checksum": s.require_checksum,
         },
         "auth": {"api_keys": bool(s.api_keys), "admin_key": s.admin_key is not None},
         # running totals of the batcher (forward calls, rows, tokens, failures, drops by reason)

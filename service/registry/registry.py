@@ -141,9 +141,12 @@ class PrefixRegistry:
         (``embed``, ``bench``, ``method``) and start-up."""
         with self._lock:
             self._rescan()
-            deadline = self._clock() + 2 * self.limits.settle_s + 0.5
-            while (due := self.pending_deadline()) is not None and due < deadline:
-                time.sleep(max(0.0, due - self._clock()) + 0.01)
+            deadline = time.monotonic() + 2 * self.limits.settle_s + 0.5  # real time, whatever the clock
+            while (due := self.pending_deadline()) is not None:
+                wait = max(0.0, due - self._clock()) + 0.01
+                if time.monotonic() + wait > deadline:
+                    break
+                time.sleep(wait)
                 self._rescan()
             return self._publish(self._collect())
 

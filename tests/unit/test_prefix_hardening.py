@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from safetensors.torch import save as st_save
 
 from tests.support.fake_encoder import FAKE_SPEC
 from tests.support.http import assert_error, fake_app, fake_prefix_bytes, fill_folder
+from tests.support.waiting import in_thread
 
 
 def raw_prefix(scale: float = 0.5, seed: int = 0, **meta: str) -> bytes:
@@ -128,24 +128,14 @@ def test_6_a_broken_state_file_is_reported_and_patch_repairs_it(state: str, tmp_
         assert serving(client) == ["alpha", "gamma"]
 
 
-def _in_thread(fn: Any, timeout: float) -> Any:
-    """Run ``fn`` in a thread; fail (instead of hanging the suite) if it does not return in time."""
-    out: dict[str, Any] = {}
-    t = threading.Thread(target=lambda: out.update(result=fn()), daemon=True)
-    t.start()
-    t.join(timeout)
-    assert not t.is_alive(), "blocked"
-    return out["result"]
-
-
 def test_7_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
     folder = fill_folder(tmp_path / "prefixes")
     with fake_app(folder, prefix_settle_ms=0) as (client, _, _):
         os.mkfifo(folder / "x.safetensors")
-        r = _in_thread(lambda: client.patch("/prefixes/beta", json={"enabled": False}), 20)
+        r = in_thread(lambda: client.patch("/prefixes/beta", json={"enabled": False}), 20)
         assert r.status_code == 200, r.text
         assert "a FIFO, not a regular file" in rejected(client)["x.safetensors"]
-        r = _in_thread(lambda: client.put("/prefixes/delta", content=fake_prefix_bytes(seed=4)), 20)
+        r = in_thread(lambda: client.put("/prefixes/delta", content=fake_prefix_bytes(seed=4)), 20)
         assert r.status_code == 201
 
 
