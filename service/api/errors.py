@@ -77,7 +77,9 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         if text not in seen:
             seen.append(text)
     more = f" (and {len(seen) - MAX_LISTED} more)" if len(seen) > MAX_LISTED else ""
-    return error_response(422, "; ".join(seen[:MAX_LISTED]) + more, "invalid_request_error", "validation_error")
+    return error_response(
+        422, "; ".join(seen[:MAX_LISTED]) + more, "invalid_request_error", "validation_error"
+    )
 
 
 def _path(request: Request, limit: int = 200) -> str:

@@ -47,7 +47,9 @@ async def create_embeddings(
     names = resolve_model(body.model, snap, runtime.model_name, include_base=runtime.settings.include_base)
     dim = serving.encoder.dim * len(names)
     if body.dimensions is not None and body.dimensions != dim:
-        raise InvalidInput(f"dimensions={body.dimensions} is not available: model {shown(body.model)} has {dim}")
+        raise InvalidInput(
+            f"dimensions={body.dimensions} is not available: model {shown(body.model)} has {dim}"
+        )
     out = await cancel_on_disconnect(
         request, serving.batcher.embed(texts, snap.bank, snap.bank.indices(names), truncate=True)
     )

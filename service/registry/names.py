@@ -35,7 +35,9 @@ def check_name(name: str, source: str) -> None:
     if name == BASE_NAME:
         raise InvalidPrefixFile(f"{source}: {BASE_NAME} is a reserved built-in name")
     if not NAME_RE.fullmatch(name):
-        raise InvalidPrefixFile(f"{source}: bad prefix name {shown(name)}: must match [a-z0-9][a-z0-9_.-]{{0,63}}")
+        raise InvalidPrefixFile(
+            f"{source}: bad prefix name {shown(name)}: must match [a-z0-9][a-z0-9_.-]{{0,63}}"
+        )
 
 
 def is_candidate(path: Path) -> bool:

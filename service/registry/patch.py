@@ -22,7 +22,9 @@ def parse_patch(patch: object) -> dict[str, bool]:
             raise InvalidInput(f'{which}: expected an object like {{"enabled": false}}')
         extra = sorted(set(body) - {"enabled"})
         if extra:
-            raise InvalidInput(f"{which}: only 'enabled' can be changed, not {shown_list(extra, quoted=False)}")
+            raise InvalidInput(
+                f"{which}: only 'enabled' can be changed, not {shown_list(extra, quoted=False)}"
+            )
         enabled = body.get("enabled", True)
         if enabled is None:
             enabled = True

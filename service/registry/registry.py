@@ -331,7 +331,9 @@ class PrefixRegistry:
             if not sources:
                 known = shown_list(sorted(self._collect().prefixes), quoted=False) or "none"
                 raise PrefixNotFound(f"no prefix {shown(name)} in the prefix folder; known prefixes: {known}")
-            serving = next((s for src in sources if (s := self._entries[src].serving) and s.name == name), None)
+            serving = next(
+                (s for src in sources if (s := self._entries[src].serving) and s.name == name), None
+            )
             was_enabled = name in self._snapshot.enabled
             for src in sources:
                 remove_entry(self.folder / src)

@@ -79,7 +79,9 @@ class StateStore:
             return StateRead(None, f"{STATE_FILE}: 'disabled' must be a list of names, got {got}")
         checksum = data.get("content_sha256")
         if checksum is not None and checksum != state_checksum(data):
-            return StateRead(None, f"{STATE_FILE}: content_sha256 does not match the content (altered or torn)")
+            return StateRead(
+                None, f"{STATE_FILE}: content_sha256 does not match the content (altered or torn)"
+            )
         return StateRead(frozenset(disabled))
 
     def write(self, disabled: frozenset[str] | set[str]) -> None:

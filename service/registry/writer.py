@@ -66,7 +66,9 @@ def with_checksum(data: bytes) -> bytes:
     meta = dict(header.get("__metadata__") or {})
     if "content_sha256" in meta:
         return data
-    meta["content_sha256"] = content_sha256(tensor_bytes(data, header, "key"), tensor_bytes(data, header, "value"))
+    meta["content_sha256"] = content_sha256(
+        tensor_bytes(data, header, "key"), tensor_bytes(data, header, "value")
+    )
     return _canonical(data, meta)
 
 

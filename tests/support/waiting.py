@@ -57,4 +57,4 @@ def in_thread(fn: Callable[[], T], timeout: float = DEFAULT_TIMEOUT_S, what: str
     assert not thread.is_alive(), f"{what} blocked for over {timeout:g} s"
     if "error" in out:
         raise out["error"]
-    return out["value"]  # type: ignore[no-any-return]
+    return out["value"]

@@ -37,20 +37,28 @@ def test_delete_removes_the_file_reports_it_and_stops_serving(tmp_path: Path) ->
         }
         assert not (folder / "beta.safetensors").exists()
         assert _names(client) == ["base", "alpha", "gamma"]
-        assert_error(client.post("/embed", json={"inputs": "x", "prefixes": ["beta"]}), 404, "prefix_not_found")
-        assert_error(client.delete("/prefixes/beta", headers=ADMIN), 404, "prefix_not_found", "'beta'", "alpha")
+        assert_error(
+            client.post("/embed", json={"inputs": "x", "prefixes": ["beta"]}), 404, "prefix_not_found"
+        )
+        assert_error(
+            client.delete("/prefixes/beta", headers=ADMIN), 404, "prefix_not_found", "'beta'", "alpha"
+        )
         assert_error(client.delete("/prefixes/base", headers=ADMIN), 400, "invalid_input", "built in")
         assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == [".state.lock"]
 
 
-def test_delete_of_a_disabled_prefix_clears_it_so_an_upload_of_that_name_starts_enabled(tmp_path: Path) -> None:
+def test_delete_of_a_disabled_prefix_clears_it_so_an_upload_of_that_name_starts_enabled(
+    tmp_path: Path,
+) -> None:
     folder = fill_folder(tmp_path / "prefixes")
     with fake_app(folder, admin_key="admin-secret", prefix_settle_ms=0) as (client, _, _):
         assert client.patch("/prefixes/beta", json={"enabled": False}, headers=ADMIN).status_code == 200
         r = client.delete("/prefixes/beta", headers=ADMIN)
         assert r.json()["was_enabled"] is False
         assert json.loads((folder / "state.json").read_text())["disabled"] == []
-        assert client.put("/prefixes/beta", content=fake_prefix_bytes(seed=7), headers=ADMIN).status_code == 201
+        assert (
+            client.put("/prefixes/beta", content=fake_prefix_bytes(seed=7), headers=ADMIN).status_code == 201
+        )
         beta = next(p for p in client.get("/prefixes").json()["prefixes"] if p["name"] == "beta")
         assert (beta["enabled"], beta["disabled_reason"]) == (True, None)
 

@@ -100,41 +100,44 @@ def test_unverified_prefixes_are_listed_as_such(tmp_path: Path) -> None:
         assert _doc(client, "base")["verified"] is True
 
 
-def test_a_torn_in_place_rewrite_past_the_window_fools_timing_but_not_a_checksum(tmp_path: Path) -> None:
+@pytest.mark.parametrize("checked", [True, False], ids=["checksum-required", "no-checksum-setting-off"])
+def test_a_torn_in_place_rewrite_past_the_window_fools_timing_but_not_a_checksum(
+    checked: bool, tmp_path: Path
+) -> None:
     """The probe's torn writer, stepped on the registry's clock: half the new bytes, a pause longer than
     the settle window, the rest. Without a checksum (setting off) the torn half is served: no timing
     rule can see a paused writer, which is why a checksum is required by default. With one, never."""
-    for checked in (True, False):
-        folder = tmp_path / f"checked-{checked}"
-        folder.mkdir()
-        old, new = (fake_prefix_bytes(seed=1), fake_prefix_bytes(seed=2)) if checked else (unverified(1), unverified(2))
-        assert len(old) == len(new)
-        now = [100.0]
-        limits = PrefixLimits(settle_s=0.5, require_checksum=checked)
-        registry = PrefixRegistry(folder, FAKE_SPEC, limits, clock=lambda: now[0])
-        registry.load()
-        (folder / "beta.safetensors").write_bytes(old)
-        registry.refresh()
-        now[0] += 0.5
-        assert registry.refresh().bank.get("beta").digest == hashlib.sha256(old).hexdigest()
-        half = len(new) - 64
-        with (folder / "beta.safetensors").open("r+b") as fh:
-            fh.write(new[:half])  # the writer pauses here for 0.8 s
-        served = set()
-        for _ in range(4):  # reads every 0.2 s during the pause
-            served.add(registry.refresh().bank.get("beta").digest)
-            now[0] += 0.2
-        with (folder / "beta.safetensors").open("r+b") as fh:
-            fh.write(new)
-        now[0] += 0.5
-        registry.refresh()
-        now[0] += 0.5
+    folder = tmp_path
+    old, new = (
+        (fake_prefix_bytes(seed=1), fake_prefix_bytes(seed=2)) if checked else (unverified(1), unverified(2))
+    )
+    assert len(old) == len(new)
+    now = [100.0]
+    limits = PrefixLimits(settle_s=0.5, require_checksum=checked)
+    registry = PrefixRegistry(folder, FAKE_SPEC, limits, clock=lambda: now[0])
+    registry.load()
+    (folder / "beta.safetensors").write_bytes(old)
+    registry.refresh()
+    now[0] += 0.5
+    assert registry.refresh().bank.get("beta").digest == hashlib.sha256(old).hexdigest()
+    half = len(new) - 64
+    with (folder / "beta.safetensors").open("r+b") as fh:
+        fh.write(new[:half])  # the writer pauses here for 0.8 s
+    served = set()
+    for _ in range(4):  # reads every 0.2 s during the pause
         served.add(registry.refresh().bank.get("beta").digest)
-        real = {hashlib.sha256(old).hexdigest(), hashlib.sha256(new).hexdigest()}
-        if checked:
-            assert served == real  # the old version, then the new one; never the torn one
-        else:
-            assert served - real, "the two-read rule alone cannot see a writer paused past the window"
+        now[0] += 0.2
+    with (folder / "beta.safetensors").open("r+b") as fh:
+        fh.write(new)
+    now[0] += 0.5
+    registry.refresh()
+    now[0] += 0.5
+    served.add(registry.refresh().bank.get("beta").digest)
+    real = {hashlib.sha256(old).hexdigest(), hashlib.sha256(new).hexdigest()}
+    if checked:
+        assert served == real  # the old version, then the new one; never the torn one
+    else:
+        assert served - real, "the two-read rule alone cannot see a writer paused past the window"
 
 
 @pytest.mark.slow
@@ -168,7 +171,9 @@ def test_the_torn_writer_in_real_time_is_never_served_when_a_checksum_is_require
         last = hashlib.sha256(versions[-1]).hexdigest()
 
         def latest() -> bool:
-            digest = client.post("/embed", json={"inputs": "x", "prefixes": ["beta"]}).json()["prefixes"][0]["digest"]
+            digest = client.post("/embed", json={"inputs": "x", "prefixes": ["beta"]}).json()["prefixes"][0][
+                "digest"
+            ]
             seen.add(digest)
             return digest == last
 
