@@ -61,6 +61,12 @@ class PrefixNotFound(PrefixEmbedError):
     code = "prefix_not_found"
 
 
+class PrefixSetNotFound(PrefixEmbedError):
+    status_code = 404
+    type = "not_found_error"
+    code = "prefix_set_not_found"
+
+
 class PrefixDisabled(PrefixEmbedError):
     status_code = 409
     code = "prefix_disabled"

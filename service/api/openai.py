@@ -7,6 +7,7 @@ served model name (the concat of every enabled prefix, in bank order: ``base`` f
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -16,10 +17,18 @@ from service.api.auth import require_api_key
 from service.api.deps import RuntimeDep, ServingDep
 from service.api.disconnect import cancel_on_disconnect
 from service.api.rendering import json_response
-from service.api.responses import EMBED_ERRORS, READ_ERRORS
-from service.api.schemas import OpenAIEmbeddingRequest, digests_header, texts_of
+from service.api.responses import EMBED_ERRORS, READ_ERRORS, error_responses
+from service.api.schemas import OpenAIEmbeddingRequest, texts_of
+from service.digests import digests_header, set_digest
 from service.embedding import choose_prefixes, render_embed_document
-from service.errors import InvalidInput, PrefixNotFound, shown, shown_list
+from service.errors import (
+    InvalidInput,
+    PrefixEmbedError,
+    PrefixNotFound,
+    PrefixSetNotFound,
+    shown,
+    shown_list,
+)
 from service.registry.registry import Snapshot
 
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_api_key)])
@@ -72,7 +81,7 @@ async def create_embeddings(
         return {"object": "list", "data": data, "model": body.model, "usage": doc["usage"]}
 
     response = await json_response(build, numbers=out.vectors.size)
-    response.headers.update(digests_header(used))  # which prefix versions made these vectors
+    response.headers.update(digests_header(used, runtime.prefix_sets))  # which prefix versions made them
     return response
 
 
@@ -85,4 +94,30 @@ async def list_models(serving: ServingDep, runtime: RuntimeDep) -> dict[str, Any
     return {
         "object": "list",
         "data": [{"id": i, "object": "model", "created": created, "owned_by": "prefix-embed"} for i in ids],
+    }
+
+
+@router.get("/prefix-sets/{digest}", responses=error_responses(401, 404, 503))
+async def prefix_set(digest: str, serving: ServingDep, runtime: RuntimeDep) -> dict[str, Any]:
+    """The prefixes and digests behind an ``x-prefix-set-digest`` whose list was too long for the
+    ``x-prefix-digests`` header: a set this process served recently, or the served model's current set."""
+    pairs = runtime.prefix_sets.get(digest)
+    if pairs is None:
+        snap = serving.registry.snapshot
+        with contextlib.suppress(PrefixEmbedError):  # no prefix enabled: the model has no set now
+            names = resolve_model(
+                runtime.model_name, snap, runtime.model_name, include_base=runtime.settings.include_base
+            )
+            current = tuple((n, snap.bank.get(n).digest) for n in names)
+            pairs = current if set_digest(current) == digest else None
+    if pairs is None:
+        raise PrefixSetNotFound(
+            f"unknown prefix set {shown(digest)}: not a set this server answered with recently, nor the "
+            f"current set of {runtime.model_name!r}; /embed lists every digest in its body"
+        )
+    return {
+        "object": "prefix_set",
+        "id": digest,
+        "count": len(pairs),
+        "prefixes": [{"name": name, "digest": d} for name, d in pairs],
     }
