@@ -12,9 +12,9 @@ def shown(value: object, limit: int = 80) -> str:
     return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
-# Most names one error message lists; the rest are counted ("(and 9980 more)"), so a request naming
+# Most names one error message lists; the rest are counted ("(and 9990 more)"), so a request naming
 # 10,000 unknown prefixes, or a bank of 2,000, never makes a message of many kilobytes.
-MAX_LISTED = 20
+MAX_LISTED = 10
 
 
 def shown_list(values: Sequence[str], most: int = MAX_LISTED, *, quoted: bool = True) -> str:
