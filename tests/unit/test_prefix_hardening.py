@@ -15,18 +15,9 @@ import torch
 from safetensors.torch import save as st_save
 
 from tests.support.fake_encoder import FAKE_SPEC
-from tests.support.http import assert_error, fake_app, fake_prefix_bytes, fill_folder
+from tests.support.http import assert_error, fake_app, fake_prefix_bytes, fill_folder, unverified_prefix_bytes
+from tests.support.registry import clocked_registry
 from tests.support.waiting import in_thread
-
-
-def raw_prefix(scale: float = 0.5, seed: int = 0, **meta: str) -> bytes:
-    """A native file as a third party would write it (no content_sha256)."""
-    g = torch.Generator().manual_seed(seed)
-    shape = (FAKE_SPEC.num_layers, FAKE_SPEC.num_heads, 4, FAKE_SPEC.head_dim)
-    key, value = torch.randn(shape, generator=g) * scale, torch.randn(shape, generator=g) * scale
-    return st_save(
-        {"key": key, "value": value}, metadata={"backbone_fingerprint": FAKE_SPEC.fingerprint, **meta}
-    )
 
 
 def peft_folder(folder: Path, config: dict[str, Any] | bytes) -> None:
@@ -62,11 +53,11 @@ def serving(client: Any) -> list[str]:
 
 def test_4_huge_finite_values_are_refused_on_put_and_in_the_folder(tmp_path: Path) -> None:
     folder = fill_folder(tmp_path / "prefixes")
-    (folder / "huge.safetensors").write_bytes(raw_prefix(scale=1e30))
+    (folder / "huge.safetensors").write_bytes(unverified_prefix_bytes(scale=1e30))
     with fake_app(folder, prefix_settle_ms=0) as (client, _, _):
         assert "magnitude" in rejected(client)["huge.safetensors"]
         assert_error(
-            client.put("/prefixes/big", content=raw_prefix(scale=1e30)),
+            client.put("/prefixes/big", content=unverified_prefix_bytes(scale=1e30)),
             422,
             "invalid_prefix_file",
             "limit is 100",
@@ -79,7 +70,7 @@ def test_5_nan_in_metadata_is_refused_before_anything_is_written(tmp_path: Path)
     folder = fill_folder(tmp_path / "prefixes")
     with fake_app(folder, prefix_settle_ms=0) as (client, _, _):
         for value in ("[NaN]", '{"x": Infinity}', "[-Infinity]"):
-            r = client.put("/prefixes/nan", content=raw_prefix(labels=value))
+            r = client.put("/prefixes/nan", content=unverified_prefix_bytes(labels=value))
             assert_error(r, 422, "invalid_prefix_file", "nan.safetensors", "is not JSON")
             assert not (folder / "nan.safetensors").exists()
         assert serving(client) == ["alpha", "beta", "gamma"]
@@ -90,7 +81,9 @@ BAD_ENTRIES: list[tuple[str, Any]] = [
     ("peft-tokens-null", lambda f: peft_folder(f / "pnull", PEFT_CONFIG | {"num_virtual_tokens": None})),
     (
         "deep-metadata",
-        lambda f: (f / "deep.safetensors").write_bytes(raw_prefix(x="[" * 100_000 + "]" * 100_000)),
+        lambda f: (f / "deep.safetensors").write_bytes(
+            unverified_prefix_bytes(x="[" * 100_000 + "]" * 100_000)
+        ),
     ),
     ("deep-peft-config", lambda f: peft_folder(f / "pdeep", b"[" * 100_000 + b"]" * 100_000)),
 ]
@@ -192,19 +185,15 @@ def test_10_a_torn_in_place_rewrite_is_never_served(tmp_path: Path) -> None:
 def test_10_an_unverified_file_waits_until_it_settled(tmp_path: Path) -> None:
     # Issue 23 replaced "unchanged for the window by its mtime" (fooled by a writer that pauses) with
     # two reads a window apart that must hash equal; the window passes on the registry's clock here.
-    from service.registry.limits import PrefixLimits
-    from service.registry.registry import PrefixRegistry
-
     folder = fill_folder(tmp_path / "prefixes")
-    now = [0.0]
-    limits = PrefixLimits(settle_s=3600, require_checksum=False)
-    registry = PrefixRegistry(folder, FAKE_SPEC, limits, clock=lambda: now[0])
-    registry.load()
-    (folder / "fresh.safetensors").write_bytes(raw_prefix(seed=3))  # no checksum, written just now
+    registry, clock = clocked_registry(folder, settle_s=3600, require_checksum=False)
+    (folder / "fresh.safetensors").write_bytes(
+        unverified_prefix_bytes(seed=3)
+    )  # no checksum, written just now
     snap = registry.refresh()
     assert "pending" in {r.source: r.reason for r in snap.rejected}["fresh.safetensors"]
     assert "fresh" not in snap.bank.names
-    now[0] += 3601  # unchanged for the window
+    clock.advance(3601)  # unchanged for the window
     snap = registry.refresh()
     assert "fresh" in snap.bank.names
     assert snap.rejected == ()

@@ -17,21 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 
-from service.registry.limits import PrefixLimits
-from service.registry.registry import PrefixRegistry
-from tests.support.fake_encoder import FAKE_SPEC
-from tests.support.http import fake_app, fake_prefix_bytes, fill_folder
+from tests.support.http import fake_app, fake_prefix_bytes, fill_folder, unverified_prefix_bytes
+from tests.support.registry import clocked_registry
 from tests.support.waiting import wait_until
-
-
-def unverified(seed: int) -> bytes:
-    """A native file as a third party writes it: valid, no content_sha256."""
-    g = torch.Generator().manual_seed(seed)
-    shape = (FAKE_SPEC.num_layers, FAKE_SPEC.num_heads, 4, FAKE_SPEC.head_dim)
-    key, value = torch.randn(shape, generator=g) * 0.5, torch.randn(shape, generator=g) * 0.5
-    return st_save({"key": key, "value": value}, metadata={"backbone_fingerprint": FAKE_SPEC.fingerprint})
 
 
 def _doc(client: object, name: str) -> dict[str, object]:
@@ -41,7 +30,7 @@ def _doc(client: object, name: str) -> dict[str, object]:
 
 def test_a_native_file_without_checksum_is_refused_by_default_naming_the_setting(tmp_path: Path) -> None:
     folder = fill_folder(tmp_path / "prefixes")
-    (folder / "third.safetensors").write_bytes(unverified(3))
+    (folder / "third.safetensors").write_bytes(unverified_prefix_bytes(3))
     with fake_app(folder) as (client, _, _):
         reasons = {r["source"]: r["reason"] for r in client.get("/prefixes").json()["rejected"]}
         assert "no content_sha256" in reasons["third.safetensors"]
@@ -52,7 +41,7 @@ def test_a_native_file_without_checksum_is_refused_by_default_naming_the_setting
 
 def test_put_records_the_checksum_of_an_upload_without_one(tmp_path: Path) -> None:
     folder = fill_folder(tmp_path / "prefixes")
-    data = unverified(4)
+    data = unverified_prefix_bytes(4)
     with fake_app(folder) as (client, _, runtime):
         r = client.put("/prefixes/delta", content=data)
         assert r.status_code == 201, r.text
@@ -69,30 +58,29 @@ def test_put_records_the_checksum_of_an_upload_without_one(tmp_path: Path) -> No
         assert _doc(client, "delta")["verified"] is True
 
 
-def test_with_the_setting_off_two_equal_reads_a_window_apart_load_it_as_unverified(tmp_path: Path) -> None:
+def test_with_the_setting_off_two_equal_reads_a_window_apart_load_it_as_unverified_prefix_bytes(
+    tmp_path: Path,
+) -> None:
     folder = fill_folder(tmp_path / "prefixes")
-    now = [0.0]
-    limits = PrefixLimits(settle_s=2.0, require_checksum=False)
-    registry = PrefixRegistry(folder, FAKE_SPEC, limits, clock=lambda: now[0])
-    registry.load()
+    registry, clock = clocked_registry(folder, settle_s=2.0, require_checksum=False)
     path = folder / "third.safetensors"
-    path.write_bytes(unverified(3))
+    path.write_bytes(unverified_prefix_bytes(3))
     assert "third" not in registry.refresh().bank.names  # read 1
-    now[0] += 1.0
-    path.write_bytes(unverified(5))  # a different content before the window ended
+    clock.advance(1.0)
+    path.write_bytes(unverified_prefix_bytes(5))  # a different content before the window ended
     assert "third" not in registry.refresh().bank.names  # read 1 again, of the new content
-    now[0] += 1.5
+    clock.advance(1.5)
     assert "third" not in registry.refresh().bank.names  # only 1.5 s since that read
-    now[0] += 0.5
+    clock.advance(0.5)
     snap = registry.refresh()  # 2 s after it, same content: loaded
     third = snap.bank.get("third")
-    assert third.digest == hashlib.sha256(unverified(5)).hexdigest()
+    assert third.digest == hashlib.sha256(unverified_prefix_bytes(5)).hexdigest()
     assert snap.rejected == ()
 
 
 def test_unverified_prefixes_are_listed_as_such(tmp_path: Path) -> None:
     folder = fill_folder(tmp_path / "prefixes")
-    (folder / "third.safetensors").write_bytes(unverified(3))
+    (folder / "third.safetensors").write_bytes(unverified_prefix_bytes(3))
     with fake_app(folder, require_checksum=False, prefix_settle_ms=50) as (client, _, _):
         # the start-up scan waits (bounded) for the second read
         assert _doc(client, "third")["verified"] is False
@@ -109,16 +97,15 @@ def test_a_torn_in_place_rewrite_past_the_window_fools_timing_but_not_a_checksum
     rule can see a paused writer, which is why a checksum is required by default. With one, never."""
     folder = tmp_path
     old, new = (
-        (fake_prefix_bytes(seed=1), fake_prefix_bytes(seed=2)) if checked else (unverified(1), unverified(2))
+        (fake_prefix_bytes(seed=1), fake_prefix_bytes(seed=2))
+        if checked
+        else (unverified_prefix_bytes(1), unverified_prefix_bytes(2))
     )
     assert len(old) == len(new)
-    now = [100.0]
-    limits = PrefixLimits(settle_s=0.5, require_checksum=checked)
-    registry = PrefixRegistry(folder, FAKE_SPEC, limits, clock=lambda: now[0])
-    registry.load()
+    registry, clock = clocked_registry(folder, settle_s=0.5, require_checksum=checked)
     (folder / "beta.safetensors").write_bytes(old)
     registry.refresh()
-    now[0] += 0.5
+    clock.advance(0.5)
     assert registry.refresh().bank.get("beta").digest == hashlib.sha256(old).hexdigest()
     half = len(new) - 64
     with (folder / "beta.safetensors").open("r+b") as fh:
@@ -126,12 +113,12 @@ def test_a_torn_in_place_rewrite_past_the_window_fools_timing_but_not_a_checksum
     served = set()
     for _ in range(4):  # reads every 0.2 s during the pause
         served.add(registry.refresh().bank.get("beta").digest)
-        now[0] += 0.2
+        clock.advance(0.2)
     with (folder / "beta.safetensors").open("r+b") as fh:
         fh.write(new)
-    now[0] += 0.5
+    clock.advance(0.5)
     registry.refresh()
-    now[0] += 0.5
+    clock.advance(0.5)
     served.add(registry.refresh().bank.get("beta").digest)
     real = {hashlib.sha256(old).hexdigest(), hashlib.sha256(new).hexdigest()}
     if checked:
