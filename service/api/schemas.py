@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
-from service.engine.quantize import Encoding
 from service.errors import InvalidInput, TooManyInputs, shown_list
+from service.wire import Combine, Encoding
 
 # Most prefix names one request may list. Far above any real bank (each name is one row per text),
 # and it keeps a hostile list from costing more than a bounded, linear check.
@@ -68,7 +68,7 @@ class EmbedRequest(BaseModel):
     prefixes: list[str] | None = Field(
         None, description="Prefix names, in output order; null = every enabled prefix."
     )
-    combine: Literal["separate", "concat"] = "separate"
+    combine: Combine = "separate"
     normalize: StrictBool = True
     truncate: StrictBool = True
     encoding: Encoding = "float"

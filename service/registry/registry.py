@@ -33,6 +33,7 @@ from service.registry.loader import Rejected
 from service.registry.names import NATIVE_SUFFIX, STATE_FILE, is_candidate, prefix_name
 from service.registry.native import parse_native
 from service.registry.patch import parse_patch
+from service.registry.served import MODELS_FILE, NONE, ServedModels, read_served_models
 from service.registry.state import StateStore
 from service.registry.writer import atomic_write, remove_entry, remove_orphans, with_checksum
 
@@ -49,6 +50,7 @@ class Snapshot:
     stale: frozenset[str]  # prefixes serving a previous good version (their file is rejected now)
     loaded_at: float
     version: int  # publish counter of this process, +1 on every change
+    served: ServedModels = NONE  # the named prefix sets of models.json
     disabled: frozenset[str] = frozenset()  # the names the state disables (with or without a file)
     state_error: str | None = None  # why the state file is not in force (None: it is, or it is absent)
     state_read: bool = True  # a good state was read since start (False: everything is disabled)
@@ -117,6 +119,7 @@ class PrefixRegistry:
         self._snapshot = Snapshot(
             PrefixBank.build([], self._shape, base=self._base), frozenset(), (), frozenset(), time.time(), 0
         )
+        self._served_good: ServedModels | None = None  # the last models.json that parsed
 
     @property
     def snapshot(self) -> Snapshot:
@@ -219,6 +222,7 @@ class PrefixRegistry:
                 scan.rejected.append(Rejected(STATE_FILE, state_error))
                 if state_error != old.state_error:
                     log.error("state file %s not in force: %s", self.state.path, state_error)
+        served = self._read_served(scan)
         members = {p.name: p.digest for p in scan.prefixes.values()}
         if {p.name: p.digest for p in old.bank.prefixes if not p.builtin} == members:
             bank = old.bank  # unchanged: keep the bank object, so encoders keep their device copy
@@ -230,11 +234,20 @@ class PrefixRegistry:
         if (
             bank is old.bank
             and (enabled, rejected, stale, disabled) == (old.enabled, old.rejected, old.stale, old.disabled)
-            and (state_error, state_read) == (old.state_error, old.state_read)
+            and (served, state_error, state_read) == (old.served, old.state_error, old.state_read)
         ):
             return old
         snap = Snapshot(
-            bank, enabled, rejected, stale, time.time(), old.version + 1, disabled, state_error, state_read
+            bank,
+            enabled,
+            rejected,
+            stale,
+            time.time(),
+            old.version + 1,
+            served,
+            disabled,
+            state_error,
+            state_read,
         )
         for name in sorted((set(bank.names) - enabled) - (set(old.bank.names) - old.enabled)):
             log.info("prefix %s is disabled: %s", name, snap.disabled_reason(name))
@@ -247,6 +260,16 @@ class PrefixRegistry:
             len(rejected),
         )
         return snap
+
+    def _read_served(self, scan: _Scan) -> ServedModels:
+        """models.json as of now; a broken file is listed as rejected and its last good version kept."""
+        served = read_served_models(self.folder)
+        if served.error is None:
+            self._served_good = served
+            return served
+        scan.rejected.append(Rejected(MODELS_FILE, served.error))
+        log.error("models file rejected: %s", served.error)
+        return self._served_good if self._served_good is not None else served
 
     # --- changes from the API --------------------------------------------------------------------
 

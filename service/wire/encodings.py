@@ -10,12 +10,13 @@
 from __future__ import annotations
 
 import base64
-from typing import Literal
+from typing import get_args
 
 import numpy as np
 
-Encoding = Literal["float", "base64", "binary", "int8"]
-ENCODINGS = ("float", "base64", "binary", "int8")
+from service.wire import Encoding
+
+ENCODINGS: tuple[str, ...] = get_args(Encoding)
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -35,7 +36,7 @@ def int8_quantize(x: np.ndarray) -> np.ndarray:
 
 def encode_vector(x: np.ndarray, encoding: str) -> np.ndarray | str:
     """One vector ``x`` (float32 [d]) in the wire encoding: a float32 or int8 array (written as a JSON
-    list of numbers by :func:`service.embedding.dumps_document`) or a base64 string."""
+    list of numbers by :func:`service.wire.document.dumps_document`) or a base64 string."""
     if encoding == "float":
         return x.astype(np.float32, copy=False)
     if encoding == "base64":
