@@ -92,9 +92,11 @@ async def info(runtime: RuntimeDep) -> dict[str, Any]:
             "enabled": len(snap.enabled) if snap else 0,
             "rejected": len(snap.rejected) if snap else 0,
             "bank_version": snap.bank.version if snap else None,
-            # the state file (disabled prefixes): where, and why it is not in force (null: it is)
-            "state_file": str(runtime.registry.state.path) if runtime.registry else None,
-            "state_error": snap.state_error if snap else None,
+        },
+        # the state file (disabled prefixes): where, and why it is not in force (null: it is)
+        "state": {
+            "file": str(runtime.registry.state.path) if runtime.registry else None,
+            "error": snap.state_error if snap else None,
         },
         "limits": {
             "max_client_batch": s.max_client_batch,

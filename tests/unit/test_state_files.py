@@ -98,7 +98,7 @@ def test_a_special_state_file_at_a_cold_start_disables_everything_and_says_why(
         assert _enabled(client) == []
         doc = client.get("/prefixes").json()
         assert all("state file is broken" in p["disabled_reason"] for p in doc["prefixes"][1:])
-        assert client.get("/info").json()["prefixes"]["state_error"] == reason
+        assert client.get("/info").json()["state"]["error"] == reason
         assert any(WHAT[kind] in r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
         # a PATCH repairs it: the rename replaces the special file, never writes through it
         r = client.patch("/prefixes", json={"alpha": {"enabled": True}, "gamma": {"enabled": True}})
@@ -107,7 +107,7 @@ def test_a_special_state_file_at_a_cold_start_disables_everything_and_says_why(
         assert json.loads((folder / "state.json").read_text())["disabled"] == ["beta"]
         assert _enabled(client) == ["alpha", "gamma"]
         assert "state.json" not in _rejected(client)
-        assert client.get("/info").json()["prefixes"]["state_error"] is None
+        assert client.get("/info").json()["state"]["error"] is None
     if kind == "symlink-out-of-folder":
         assert json.loads((outside / "state.json").read_text())["disabled"] == []  # untouched
 
@@ -187,7 +187,7 @@ def test_the_settings_reach_the_registry(tmp_path: Path) -> None:
     folder = fill_folder(tmp_path / "prefixes")
     with fake_app(folder, state_dir=tmp_path / "st", prefix_settle_ms=0) as (client, _, _):
         assert client.patch("/prefixes/beta", json={"enabled": False}).status_code == 200
-        assert client.get("/info").json()["prefixes"]["state_file"] == str(tmp_path / "st" / "state.json")
+        assert client.get("/info").json()["state"]["file"] == str(tmp_path / "st" / "state.json")
     assert (tmp_path / "st" / "state.json").exists()
     assert not (folder / "state.json").exists()
     assert PrefixLimits().require_checksum  # on by default
