@@ -58,7 +58,7 @@ def test_put_records_the_checksum_of_an_upload_without_one(tmp_path: Path) -> No
         assert _doc(client, "delta")["verified"] is True
 
 
-def test_with_the_setting_off_two_equal_reads_a_window_apart_load_it_as_unverified_prefix_bytes(
+def test_with_the_setting_off_two_equal_reads_a_window_apart_load_it_as_unverified(
     tmp_path: Path,
 ) -> None:
     folder = fill_folder(tmp_path / "prefixes")
