@@ -30,7 +30,11 @@ HEADER_LIMIT = 8 * 1024  # every response header together
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[tuple[str, str]]]]:
     folder = fill_folder(tmp_path_factory.mktemp("many"), tuple(f"p{i:04d}" for i in range(N)))
     settings = Settings(
-        prefix_dir=folder, served_model_name=MODEL, log_level="warning", watch=False, default_prefixes="enabled"
+        prefix_dir=folder,
+        served_model_name=MODEL,
+        log_level="warning",
+        watch=False,
+        default_prefixes="enabled",
     )
     app = create_app(settings, encoder=FakeEncoder())
     with running_server(app, settings) as base:

@@ -18,6 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load as st_load
 
+from tests.support.fake_encoder import FAKE_SPEC
 from tests.support.http import fake_app, fake_prefix_bytes, fill_folder, unverified_prefix_bytes
 from tests.support.registry import clocked_registry
 from tests.support.waiting import wait_until
@@ -166,3 +167,30 @@ def test_the_torn_writer_in_real_time_is_never_served_when_a_checksum_is_require
 
         wait_until(latest, 10, "the last version served")
     assert seen <= real, seen - real
+
+
+def test_the_exception_type_decides_the_settle_retry_not_the_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 20 item 5a: a PrefixPending (a subclass of the invalid-file error) is looked at again when
+    its settle window ends; any other rejection is not, whatever its message says."""
+    from service.errors import InvalidPrefixFile, PrefixPending
+    from service.registry import entries
+    from service.registry.limits import PrefixLimits
+
+    assert issubclass(PrefixPending, InvalidPrefixFile)
+    path = tmp_path / "beta.safetensors"
+    path.write_bytes(fake_prefix_bytes(seed=1))
+    limits = PrefixLimits(settle_s=0.5)
+    for exc, retried in (
+        (PrefixPending("beta.safetensors: the file changed while it was read"), True),
+        (InvalidPrefixFile("beta.safetensors: pending: only the words of a message"), False),
+    ):
+
+        def fail(*_: object, exc: Exception = exc, **__: object) -> None:
+            raise exc
+
+        monkeypatch.setattr(entries, "load_prefix", fail)
+        entry = entries.load_entry(path, None, FAKE_SPEC, limits, tmp_path, now=10.0)
+        assert entry.error == exc.message
+        assert entry.settle_at == (10.5 if retried else None)
