@@ -21,7 +21,7 @@ DataOpt = Annotated[
     list[str],
     typer.Option(
         "--data",
-        help="A built-in data set (see DATA.md: trec, sms-spam, vader-reviews, bbc-news, ...) "
+        help="A built-in data set (see docs/DATA.md: trec, sms-spam, vader-reviews, bbc-news, cola, ...) "
         "or a .jsonl/.csv file with text, optional text_pair, label. Repeat for a multi-task prefix.",
     ),
 ]
