@@ -18,14 +18,13 @@ import pytest
 from service.method.corpora import BUILTIN, load_builtin
 from service.method.repo_corpora import (
     REPO_BUILTIN,
-    REPOS,
     load_banking77,
     load_clinc150,
     load_cola,
     load_sent_conv,
     load_tweeteval,
-    repo_dir,
 )
+from service.method.repos import REPOS, repo_dir
 
 SLICES = Path(__file__).resolve().parents[1] / "data" / "repos"
 
@@ -140,7 +139,7 @@ def test_sent_conv_and_cola_layouts(tmp_path: Path) -> None:
 def test_missing_checkout_names_the_repository_and_commit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("service.method.repo_corpora.REPO_CACHE", tmp_path)
+    monkeypatch.setattr("service.method.repos.REPO_CACHE", tmp_path)
     with pytest.raises(FileNotFoundError, match=f"cardiffnlp/tweeteval .*{REPOS['tweeteval'].commit}"):
         load_tweeteval("emotion")
 
