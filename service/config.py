@@ -110,10 +110,17 @@ class Settings(BaseSettings):
         description="A prefix file without a content_sha256 is loaded only once unchanged this long "
         "(a copy in progress is never served).",
     )
+    default_prefixes: Literal["model", "enabled"] = Field(
+        "model",
+        description="What `prefixes: null` on /embed means (and the served model name on /v1/embeddings "
+        "when models.json does not define it): model = the default served model of the prefix folder's "
+        "models.json (a fixed, pinned set: a dropped-in file never changes its dimension; `base` alone when "
+        "there is no models.json); enabled = every enabled prefix, as the folder holds them now.",
+    )
     include_base: bool = Field(
         True,
-        description="`prefixes: null` (every enabled prefix) also returns `base`, the backbone's own "
-        "vector without a prefix (always available by name).",
+        description="With default_prefixes=enabled, `prefixes: null` (every enabled prefix) also returns "
+        "`base`, the backbone's own vector without a prefix (always available by name).",
     )
 
     # --- limits and batching -------------------------------------------------------------------
@@ -146,6 +153,13 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(30.0, gt=0, description="Deadline of a request in the queue (504).")
     max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Largest request body, in bytes.")
     warmup: bool = Field(True, description="Run one forward call before reporting ready.")
+    vector_cache_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        description="Byte budget of the in-process vector cache, keyed by (text, prefix digest, pooling, "
+        "truncation, token limit); least recently used vectors are evicted past it. 0 = off. Per "
+        "replica (README, Vector cache).",
+    )
 
     # --- auth --------------------------------------------------------------------------------
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(

@@ -1,4 +1,5 @@
-"""One awaited ``Batcher.embed`` call as the worker threads see it, and what it resolves to."""
+"""One awaited ``Batcher.embed`` call as the worker threads see it (an :class:`EmbedJob`), and what
+it resolves to."""
 
 from __future__ import annotations
 
@@ -15,13 +16,17 @@ from service.engine.bank import PrefixBank
 
 @dataclass(frozen=True)
 class EmbedOutput:
-    """Vectors of every text under every requested slot, and the request's real token count."""
+    """Vectors of every text under every requested slot, and each text's real token count."""
 
     vectors: np.ndarray  # float32 [B, P, dim], unnormalized
-    prompt_tokens: int
+    token_counts: tuple[int, ...]  # per text, after truncation
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(self.token_counts)
 
 
-class EmbedRequest:
+class EmbedJob:
     """Texts x slots of ONE bank snapshot, split by the worker into one or more forward batches.
 
     Written by the tokenizer thread (``token_ids``), then only by the inference worker
@@ -43,6 +48,7 @@ class EmbedRequest:
         "started_at",
         "texts",
         "token_ids",
+        "token_limit",
         "truncate",
         "vectors",
     )
@@ -57,8 +63,10 @@ class EmbedRequest:
         deadline: float,
         loop: asyncio.AbstractEventLoop,
         future: asyncio.Future[EmbedOutput],
+        token_limit: int | None = None,
     ) -> None:
         self.texts = list(texts)
+        self.token_limit = token_limit  # None: the limit of ``slots`` (the model's, less any shift)
         self.bank = bank
         self.slots = tuple(slots)
         self.truncate = truncate
