@@ -178,7 +178,7 @@ def cost(n_texts: int, repeats: int, small: list[str]) -> None:
     from service.bench.engine import time_interleaved
     from service.bench.texts import sample_texts
     from service.config import Settings
-    from service.embedding import embed_sync
+    from service.engine.direct import embed_sync
     from service.engine.bank import PrefixBank
     from service.engine.factory import build_encoder_for
     from service.engine.prefix import BASE_NAME, base_prefix
