@@ -2,7 +2,8 @@
 
     python scripts/data/sources.py ship --tasks tweet-emotion,...   # gate on own-task gain > 1 SE
     python scripts/data/sources.py transfer                          # default concat vs 5-set vs base
-    python scripts/data/sources.py heatmap                           # similarity.json -> heatmap png
+    python scripts/data/sources.py cost                              # texts/s: default vs 5 vs base
+    python -m service similarity --prefix prefixes --heatmap results/sources/similarity.png
 
 Training itself is ``scripts/method/trunk_experiments.py run --task T --rows s3full-cos`` (the
 shipped recipe); the targets' vectors of every prefix of that row come from its ``targets`` command.
@@ -142,32 +143,6 @@ def transfer_markdown(rep: dict[str, Any], targets: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def heatmap(src: Path, out: Path) -> None:
-    """The similarity matrix of ``python -m service similarity`` as a heatmap image."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    doc = json.loads(src.read_text())
-    names = [p["name"] for p in doc["prefixes"]]
-    m = np.asarray(doc["matrix"], dtype=float)
-    fig, ax = plt.subplots(figsize=(9, 7.5))
-    lim = float(np.abs(m - np.eye(len(m))).max())
-    im = ax.imshow(m, cmap="RdBu_r", vmin=-lim, vmax=lim)
-    ax.set_xticks(range(len(names)), names, rotation=60, ha="right")
-    ax.set_yticks(range(len(names)), names)
-    for i in range(len(names)):
-        for j in range(len(names)):
-            if i != j:
-                ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=7)
-    fig.colorbar(im, ax=ax, shrink=0.8, label="task similarity (mean block cosine, from the recorded start)")
-    ax.set_title(f"Task similarity of the {len(names)} shipped prefixes")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-
-
 def cost(n_texts: int, repeats: int, small: list[str]) -> None:
     """Texts/s of the default request (base + every prefix in prefixes/) against base + ``small`` and
     base alone, through the served encoder (the backend ``auto`` picks), variants interleaved in ONE
@@ -233,9 +208,6 @@ def main() -> None:
     s.add_argument("--seed", type=int, default=0)
     t = sub.add_parser("transfer")
     t.add_argument("--prefixes", default="", help="comma-separated (default: every prefix in prefixes/)")
-    h = sub.add_parser("heatmap")
-    h.add_argument("--similarity", type=Path, default=OUT / "similarity.json")
-    h.add_argument("--out", type=Path, default=OUT / "similarity.png")
     c = sub.add_parser("cost")
     c.add_argument("--texts", type=int, default=64)
     c.add_argument("--repeats", type=int, default=7)
@@ -248,10 +220,8 @@ def main() -> None:
             p.stem for p in (ROOT / "prefixes").glob("*.safetensors")
         )
         transfer(names)
-    elif args.cmd == "cost":
-        cost(args.texts, args.repeats, args.small.split(","))
     else:
-        heatmap(args.similarity, args.out)
+        cost(args.texts, args.repeats, args.small.split(","))
 
 
 if __name__ == "__main__":
