@@ -153,8 +153,8 @@ def cost(n_texts: int, repeats: int, small: list[str]) -> None:
     from service.bench.engine import time_interleaved
     from service.bench.texts import sample_texts
     from service.config import Settings
-    from service.engine.direct import embed_sync
     from service.engine.bank import PrefixBank
+    from service.engine.direct import embed_sync
     from service.engine.factory import build_encoder_for
     from service.engine.prefix import BASE_NAME, base_prefix
     from service.registry.folder import scan_folder
