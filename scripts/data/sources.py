@@ -144,7 +144,7 @@ def transfer_markdown(rep: dict[str, Any], targets: list[str]) -> str:
 
 
 def cost(n_texts: int, repeats: int, small: list[str]) -> None:
-    """Texts/s of the default request (base + every prefix in prefixes/) against base + ``small`` and
+    """Texts/s of the default request (the default model of prefixes/models.json) against base + ``small`` and
     base alone, through the served encoder (the backend ``auto`` picks), variants interleaved in ONE
     run; layer-rows per text from each set's depths; the load average before and after."""
     import os
@@ -158,6 +158,7 @@ def cost(n_texts: int, repeats: int, small: list[str]) -> None:
     from service.engine.factory import build_encoder_for
     from service.engine.prefix import BASE_NAME, base_prefix
     from service.registry.folder import scan_folder
+    from service.registry.served import read_served_models
 
     load0 = os.getloadavg()
     settings = Settings(prefix_dir=ROOT / "prefixes")
@@ -166,7 +167,10 @@ def cost(n_texts: int, repeats: int, small: list[str]) -> None:
     if rejected:
         raise SystemExit(f"rejected prefix files: {[r.reason for r in rejected]}")
     bank = PrefixBank.build(loaded, base=base_prefix(encoder.spec))
-    every = list(bank.names)  # base first, then the folder's prefixes: the default request
+    served = read_served_models(settings.prefix_dir)
+    if served.default is None:
+        raise SystemExit("no default model in prefixes/models.json")
+    every = served.models[served.default].names  # what a default request (prefixes: null) computes
     variants = {
         f"base + {len(every) - 1} prefixes (default)": every,
         f"base + {len(small)} prefixes": [BASE_NAME, *small],
