@@ -5,7 +5,7 @@
     python scripts/data/sources.py cost                              # texts/s: default vs 5 vs base
     python -m service similarity --prefix prefixes --heatmap results/sources/similarity.png
 
-Training itself is ``scripts/method/trunk_experiments.py run --task T --rows s3full-cos`` (the
+Training itself is ``python -m service.method.experiments run --task T --rows s3full-cos`` (the
 shipped recipe); the targets' vectors of every prefix of that row come from its ``targets`` command.
 Nothing here reads a source task's test split to choose: ``ship`` applies the issue's fixed rule
 (gain > its paired SE) to the recorded source value, and reports the ones that fail it.
@@ -14,8 +14,8 @@ Nothing here reads a source task's test split to choose: ``ship`` applies the is
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -24,30 +24,25 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+os.chdir(ROOT)  # the experiments' paths (results/trunk, .cache/trunk) are relative to the repository
+
+from service.method.experiments.rows import OUT as RUNS_OUT  # noqa: E402
+from service.method.experiments.rows import TARGETS, TVEC, log  # noqa: E402
+from service.method.experiments.targets import target_labels  # noqa: E402
+from service.method.experiments.targets import transfer as measure_transfer  # noqa: E402
+
 OUT = ROOT / "results" / "sources"
 ROW = "s3full-cos"
 # the five prefixes shipped before issue 24 (results/trunk/shipped.json)
 OLD = ["editorial-sentiment", "news-topic", "question-type", "sentiment", "sms-spam"]
 
 
-def _trunk_experiments() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "trunk_experiments", ROOT / "scripts/method/trunk_experiments.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def ship(tasks: list[str], seed: int) -> None:
     """Copy each task's prefix into prefixes/ iff its own-task gain over base exceeds its paired SE."""
-    te = _trunk_experiments()
     OUT.mkdir(parents=True, exist_ok=True)
     table = []
     for t in tasks:
-        rec = json.loads((te.OUT / "runs" / ROW / f"{t}.seed{seed}.json").read_text())
+        rec = json.loads((RUNS_OUT / "runs" / ROW / f"{t}.seed{seed}.json").read_text())
         v = rec["source_value"]
         ok = v["gain"] > v["gain_se"]
         table.append({"task": t, "seed": seed, "gain": v["gain"], "gain_se": v["gain_se"], "shipped": ok,
@@ -56,19 +51,19 @@ def ship(tasks: list[str], seed: int) -> None:
                       "n_test": v["n_test"], "seconds": rec["seconds"]})  # fmt: skip
         if ok:
             shutil.copyfile(ROOT / rec["file"], ROOT / "prefixes" / f"{t}.safetensors")
-        te.log(
+        log(
             f"{t}: gain {100 * v['gain']:+.1f} +- {100 * v['gain_se']:.1f} pt -> {'shipped' if ok else 'NOT shipped'}"
         )
     (OUT / "ship.json").write_text(json.dumps(table, indent=2) + "\n")
 
 
-def _members(te: Any, names: list[str]) -> list[tuple[str, str]]:
+def _members(names: list[str]) -> list[tuple[str, str]]:
     """(row folder, file stem) of each prefix's target vectors, in the served order (names sorted)."""
     out = []
     for n in sorted(names):
-        if not all((te.TVEC / ROW / f"{n}.seed0.{t}.npy").is_file() for t in te.TARGETS):
+        if not all((TVEC / ROW / f"{n}.seed0.{t}.npy").is_file() for t in TARGETS):
             raise FileNotFoundError(
-                f"target vectors of {n} missing: run trunk_experiments.py targets --rows {ROW}"
+                f"target vectors of {n} missing: run python -m service.method.experiments targets --rows {ROW}"
             )
         out.append((ROW, f"{n}.seed0"))
     return out
@@ -77,21 +72,20 @@ def _members(te: Any, names: list[str]) -> list[tuple[str, str]]:
 def transfer(names: list[str]) -> None:
     """Per target: base, the five-prefix concat, the full default concat (base first, names sorted),
     the full concat without base, and each new prefix alone; test gains with paired SE and CV gains."""
-    te = _trunk_experiments()
-    labels = te._target_labels()
+    labels = target_labels()
     new = [n for n in names if n not in OLD]
     rep: dict[str, Any] = {"prefixes": sorted(names), "old": OLD, "new": sorted(new)}
-    rep["default"] = te.transfer(labels, _members(te, names), with_base=True)
-    rep["old5"] = te.transfer(labels, _members(te, OLD), with_base=True, float_only=True)
-    rep["default_without_base"] = te.transfer(labels, _members(te, names), with_base=False, float_only=True)
-    rep["new_only"] = te.transfer(labels, _members(te, new), with_base=True, float_only=True)
+    rep["default"] = measure_transfer(labels, _members(names), with_base=True)
+    rep["old5"] = measure_transfer(labels, _members(OLD), with_base=True, float_only=True)
+    rep["default_without_base"] = measure_transfer(labels, _members(names), with_base=False, float_only=True)
+    rep["new_only"] = measure_transfer(labels, _members(new), with_base=True, float_only=True)
     rep["single"] = {
-        n: te.transfer(labels, _members(te, [n]), with_base=False, float_only=True) for n in sorted(names)
+        n: measure_transfer(labels, _members([n]), with_base=False, float_only=True) for n in sorted(names)
     }
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "transfer.json").write_text(json.dumps(rep, indent=2) + "\n")
-    (OUT / "transfer.md").write_text(transfer_markdown(rep, list(te.TARGETS)))
-    te.log(f"wrote {OUT / 'transfer.md'}")
+    (OUT / "transfer.md").write_text(transfer_markdown(rep, list(TARGETS)))
+    log(f"wrote {OUT / 'transfer.md'}")
 
 
 def _pm(x: float, se: float) -> str:
@@ -150,12 +144,13 @@ def cost(n_texts: int, repeats: int, small: list[str]) -> None:
     import os
     import platform
 
+    from service.engine.factory import build_encoder_for
+
     from service.bench.engine import time_interleaved
     from service.bench.texts import sample_texts
     from service.config import Settings
     from service.engine.bank import PrefixBank
     from service.engine.direct import embed_sync
-    from service.engine.factory import build_encoder_for
     from service.engine.prefix import BASE_NAME, base_prefix
     from service.registry.folder import scan_folder
     from service.registry.served import read_served_models
