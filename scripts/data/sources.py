@@ -19,6 +19,7 @@ import os
 import shutil
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -182,18 +183,22 @@ def cost(n_texts: int, repeats: int, small: list[str]) -> None:
         s = min(depths)  # one trunk up to the shallowest depth; base fans out with the prefixes there
         return s + len(names) * (layers - s)
 
-    secs = time_interleaved(
-        {k: (lambda v=v: embed_sync(encoder, bank, v, texts)) for k, v in variants.items()}, repeats
-    )
+    def call(names: list[str]) -> Callable[[], object]:
+        return lambda: embed_sync(encoder, bank, names, texts)
+
+    secs = time_interleaved({k: call(v) for k, v in variants.items()}, repeats)
+    rates: dict[str, dict[str, Any]] = {
+        k: {"vectors": len(v), "dims": 384 * len(v), "layer_rows_per_text": layer_rows(v),
+            "median_s": secs[k], "texts_per_s": n_texts / secs[k]} for k, v in variants.items()
+    }  # fmt: skip
+    ref = rates[f"base + {len(small)} prefixes"]["texts_per_s"]
+    for v in rates.values():
+        v["rate_vs_small_set"] = v["texts_per_s"] / ref
     res = {
         "backend": str(choice), "n_texts": n_texts, "repeats": repeats, "machine": platform.platform(),
         "loadavg_before": load0, "loadavg_after": os.getloadavg(),
-        "variants": {k: {"vectors": len(v), "dims": 384 * len(v), "layer_rows_per_text": layer_rows(v),
-                         "median_s": secs[k], "texts_per_s": n_texts / secs[k]} for k, v in variants.items()},
+        "variants": rates,
     }  # fmt: skip
-    ref = res["variants"][f"base + {len(small)} prefixes"]["texts_per_s"]
-    for v in res["variants"].values():
-        v["rate_vs_small_set"] = v["texts_per_s"] / ref
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "cost.json").write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps(res, indent=2))
