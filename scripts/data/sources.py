@@ -55,7 +55,13 @@ def ship(tasks: list[str], seed: int) -> None:
         log(
             f"{t}: gain {100 * v['gain']:+.1f} +- {100 * v['gain_se']:.1f} pt -> {'shipped' if ok else 'NOT shipped'}"
         )
-    (OUT / "ship.json").write_text(json.dumps(table, indent=2) + "\n")
+    done = (
+        {r["task"]: r for r in json.loads((OUT / "ship.json").read_text())}
+        if (OUT / "ship.json").is_file()
+        else {}
+    )
+    done |= {r["task"]: r for r in table}  # earlier decisions of other tasks are kept
+    (OUT / "ship.json").write_text(json.dumps(list(done.values()), indent=2) + "\n")
 
 
 def _members(names: list[str]) -> list[tuple[str, str]]:
