@@ -21,6 +21,7 @@ TWEETEVAL_TASKS = {
     "irony": ("tweet-irony", "irony in a tweet: irony / non_irony (SemEval-2018 Task 3)"),
     "offensive": ("tweet-offensive", "offensive tweet: offensive / not-offensive (SemEval-2019 OffensEval)"),
     "hate": ("tweet-hate", "hate speech against immigrants or women in a tweet (SemEval-2019 HatEval)"),
+    "emoji": ("tweet-emoji", "the emoji a tweet was posted with, 20 most frequent (SemEval-2018 Task 2)"),
 }
 
 
@@ -30,9 +31,10 @@ def load_tweeteval(task: str, path: Path | None = None) -> TaskData:
     base = f"datasets/{task}"
     mapping = {}
     for line in r.lines(f"{base}/mapping.txt"):
-        parts = line.split("\t")
-        if len(parts) >= 2 and parts[1].strip():
-            mapping[parts[0].strip()] = parts[1].strip()
+        # "id<TAB>name", or for emoji "id<TAB>emoji<TAB>_its_name_<TAB>": the label is the last name
+        parts = [p.strip() for p in line.split("\t") if p.strip()]
+        if len(parts) >= 2:
+            mapping[parts[0]] = parts[-1].strip("_")
     texts, labels = [], []
     for part in ("train", "val", "test"):
         xs = r.lines(f"{base}/{part}_text.txt")

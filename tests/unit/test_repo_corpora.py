@@ -154,6 +154,7 @@ REAL = {
     "tweeteval-irony": ("tweeteval", 4601, {"irony": 2212, "non_irony": 2389}),
     "tweeteval-offensive": ("tweeteval", 14047, {"not-offensive": 9417, "offensive": 4630}),
     "tweeteval-hate": ("tweeteval", 12717, {"hate": 5323, "not-hate": 7394}),
+    "tweeteval-emoji": ("tweeteval", 99268, None),
     "subjectivity": ("sent-conv-torch", 10000, {"objective": 5000, "subjective": 5000}),
     "opinion-polarity": ("sent-conv-torch", 8240, {"negative": 5809, "positive": 2431}),
     "review-polarity": ("sent-conv-torch", 3765, {"negative": 1365, "positive": 2400}),
@@ -171,7 +172,16 @@ def test_real_checkout_has_the_documented_size(name: str) -> None:
     assert len(t) == size
     if counts is not None:
         assert t.counts() == counts
-    else:  # the intent sets: 77 and 150 intents
-        assert len(t.label_names) == {"banking77": 77, "clinc150": 150}[name]
+    else:  # the intent sets (77 and 150 intents) and the 20 emoji
+        assert len(t.label_names) == {"banking77": 77, "clinc150": 150, "tweeteval-emoji": 20}[name]
         assert min(Counter(t.labels).values()) >= 30
     assert t.provenance["commit"] == REPOS[key].commit
+
+
+def test_tweeteval_emoji_mapping_names_the_emoji(tmp_path: Path) -> None:
+    _write_tweeteval(tmp_path, "emoji", {"train": [("lit", 1)], "val": [("love u", 0)], "test": []})
+    (tmp_path / "datasets" / "emoji" / "mapping.txt").write_text(
+        "0\t\u2764\t_red_heart_\t\n1\t\U0001f525\t_fire_\t\n"
+    )
+    t = load_tweeteval("emoji", tmp_path)
+    assert list(zip(t.texts, t.labels, strict=True)) == [("lit", "fire"), ("love u", "red_heart")]

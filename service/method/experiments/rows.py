@@ -33,6 +33,7 @@ SOURCES = {
     "tweet-irony": ("tweeteval-irony", 64),
     "tweet-offensive": ("tweeteval-offensive", 64),
     "tweet-hate": ("tweeteval-hate", 64),
+    "tweet-emoji": ("tweeteval-emoji", 64),
     "subjectivity": ("subjectivity", 64),
     "review-polarity": ("review-polarity", 64),
     "opinion-polarity": ("opinion-polarity", 32),
