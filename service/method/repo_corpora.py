@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -111,6 +112,26 @@ def load_clinc150(path: Path | None = None) -> TaskData:
     )
 
 
+_ENTITY = re.compile(r"#(\d+);")
+
+
+def load_ag_news(path: Path | None = None) -> TaskData:
+    """AG's News topic (World, Sports, Business, Sci/Tech): title + description of the 7,600 articles
+    of ``test.csv`` (the only part this repository keeps whole; our own splits are carved from it)."""
+    r = RepoReader(REPOS["ag-news"], path)
+    base = "data/ag_news_csv"
+    classes = [c.strip() for c in r.lines(f"{base}/classes.txt") if c.strip()]
+    texts, labels = [], []
+    for row in csv.reader(io.StringIO(r.text(f"{base}/test.csv"))):
+        if len(row) == 3:
+            text = f"{row[1].strip()}. {row[2].strip()}".replace("\\n", " ").replace("\\", " ")
+            texts.append(_ENTITY.sub(lambda m: chr(int(m.group(1))), text))  # " #36;" is "$"
+            labels.append(classes[int(row[0]) - 1])
+    return repo_task(
+        "ag-news-topic", texts, labels, r, "news topic (AG's News: World, Sports, Business, Sci/Tech)"
+    )
+
+
 COLA_FILES = ("in_domain_train.tsv", "in_domain_dev.tsv", "out_of_domain_dev.tsv")
 
 
@@ -147,5 +168,6 @@ REPO_BUILTIN: dict[str, Callable[[Path | None], TaskData]] = {
     **{name: _sent_conv(name) for name in SENT_CONV},
     "banking77": load_banking77,
     "clinc150": load_clinc150,
+    "ag-news": load_ag_news,
     "cola": load_cola,
 }

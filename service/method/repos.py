@@ -58,6 +58,12 @@ REPOS = {
         "CC BY 3.0",
         "Larson et al. 2019, CLINC150 (EMNLP)",
     ),
+    "ag-news": Repo(
+        "suuuch/TransformerClassification",
+        "0d9808e1978c8468b4f8f08a44c5be99d058aa7b",
+        "research, non-commercial (AG's corpus terms, as its readme.txt states)",
+        "Zhang, Zhao & LeCun 2015, AG's News (NIPS)",
+    ),
     "cola": Repo(
         "nyu-mll/CoLA-baselines",
         "dd095d3646ed05a315280aaa8ed4ec84ba435b3e",

@@ -159,6 +159,7 @@ REAL = {
     "opinion-polarity": ("sent-conv-torch", 8240, {"negative": 5809, "positive": 2431}),
     "review-polarity": ("sent-conv-torch", 3765, {"negative": 1365, "positive": 2400}),
     "cola": ("cola", 9553, {"acceptable": 6716, "unacceptable": 2837}),
+    "ag-news": ("ag-news", 7600, {"Business": 1900, "Sci/Tech": 1900, "Sports": 1900, "World": 1900}),
     "banking77": ("banking77", 13072, None),
     "clinc150": ("clinc150", 22495, None),
 }

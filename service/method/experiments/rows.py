@@ -40,6 +40,7 @@ SOURCES = {
     "banking-intent": ("banking77", 48),
     "assistant-intent": ("clinc150", 48),
     "acceptability": ("cola", 48),
+    "ag-news-topic": ("ag-news", 64),
 }
 N_TARGET = (1500, 750)  # probe-training / test texts per target
 TVEC = VEC / f"targets{N_TARGET[0]}x{N_TARGET[1]}"  # the targets' vectors (base and per prefix)
