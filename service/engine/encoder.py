@@ -109,6 +109,20 @@ def slot_groups(bank: PrefixBank, slots: Sequence[int], max_depth: int, by_depth
     return [SlotGroup(depth, tuple(cols), tuple(slots[i] for i in cols)) for depth, cols in calls]
 
 
+def fold_groups(groups: Sequence[SlotGroup], usable: Callable[[int], int]) -> list[SlotGroup]:
+    """``groups`` run at the depth ``usable`` gives for each (a backend may not have a depth yet: the
+    ONNX backend serves a depth that is still exporting in the deepest exported call at or below it,
+    which is exact because a prefix's slots are masked below its own first layer). Groups that land
+    on the same depth become one call."""
+    merged: dict[int, list[tuple[int, int]]] = {}
+    for g in groups:
+        merged.setdefault(usable(g.fan_out), []).extend(zip(g.columns, g.slots, strict=True))
+    return [
+        SlotGroup(depth, tuple(c for c, _ in pairs), tuple(s for _, s in pairs))
+        for depth, pairs in ((d, sorted(merged[d])) for d in sorted(merged))
+    ]
+
+
 def texts_per_call(
     chunk_rows: int, n_texts: int, n_prefixes: int, fan_out: int = 0, num_layers: int = 1
 ) -> int:
@@ -190,7 +204,14 @@ class CallLoop(ABC):
     def groups(self, bank: PrefixBank, slots: Sequence[int]) -> list[SlotGroup]:
         top = self.spec.num_layers - 1
         cap = top if self.max_fan_out is None else min(top, self.max_fan_out)
-        return slot_groups(bank, slots, cap, self.group_by_depth)
+        return fold_groups(slot_groups(bank, slots, cap, self.group_by_depth), self.usable_depth)
+
+    def usable_depth(self, depth: int) -> int:
+        """The fan-out depth a call that wants ``depth`` runs at now (a backend may lack it yet)."""
+        return depth
+
+    def wait_for_exports(self, timeout: float | None = None) -> None:
+        """Block until the depths a backend is still setting up are ready (nothing to wait for here)."""
 
     def _texts_per_model_call(self, n_texts: int, bank: PrefixBank, slots: Sequence[int]) -> int:
         layers = self.spec.num_layers
@@ -214,7 +235,7 @@ class CallLoop(ABC):
             for group in self.groups(bank, slots)
             for first, part in _parts(batch, per_call)
         ]
-        results = self._map(lambda job: self._timed(job[2], bank, job[0]), jobs)
+        results = self._map(lambda job, alone: self._timed(job[2], bank, job[0], alone), jobs)
         for (group, first, part), vectors in zip(jobs, results, strict=True):
             out[first : first + part.size, list(group.columns)] = vectors
         return out
@@ -223,23 +244,27 @@ class CallLoop(ABC):
         per_call = texts_per_call(self.chunk_rows, batch.size, 1, 0, self.spec.num_layers)
         plain = SlotGroup(0, (0,), ())
         parts = _parts(batch, per_call)
-        results = self._map(lambda job: self._timed(job[1], None, plain), parts)
+        results = self._map(lambda job, alone: self._timed(job[1], None, plain, alone), parts)
         out = np.zeros((batch.size, self.dim), dtype=np.float32)
         for (first, part), vectors in zip(parts, results, strict=True):
             out[first : first + part.size] = vectors[:, 0]
         return out
 
-    def _map(self, fn: Callable[[_Job], np.ndarray], jobs: Sequence[_Job]) -> list[np.ndarray]:
-        """``fn`` over ``jobs``: side by side on the pool when ``parallel_calls`` > 1, else in order."""
+    def _map(self, fn: Callable[[_Job, bool], np.ndarray], jobs: Sequence[_Job]) -> list[np.ndarray]:
+        """``fn(job, alone)`` over ``jobs``: side by side on the pool when ``parallel_calls`` > 1, else
+        in order. ``alone``: no other call of this encoder runs beside it (the batcher runs one encode
+        at a time), so a backend may give it every CPU (the adaptive call plan)."""
         if self.parallel_calls <= 1 or len(jobs) <= 1:
-            return [fn(job) for job in jobs]
+            return [fn(job, True) for job in jobs]
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.parallel_calls, thread_name_prefix="prefix-embed-call")
-        return list(self._pool.map(fn, jobs))
+        return list(self._pool.map(lambda job: fn(job, False), jobs))
 
-    def _timed(self, part: TokenizedBatch, bank: PrefixBank | None, group: SlotGroup) -> np.ndarray:
+    def _timed(
+        self, part: TokenizedBatch, bank: PrefixBank | None, group: SlotGroup, alone: bool = True
+    ) -> np.ndarray:
         start = time.perf_counter()
-        vectors = self._forward(part, bank, group)
+        vectors = self._forward(part, bank, group, alone)
         seconds = time.perf_counter() - start
         with self._observer_lock:  # calls may run side by side (parallel_calls)
             self.forward_calls += 1
@@ -260,9 +285,11 @@ class CallLoop(ABC):
         return vectors
 
     @abstractmethod
-    def _forward(self, part: TokenizedBatch, bank: PrefixBank | None, group: SlotGroup) -> np.ndarray:
+    def _forward(
+        self, part: TokenizedBatch, bank: PrefixBank | None, group: SlotGroup, alone: bool
+    ) -> np.ndarray:
         """float32 [texts, len(group.slots) (1 without a bank), dim]: one model call; rows fan out
-        from the texts at ``group.fan_out``."""
+        from the texts at ``group.fan_out``. ``alone``: no other call runs beside this one."""
 
     def describe(self) -> dict[str, object]:
         return {
