@@ -210,7 +210,7 @@ class CallLoop(ABC):
         """The fan-out depth a call that wants ``depth`` runs at now (a backend may lack it yet)."""
         return depth
 
-    def wait_for_exports(self, timeout: float | None = None) -> None:
+    def wait_for_exports(self, timeout: float | None = None) -> None:  # noqa: B027 - optional hook
         """Block until the depths a backend is still setting up are ready (nothing to wait for here)."""
 
     def _texts_per_model_call(self, n_texts: int, bank: PrefixBank, slots: Sequence[int]) -> int:
