@@ -66,6 +66,7 @@ class ServiceBenchConfig:
     shapes: bool = True  # the three load shapes against infinity's torch and optimum engines
     only_shapes: bool = False
     shape_scale: float = 1.0  # x the request counts of each shape
+    shape_concurrency: int | None = None  # (b) and (c) at this concurrency (the GPU check: 256)
     peer_onnx_dir: Path | None = None  # infinity's ONNX export (default: <out_dir>/infinity-onnx)
     # our servers in the shape comparison (labels of shapes.OUR_VARIANTS); "ours" = default settings
     shape_variants: tuple[str, ...] = ("ours", "ours_int8", "ours_torch")
@@ -282,7 +283,7 @@ class ServiceBench:
         if cfg.backbone != "minilm":
             self.result["shapes_error"] = "the shape comparison runs on the MiniLM backbone only"
             return
-        shapes = default_shapes(cfg.shape_scale)
+        shapes = default_shapes(cfg.shape_scale, cfg.shape_concurrency)
         texts = self.texts
         logs = cfg.out_dir
         base_env = {

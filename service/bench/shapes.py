@@ -43,12 +43,14 @@ class Shape:
     requests: int
 
 
-def default_shapes(scale: float = 1.0) -> list[Shape]:
-    """Request counts sized for a few seconds to a minute each on a 2-core CPU (``scale`` x)."""
+def default_shapes(scale: float = 1.0, concurrency: int | None = None) -> list[Shape]:
+    """Request counts sized for a few seconds to a minute each on a 2-core CPU (``scale`` x).
+    ``concurrency``: (b) and (c) at that concurrency instead (a GPU: 256), with enough requests."""
+    b_c, c_c = (32, 4) if concurrency is None else (concurrency, concurrency)
     return [
         Shape("a", 1, 1, max(4, int(32 * scale))),
-        Shape("b", 1, 32, max(32, int(160 * scale))),
-        Shape("c", 32, 4, max(4, int(8 * scale))),
+        Shape("b", 1, b_c, max(32, int(160 * scale), 2 * b_c)),
+        Shape("c", 32, c_c, max(4, int(8 * scale), 2 * c_c if concurrency else 0)),
     ]
 
 

@@ -123,7 +123,10 @@ def test_a_new_depth_exports_in_the_background_and_blocks_nobody(
     g = torch.Generator().manual_seed(7)
     shape = (layers - deep, tiny_bert.spec.num_heads, 5, tiny_bert.spec.head_dim)
     data = native_bytes(
-        torch.randn(shape, generator=g) * 0.5, torch.randn(shape, generator=g) * 0.5, {"position_convention": "none"}, first_layer=deep
+        torch.randn(shape, generator=g) * 0.5,
+        torch.randn(shape, generator=g) * 0.5,
+        {"position_convention": "none"},
+        first_layer=deep,
     )
     put = client.put("/prefixes/deep", content=data)
     assert put.status_code == 201, put.text
