@@ -165,11 +165,8 @@ class Encoder(Protocol):
         ...
 
     def encode(self, batch: TokenizedBatch, bank: PrefixBank, slots: Sequence[int]) -> np.ndarray:
-        """float32 [B, len(slots), dim]: text b under prefix ``bank.prefixes[slots[p]]``; unnormalized."""
-        ...
-
-    def encode_plain(self, batch: TokenizedBatch) -> np.ndarray:
-        """float32 [B, dim]: the backbone without any prefix."""
+        """float32 [B, len(slots), dim]: text b under prefix ``bank.prefixes[slots[p]]``; unnormalized.
+        The plain backbone is the built-in ``base`` member's slot."""
         ...
 
 
@@ -240,16 +237,6 @@ class CallLoop(ABC):
             out[first : first + part.size, list(group.columns)] = vectors
         return out
 
-    def encode_plain(self, batch: TokenizedBatch) -> np.ndarray:
-        per_call = texts_per_call(self.chunk_rows, batch.size, 1, 0, self.spec.num_layers)
-        plain = SlotGroup(0, (0,), ())
-        parts = _parts(batch, per_call)
-        results = self._map(lambda job, alone: self._timed(job[1], None, plain, alone), parts)
-        out = np.zeros((batch.size, self.dim), dtype=np.float32)
-        for (first, part), vectors in zip(parts, results, strict=True):
-            out[first : first + part.size] = vectors[:, 0]
-        return out
-
     def _map(self, fn: Callable[[_Job, bool], np.ndarray], jobs: Sequence[_Job]) -> list[np.ndarray]:
         """``fn(job, alone)`` over ``jobs``: side by side on the pool when ``parallel_calls`` > 1, else
         in order. ``alone``: no other call of this encoder runs beside it (the batcher runs one encode
@@ -261,7 +248,7 @@ class CallLoop(ABC):
         return list(self._pool.map(lambda job: fn(job, False), jobs))
 
     def _timed(
-        self, part: TokenizedBatch, bank: PrefixBank | None, group: SlotGroup, alone: bool = True
+        self, part: TokenizedBatch, bank: PrefixBank, group: SlotGroup, alone: bool = True
     ) -> np.ndarray:
         start = time.perf_counter()
         vectors = self._forward(part, bank, group, alone)
@@ -269,9 +256,8 @@ class CallLoop(ABC):
         with self._observer_lock:  # calls may run side by side (parallel_calls)
             self.forward_calls += 1
             if self._observer is not None:
-                p = max(1, len(group.slots))
-                rows = part.size * p
-                extra = int(bank.keys.shape[3]) if bank is not None else 0
+                rows = part.size * len(group.slots)
+                extra = int(bank.keys.shape[3])
                 self._observer(
                     ForwardCall(
                         texts=part.size,
@@ -285,11 +271,9 @@ class CallLoop(ABC):
         return vectors
 
     @abstractmethod
-    def _forward(
-        self, part: TokenizedBatch, bank: PrefixBank | None, group: SlotGroup, alone: bool
-    ) -> np.ndarray:
-        """float32 [texts, len(group.slots) (1 without a bank), dim]: one model call; rows fan out
-        from the texts at ``group.fan_out``. ``alone``: no other call runs beside this one."""
+    def _forward(self, part: TokenizedBatch, bank: PrefixBank, group: SlotGroup, alone: bool) -> np.ndarray:
+        """float32 [texts, len(group.slots), dim]: one model call; rows fan out from the texts at
+        ``group.fan_out``. ``alone``: no other call runs beside this one."""
 
     def describe(self) -> dict[str, object]:
         return {

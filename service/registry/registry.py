@@ -35,6 +35,7 @@ from service.registry.loader import Rejected, load_prefix
 from service.registry.names import NATIVE_SUFFIX, PEFT_CONFIG, PEFT_WEIGHTS, STATE_FILE, is_candidate
 from service.registry.native import parse_native
 from service.registry.reading import check_inside
+from service.registry.served import MODELS_FILE, NONE, ServedModels, read_served_models
 from service.registry.state import read_disabled, read_state, write_disabled
 from service.registry.writer import atomic_write, remove_orphans
 
@@ -55,6 +56,7 @@ class Snapshot:
     stale: frozenset[str]  # prefixes serving a previous good version (their file is rejected now)
     loaded_at: float
     version: int  # publish counter of this process, +1 on every change
+    served: ServedModels = NONE  # the named prefix sets of models.json
 
     def enabled_names(self) -> list[str]:
         return [n for n in self.bank.names if n in self.enabled]
@@ -135,6 +137,7 @@ class PrefixRegistry:
         self._snapshot = Snapshot(
             PrefixBank.build([], self._shape, base=self._base), frozenset(), (), frozenset(), time.time(), 0
         )
+        self._served_good: ServedModels | None = None  # the last models.json that parsed
 
     @property
     def snapshot(self) -> Snapshot:
@@ -260,6 +263,7 @@ class PrefixRegistry:
             disabled, state_error = read_state(self.folder)
             if state_error is not None:
                 scan.rejected.append(Rejected(STATE_FILE, state_error))
+        served = self._read_served(scan)
         members = {p.name: p.digest for p in scan.prefixes.values()}
         if {p.name: p.digest for p in old.bank.prefixes if not p.builtin} == members:
             bank = old.bank  # unchanged: keep the bank object, so encoders keep their device copy
@@ -267,9 +271,15 @@ class PrefixRegistry:
             bank = PrefixBank.build(scan.prefixes.values(), self._shape, base=self._base)
         enabled = frozenset(bank.names) - (disabled - {BASE_NAME})  # base cannot be disabled
         rejected, stale = tuple(scan.rejected), frozenset(scan.stale)
-        if bank is old.bank and enabled == old.enabled and rejected == old.rejected and stale == old.stale:
+        if (
+            bank is old.bank
+            and enabled == old.enabled
+            and rejected == old.rejected
+            and stale == old.stale
+            and served == old.served
+        ):
             return old
-        self._snapshot = Snapshot(bank, enabled, rejected, stale, time.time(), old.version + 1)
+        self._snapshot = Snapshot(bank, enabled, rejected, stale, time.time(), old.version + 1, served)
         log.info(
             "published prefixes v%d: %d loaded, %d enabled, %d rejected",
             self._snapshot.version,
@@ -278,6 +288,16 @@ class PrefixRegistry:
             len(rejected),
         )
         return self._snapshot
+
+    def _read_served(self, scan: _Scan) -> ServedModels:
+        """models.json as of now; a broken file is listed as rejected and its last good version kept."""
+        served = read_served_models(self.folder)
+        if served.error is None:
+            self._served_good = served
+            return served
+        scan.rejected.append(Rejected(MODELS_FILE, served.error))
+        log.error("models file rejected: %s", served.error)
+        return self._served_good if self._served_good is not None else served
 
     # --- changes from the API --------------------------------------------------------------------
 

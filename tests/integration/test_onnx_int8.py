@@ -30,11 +30,11 @@ from tests.support.prefixes import random_kv, trunk_prefix
 pytestmark = pytest.mark.slow  # ONNX exports and quantization
 
 TEXTS = [
-    "short",
-    "a much longer text that needs quite a few more tokens than the others do",
-    "medium length text here",
-    "x",
-    "another one, with punctuation!",
+    "the film was a delight from start to finish",
+    "Stocks fell sharply after the announcement, and analysts cut their forecasts for the year",
+    "win a free prize now",
+    "?",
+    "What is the capital of Australia?",
 ]
 # Smallest cosine int8 vs float32 measured here: tiny random BERT 0.9986 (every pooling and prefix
 # kind); MiniLM with the shipped prefixes 0.9930 on these texts (0.9889 on the 64 bench texts).
@@ -108,8 +108,6 @@ def test_int8_serves_every_pooling_and_prefix_kind_close_to_float32(
     cos = cosines(got, ref)
     assert cos.min() >= TINY_MIN_COSINE, cos.min()
     assert not np.allclose(got, ref, atol=1e-6)  # really a different (quantized) graph
-    plain = cosines(int8.encode_plain(batch), fp32.encode_plain(batch))
-    assert plain.min() >= TINY_MIN_COSINE
 
 
 def test_int8_is_cached_and_a_hot_loaded_prefix_needs_no_reexport(
