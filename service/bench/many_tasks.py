@@ -14,6 +14,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -68,6 +69,14 @@ async def _run(
     return {"texts": done_texts, "errors": errors, "seconds": round(seconds, 3)}
 
 
+def layer_rows_per_text(kind: str, layers: int, trunk_depth: int, p: int) -> int:
+    """The peer: P full passes. Ours: base alone fans out at L - 1; with P - 1 prefixes of depth S,
+    the trunk once and P rows above it (base rides along)."""
+    if kind == "peer":
+        return layers * p
+    return layer_rows(layers, layers - 1 if p == 1 else trunk_depth, 1, p)
+
+
 def run_many_tasks(
     targets: Sequence[ManyTaskTarget],
     texts: Sequence[str],
@@ -95,9 +104,7 @@ def run_many_tasks(
             for t in order:
                 res = asyncio.run(_run(t, batches, names[:p], concurrency, time_limit_s))
                 rate = res["texts"] / res["seconds"] if res["seconds"] else 0.0
-                # ours: base alone fans out at L - 1; with the shipped prefixes, at their depth S
-                depth = layers - 1 if p == 1 else trunk_depth
-                rows = layers * p if t.kind == "peer" else layer_rows(layers, depth, 1, p)
+                rows = layer_rows_per_text(t.kind, layers, trunk_depth, p)
                 record(
                     "many_tasks",
                     {
@@ -139,3 +146,29 @@ def many_task_summary(phases: Sequence[dict[str, Any]], peers: Sequence[str]) ->
                         "rounds": ratios,
                     }
     return out
+
+
+def plot_many_tasks(summary: dict[str, Any], path: Path, title: str) -> Path:
+    """Texts/s (left) and vectors/s (right) against P for every target of :func:`many_task_summary`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key in zip(axes, ("texts_per_s", "vectors_per_s"), strict=True):
+        for name, by_p in sorted(summary.items()):
+            ps = sorted(int(p) for p in by_p)
+            label = name if name.startswith("ours") else f"{name}, one model per task"
+            ax.plot(
+                ps, [by_p[str(p)][key] for p in ps], "o-" if name.startswith("ours") else "s--", label=label
+            )
+        ax.set_xlabel("vectors per text (P: base + P-1 prefixes / P models)")
+        ax.set_ylabel(key.replace("_per_s", " / s"))
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -25,7 +25,7 @@ import torch
 from service.bench.flops import batch_flops, peak_flops
 from service.bench.inproc import raw_encoder_rate, slot_policy_rates
 from service.bench.load import Call, fetch_json, run_load
-from service.bench.many_tasks import ManyTaskTarget, many_task_summary, run_many_tasks
+from service.bench.many_tasks import ManyTaskTarget, many_task_summary, plot_many_tasks, run_many_tasks
 from service.bench.servers import ServerProcess, export_for_optimum, free_port, infinity_server, our_server
 from service.bench.shapes import OUR_VARIANTS, Target, default_shapes, run_shapes, shape_summary
 from service.bench.workload import (
@@ -382,6 +382,8 @@ class ServiceBench:
         )
         peers = [t.name for t in targets if t.kind == "peer"]
         self.result["many_tasks"] = many_task_summary(self.result["phases"], peers)
+        title = f"many-task request: P vectors per text, {self.result['machine'].get('cpu', '')}"
+        plot_many_tasks(self.result["many_tasks"], cfg.out_dir / "many_tasks.png", title)
 
     def run(self) -> dict[str, Any]:
         if self.cfg.only_shapes:
