@@ -21,16 +21,16 @@ from transformers import AutoTokenizer
 
 from service.app import create_app
 from service.config import Settings
-from service.engine.direct import embed_sync
 from service.engine.backbone import Backbone, load_backbone, read_spec
 from service.engine.bank import PrefixBank
+from service.engine.direct import embed_sync
 from service.engine.onnx_encoder import OnnxEncoder
 from service.engine.onnx_export import ExportResult, ensure_onnx_export
 from service.engine.prefix import base_prefix
-from service.wire.encodings import l2_normalize
 from service.engine.torch_encoder import TorchEncoder
 from service.registry.folder import scan_folder
 from service.registry.writer import native_bytes
+from service.wire.encodings import l2_normalize
 from tests.support.http import wait_ready
 from tests.support.metrics import metric_value
 from tests.support.models import save_tiny
