@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow  # loads MiniLM several times and exports it to ONNX
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]  # loads MiniLM several times, exports it to ONNX
 
 ROOT = Path(__file__).resolve().parents[2]
 

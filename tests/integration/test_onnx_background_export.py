@@ -37,7 +37,7 @@ from tests.support.models import save_tiny
 from tests.support.prefixes import write_prefix
 from tests.support.waiting import wait_until
 
-pytestmark = pytest.mark.slow  # two ONNX exports of the tiny model
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # two ONNX exports of a tiny model
 
 TEXTS = ["short", "a longer text with a few more tokens in it", "x y z"]
 HELD_S = 120.0  # the gate's own bound: a bug that waited on the export fails instead of hanging

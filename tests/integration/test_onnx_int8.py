@@ -27,7 +27,8 @@ from service.registry.folder import scan_folder
 from tests.support.http import wait_ready
 from tests.support.prefixes import random_kv, trunk_prefix
 
-pytestmark = pytest.mark.slow  # ONNX exports and quantization
+# ONNX exports and quantization (tens of seconds each on a quiet 2-core machine, minutes under load)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 TEXTS = [
     "the film was a delight from start to finish",
