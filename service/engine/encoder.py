@@ -230,7 +230,7 @@ class CallLoop(ABC):
         jobs = [
             (group, first, part)
             for group in self.groups(bank, slots)
-            for first, part in _parts(batch, per_call)
+            for first, part in _parts(batch, per_call, self.parallel_calls)
         ]
         results = self._map(lambda job, alone: self._timed(job[2], bank, job[0], alone), jobs)
         for (group, first, part), vectors in zip(jobs, results, strict=True):
@@ -283,8 +283,23 @@ class CallLoop(ABC):
         }
 
 
-def _parts(batch: TokenizedBatch, per_call: int) -> list[tuple[int, TokenizedBatch]]:
-    """``batch`` in consecutive parts of ``per_call`` texts (itself, not a re-padded copy, when it fits)."""
-    if per_call >= batch.size:
+def part_sizes(n_texts: int, per_call: int, calls: int = 1) -> list[int]:
+    """Texts per model call: at most ``per_call`` each; with ``calls`` > 1 side by side, as many parts
+    as a multiple of ``calls`` (at most one per text) and near-equal sizes, so that no call is left to
+    run alone at the end while the others' CPUs idle (5 texts, 4 per call, 2 calls: 3 + 2, not 4 + 1).
+    One text stays one call: it runs alone, with every CPU (the adaptive plan)."""
+    n_parts = -(-n_texts // max(1, per_call))
+    if calls > 1:
+        n_parts = min(n_texts, -(-n_parts // calls) * calls)
+    n_parts = max(1, n_parts)
+    base, extra = divmod(n_texts, n_parts)
+    return [base + (1 if i < extra else 0) for i in range(n_parts)]
+
+
+def _parts(batch: TokenizedBatch, per_call: int, calls: int = 1) -> list[tuple[int, TokenizedBatch]]:
+    """``batch`` in consecutive parts of :func:`part_sizes` (itself, not a re-padded copy, when it fits)."""
+    sizes = part_sizes(batch.size, per_call, calls)
+    if len(sizes) == 1:
         return [(0, batch)]
-    return [(i, batch.take(range(i, min(i + per_call, batch.size)))) for i in range(0, batch.size, per_call)]
+    starts = np.cumsum([0, *sizes[:-1]]).tolist()
+    return [(i, batch.take(range(i, i + n))) for i, n in zip(starts, sizes, strict=True)]
