@@ -82,7 +82,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "prefix-embed" / "onnx")
+    ap.add_argument("--parts", default="own,transfer", help="own, transfer or both (comma-separated)")
+    ap.add_argument("--n-target", default=f"{N_TARGET[0]},{N_TARGET[1]}", help="probe-training,test texts")
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
+    n_target = tuple(int(x) for x in args.n_target.split(","))
     common = {
         "backend": "onnx",
         "device": "cpu",
@@ -118,7 +122,7 @@ def main() -> None:
     }
     log(f"load texts: cosine min {c.min():.4f} mean {c.mean():.4f}")
 
-    for task, (ds, length) in SOURCES.items():
+    for task, (ds, length) in SOURCES.items() if "own" in parts else ():
         pool, test = holdout(load_builtin(ds), 0.3)
         train, test = subsample(pool, N_OWN[0], 0), subsample(test, N_OWN[1], 0)
         reps = both(train.texts + test.texts, length)
@@ -137,8 +141,8 @@ def main() -> None:
         result["own"][task] = row
         log(f"own {task}: {row}")
 
-    for task, (ds, length) in TARGETS.items():
-        t = make_target(load_builtin(ds), test_fraction=0.3, n_train=N_TARGET[0], n_test=N_TARGET[1])
+    for task, (ds, length) in TARGETS.items() if "transfer" in parts else ():
+        t = make_target(load_builtin(ds), test_fraction=0.3, n_train=n_target[0], n_test=n_target[1])
         reps = both(t.train.texts + t.test.texts, length)
         n = len(t.train.texts)
         probes = {}
