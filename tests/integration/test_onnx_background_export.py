@@ -91,7 +91,7 @@ def served(three_layers: Path, tmp_path: Path) -> Iterator[tuple[TestClient, Onn
         onnx_cache_dir=cache,
     )
     with TestClient(create_app(settings, encoder=encoder)) as client:
-        wait_ready(client)
+        wait_ready(client, timeout=600)  # start-up exports (and quantizes) under the test machine's load
         yield client, encoder, exporter
     exporter.gate.set()
 

@@ -140,7 +140,7 @@ def test_info_names_the_int8_dtype(
     folder.mkdir()
     s = settings(tiny_bert_path, tmp_path / "onnx", "int8", prefix_dir=folder, watch=False)
     with TestClient(create_app(s)) as client:
-        wait_ready(client)
+        wait_ready(client, timeout=600)  # start-up exports (and quantizes) under the test machine's load
         info = client.get("/info").json()
         assert info["backend"] == "onnx"
         assert info["dtype"] == "int8"
