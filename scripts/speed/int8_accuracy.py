@@ -26,16 +26,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from service.backend import build_onnx_encoder  # noqa: E402
 from service.bench.texts import sample_texts  # noqa: E402
 from service.config import Settings  # noqa: E402
 from service.engine.bank import PrefixBank  # noqa: E402
-from service.engine.factory import build_onnx_encoder  # noqa: E402
 from service.engine.onnx_encoder import OnnxEncoder  # noqa: E402
 from service.engine.prefix import base_prefix  # noqa: E402
 from service.method.corpora import load_builtin  # noqa: E402
 from service.method.data import holdout, subsample  # noqa: E402
 from service.method.evaluate import make_target  # noqa: E402
-from service.method.measures import concat, paired_gain, probe  # noqa: E402
+from service.method.features import concat  # noqa: E402
+from service.method.probes import paired_gain  # noqa: E402
+from service.method.probes import score_probe as probe  # noqa: E402
 from service.registry.folder import scan_folder  # noqa: E402
 
 CS = (0.001, 0.01, 0.1)

@@ -26,13 +26,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from service.backend import build_onnx_encoder, build_torch_encoder
 from service.bench.flops import batch_flops, peak_flops
 from service.bench.texts import sample_texts
 from service.bench.trunk import run_trunk_bench
 from service.config import Settings
 from service.engine.bank import PrefixBank
 from service.engine.encoder import Encoder
-from service.engine.factory import build_onnx_encoder, build_torch_encoder
 from service.engine.prefix import base_prefix
 from service.registry.folder import scan_folder
 

@@ -17,10 +17,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
+from service.backend import build_onnx_encoder
 from service.config import Settings
 from service.engine import onnx_int8
 from service.engine.bank import PrefixBank
-from service.engine.factory import build_onnx_encoder
 from service.engine.onnx_encoder import OnnxEncoder
 from service.engine.prefix import LoadedPrefix, base_prefix
 from service.registry.folder import scan_folder

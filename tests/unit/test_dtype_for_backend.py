@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
+from service.backend import choose_backend
 from service.cli import app
 from service.config import BACKEND_DTYPES, Settings
-from service.engine.factory import choose_backend
 from tests.support.cli_output import flat
 
 
