@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -13,6 +14,7 @@ from service.engine.torch_encoder import TorchEncoder
 
 if TYPE_CHECKING:
     from service.engine.onnx_encoder import OnnxEncoder
+    from service.engine.onnx_export import ExportResult
 
 log = logging.getLogger(__name__)
 
@@ -28,24 +30,19 @@ def build_torch_encoder(settings: Settings, backbone: Backbone | None = None) ->
     )
 
 
-def build_onnx_encoder(
-    settings: Settings, *, force_export: bool = False, threads: int | None = None
-) -> OnnxEncoder:
-    """Export (or reuse the cached export of) the backbone, then open an ONNX Runtime session on it.
-
-    ``threads``: ORT intra-op threads (None: ``settings.onnx_threads``)."""
+def onnx_exporter(settings: Settings) -> Callable[..., ExportResult]:
+    """``exporter(fan_out, force)``: the cached ONNX file of a fan-out depth for ``settings`` (model,
+    pooling, cache folder), exported when missing or stale; for dtype int8, the int8 file made from
+    the float32 one. What ``serve`` opens and ``export-onnx`` prepares."""
     from transformers import AutoTokenizer
 
-    from service.engine.backbone import read_spec, trained_max_tokens
-    from service.engine.onnx_encoder import OnnxEncoder
-    from service.engine.onnx_export import ExportResult, ensure_onnx_export
+    from service.engine.backbone import read_spec
+    from service.engine.onnx_export import ensure_onnx_export
     from service.engine.onnx_int8 import ensure_int8_export
-    from service.engine.ort_runtime import check_ort_install
 
-    check_ort_install()
     path = settings.model_path()
     spec = read_spec(path)
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    vocab = len(AutoTokenizer.from_pretrained(path, local_files_only=True))
 
     def exporter(fan_out: int, force: bool = False) -> ExportResult:
         fp32 = ensure_onnx_export(
@@ -59,8 +56,28 @@ def build_onnx_encoder(
         )
         if settings.dtype != "int8":
             return fp32
-        return ensure_int8_export(fp32, spec, len(tokenizer), force=force)
+        return ensure_int8_export(fp32, spec, vocab, force=force)
 
+    return exporter
+
+
+def build_onnx_encoder(
+    settings: Settings, *, force_export: bool = False, threads: int | None = None
+) -> OnnxEncoder:
+    """Export (or reuse the cached export of) the backbone, then open an ONNX Runtime session on it.
+
+    ``threads``: ORT intra-op threads (None: ``settings.onnx_threads``)."""
+    from transformers import AutoTokenizer
+
+    from service.engine.backbone import read_spec, trained_max_tokens
+    from service.engine.onnx_encoder import OnnxEncoder
+    from service.engine.ort_runtime import check_ort_install
+
+    check_ort_install()
+    path = settings.model_path()
+    spec = read_spec(path)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    exporter = onnx_exporter(settings)
     export = exporter(0, force_export)
     return OnnxEncoder(
         export.path,
