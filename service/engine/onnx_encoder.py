@@ -5,14 +5,9 @@ session's device (CUDA memory with onnxruntime-gpu), so a forward call moves onl
 mask, the per-row prefix index and each row's text. The plain backbone is the built-in ``base``
 member (length 0, every prefix slot masked) in the same graph.
 
-Shared-trunk prefixes: each graph holds one fan-out depth, so the encoder keeps one session per depth.
-Depth 0 is opened at start; a deeper one is exported (or read from the cache) in the background when a
-call first needs it, through ``exporter``. Until it lands, such calls run in the deepest depth already
-open at or below it (exact: a prefix's slots are masked below its own first layer), so no request ever
-waits on an export; later calls switch to the new depth.
-
-The adaptive call plan (CPU): calls that run side by side share the CPUs (one session per depth with
-``threads`` each); a call that runs alone uses a second session of the same file with every CPU.
+Shared-trunk prefixes: one graph (and session) per fan-out depth, a new depth exported in the
+background while its calls run exactly at a shallower one (``onnx_depths``). On CPU a call that runs
+alone uses a second session of the same file with every CPU (the adaptive call plan).
 """
 
 from __future__ import annotations
@@ -20,7 +15,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +24,7 @@ from transformers import PreTrainedTokenizerBase
 from service.engine.backbone import BackboneSpec
 from service.engine.bank import PrefixBank
 from service.engine.encoder import CallLoop, SlotGroup, TokenizedBatch
+from service.engine.onnx_depths import DepthSessions, DepthSet
 from service.engine.onnx_export import META_PREFIX, ExportKey, ExportResult
 from service.engine.onnx_io import BANK_INPUTS, OUTPUT_NAME, rows_of
 from service.engine.ort_fp16 import fp16_session
@@ -59,19 +54,6 @@ log = logging.getLogger(__name__)
 # (one interleaved run, MiniLM, 2 cores). Small calls also pad each text only to its few neighbours
 # in length. The earlier one-call-at-a-time default was 16.
 CPU_CHUNK_ROWS = 4
-
-
-@dataclass(frozen=True)
-class DepthSessions:
-    """The sessions of one fan-out depth: ``shared`` for calls side by side, ``lone`` (None: use
-    ``shared``) for a call that runs alone, with every CPU."""
-
-    path: Path
-    shared: Any
-    lone: Any | None = None
-
-    def pick(self, alone: bool) -> Any:
-        return self.lone if alone and self.lone is not None else self.shared
 
 
 class OnnxEncoder(CallLoop):
@@ -149,11 +131,8 @@ class OnnxEncoder(CallLoop):
         if self._ort_device != "cpu":
             self._lone_options = self.lone_call_threads = None
         self.session = session  # depth 0
-        self._sessions: dict[int, DepthSessions] = {0: self._with_lone(self.onnx_path, session, key)}
-        self._session_lock = threading.Lock()
-        self._export_lock = threading.Lock()  # one export at a time (each loads a torch model)
-        self._exporting: dict[int, threading.Thread] = {}
-        self.export_failures: dict[int, str] = {}
+        first = self._with_lone(self.onnx_path, session, key)
+        self._depths = DepthSet(first, self._open_depth if exporter is not None else None)
         self.providers: list[str] | None = list(session.get_providers())
         if chunk_rows is None:
             chunk_rows = CPU_CHUNK_ROWS if self._ort_device == "cpu" else 0
@@ -202,56 +181,26 @@ class OnnxEncoder(CallLoop):
         return self._with_lone(result.path, session, result.key)
 
     def usable_depth(self, depth: int) -> int:
-        """``depth`` when its graph is open; else the deepest open depth below it, and its export
-        starts in the background (once; a failed export is logged, kept in ``export_failures`` and
-        not retried: its prefixes keep running, exactly, at the shallower depth)."""
-        if depth in self._sessions:
-            return depth
-        if self._exporter is not None and depth not in self.export_failures:
-            with self._session_lock:
-                if depth not in self._sessions and depth not in self._exporting:
-                    thread = threading.Thread(
-                        target=self._export_depth, args=(depth,), name=f"onnx-export-{depth}", daemon=True
-                    )
-                    self._exporting[depth] = thread
-                    thread.start()
-        return max(d for d in list(self._sessions) if d <= depth)
-
-    def _export_depth(self, depth: int) -> None:
-        try:
-            with self._export_lock:
-                sessions = self._open_depth(depth)
-            with self._session_lock:
-                self._sessions[depth] = sessions
-            log.info("ONNX fan-out depth %d ready (%s)", depth, sessions.path)
-        except Exception as exc:
-            self.export_failures[depth] = f"{type(exc).__name__}: {exc}"
-            log.exception("ONNX export of fan-out depth %d failed; it runs at a shallower depth", depth)
-        finally:
-            with self._session_lock:
-                self._exporting.pop(depth, None)
+        """``depth`` when its graph is open; else the deepest open depth below it, while ``depth``
+        exports in the background (``onnx_depths.DepthSet``)."""
+        return self._depths.usable(depth)
 
     def wait_for_exports(self, timeout: float | None = None) -> None:
         """Block until every background export started so far has landed or failed (warm-up)."""
-        while True:
-            with self._session_lock:
-                threads = list(self._exporting.values())
-            if not threads:
-                return
-            for thread in threads:
-                thread.join(timeout)
-            if timeout is not None:
-                return
+        self._depths.wait(timeout)
 
     @property
     def exporting(self) -> list[int]:
         """Fan-out depths being exported in the background now."""
-        with self._session_lock:
-            return sorted(self._exporting)
+        return self._depths.exporting
+
+    @property
+    def export_failures(self) -> dict[int, str]:
+        return dict(self._depths.failures)
 
     @property
     def exported_depths(self) -> list[int]:
-        return sorted(self._sessions)
+        return self._depths.depths
 
     def tokenize(self, texts: Sequence[str], *, max_length: int, truncate: bool) -> TokenizedBatch:
         return tokenize(self.tokenizer, texts, max_length=max_length, truncate=truncate)
@@ -275,7 +224,7 @@ class OnnxEncoder(CallLoop):
             return self._bank_values
 
     def _forward(self, part: TokenizedBatch, bank: PrefixBank, group: SlotGroup, alone: bool) -> np.ndarray:
-        session = self._sessions[group.fan_out].pick(alone)
+        session = self._depths[group.fan_out].pick(alone)
         values = self._device_bank(bank)
         slots = group.slots
         rows = rows_of(part.size, len(slots))
@@ -296,7 +245,7 @@ class OnnxEncoder(CallLoop):
             **super().describe(),
             "intra_op_threads": self.intra_op_threads or "ORT default (one per physical core)",
             "lone_call_threads": self.lone_call_threads or "same as intra_op_threads",
-            "onnx_files": {str(d): str(s.path) for d, s in sorted(self._sessions.items())},
+            "onnx_files": self._depths.files(),
             "onnx_exporting": self.exporting,
             "onnx_export_failures": {str(d): m for d, m in sorted(self.export_failures.items())},
         }
