@@ -38,7 +38,7 @@ from service.registry.folder import scan_folder
 
 
 def _settings(**fields: Any) -> Settings:
-    return _settings(**fields)
+    return Settings(**fields)
 
 
 def _vectors(enc: Encoder, bank: PrefixBank, texts: list[str]) -> np.ndarray:
