@@ -153,7 +153,7 @@ def test_a_new_depth_exports_in_the_background_and_blocks_nobody(
 
     # the export lands: calls for the new prefix switch to its depth (fewer layer-rows), same vectors
     exporter.gate.set()
-    wait_until(lambda: str(deep) in client.get("/info").json()["engine"]["onnx_files"], 60, "the export")
+    wait_until(lambda: str(deep) in client.get("/info").json()["engine"]["onnx_files"], 600, "the export")
     before = metric_value(client.get("/metrics").text, "prefix_embed_layer_rows_total")
     np.testing.assert_allclose(embed(client, want), ref, atol=1e-4, rtol=0)
     rows_at_deep = metric_value(client.get("/metrics").text, "prefix_embed_layer_rows_total") - before
