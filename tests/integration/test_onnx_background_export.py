@@ -89,6 +89,7 @@ def served(three_layers: Path, tmp_path: Path) -> Iterator[tuple[TestClient, Onn
         backend="onnx",
         device="cpu",
         onnx_cache_dir=cache,
+        vector_cache_bytes=0,  # every request below really runs the encoder
     )
     with TestClient(create_app(settings, encoder=encoder)) as client:
         wait_ready(client, timeout=600)  # start-up exports (and quantizes) under the test machine's load
