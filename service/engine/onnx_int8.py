@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 RECIPE = "dynamic-matmul-constb-per-channel-s8-keep-ffn-out-0/1"
 # Smallest per-row cosine between the int8 and float32 graphs on the validation inputs (random ids,
-# random prefixes) for a file to be cached; measured ~0.99 on MiniLM and the tiny test models.
+# random prefixes) for a file to be cached; measured on MiniLM 0.986 (depth 0), 0.994 (depths 3, 5).
 INT8_MIN_COSINE = 0.95
 COSINE_FIELD = META_PREFIX + "validated_min_cosine"
 
