@@ -24,6 +24,7 @@ import contextlib
 import gc
 import logging
 import os
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -46,6 +47,11 @@ from service.engine.onnx_io import (
 from service.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
+
+# torch.export keeps global tracing state (fake tensor mode, symbolic shapes): two traces in one
+# process at once, e.g. a background depth export of one service and a foreground export of
+# another, fail with "Unable to cast ... NotImplementedType". Every trace in the process takes this.
+_TRACE_LOCK = threading.Lock()
 
 FORMAT = "prefix-embed-onnx/3"  # 2: texts + row_text inputs, prefix_first, one fan-out depth per graph; 3: float key masks
 OPSET = 18
@@ -169,7 +175,7 @@ def _trace(forward: FixedDepth) -> object:
         forward.spec, model_vocab(forward), texts_n, seq_n, lengths, plen_n, seed=0, fan_out=forward.fan_out
     )
     # The exporter's own warnings (axis renames, pytree deprecations) are not actionable here.
-    with warnings.catch_warnings(record=True) as caught, torch.inference_mode(False):
+    with _TRACE_LOCK, warnings.catch_warnings(record=True) as caught, torch.inference_mode(False):
         warnings.simplefilter("always")
         program = torch.onnx.export(
             forward,

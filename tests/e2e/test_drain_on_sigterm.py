@@ -36,7 +36,10 @@ def test_sigterm_finishes_in_flight_requests_then_exits(
     for i, name in enumerate(PREFIXES):
         write_prefix(folder, name, minilm.spec, prefix_len=8, seed=i)
     # Large requests (32 texts x 4 prefixes each) so that they are still running at SIGTERM.
-    bodies = [{"inputs": sample_texts(32, seed=i), "encoding": "base64"} for i in range(4)]
+    bodies = [
+        {"inputs": sample_texts(32, seed=i), "prefixes": ["base", *PREFIXES], "encoding": "base64"}
+        for i in range(4)
+    ]
     results: list[httpx.Response | Exception] = [RuntimeError("no answer")] * len(bodies)
 
     def post(i: int) -> None:
