@@ -1,17 +1,19 @@
-"""What a ``Batcher`` holds, read for tests that must know when requests are ready to coalesce."""
+"""Running an asyncio test scenario (the batcher's tests): the coroutine on a fresh event loop, with
+a deadline so that a bug fails the test instead of hanging the suite."""
 
 from __future__ import annotations
 
-from service.batching import Batcher
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
-def waiting_texts(batcher: Batcher) -> int:
-    """Texts tokenized and waiting for the inference worker (live requests only).
+def run_scenario(coro_fn: Callable[[], Awaitable[T]], timeout: float = 20.0) -> T:
+    """``asyncio.run(coro_fn())``, cancelled with ``TimeoutError`` after ``timeout`` seconds."""
 
-    White-box (the worker's ready queue, read under its lock): the one moment a test cannot observe
-    from outside, and the one it needs before releasing a held encoder so that everything queued
-    joins the next batch.
-    """
-    worker = batcher._worker
-    with worker._cond:
-        return sum(r.size - r.next_text for r in worker._ready if r.live)
+    async def main() -> T:
+        return await asyncio.wait_for(coro_fn(), timeout)
+
+    return asyncio.run(main())
