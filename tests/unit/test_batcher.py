@@ -14,7 +14,7 @@ from service.batching import Batcher
 from service.batching.prometheus import register_batcher_metrics
 from service.engine.bank import PrefixBank
 from service.errors import DeadlineExceeded, InferenceFailed, InputTooLong, NotReady, QueueFull
-from tests.support.batching import run_scenario
+from tests.support.batching import held_request, run_scenario
 from tests.support.fake_encoder import FakeEncoder, fake_bank
 from tests.support.waiting import async_wait_until as wait_until
 
@@ -39,9 +39,7 @@ def test_concurrent_requests_are_coalesced_and_each_gets_its_own_vectors() -> No
 
     async def scenario() -> list[np.ndarray]:
         await batcher.start()
-        hold(enc)
-        first = asyncio.ensure_future(batcher.embed(["warm up"], BANK, [0, 2]))
-        await wait_until(enc.entered.is_set)  # the worker is busy with `first`
+        first = await held_request(batcher, enc, BANK, [0, 2], "warm up")  # the worker is busy with it
         rest = [asyncio.ensure_future(batcher.embed([t], BANK, [0, 2])) for t in texts]
         await wait_until(lambda: batcher.waiting_texts() == 32)  # all tokenized, ready to coalesce
         enc.release()
@@ -105,9 +103,7 @@ def test_row_chunks_answer_each_request_as_soon_as_its_chunk_is_done() -> None:
         done.append(text)
 
     async def scenario() -> None:
-        hold(enc)
-        blocker = asyncio.ensure_future(batcher.embed(["hold"], BANK, [0, 1]))
-        await wait_until(enc.entered.is_set)
+        blocker = await held_request(batcher, enc, BANK, [0, 1])
         futs = [asyncio.ensure_future(one(t)) for t in reversed(texts)]  # longest first
         await wait_until(lambda: batcher.waiting_texts() == 6)
         enc.release(calls=2)  # the blocker and the first chunk; the second is held
@@ -135,9 +131,7 @@ def test_failing_batch_fails_its_requests_and_the_next_batch_succeeds() -> None:
     batcher = Batcher(enc)
 
     async def scenario() -> None:
-        hold(enc)
-        blocker = asyncio.ensure_future(batcher.embed(["hold"], BANK, [0]))
-        await wait_until(enc.entered.is_set)
+        blocker = await held_request(batcher, enc, BANK, [0])
         bad = asyncio.ensure_future(batcher.embed(["boom now"], BANK, [0]))
         mate = asyncio.ensure_future(batcher.embed(["innocent bystander"], BANK, [0]))
         await wait_until(lambda: batcher.waiting_texts() == 2)
@@ -184,9 +178,7 @@ def test_request_past_its_deadline_gets_504_and_never_runs() -> None:
     batcher = Batcher(enc, timeout_s=0.3)
 
     async def scenario() -> None:
-        hold(enc)
-        blocker = asyncio.ensure_future(batcher.embed(["hold"], BANK, [0]))
-        await wait_until(enc.entered.is_set)
+        blocker = await held_request(batcher, enc, BANK, [0])
         with pytest.raises(DeadlineExceeded) as err:
             await batcher.embed(["too late"], BANK, [0])
         assert err.value.status_code == 504
@@ -206,9 +198,7 @@ def test_cancelled_request_is_dropped_from_the_queue() -> None:
     batcher = Batcher(enc)
 
     async def scenario() -> None:
-        hold(enc)
-        blocker = asyncio.ensure_future(batcher.embed(["hold"], BANK, [0]))
-        await wait_until(enc.entered.is_set)
+        blocker = await held_request(batcher, enc, BANK, [0])
         gone = asyncio.ensure_future(batcher.embed(["client went away"], BANK, [0]))
         stays = asyncio.ensure_future(batcher.embed(["client stays"], BANK, [0]))
         await wait_until(lambda: batcher.queue_depth == 3)
@@ -231,9 +221,7 @@ def test_too_long_input_fails_only_its_own_request() -> None:
     long_text = " ".join(["w"] * 80)  # over the encoder's 64 tokens
 
     async def scenario() -> None:
-        hold(enc)
-        blocker = asyncio.ensure_future(batcher.embed(["hold"], BANK, [0]))
-        await wait_until(enc.entered.is_set)
+        blocker = await held_request(batcher, enc, BANK, [0])
         strict = asyncio.ensure_future(batcher.embed([long_text], BANK, [0], truncate=False))
         fine = asyncio.ensure_future(batcher.embed(["fine"], BANK, [0], truncate=False))
         truncated = asyncio.ensure_future(batcher.embed([long_text], BANK, [0]))
@@ -254,9 +242,7 @@ def test_different_bank_snapshots_never_share_a_forward_call() -> None:
     other = fake_bank(["alpha", "beta", "delta"])
 
     async def scenario() -> None:
-        hold(enc)
-        blocker = asyncio.ensure_future(batcher.embed(["hold"], BANK, [0]))
-        await wait_until(enc.entered.is_set)
+        blocker = await held_request(batcher, enc, BANK, [0])
         futs = [
             asyncio.ensure_future(batcher.embed([f"t{i}"], BANK if i % 2 else other, [0])) for i in range(6)
         ]
@@ -276,9 +262,7 @@ def test_slot_policy_groups_or_unions_prefix_sets(policy: str, calls: int) -> No
     asks = [[0], [2], [0], [2, 0]]
 
     async def scenario() -> list[np.ndarray]:
-        hold(enc)
-        blocker = asyncio.ensure_future(batcher.embed(["hold"], BANK, [1]))
-        await wait_until(enc.entered.is_set)
+        blocker = await held_request(batcher, enc, BANK, [1])
         futs = [asyncio.ensure_future(batcher.embed([f"t{i}"], BANK, s)) for i, s in enumerate(asks)]
         await wait_until(lambda: batcher.waiting_texts() == 4)
         enc.release()
@@ -321,9 +305,7 @@ def test_stop_fails_what_could_not_drain_in_time() -> None:
     batcher = Batcher(enc)
 
     async def scenario() -> None:
-        hold(enc)
-        blocker = asyncio.ensure_future(batcher.embed(["hold"], BANK, [0]))
-        await wait_until(enc.entered.is_set)
+        blocker = await held_request(batcher, enc, BANK, [0])
         queued = asyncio.ensure_future(batcher.embed(["queued"], BANK, [0]))
         await wait_until(lambda: batcher.waiting_texts() == 1)
         stopping = asyncio.ensure_future(batcher.stop(timeout=0.1))  # the drain gives up: one is held

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 from service.batching import Batcher
 from service.batching.prometheus import register_batcher_metrics
 from service.errors import NotReady
-from tests.support.batching import run_scenario
+from tests.support.batching import held_request, run_scenario
 from tests.support.fake_encoder import FakeEncoder, fake_bank
 from tests.support.waiting import async_wait_until as wait_until
 
@@ -25,9 +25,7 @@ def test_requests_left_in_the_queue_at_shutdown_are_dropped_as_shutdown() -> Non
 
     async def scenario() -> None:
         await batcher.start()
-        enc.hold()
-        running = asyncio.ensure_future(batcher.embed(["hold the worker"], BANK, [0]))
-        await wait_until(enc.entered.is_set)  # the worker is inside encode()
+        running = await held_request(batcher, enc, BANK, [0], "hold the worker")
         queued = [asyncio.ensure_future(batcher.embed([f"queued {i}"], BANK, [1])) for i in range(2)]
         await wait_until(lambda: batcher.queue_depth == 3)
         stopping = asyncio.ensure_future(batcher.stop(timeout=0))  # no time to drain
