@@ -41,7 +41,8 @@ def test_sigterm_finishes_in_flight_requests_then_exits(
         except Exception as exc:  # recorded and asserted below
             results[i] = exc
 
-    args = ("--model", str(minilm_path), "--prefix-dir", str(folder))
+    # `prefixes: null` = every enabled prefix and base (no models.json in the folder)
+    args = ("--model", str(minilm_path), "--prefix-dir", str(folder), "--default-prefixes", "enabled")
     server = server_process(*args, env={"PREFIX_EMBED_WATCH": "false"}).wait_ready()
     base = server.url
     threads = [threading.Thread(target=post, args=(i,)) for i in range(len(bodies))]
