@@ -92,6 +92,10 @@ def cluster(
         request.param,
         "--watch-poll-ms",
         "300",
+        "--default-prefixes",  # `prefixes: null` = every enabled prefix and base (no models.json here)
+        "enabled",
+        "--vector-cache-bytes",  # repeated texts recomputed: a large request keeps its replica busy
+        "0",
     )
     with server:  # started and ready; stopped (SIGTERM, then a kill of its process group) at exit
         yield server, folder
@@ -253,7 +257,8 @@ def test_sigterm_finishes_in_flight_requests(cluster) -> None:
     """The last test of each cluster: SIGTERM while large requests run; every one of them is answered
     (200) before the process exits 0 (the app is deleted first, replicas drain, the proxy stays up)."""
     server, _ = cluster
-    body = {"inputs": [f"request text number {i} with several words" for i in range(128)]}
+    # 128 texts of ~40 tokens x 4 slots, one row per forward call (--max-batch-tokens 64): seconds of work
+    body = {"inputs": [f"request text number {i} with several words " * 4 for i in range(128)]}
     with server.client() as client:
         before = {
             r.headers["x-replica-id"]: metric_value(r.text, ROWS)
