@@ -59,7 +59,8 @@ def in_step_round(client: httpx.Client, folder: Path, replicas: int, tag: str) -
     """One round: disable and re-enable a prefix with PATCH, drop a copy of a prefix file in and remove
     it; for each change, the seconds until the slowest replica answered with it."""
     names = listed(client.get("/prefixes").json())
-    name = sorted(n for n, on in names.items() if on)[0]
+    # an enabled prefix with a file of its own (not the built-in base, which cannot be disabled)
+    name = sorted(n for n, on in names.items() if on and (folder / f"{n}.safetensors").is_file())[0]
     out: dict[str, float] = {}
     for label, on in (("patch_disable", False), ("patch_enable", True)):
         r = client.patch("/prefixes", json={name: {"enabled": on}})
@@ -79,11 +80,10 @@ def in_step_round(client: httpx.Client, folder: Path, replicas: int, tag: str) -
     return out
 
 
-def run_in_step(url: str, folder: Path, replicas: int, rounds: int) -> dict[str, Any]:
-    """``rounds`` rounds of :func:`in_step_round` against the Ray app at ``url`` serving ``folder``
-    (a copy the benchmark owns: it is changed); the seconds of each change and their summary."""
-    with httpx.Client(base_url=url, timeout=30) as client:
-        samples = [in_step_round(client, folder, replicas, str(r)) for r in range(rounds)]
+def run_in_step(client: httpx.Client, folder: Path, replicas: int, rounds: int) -> dict[str, Any]:
+    """``rounds`` rounds of :func:`in_step_round` through ``client`` (of the Ray app serving ``folder``,
+    a copy the benchmark owns: it is changed); the seconds of each change and their summary."""
+    samples = [in_step_round(client, folder, replicas, str(r)) for r in range(rounds)]
     every = [s for sample in samples for s in sample.values()]
     return {
         "rounds": samples,

@@ -80,7 +80,8 @@ def run_ray_bench(model: Path, prefix_dir: Path, logs: Path, *, rounds: int, n_t
                 result["startup_s"][tag] = round(ray.startup_s, 1)
                 result[tag] = phase(srv.url, ray.url, rounds, texts)
                 if replicas > 1:
-                    result["in_step"] = run_in_step(ray.url, watched, replicas, rounds)
+                    with ray.client() as client:
+                        result["in_step"] = run_in_step(client, watched, replicas, rounds)
     summary: dict[str, Any] = {}
     for tag in ("ray1", "ray2"):
         s1 = statistics.median(x["p50_ms"] for x in result[tag]["serve_c1"])
