@@ -12,6 +12,7 @@
   (shared with the benchmarks): ``serve_process(log, *args)``, ``ray_process(log, *args)``,
   ``stop_gracefully(server)``; ``free_port`` (``service.procs``) for a server that must be told its port
 - ``inthread``: ``running_server(app, settings)``: the real uvicorn server in a thread, base URL on port 0
+- ``registry``: ``clocked_registry(folder, **limits)`` on a ``ManualClock``
 - ``batching``: ``run_scenario(coro_fn, timeout)``, ``held_request(batcher, fake, bank, slots)``;
   ``watching``: ``until_watching(watcher, folder)``; ``imports``: ``loaded_after(imports, *packages)``.
   What a ``Batcher`` holds is public: ``batcher.waiting_texts()``, ``batcher.stopping``, ``queue_depth``
