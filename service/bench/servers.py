@@ -10,18 +10,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from service.procs import ServerProcess, free_port
+from service.procs import ServerProcess
 
-__all__ = [  # ServerProcess and free_port live in service.procs (re-exported for the bench modules)
-    "RAY_READY",
-    "SERVE_COMMAND",
-    "ServerProcess",
-    "export_for_optimum",
-    "free_port",
-    "infinity_server",
-    "our_server",
-    "ray_serve_process",
-]
 SERVE_COMMAND = (sys.executable, "-m", "service", "serve")
 RAY_SERVE_COMMAND = (sys.executable, "-m", "service", "ray-serve")
 # What ``ray-serve`` prints once every replica is ready (service/serving/ray_launch.py); group 1: the URL.
