@@ -154,7 +154,10 @@ def read_export_metadata(path: Path) -> dict[str, str] | None:
     return {p.key: p.value for p in model.metadata_props}
 
 
-def _trace(forward: FixedDepth) -> object:
+def trace_forward(forward: FixedDepth) -> object:
+    """The ONNX graph of ``forward`` (torch.onnx dynamo export with dynamic axes), not yet validated:
+    :func:`export_onnx` compares it with torch before anything is written (tests replace this
+    function to feed that check a wrong graph)."""
     from torch.export import Dim
 
     texts, rows, seq = Dim("texts"), Dim("rows"), Dim("seq")
@@ -219,7 +222,7 @@ def export_onnx(model_path: Path, target: Path, key: ExportKey) -> ExportResult:
     inner = PrefixedForward(backbone.model, backbone.spec, key.pooling, key.pooling_layers)
     forward = FixedDepth(inner, key.fan_out).eval()
     with _quiet_exporters():
-        proto = _trace(forward)
+        proto = trace_forward(forward)
     try:
         data = proto.SerializeToString()  # type: ignore[attr-defined]
     except ValueError as exc:  # the 2 GiB protobuf limit: models this size are out of scope

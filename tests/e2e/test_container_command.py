@@ -63,7 +63,7 @@ def test_sigterm_drains_an_in_flight_request_then_exits(
     assert health[0] == "python"
     argv = [sys.executable, *cmd[1:]]
     argv[argv.index("0.0.0.0")] = "127.0.0.1"  # tests serve on loopback only
-    server = ServerProcess(tmp_path / "server.log", command=argv, env=env, cwd=tmp_path, inherit_env=False)
+    server = ServerProcess(argv, log_path=tmp_path / "server.log", env=env, cwd=tmp_path, inherit_env=False)
     server.start()
     try:
         url = server.wait_url(180)
