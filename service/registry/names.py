@@ -15,6 +15,8 @@ PEFT_CONFIG = "adapter_config.json"
 PEFT_WEIGHTS = "adapter_model.safetensors"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 STATE_FILE = "state.json"
+# The task heads' sub-folder (service/heads/): not a prefix, scanned by the registry beside the prefixes.
+HEADS_DIR = "heads"
 # Not prefixes and not errors: documentation, the state file, temp files of atomic writes.
 IGNORED_SUFFIXES = (".md", ".txt", ".tmp", ".json", ".lock")
 
@@ -47,4 +49,6 @@ def is_candidate(path: Path) -> bool:
         is_dir = stat.S_ISDIR(path.lstat().st_mode)
     except OSError:
         return True  # vanished or unreadable: reported by the loader
+    if is_dir and name == HEADS_DIR:
+        return False  # the heads' folder (service/heads/folder.py reads it)
     return is_dir or not name.endswith(IGNORED_SUFFIXES)

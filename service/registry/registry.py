@@ -16,26 +16,30 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from service.engine.backbone import BackboneSpec
 from service.engine.bank import PrefixBank
 from service.engine.prefix import BASE_NAME, LoadedPrefix, base_prefix
 from service.errors import (
+    HeadNotFound,
     InvalidInput,
     InvalidPrefixFile,
     PrefixConflict,
     PrefixNotFound,
     PrefixStoreUnwritable,
 )
+from service.heads.folder import HeadFolder
+from service.heads.head import TaskHead
+from service.heads.table import HeadTable
 from service.registry.limits import PrefixLimits
 from service.registry.loader import Rejected, load_prefix
 from service.registry.names import NATIVE_SUFFIX, PEFT_CONFIG, PEFT_WEIGHTS, STATE_FILE, is_candidate
 from service.registry.native import parse_native
 from service.registry.reading import check_inside
-from service.registry.state import read_disabled, read_state, write_disabled
+from service.registry.state import RegistryState, read_state, write_state
 from service.registry.writer import atomic_write, remove_orphans
 
 log = logging.getLogger(__name__)
@@ -55,6 +59,7 @@ class Snapshot:
     stale: frozenset[str]  # prefixes serving a previous good version (their file is rejected now)
     loaded_at: float
     version: int  # publish counter of this process, +1 on every change
+    heads: HeadTable = HeadTable()  # the task heads, checked against this bank (service/heads/)
 
     def enabled_names(self) -> list[str]:
         return [n for n in self.bank.names if n in self.enabled]
@@ -124,10 +129,21 @@ def _newest_mtime(sig: tuple[Any, ...]) -> float:
 class PrefixRegistry:
     """The prefix folder of one backbone. Thread-safe; every method may block (call off the loop)."""
 
-    def __init__(self, folder: Path, spec: BackboneSpec, limits: PrefixLimits | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        spec: BackboneSpec,
+        limits: PrefixLimits | None = None,
+        *,
+        pooling: str | None = None,
+    ) -> None:
         self.folder = Path(folder)
         self.spec = spec
         self.limits = limits or PrefixLimits()
+        # The heads/ sub-folder, scanned with the prefixes; a head fitted on another pooling than the
+        # server's is unavailable.
+        self.heads = HeadFolder(self.folder, spec, self.limits)
+        self.pooling = pooling
         self._lock = threading.RLock()
         self._entries: dict[str, _Entry] = {}
         self._shape = (spec.num_layers, spec.num_heads, spec.head_dim)
@@ -183,6 +199,7 @@ class PrefixRegistry:
         for gone in self._entries.keys() - seen:
             log.info("prefix entry %s removed", gone)
             del self._entries[gone]
+        self.heads.rescan()
 
     def _update_entry(self, path: Path, *, trusted: bool = False) -> None:
         """(Re)load one entry if it changed. Every error becomes this entry's rejection: scanning never
@@ -254,12 +271,13 @@ class PrefixRegistry:
                 scan.stale.add(serving.name)
         return scan
 
-    def _publish(self, scan: _Scan, disabled: frozenset[str] | None = None) -> Snapshot:
+    def _publish(self, scan: _Scan, state: RegistryState | None = None) -> Snapshot:
         old = self._snapshot
-        if disabled is None:
-            disabled, state_error = read_state(self.folder)
+        if state is None:
+            state, state_error = read_state(self.folder)
             if state_error is not None:
                 scan.rejected.append(Rejected(STATE_FILE, state_error))
+        disabled = state.disabled
         members = {p.name: p.digest for p in scan.prefixes.values()}
         if {p.name: p.digest for p in old.bank.prefixes if not p.builtin} == members:
             bank = old.bank  # unchanged: keep the bank object, so encoders keep their device copy
@@ -267,9 +285,11 @@ class PrefixRegistry:
             bank = PrefixBank.build(scan.prefixes.values(), self._shape, base=self._base)
         enabled = frozenset(bank.names) - (disabled - {BASE_NAME})  # base cannot be disabled
         rejected, stale = tuple(scan.rejected), frozenset(scan.stale)
-        if bank is old.bank and enabled == old.enabled and rejected == old.rejected and stale == old.stale:
+        heads = HeadTable.build(self.heads.collect(), bank, enabled, state.disabled_heads, self.pooling)
+        now = (bank, enabled, rejected, stale, heads)
+        if now == (old.bank, old.enabled, old.rejected, old.stale, old.heads):
             return old
-        self._snapshot = Snapshot(bank, enabled, rejected, stale, time.time(), old.version + 1)
+        self._snapshot = Snapshot(bank, enabled, rejected, stale, time.time(), old.version + 1, heads)
         log.info(
             "published prefixes v%d: %d loaded, %d enabled, %d rejected",
             self._snapshot.version,
@@ -303,26 +323,36 @@ class PrefixRegistry:
 
     def apply_patch(self, patch: object) -> Snapshot:
         """Apply a JSON merge patch ``{name: {"enabled": bool}}``: all of it or nothing, persisted."""
-        changes = _parse_patch(patch)
-        with self._writable("persist the prefix state"), self._state_lock():
-            self._rescan()  # a prefix dropped in a moment ago is known, even before the watcher fires
+        return self._patch_state("prefix", _parse_patch(patch, "prefix"))
+
+    def apply_head_patch(self, patch: object) -> Snapshot:
+        """The same for heads (``disabled_heads`` of the same state file)."""
+        return self._patch_state("head", _parse_patch(patch, "head"))
+
+    def _patch_state(self, kind: Literal["prefix", "head"], changes: dict[str, bool]) -> Snapshot:
+        with self._writable(f"persist the {kind} state"), self._state_lock():
+            self._rescan()  # a file dropped in a moment ago is known, even before the watcher fires
             scan = self._collect()
-            known = sorted(scan.prefixes)
+            known = sorted(scan.prefixes) if kind == "prefix" else sorted(self.heads.collect().heads)
             unknown = [n for n in changes if n not in known]
             if unknown:
-                raise PrefixNotFound(
-                    f"unknown prefix(es) {', '.join(map(repr, unknown))}; "
-                    f"known prefixes: {', '.join(known) or 'none'}"
+                error = PrefixNotFound if kind == "prefix" else HeadNotFound
+                raise error(
+                    f"unknown {kind}{'(es)' if kind == 'prefix' else '(s)'} {', '.join(map(repr, unknown))}; "
+                    f"known {_PLURAL[kind]}: {', '.join(known) or 'none'}"
                 )
             # Read the file, not our copy: another replica may have changed it a moment ago.
-            disabled = set(read_disabled(self.folder))
+            state = read_state(self.folder)[0]
+            off = set(state.disabled if kind == "prefix" else state.disabled_heads)
             for name, enabled in changes.items():
                 if enabled:
-                    disabled.discard(name)
+                    off.discard(name)
                 else:
-                    disabled.add(name)
-            write_disabled(self.folder, disabled)
-            return self._publish(scan, frozenset(disabled))
+                    off.add(name)
+            field_name = "disabled" if kind == "prefix" else "disabled_heads"
+            state = replace(state, **{field_name: frozenset(off)})
+            write_state(self.folder, state)
+            return self._publish(scan, state)
 
     def put_prefix(self, name: str, data: bytes) -> PutResult:
         """Validate native prefix bytes, write them atomically as ``NAME.safetensors``, publish."""
@@ -344,26 +374,50 @@ class PrefixRegistry:
             entry = self._entries[source]
         return PutResult(entry.prefix if entry.prefix is not None else prefix, created)
 
+    def put_head(self, name: str, data: bytes) -> tuple[TaskHead, bool]:
+        """Validate head bytes, write them atomically as ``heads/NAME.safetensors``, publish:
+        (the head, whether it is new)."""
+        with self._lock, self._writable(f"write heads/{name}{NATIVE_SUFFIX}"):
+            result = self.heads.write(name, data)
+            self._publish(self._collect())
+        return result
 
-def _parse_patch(patch: object) -> dict[str, bool]:
+    def delete_head(self, name: str) -> Snapshot:
+        """Remove ``heads/NAME.safetensors`` (and its entry in ``disabled_heads``), publish."""
+        with self._writable(f"delete heads/{name}{NATIVE_SUFFIX}"), self._state_lock():
+            self._rescan()
+            self.heads.remove(name)
+            state = read_state(self.folder)[0]
+            if name in state.disabled_heads:
+                state = replace(state, disabled_heads=state.disabled_heads - {name})
+                write_state(self.folder, state)
+            return self._publish(self._collect(), state)
+
+
+_PLURAL = {"prefix": "prefixes", "head": "heads"}
+
+
+def _parse_patch(patch: object, kind: Literal["prefix", "head"]) -> dict[str, bool]:
     """``{name: {"enabled": true|false|null}}`` -> {name: enabled}; null resets to the default (on)."""
     if not isinstance(patch, Mapping):
-        raise InvalidInput('a prefixes patch is a JSON object like {"sentiment": {"enabled": false}}')
+        raise InvalidInput(
+            f'a {_PLURAL[kind]} patch is a JSON object like {{"sentiment": {{"enabled": false}}}}'
+        )
     changes: dict[str, bool] = {}
     for name, body in patch.items():
         if body is None:
             raise InvalidInput(
-                f"prefix {name!r}: null would delete it; remove its file from the prefix folder instead"
+                f"{kind} {name!r}: null would delete it; remove its file from the prefix folder instead"
             )
         if not isinstance(body, Mapping):
-            raise InvalidInput(f'prefix {name!r}: expected an object like {{"enabled": false}}')
+            raise InvalidInput(f'{kind} {name!r}: expected an object like {{"enabled": false}}')
         extra = sorted(set(body) - {"enabled"})
         if extra:
-            raise InvalidInput(f"prefix {name!r}: only 'enabled' can be changed, not {', '.join(extra)}")
+            raise InvalidInput(f"{kind} {name!r}: only 'enabled' can be changed, not {', '.join(extra)}")
         enabled = body.get("enabled", True)
         if enabled is None:
             enabled = True
         if not isinstance(enabled, bool):
-            raise InvalidInput(f"prefix {name!r}: 'enabled' must be true, false or null")
+            raise InvalidInput(f"{kind} {name!r}: 'enabled' must be true, false or null")
         changes[str(name)] = enabled
     return changes

@@ -44,14 +44,26 @@ def native_bytes(
         "key": key.detach().to(torch.float32).contiguous(),
         "value": value.detach().to(torch.float32).contiguous(),
     }
-    meta = {"format": FORMAT_VERSION}
-    for k, v in metadata.items():
-        meta[k] = v if isinstance(v, str) else json.dumps(v, sort_keys=True, allow_nan=False)
+    meta = {"format": FORMAT_VERSION, **metadata_strings(metadata)}
     meta["first_layer"] = str(first_layer)
     meta["content_sha256"] = content_sha256(
         tensors["key"].numpy().tobytes(), tensors["value"].numpy().tobytes()
     )
-    raw = st_save(tensors, metadata=meta)
+    return canonical_safetensors(tensors, meta)
+
+
+def metadata_strings(metadata: dict[str, Any]) -> dict[str, str]:
+    """safetensors metadata is strings: other values are stored as JSON (NaN/Infinity refused)."""
+    return {
+        k: v if isinstance(v, str) else json.dumps(v, sort_keys=True, allow_nan=False)
+        for k, v in metadata.items()
+    }
+
+
+def canonical_safetensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """safetensors bytes with the header's keys sorted (same offsets, padded to 8 bytes), so the same
+    content always gives the same bytes and digest."""
+    raw = st_save(tensors, metadata=metadata)
     header_len = int.from_bytes(raw[:8], "little")
     header = json.loads(raw[8 : 8 + header_len])
     canonical = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
