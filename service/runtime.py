@@ -57,6 +57,14 @@ class Runtime:
         m.prefixes_loaded.set_function(lambda: len(self.registry.snapshot.bank) if self.registry else 0)
         m.prefixes_enabled.set_function(lambda: len(self.registry.snapshot.enabled) if self.registry else 0)
         m.prefixes_rejected.set_function(lambda: len(self.registry.snapshot.rejected) if self.registry else 0)
+        m.heads_loaded.set_function(lambda: len(self.registry.snapshot.heads.heads) if self.registry else 0)
+        m.heads_available.set_function(
+            lambda: (
+                sum(s.enabled and s.available for s in self.registry.snapshot.heads.heads)
+                if self.registry
+                else 0
+            )
+        )
         m.ready.set_function(lambda: float(self.ready))
 
     def serving(self) -> Serving:

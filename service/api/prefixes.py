@@ -27,7 +27,7 @@ router = APIRouter(prefix="/prefixes", tags=["prefixes"])
 PatchBody = Annotated[Any, Body(description='JSON merge patch, e.g. {"sentiment": {"enabled": false}}')]
 
 
-def _iso(ts: float) -> str:
+def iso_time(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -41,7 +41,7 @@ def prefix_doc(prefix: LoadedPrefix, snap: Snapshot) -> dict[str, Any]:
         "position_convention": prefix.position_convention,
         "kind": prefix.kind,
         "source": prefix.source,
-        "loaded_at": _iso(prefix.loaded_at),
+        "loaded_at": iso_time(prefix.loaded_at),
         # True while the file is rejected and the previous good version keeps serving.
         "stale": prefix.name in snap.stale,
         "metadata": prefix.metadata,
@@ -67,7 +67,7 @@ def listing(snap: Snapshot) -> dict[str, Any]:
         "rejected": [{"source": r.source, "reason": r.reason} for r in snap.rejected],
         "bank_version": snap.bank.version,
         "version": snap.version,
-        "updated_at": _iso(snap.loaded_at),
+        "updated_at": iso_time(snap.loaded_at),
     }
 
 

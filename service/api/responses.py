@@ -23,8 +23,9 @@ _WHY = {
     400: "Invalid input (the message names it), or a body that is not readable JSON",
     401: "Missing or invalid API key",
     403: "An API key on a route that needs the admin key",
-    404: "Unknown prefix or model",
-    409: "Prefix disabled, no prefix enabled, or a name served from another entry",
+    404: "Unknown prefix, head or model",
+    409: "Prefix or head disabled, head unavailable (an input prefix missing, disabled or changed), nothing "
+    "enabled, or a name served from another entry",
     413: "Request body, batch or input over its limit (the message names the setting)",
     422: "Request or prefix file does not validate",
     429: "Queue full; retry after the Retry-After header",
