@@ -83,6 +83,16 @@ def ray_serve(
 app.command("ray-serve")(settings_command(ray_serve))
 
 
+def _register_head_commands() -> None:
+    """predict lives in service/heads/commands.py."""
+    from service.heads.commands import predict
+
+    app.command("predict")(settings_command(predict))
+
+
+_register_head_commands()
+
+
 @app.command()
 def embed(
     texts: Annotated[list[str], typer.Argument(help="Texts to embed.")],

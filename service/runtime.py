@@ -16,7 +16,6 @@ from service.batching.prometheus import register_batcher_metrics
 from service.config import Settings
 from service.engine.bank import PrefixBank
 from service.engine.encoder import Encoder
-from service.engine.pooling import pooling_label
 from service.engine.prefix import LoadedPrefix
 from service.errors import NotReady, PrefixEmbedError
 from service.metrics import Metrics
@@ -84,8 +83,7 @@ class Runtime:
                 built, choice = await asyncio.to_thread(build_encoder_for, s)
                 self.encoder, self.backend_reason = built, choice.reason
             encoder = self.encoder
-            pooling = pooling_label(s.pooling, s.pooling_layers)
-            registry = PrefixRegistry(s.prefix_dir, encoder.spec, s.prefix_limits(), pooling=pooling)
+            registry = PrefixRegistry.from_settings(s, encoder.spec)
             await asyncio.to_thread(registry.load)
             self.registry = registry
             if s.warmup:

@@ -67,13 +67,21 @@ def head_path(prefix_dir: Path, name: str) -> Path:
     return Path(prefix_dir) / HEADS_DIR / f"{name}{NATIVE_SUFFIX}"
 
 
+def build_head(
+    name: str, params: HeadParams, spec: BackboneSpec, limits: PrefixLimits | None = None
+) -> tuple[TaskHead, bytes]:
+    """The head as a server loads it from the file's bytes (validated: :class:`InvalidHeadFile` if not),
+    and those bytes."""
+    data = head_bytes(params, spec)
+    source = f"{HEADS_DIR}/{name}{NATIVE_SUFFIX}"
+    return parse_head(name, data, spec, source=source, limits=limits or PrefixLimits()), data
+
+
 def write_head(
     prefix_dir: Path, name: str, params: HeadParams, spec: BackboneSpec, limits: PrefixLimits | None = None
 ) -> TaskHead:
     """Validate, then write ``prefix_dir/heads/NAME.safetensors`` atomically (temp file + rename); a
     watching server hot-loads it. Returns the head as the server will load it."""
-    data = head_bytes(params, spec)
-    source = f"{HEADS_DIR}/{name}{NATIVE_SUFFIX}"
-    head = parse_head(name, data, spec, source=source, limits=limits or PrefixLimits())
+    head, data = build_head(name, params, spec, limits)
     atomic_write(head_path(prefix_dir, name), data)
     return head

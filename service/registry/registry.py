@@ -18,10 +18,11 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from service.engine.backbone import BackboneSpec
 from service.engine.bank import PrefixBank
+from service.engine.pooling import pooling_label
 from service.engine.prefix import BASE_NAME, LoadedPrefix, base_prefix
 from service.errors import (
     HeadNotFound,
@@ -41,6 +42,9 @@ from service.registry.native import parse_native
 from service.registry.reading import check_inside
 from service.registry.state import RegistryState, read_state, write_state
 from service.registry.writer import atomic_write, remove_orphans
+
+if TYPE_CHECKING:
+    from service.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +155,12 @@ class PrefixRegistry:
         self._snapshot = Snapshot(
             PrefixBank.build([], self._shape, base=self._base), frozenset(), (), frozenset(), time.time(), 0
         )
+
+    @classmethod
+    def from_settings(cls, settings: Settings, spec: BackboneSpec) -> PrefixRegistry:
+        """The registry of ``settings.prefix_dir`` as the server opens it (limits, pooling of its heads)."""
+        pooling = pooling_label(settings.pooling, settings.pooling_layers)
+        return cls(settings.prefix_dir, spec, settings.prefix_limits(), pooling=pooling)
 
     @property
     def snapshot(self) -> Snapshot:

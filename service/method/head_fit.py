@@ -1,0 +1,107 @@
+"""Heads from the method's classifiers, and the splits a head records.
+
+- :func:`probe_head`: the fitted probe of :mod:`service.method.probes` (standardize + logistic
+  regression) as head parameters: ``mean``/``scale`` from the scaler, the coefficients as ``weight``
+  (one row, a sigmoid, for two classes, as scikit-learn fits them; a softmax otherwise).
+- :func:`linear_head`: a trained linear layer (one row per label, softmax), e.g. the head ``train``
+  fits beside its prefix.
+- :class:`SplitRecipe`: how a source task's train/dev/test splits are carved (RESULTS.md's protocol),
+  recorded in a head's metadata so that its test accuracy can be measured again on the same texts.
+- :func:`head_accuracy`: a head's accuracy on served vectors, through the same function the server runs.
+
+All heads are written by :func:`service.heads.writer.write_head`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+from sklearn.pipeline import Pipeline
+
+from service.heads.head import HeadInput, TaskHead
+from service.heads.writer import HeadParams
+from service.method.corpora import load_builtin
+from service.method.data import TaskData, holdout, split, subsample
+
+
+def probe_head(
+    model: Pipeline, inputs: Sequence[HeadInput], *, task: str, normalize: bool, metadata: dict[str, Any]
+) -> HeadParams:
+    """Head parameters carrying a fitted ``make_pipeline(StandardScaler(), LogisticRegression())``."""
+    scaler, lr = model[0], model[-1]
+    labels = [str(c) for c in lr.classes_]
+    return HeadParams(
+        weight=np.asarray(lr.coef_),
+        bias=np.asarray(lr.intercept_),
+        labels=labels,
+        inputs=list(inputs),
+        normalize=normalize,
+        activation="sigmoid" if len(labels) == 2 else "softmax",
+        task=task,
+        mean=np.asarray(scaler.mean_),
+        scale=np.asarray(scaler.scale_),
+        metadata=metadata,
+    )
+
+
+def linear_head(
+    weight: np.ndarray,
+    bias: np.ndarray,
+    labels: Sequence[str],
+    inputs: Sequence[HeadInput],
+    *,
+    task: str,
+    normalize: bool,
+    metadata: dict[str, Any],
+) -> HeadParams:
+    """Head parameters of a linear layer ``weight`` [labels, dim_in], ``bias`` [labels] (softmax)."""
+    return HeadParams(weight, bias, list(labels), list(inputs), normalize, "softmax", task, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class SplitRecipe:
+    """A source task's splits as RESULTS.md carves them: a fixed test split by document (``holdout`` of
+    the data, seed 1234, at most ``test_max`` texts), then a pool of at most ``pool_max`` examples
+    (``seed``) split into train/dev (``dev_fraction``, by document)."""
+
+    loader: str  # a built-in data set (service/method/corpora.py)
+    seed: int = 0
+    pool_max: int = 8000
+    dev_fraction: float = 0.15
+    holdout: float = 0.3
+    test_max: int = 1000
+
+    def splits(self, name: str) -> tuple[TaskData, TaskData, TaskData]:
+        """(train, dev, test)."""
+        data = replace(load_builtin(self.loader), name=name)
+        pool, test = holdout(data, self.holdout)
+        test = subsample(test, self.test_max, 0)
+        train, dev = split(subsample(pool, self.pool_max, self.seed), self.dev_fraction, self.seed)
+        return train, dev, test
+
+    def metadata(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, Any]) -> SplitRecipe:
+        return cls(**{k: meta[k] for k in cls.__dataclass_fields__ if k in meta})
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    accuracy: float
+    correct: int
+    n: int
+
+    def metadata(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def head_accuracy(head: TaskHead, vectors: np.ndarray, labels: Sequence[str]) -> Accuracy:
+    """Accuracy of ``head`` on ``vectors`` [N, len(inputs), dim] (its inputs' served vectors, in order)."""
+    predicted = np.asarray(head.labels)[head.probabilities(vectors).argmax(axis=1)]
+    correct = int((predicted == np.asarray(list(labels))).sum())
+    return Accuracy(correct / len(labels), correct, len(labels))
