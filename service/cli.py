@@ -283,6 +283,15 @@ def bench_service(
     typer.echo(md)
 
 
+def _register_bench_predict() -> None:
+    from service.bench.predict import bench_predict_cmd
+
+    bench_app.command("predict")(bench_predict_cmd)
+
+
+_register_bench_predict()
+
+
 @bench_app.command("soak")
 def bench_soak(
     duration: Annotated[float, typer.Option(help="Seconds of load and swaps.")] = 60.0,

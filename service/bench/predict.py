@@ -1,0 +1,138 @@
+"""``POST /predict`` with every served head against ``POST /embed`` of the same prefixes (issue 21,
+BENCHMARKS.md "Task heads"): one real server, the same texts, batch sizes and concurrency, variants
+interleaved round by round, texts/s per variant and the ratio of medians. The heads run after pooling
+(a matrix product each), so /predict should cost what /embed of its input prefixes costs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from service.bench.load import Call, fetch_json, run_load
+from service.bench.servers import free_port, our_server
+from service.bench.texts import sample_texts
+
+
+@dataclass(frozen=True)
+class PredictBenchConfig:
+    prefix_dir: Path
+    model: Path
+    out_dir: Path
+    texts: int = 256  # per variant and round
+    shapes: Sequence[tuple[int, int]] = ((32, 4), (1, 16))  # (texts per request, concurrency)
+    rounds: int = 5
+    env: dict[str, str] = field(default_factory=dict)  # PREFIX_EMBED_* of the server
+
+
+def _variants(heads: list[str], prefixes: list[str], batches: list[list[str]]) -> dict[str, list[Call]]:
+    return {
+        "predict": [Call("/predict", {"inputs": b, "tasks": heads}, len(b)) for b in batches],
+        "embed float": [Call("/embed", {"inputs": b, "prefixes": prefixes}, len(b)) for b in batches],
+        "embed base64": [
+            Call("/embed", {"inputs": b, "prefixes": prefixes, "encoding": "base64"}, len(b)) for b in batches
+        ],
+    }
+
+
+def run_predict_bench(cfg: PredictBenchConfig) -> dict[str, Any]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    log = cfg.out_dir / "predict-server.log"
+    with our_server(port, model=cfg.model, prefix_dir=cfg.prefix_dir, env=cfg.env, log_path=log):
+        listed = httpx.get(f"{url}/heads", timeout=30).json()["heads"]
+        heads = [h["name"] for h in listed if h["available"] and h["enabled"]]
+        prefixes = list(dict.fromkeys(i["name"] for h in listed if h["name"] in heads for i in h["inputs"]))
+        info = httpx.get(f"{url}/info", timeout=30).json()
+        texts = sample_texts(cfg.texts, seed=21)
+        result: dict[str, Any] = {
+            "heads": heads,
+            "prefixes": prefixes,
+            "backend": info["backend"],
+            "device": info["device"],
+            "texts": cfg.texts,
+            "rounds": cfg.rounds,
+            "cpus": os.cpu_count(),
+            "loadavg_before": Path("/proc/loadavg").read_text().split()[:3],
+            "shapes": [],
+        }
+        for per_request, concurrency in cfg.shapes:
+            batches = [texts[i : i + per_request] for i in range(0, len(texts), per_request)]
+            variants = _variants(heads, prefixes, batches)
+            sample = asyncio.run(fetch_json(url, variants["predict"][0]))  # a real answer, not an error
+            assert set(sample["data"][0]["predictions"]) == set(heads), sample
+            for calls in variants.values():  # warm-up: every variant once
+                asyncio.run(run_load(url, calls[: 2 * concurrency], concurrency))
+            rates: dict[str, list[float]] = {name: [] for name in variants}
+            for r in range(cfg.rounds):
+                names = list(variants)
+                for name in names[r % len(names) :] + names[: r % len(names)]:  # rotate the order
+                    run = asyncio.run(run_load(url, variants[name], concurrency))
+                    assert run.ok == len(batches), run.summary()
+                    rates[name].append(run.vectors_per_s)
+            medians = {name: statistics.median(v) for name, v in rates.items()}
+            result["shapes"].append(
+                {
+                    "texts_per_request": per_request,
+                    "concurrency": concurrency,
+                    "texts_per_s": {name: [round(x, 1) for x in v] for name, v in rates.items()},
+                    "median_texts_per_s": {name: round(m, 1) for name, m in medians.items()},
+                    "predict_vs_embed_float": round(medians["predict"] / medians["embed float"], 3),
+                    "predict_vs_embed_base64": round(medians["predict"] / medians["embed base64"], 3),
+                }
+            )
+        result["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
+        result["measured_at"] = time.strftime("%Y-%m-%d %H:%M")
+    return result
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [
+        f"{len(result['heads'])} heads over {len(result['prefixes'])} prefixes, {result['backend']} on "
+        f"{result['device']}, {result['texts']} texts per variant and round, {result['rounds']} interleaved "
+        f"rounds; load average {' '.join(result['loadavg_before'])} before, {' '.join(result['loadavg_after'])} after.",
+        "",
+        "| texts/request | concurrency | /predict texts/s | /embed float texts/s | /embed base64 texts/s "
+        "| predict / embed float | predict / embed base64 |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s in result["shapes"]:
+        m = s["median_texts_per_s"]
+        lines.append(
+            f"| {s['texts_per_request']} | {s['concurrency']} | {m['predict']} | {m['embed float']} | "
+            f"{m['embed base64']} | {s['predict_vs_embed_float']:.3f} | {s['predict_vs_embed_base64']:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def bench_predict_cmd(
+    prefix_dir: Path = Path("prefixes"),
+    model: Path | None = None,
+    out_dir: Path = Path("bench-results"),
+    texts: int = 256,
+    rounds: int = 5,
+    backend: str | None = None,
+) -> None:
+    """/predict with every served head vs /embed of the same prefixes (texts/s, interleaved rounds)."""
+    import json
+
+    import typer
+
+    from service.config import default_model_path
+
+    env = {"PREFIX_EMBED_BACKEND": backend} if backend else {}
+    cfg = PredictBenchConfig(
+        prefix_dir, model or default_model_path(), out_dir, texts=texts, rounds=rounds, env=env
+    )
+    result = run_predict_bench(cfg)
+    (out_dir / "predict.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out_dir / "predict.md").write_text(markdown(result))
+    typer.echo(markdown(result))
