@@ -27,6 +27,16 @@ def _register_method_commands() -> None:
 _register_method_commands()
 
 
+def _register_models_commands() -> None:
+    """models pin / show live in service/registry/commands.py."""
+    from service.registry.commands import models_app
+
+    app.add_typer(models_app, name="models")
+
+
+_register_models_commands()
+
+
 def _settings(**overrides: Any) -> Settings:
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
@@ -98,7 +108,10 @@ def embed(
     texts: Annotated[list[str], typer.Argument(help="Texts to embed.")],
     prefix_dir: Annotated[Path | None, typer.Option(help="Prefix folder.")] = None,
     prefix: Annotated[
-        list[str] | None, typer.Option("--prefix", help="Prefix name (repeat); default: all enabled.")
+        list[str] | None,
+        typer.Option(
+            "--prefix", help="Prefix name (repeat); default: the default served model (models.json)."
+        ),
     ] = None,
     model: Annotated[Path | None, typer.Option(help="Model folder (default: all-MiniLM-L6-v2).")] = None,
     combine: Annotated[str, typer.Option(help="separate | concat")] = "separate",
@@ -106,34 +119,29 @@ def embed(
     normalize: Annotated[bool, typer.Option(help="L2-normalize each vector.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the POST /embed response document.")] = False,
 ) -> None:
-    """Embed TEXTS under the prefixes of a folder, without a server."""
-    from service.embedding import choose_prefixes, dumps_document, embed_sync, render_embed_document
-    from service.engine.bank import PrefixBank
-    from service.engine.factory import build_encoder
-    from service.engine.prefix import BASE_NAME, base_prefix
+    """Embed TEXTS under the prefixes of a folder, without a server (the routes' own pipeline)."""
     from service.errors import PrefixEmbedError
-    from service.registry.folder import scan_folder
-    from service.registry.state import read_disabled
+    from service.oneshot import run_pipeline
+    from service.pipeline import Embedded, EmbeddingPipeline
+    from service.wire.document import dumps_document, render_embed_document
 
     logging.basicConfig(level=logging.WARNING)
     settings = _settings(prefix_dir=prefix_dir, model=model)
-    encoder = build_encoder(settings)
-    loaded, rejected = scan_folder(settings.prefix_dir, encoder.spec, settings.prefix_limits())
-    for r in rejected:
-        typer.echo(f"rejected {r.reason}", err=True)
-    bank = PrefixBank.build(loaded, base=base_prefix(encoder.spec))
-    enabled = set(bank.names) - (read_disabled(settings.prefix_dir) - {BASE_NAME})
+
+    async def work(pipeline: EmbeddingPipeline) -> Embedded:
+        selection = pipeline.select(pipeline.snapshot(), prefix or None)
+        return await pipeline.embed(texts, selection)
+
     try:
-        names = choose_prefixes(bank, enabled, prefix or None, include_base=settings.include_base)
-        vectors, tokens = embed_sync(encoder, bank, names, texts)
+        out = run_pipeline(settings, work, on_rejected=lambda r: typer.echo(f"rejected {r.reason}", err=True))
     except PrefixEmbedError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from None
     doc = render_embed_document(
         model=settings.model_name(),
-        prefixes=[bank.get(n) for n in names],
-        vectors=vectors,
-        prompt_tokens=tokens,
+        prefixes=out.prefixes,
+        vectors=out.vectors,
+        prompt_tokens=out.prompt_tokens,
         combine=combine,
         normalize=normalize,
         encoding=encoding,

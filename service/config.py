@@ -110,10 +110,17 @@ class Settings(BaseSettings):
         description="A prefix file without a content_sha256 is loaded only once unchanged this long "
         "(a copy in progress is never served).",
     )
+    default_prefixes: Literal["model", "enabled"] = Field(
+        "model",
+        description="What `prefixes: null` on /embed means (and the served model name on /v1/embeddings "
+        "when models.json does not define it): model = the default served model of the prefix folder's "
+        "models.json (a fixed, pinned set: a dropped-in file never changes its dimension; `base` alone when "
+        "there is no models.json); enabled = every enabled prefix, as the folder holds them now.",
+    )
     include_base: bool = Field(
         True,
-        description="`prefixes: null` (every enabled prefix) also returns `base`, the backbone's own "
-        "vector without a prefix (always available by name).",
+        description="With default_prefixes=enabled, `prefixes: null` (every enabled prefix) also returns "
+        "`base`, the backbone's own vector without a prefix (always available by name).",
     )
 
     # --- limits and batching -------------------------------------------------------------------

@@ -63,6 +63,14 @@ class NoActivePrefixes(PrefixEmbedError):
     code = "no_active_prefixes"
 
 
+class ModelUnavailable(PrefixEmbedError):
+    """A served model (a fixed prefix set of models.json) has a member missing, disabled or at
+    another version than it pins: its vectors would not mean what they meant."""
+
+    status_code = 409
+    code = "model_unavailable"
+
+
 class PrefixConflict(PrefixEmbedError):
     status_code = 409
     code = "prefix_conflict"

@@ -19,6 +19,7 @@ from service.engine.encoder import Encoder
 from service.engine.prefix import LoadedPrefix
 from service.errors import NotReady, PrefixEmbedError
 from service.metrics import Metrics
+from service.pipeline import EmbeddingPipeline
 from service.registry.registry import PrefixRegistry
 from service.registry.watcher import FolderWatcher
 
@@ -32,6 +33,7 @@ class Serving:
     encoder: Encoder
     registry: PrefixRegistry
     batcher: Batcher
+    pipeline: EmbeddingPipeline
 
 
 class Runtime:
@@ -45,6 +47,7 @@ class Runtime:
         self.backend_reason = "an encoder given by the caller" if encoder is not None else "loading"
         self.registry: PrefixRegistry | None = None
         self.batcher: Batcher | None = None
+        self.pipeline: EmbeddingPipeline | None = None
         self.watcher: FolderWatcher | None = None
         self.ready = False
         self.load_error: str | None = None
@@ -68,10 +71,16 @@ class Runtime:
 
     def serving(self) -> Serving:
         """The encoder, registry and batcher, or :class:`NotReady` (503) while loading."""
-        if not self.ready or self.encoder is None or self.registry is None or self.batcher is None:
+        if (
+            not self.ready
+            or self.encoder is None
+            or self.registry is None
+            or self.batcher is None
+            or self.pipeline is None
+        ):
             reason = f"model failed to load: {self.load_error}" if self.load_error else "model is loading"
             raise NotReady(f"not ready: {reason}; poll GET /ready")
-        return Serving(self.encoder, self.registry, self.batcher)
+        return Serving(self.encoder, self.registry, self.batcher, self.pipeline)
 
     async def start(self) -> None:
         """Load, scan the prefix folder, warm up, start the batcher and the watcher; then ready."""
@@ -86,6 +95,15 @@ class Runtime:
             registry = PrefixRegistry.from_settings(s, encoder.spec)
             await asyncio.to_thread(registry.load)
             self.registry = registry
+            if s.default_prefixes == "model" and not registry.snapshot.served.present:
+                log.warning(
+                    "no models.json in %s: the default model (`prefixes: null`, model %r) is `base` alone; "
+                    "pin a set with `python -m service models pin --prefix-dir %s`, or set "
+                    "PREFIX_EMBED_DEFAULT_PREFIXES=enabled for every enabled prefix",
+                    s.prefix_dir,
+                    self.model_name,
+                    s.prefix_dir,
+                )
             if s.warmup:
                 await asyncio.to_thread(warm_up, encoder, registry.snapshot.bank)
             # Built after warm-up, so its forward-call metrics count served calls only.
@@ -93,6 +111,7 @@ class Runtime:
             register_batcher_metrics(batcher, self.metrics.registry)
             await batcher.start()
             self.batcher = batcher
+            self.pipeline = EmbeddingPipeline.from_settings(registry, batcher, s, self.metrics)
             if s.watch:
                 self.watcher = FolderWatcher(
                     registry, mode=s.watch_mode, poll_ms=s.watch_poll_ms, reconcile_ms=s.watch_reconcile_ms

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from service.config import Settings  # noqa: E402
-from service.embedding import embed_sync  # noqa: E402
+from service.engine.direct import embed_sync  # noqa: E402
 from service.engine.encoder import Encoder  # noqa: E402
 from service.engine.factory import build_torch_encoder  # noqa: E402
 from service.engine.pooling import pooling_label  # noqa: E402

@@ -1,8 +1,8 @@
 """OpenAI-compatible ``POST /v1/embeddings`` (and ``GET /v1/models``), so OpenAI clients work unchanged.
 
-``model`` is a prefix name (that prefix's vector; ``base`` is the backbone's own vector) or the
-served model name (the concat of every enabled prefix, in bank order: ``base`` first when the
-``include_base`` setting is on, then the others by name). A prefix name wins if both match.
+``model`` is a served model (a fixed prefix set of the prefix folder's ``models.json``; the served
+name stands for the default one), or a prefix name (that prefix's vector; ``base`` is the backbone's
+own vector). Served models are tried first, so a dropped-in file can never take over a model's name.
 """
 
 from __future__ import annotations
@@ -18,24 +18,10 @@ from service.api.disconnect import cancel_on_disconnect
 from service.api.rendering import json_response
 from service.api.responses import EMBED_ERRORS, READ_ERRORS
 from service.api.schemas import OpenAIEmbeddingRequest, digests_header, texts_of
-from service.embedding import choose_prefixes, render_embed_document
-from service.errors import InvalidInput, PrefixNotFound, shown
-from service.registry.registry import Snapshot
+from service.errors import InvalidInput, PrefixEmbedError
+from service.wire.document import render_embed_document
 
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_api_key)])
-
-
-def resolve_model(model: str, snap: Snapshot, served_name: str, *, include_base: bool = True) -> list[str]:
-    """The prefix names ``model`` stands for (``base``: the backbone's own vector)."""
-    if model in snap.bank.names:
-        return choose_prefixes(snap.bank, snap.enabled, [model])
-    if model == served_name:
-        return choose_prefixes(snap.bank, snap.enabled, None, include_base=include_base)
-    known = ", ".join(snap.bank.names) or "none"
-    raise PrefixNotFound(
-        f"model {shown(model)} not found: use {served_name!r} (every enabled prefix, concatenated) "
-        f"or a prefix name ({known})"
-    )
 
 
 @router.post("/embeddings", responses=EMBED_ERRORS)
@@ -43,21 +29,17 @@ async def create_embeddings(
     body: OpenAIEmbeddingRequest, request: Request, serving: ServingDep, runtime: RuntimeDep
 ) -> Response:
     texts = texts_of(body.input, runtime.settings.max_client_batch, field="input")
-    snap = serving.registry.snapshot
-    names = resolve_model(body.model, snap, runtime.model_name, include_base=runtime.settings.include_base)
-    dim = serving.encoder.dim * len(names)
+    pipeline = serving.pipeline
+    selection = pipeline.select_model(pipeline.snapshot(), body.model)
+    dim = pipeline.dim * len(selection.slots)
     if body.dimensions is not None and body.dimensions != dim:
         raise InvalidInput(f"dimensions={body.dimensions} is not available: model {body.model!r} has {dim}")
-    out = await cancel_on_disconnect(
-        request, serving.batcher.embed(texts, snap.bank, snap.bank.indices(names), truncate=True)
-    )
-    runtime.metrics.embeddings.labels("/v1/embeddings").inc(len(texts) * len(names))
-    used = [snap.bank.get(n) for n in names]
+    out = await cancel_on_disconnect(request, pipeline.embed(texts, selection, route="/v1/embeddings"))
 
     def build() -> dict[str, Any]:
         doc = render_embed_document(
             model=body.model,
-            prefixes=used,
+            prefixes=out.prefixes,
             vectors=out.vectors,
             prompt_tokens=out.prompt_tokens,
             combine="concat",
@@ -70,17 +52,37 @@ async def create_embeddings(
         return {"object": "list", "data": data, "model": body.model, "usage": doc["usage"]}
 
     response = await json_response(build, numbers=out.vectors.size)
-    response.headers.update(digests_header(used))  # which prefix versions made these vectors
+    response.headers.update(digests_header(out.prefixes))  # which prefix versions made these vectors
     return response
 
 
 @router.get("/models", responses=READ_ERRORS)
 async def list_models(serving: ServingDep, runtime: RuntimeDep) -> dict[str, Any]:
-    """The served model name and every enabled prefix, each usable as ``model``."""
-    snap = serving.registry.snapshot
+    """Every served model (with its dimension, members and whether it can be served now), then every
+    enabled prefix; each ``id`` is usable as ``model``."""
+    pipeline = serving.pipeline
+    snap = pipeline.snapshot()
     created = int(runtime.started_at)
-    ids = [runtime.model_name, *snap.enabled_names()]
-    return {
-        "object": "list",
-        "data": [{"id": i, "object": "model", "created": created, "owned_by": "prefix-embed"} for i in ids],
-    }
+    names = [*snap.served.models]
+    if pipeline.served_name not in snap.served.models:
+        names.append(pipeline.served_name)  # the default model's alias
+    entries: list[dict[str, Any]] = []
+    for name in [*names, *snap.enabled_names()]:
+        entry: dict[str, Any] = {
+            "id": name,
+            "object": "model",
+            "created": created,
+            "owned_by": "prefix-embed",
+        }
+        try:
+            selection = pipeline.select_model(snap, name)
+        except PrefixEmbedError as exc:
+            entry.update(available=False, reason=exc.message)
+        else:
+            entry.update(
+                available=True,
+                dimension=pipeline.dim * len(selection.slots),
+                prefixes=[{"name": p.name, "digest": p.digest} for p in selection.prefixes],
+            )
+        entries.append(entry)
+    return {"object": "list", "data": entries}

@@ -24,11 +24,12 @@ async def predict(
     """Predict ``inputs`` with the heads named in ``tasks`` (null: every enabled, available head)."""
     texts = texts_of(body.inputs, runtime.settings.max_client_batch)
     tasks = check_prefix_list(body.tasks, "tasks", "every available head")
-    snap = serving.registry.snapshot  # one snapshot: the heads and the bank they were checked against
+    pipeline = serving.pipeline
+    snap = pipeline.snapshot()  # one snapshot: the heads and the bank they were checked against
     plan = plan_predict(snap.heads, tasks)
+    selection = pipeline.select(snap, plan.names)
     out = await cancel_on_disconnect(
-        request,
-        serving.batcher.embed(texts, snap.bank, snap.bank.indices(plan.names), truncate=body.truncate),
+        request, pipeline.embed(texts, selection, truncate=body.truncate, route="/predict")
     )
     for head in plan.heads:
         runtime.metrics.predictions.labels(head.name).inc(len(texts))
@@ -38,5 +39,5 @@ async def predict(
         ),
         numbers=len(texts) * sum(len(h.labels) for h in plan.heads),
     )
-    response.headers.update(digests_header([snap.bank.get(n) for n in plan.names]))
+    response.headers.update(digests_header(out.prefixes))
     return response

@@ -15,7 +15,7 @@ from typing import Any
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from service.embedding import dumps_document
+from service.wire.document import dumps_document
 
 INLINE_NUMBERS = 65536
 """Largest response (vector elements) rendered on the event loop: about 1 ms of orjson."""

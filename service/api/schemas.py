@@ -8,8 +8,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from service.engine.prefix import LoadedPrefix
-from service.engine.quantize import Encoding
 from service.errors import InvalidInput, TooManyInputs, shown_list
+from service.wire.encodings import Encoding
 
 # Response header naming the prefixes and digests a response was computed with:
 # `x-prefix-digests: name=digest,name=digest` in the order of the vectors (clients that do not

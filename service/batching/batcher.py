@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from service.batching.planner import SlotPolicy
-from service.batching.request import EmbedOutput, EmbedRequest
+from service.batching.request import EmbedJob, EmbedOutput
 from service.batching.stats import BatcherObserver, BatcherStats
 from service.batching.worker import BatchWorker
 from service.engine.bank import PrefixBank
@@ -117,7 +117,7 @@ class Batcher:
             )
         self._worker.start()
         loop = asyncio.get_running_loop()
-        req = EmbedRequest(
+        req = EmbedJob(
             texts,
             bank,
             slots,

@@ -14,7 +14,7 @@ from typing import Literal
 
 import numpy as np
 
-from service.batching.request import EmbedRequest
+from service.batching.request import EmbedJob
 from service.engine.bank import PrefixBank
 from service.engine.encoder import TokenizedBatch
 
@@ -27,10 +27,10 @@ class PlannedBatch:
 
     bank: PrefixBank
     slots: tuple[int, ...]  # the slots run for every text of the batch
-    items: list[tuple[EmbedRequest, int]] = field(default_factory=list)  # (request, text index)
+    items: list[tuple[EmbedJob, int]] = field(default_factory=list)  # (request, text index)
 
     @property
-    def requests(self) -> list[EmbedRequest]:
+    def requests(self) -> list[EmbedJob]:
         return list({id(r): r for r, _ in self.items}.values())
 
     @property
@@ -57,12 +57,12 @@ class PlannedBatch:
         return TokenizedBatch(ids, mask, lengths)
 
 
-def batch_key(req: EmbedRequest, policy: SlotPolicy) -> Hashable:
+def batch_key(req: EmbedJob, policy: SlotPolicy) -> Hashable:
     """Requests that may share a forward call: same bank snapshot (and same slots under ``group``)."""
     return req.bank.version if policy == "union" else (req.bank.version, req.slots)
 
 
-def plan_batch(queue: Sequence[EmbedRequest], *, max_tokens: int, policy: SlotPolicy) -> PlannedBatch | None:
+def plan_batch(queue: Sequence[EmbedJob], *, max_tokens: int, policy: SlotPolicy) -> PlannedBatch | None:
     """The next batch: texts of the requests sharing the oldest request's key, in arrival order,
     until one more text would exceed ``max_tokens``. At least one text is always taken (a single
     text over the budget still has to run). Advances ``next_text`` of every request it takes from.
@@ -73,7 +73,7 @@ def plan_batch(queue: Sequence[EmbedRequest], *, max_tokens: int, policy: SlotPo
     key = batch_key(head, policy)
     prefix_pad = int(head.bank.keys.shape[3]) if len(head.bank) else 0
     slots: set[int] = set(head.slots)
-    items: list[tuple[EmbedRequest, int]] = []
+    items: list[tuple[EmbedJob, int]] = []
     longest = 0
     for req in queue:
         if not req.live or req.next_text >= req.size or batch_key(req, policy) != key:
@@ -92,7 +92,7 @@ def plan_batch(queue: Sequence[EmbedRequest], *, max_tokens: int, policy: SlotPo
 
 
 def _finish(
-    head: EmbedRequest, slots: set[int], items: list[tuple[EmbedRequest, int]], policy: SlotPolicy
+    head: EmbedJob, slots: set[int], items: list[tuple[EmbedJob, int]], policy: SlotPolicy
 ) -> PlannedBatch:
     # Under `group` every request has the head's slots, in its order (duplicates included).
     order = head.slots if policy == "group" else tuple(sorted(slots))

@@ -1,4 +1,5 @@
-"""One awaited ``Batcher.embed`` call as the worker threads see it, and what it resolves to."""
+"""One awaited ``Batcher.embed`` call as the worker threads see it (an :class:`EmbedJob`), and what
+it resolves to."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ class EmbedOutput:
     prompt_tokens: int
 
 
-class EmbedRequest:
+class EmbedJob:
     """Texts x slots of ONE bank snapshot, split by the worker into one or more forward batches.
 
     Written by the tokenizer thread (``token_ids``), then only by the inference worker

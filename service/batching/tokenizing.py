@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from service.batching.request import EmbedRequest
+from service.batching.request import EmbedJob
 from service.engine.encoder import Encoder
 from service.engine.tokenize import text_token_limit
 from service.errors import DeadlineExceeded, InferenceFailed, InputTooLong, InvalidInput, PrefixEmbedError
@@ -52,7 +52,7 @@ def default_max_input_chars(max_input_tokens: int) -> int:
 class _Pending:
     """A request admitted to the stage: its tokenizer length and how far its texts are tokenized."""
 
-    req: EmbedRequest
+    req: EmbedJob
     max_length: int  # passed to the tokenizer (truncation): limit, or limit + 1 to detect too long
     limit: int  # the request's token limit
     chars: int
@@ -73,8 +73,8 @@ class TokenizerStage:
     def __init__(
         self,
         encoder: Encoder,
-        inbox: queue.SimpleQueue[EmbedRequest | None],
-        emit: Callable[[list[EmbedRequest]], None],
+        inbox: queue.SimpleQueue[EmbedJob | None],
+        emit: Callable[[list[EmbedJob]], None],
         *,
         max_input_chars: int | None = None,
         slice_chars: int = SLICE_CHARS,
@@ -121,7 +121,7 @@ class TokenizerStage:
                 (self._small if pending.chars <= self.slice_chars else self._large).append(pending)
         return False
 
-    def _admit(self, req: EmbedRequest, now: float) -> _Pending | None:
+    def _admit(self, req: EmbedJob, now: float) -> _Pending | None:
         """Deadline, token limit and the character cap; None when the request ended here."""
         if not req.live:
             return None

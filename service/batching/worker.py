@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from service.batching.planner import PlannedBatch, SlotPolicy, plan_batch
-from service.batching.request import EmbedOutput, EmbedRequest
+from service.batching.request import EmbedJob, EmbedOutput
 from service.batching.stats import BatcherObserver, BatchRecord
 from service.batching.tokenizing import TokenizerStage
 from service.engine.encoder import Encoder, ForwardCall
@@ -42,12 +42,12 @@ class BatchWorker:
         self.observers = observers
         self.max_batch_tokens = max_batch_tokens
         self.slot_policy: SlotPolicy = slot_policy
-        self._tok_queue: queue.SimpleQueue[EmbedRequest | None] = queue.SimpleQueue()
+        self._tok_queue: queue.SimpleQueue[EmbedJob | None] = queue.SimpleQueue()
         self._tokenizer = TokenizerStage(
             encoder, self._tok_queue, self._emit, max_input_chars=max_input_chars
         )
         self.max_input_chars = self._tokenizer.max_input_chars  # the cap in force (default resolved)
-        self._ready: deque[EmbedRequest] = deque()
+        self._ready: deque[EmbedJob] = deque()
         self._cond = threading.Condition()
         self._stopping = False
         self._threads: list[threading.Thread] = []
@@ -60,13 +60,13 @@ class BatchWorker:
     def start(self) -> None:
         if self._threads:
             return
-        self.encoder.set_observer(self._forward)
+        self.encoder.set_observer(self._on_forward_call)
         for name, target in (("tokenizer", self._tokenizer.run), ("infer", self._infer_loop)):
             t = threading.Thread(target=target, name=f"prefix-embed-{name}", daemon=True)
             t.start()
             self._threads.append(t)
 
-    def submit(self, req: EmbedRequest) -> None:
+    def submit(self, req: EmbedJob) -> None:
         self._tok_queue.put(req)
 
     def stop(self, timeout: float | None = None) -> int:
@@ -97,7 +97,7 @@ class BatchWorker:
         return failed
 
     # --- tokenizer stage (service/batching/tokenizing.py) --------------------------------------
-    def _emit(self, tokenized: list[EmbedRequest]) -> None:
+    def _emit(self, tokenized: list[EmbedJob]) -> None:
         with self._cond:
             self._ready.extend(tokenized)
             self._cond.notify()
@@ -122,7 +122,7 @@ class BatchWorker:
                     req.fail(InferenceFailed("the batch failed; see the server log"))
 
     def _purge(self, now: float) -> None:
-        keep: deque[EmbedRequest] = deque()
+        keep: deque[EmbedJob] = deque()
         for req in self._ready:
             if not req.live or req.next_text >= req.size:
                 continue  # cancelled / failed, or every text already handed to a batch
@@ -132,7 +132,8 @@ class BatchWorker:
             keep.append(req)
         self._ready = keep
 
-    def _forward(self, call: ForwardCall) -> None:
+    def _on_forward_call(self, call: ForwardCall) -> None:
+        """The encoder's observer: count the call and tell the batcher's observers."""
         self._calls += 1
         self._call_tokens += call.tokens
         for obs in self.observers:

@@ -15,7 +15,7 @@ from service.bench.texts import sample_texts
 from service.config import Settings
 from service.engine.bank import PrefixBank
 from service.engine.factory import build_torch_encoder
-from service.engine.prefix import LoadedPrefix
+from service.engine.prefix import LoadedPrefix, base_prefix
 
 
 def random_prefixes(
@@ -59,6 +59,7 @@ def run_engine_bench(
     # the same B*P rows in the same order as the batched call (each text repeated P times in a row)
     rows_texts = [t for t in texts for _ in range(n_prefixes)]
     plain_batch = enc.tokenize(rows_texts, max_length=enc.max_input_tokens, truncate=True)
+    plain_bank = PrefixBank.build([], base=base_prefix(spec))  # the backbone alone: the `base` member
 
     def batched() -> object:
         return enc.encode(batch, bank, slots)
@@ -67,7 +68,7 @@ def run_engine_bench(
         return [enc.encode(batch, bank, [s]) for s in slots]
 
     def plain() -> object:
-        return enc.encode_plain(plain_batch)
+        return enc.encode(plain_batch, plain_bank, [0])
 
     def chunked() -> object:
         enc.chunk_rows = chunk
@@ -79,7 +80,7 @@ def run_engine_bench(
     def plain_chunked() -> object:
         enc.chunk_rows = chunk
         try:
-            return enc.encode_plain(plain_batch)
+            return enc.encode(plain_batch, plain_bank, [0])
         finally:
             enc.chunk_rows = one_call
 

@@ -151,11 +151,8 @@ class Encoder(Protocol):
         ...
 
     def encode(self, batch: TokenizedBatch, bank: PrefixBank, slots: Sequence[int]) -> np.ndarray:
-        """float32 [B, len(slots), dim]: text b under prefix ``bank.prefixes[slots[p]]``; unnormalized."""
-        ...
-
-    def encode_plain(self, batch: TokenizedBatch) -> np.ndarray:
-        """float32 [B, dim]: the backbone without any prefix."""
+        """float32 [B, len(slots), dim]: text b under prefix ``bank.prefixes[slots[p]]``; unnormalized.
+        The plain backbone is the built-in ``base`` member's slot."""
         ...
 
 
@@ -219,16 +216,6 @@ class CallLoop(ABC):
             out[first : first + part.size, list(group.columns)] = vectors
         return out
 
-    def encode_plain(self, batch: TokenizedBatch) -> np.ndarray:
-        per_call = texts_per_call(self.chunk_rows, batch.size, 1, 0, self.spec.num_layers)
-        plain = SlotGroup(0, (0,), ())
-        parts = _parts(batch, per_call)
-        results = self._map(lambda job: self._timed(job[1], None, plain), parts)
-        out = np.zeros((batch.size, self.dim), dtype=np.float32)
-        for (first, part), vectors in zip(parts, results, strict=True):
-            out[first : first + part.size] = vectors[:, 0]
-        return out
-
     def _map(self, fn: Callable[[_Job], np.ndarray], jobs: Sequence[_Job]) -> list[np.ndarray]:
         """``fn`` over ``jobs``: side by side on the pool when ``parallel_calls`` > 1, else in order."""
         if self.parallel_calls <= 1 or len(jobs) <= 1:
@@ -237,16 +224,15 @@ class CallLoop(ABC):
             self._pool = ThreadPoolExecutor(self.parallel_calls, thread_name_prefix="prefix-embed-call")
         return list(self._pool.map(fn, jobs))
 
-    def _timed(self, part: TokenizedBatch, bank: PrefixBank | None, group: SlotGroup) -> np.ndarray:
+    def _timed(self, part: TokenizedBatch, bank: PrefixBank, group: SlotGroup) -> np.ndarray:
         start = time.perf_counter()
         vectors = self._forward(part, bank, group)
         seconds = time.perf_counter() - start
         with self._observer_lock:  # calls may run side by side (parallel_calls)
             self.forward_calls += 1
             if self._observer is not None:
-                p = max(1, len(group.slots))
-                rows = part.size * p
-                extra = int(bank.keys.shape[3]) if bank is not None else 0
+                rows = part.size * len(group.slots)
+                extra = int(bank.keys.shape[3])
                 self._observer(
                     ForwardCall(
                         texts=part.size,
@@ -260,9 +246,9 @@ class CallLoop(ABC):
         return vectors
 
     @abstractmethod
-    def _forward(self, part: TokenizedBatch, bank: PrefixBank | None, group: SlotGroup) -> np.ndarray:
-        """float32 [texts, len(group.slots) (1 without a bank), dim]: one model call; rows fan out
-        from the texts at ``group.fan_out``."""
+    def _forward(self, part: TokenizedBatch, bank: PrefixBank, group: SlotGroup) -> np.ndarray:
+        """float32 [texts, len(group.slots), dim]: one model call; rows fan out from the texts at
+        ``group.fan_out``."""
 
     def describe(self) -> dict[str, object]:
         return {

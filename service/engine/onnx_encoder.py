@@ -2,8 +2,8 @@
 
 The prefix bank is a graph input, bound once per bank snapshot through IOBinding as OrtValues on the
 session's device (CUDA memory with onnxruntime-gpu), so a forward call moves only the token ids, the
-mask, the per-row prefix index and each row's text. ``encode_plain`` runs the same graph with a
-one-slot, zero-length bank (every prefix slot masked), which is the plain backbone.
+mask, the per-row prefix index and each row's text. The plain backbone is the built-in ``base``
+member (length 0, every prefix slot masked) in the same graph.
 
 Shared-trunk prefixes: each graph holds one fan-out depth, so the encoder keeps one session per depth.
 Depth 0 is opened at start; a deeper one is exported (or read from the cache) on the first call that
@@ -25,7 +25,7 @@ from service.engine.backbone import BackboneSpec
 from service.engine.bank import PrefixBank
 from service.engine.encoder import CallLoop, SlotGroup, TokenizedBatch
 from service.engine.onnx_export import META_PREFIX, ExportKey, ExportResult
-from service.engine.onnx_io import BANK_INPUTS, OUTPUT_NAME, plain_bank, rows_of
+from service.engine.onnx_io import BANK_INPUTS, OUTPUT_NAME, rows_of
 from service.engine.ort_fp16 import fp16_session
 from service.engine.ort_runtime import (
     active_device,
@@ -124,7 +124,6 @@ class OnnxEncoder(CallLoop):
         self._bank_version: str | None = None
         self._bank_lock = threading.Lock()
         self._bank_values: dict[str, Any] = {}
-        self._plain_values = self._to_device(plain_bank(spec))
         log.info(
             "ONNX Runtime %s session on %s (%s), providers %s, file %s",
             ort.__version__,
@@ -196,10 +195,10 @@ class OnnxEncoder(CallLoop):
                 self._bank_version = bank.version
             return self._bank_values
 
-    def _forward(self, part: TokenizedBatch, bank: PrefixBank | None, group: SlotGroup) -> np.ndarray:
+    def _forward(self, part: TokenizedBatch, bank: PrefixBank, group: SlotGroup) -> np.ndarray:
         session = self.session_for(group.fan_out)
-        values = self._plain_values if bank is None else self._device_bank(bank)
-        slots = group.slots if bank is not None else (0,)
+        values = self._device_bank(bank)
+        slots = group.slots
         rows = rows_of(part.size, len(slots))
         binding = session.io_binding()
         binding.bind_cpu_input("input_ids", part.input_ids)

@@ -71,15 +71,12 @@ class TorchEncoder(CallLoop):
         return self._bank_tensors
 
     @torch.inference_mode()
-    def _forward(self, part: TokenizedBatch, bank: PrefixBank | None, group: SlotGroup) -> np.ndarray:
+    def _forward(self, part: TokenizedBatch, bank: PrefixBank, group: SlotGroup) -> np.ndarray:
         dev = self.backbone.device
         ids = torch.from_numpy(part.input_ids).to(dev)
         mask = torch.from_numpy(part.attention_mask).to(dev)
-        if bank is None:
-            out = self.forward(ids, mask)
-        else:
-            p = len(group.slots)
-            index = torch.tensor(group.slots, dtype=torch.long, device=dev).repeat(part.size)
-            row_text = torch.arange(part.size, device=dev).repeat_interleave(p)
-            out = self.forward(ids, mask, index, *self._device_bank(bank), row_text, group.fan_out)
+        p = len(group.slots)
+        index = torch.tensor(group.slots, dtype=torch.long, device=dev).repeat(part.size)
+        row_text = torch.arange(part.size, device=dev).repeat_interleave(p)
+        out = self.forward(ids, mask, index, *self._device_bank(bank), row_text, group.fan_out)
         return out.cpu().numpy().reshape(part.size, -1, self.dim)

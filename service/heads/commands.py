@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -22,23 +22,24 @@ def predict(
     ] = False,
 ) -> None:
     """Predict TEXTS with the task heads of the prefix folder (heads/NAME.safetensors), as the server does."""
-    from service.embedding import dumps_document, embed_sync
-    from service.engine.factory import build_encoder
     from service.errors import PrefixEmbedError
     from service.heads.predict import plan_predict, render_predict_document
-    from service.registry.registry import PrefixRegistry
+    from service.oneshot import run_pipeline
+    from service.pipeline import EmbeddingPipeline
+    from service.wire.document import dumps_document
 
     logging.basicConfig(level=logging.WARNING)
-    encoder = build_encoder(settings)
-    snap = PrefixRegistry.from_settings(settings, encoder.spec).scan()
-    for r in (*snap.rejected, *snap.heads.rejected):
-        typer.echo(f"rejected {r.reason}", err=True)
-    try:
+
+    async def work(pipeline: EmbeddingPipeline) -> dict[str, Any]:
+        snap = pipeline.snapshot()
         plan = plan_predict(snap.heads, task or None)
-        vectors, tokens = embed_sync(encoder, snap.bank, plan.names, texts)
-        doc = render_predict_document(
-            model=settings.model_name(), plan=plan, vectors=vectors, prompt_tokens=tokens
+        out = await pipeline.embed(texts, pipeline.select(snap, plan.names))
+        return render_predict_document(
+            model=settings.model_name(), plan=plan, vectors=out.vectors, prompt_tokens=out.prompt_tokens
         )
+
+    try:
+        doc = run_pipeline(settings, work, on_rejected=lambda r: typer.echo(f"rejected {r.reason}", err=True))
     except PrefixEmbedError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from None

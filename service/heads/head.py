@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from service.engine.quantize import l2_normalize
+from service.wire.encodings import l2_normalize
 
 Activation = Literal["softmax", "sigmoid"]
 ACTIVATIONS: tuple[Activation, ...] = ("softmax", "sigmoid")

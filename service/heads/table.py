@@ -15,6 +15,7 @@ from service.errors import HeadDisabled, HeadNotFound, HeadUnavailable, NoAvaila
 from service.heads.folder import HeadScan
 from service.heads.head import TaskHead
 from service.registry.loader import Rejected
+from service.registry.served import member_problems
 
 
 @dataclass(frozen=True)
@@ -33,22 +34,14 @@ def unavailable_reason(
     head: TaskHead, bank: PrefixBank, enabled: Collection[str], pooling: str | None
 ) -> str | None:
     """Why ``head`` cannot predict from this bank (every wrong input named), or None."""
-    current = {p.name: p.digest for p in bank.prefixes}
-    problems = []
-    for inp in head.inputs:
-        if inp.name not in current:
-            problems.append(f"input prefix {inp.name!r} is not loaded")
-        elif current[inp.name] != inp.digest:
-            problems.append(
-                f"input prefix {inp.name!r} has digest {current[inp.name][:12]}..., the head was fitted on "
-                f"{inp.digest[:12]}... (restore that prefix file or refit the head)"
-            )
-        elif inp.name not in enabled:
-            problems.append(f"input prefix {inp.name!r} is disabled (PATCH /prefixes enables it)")
+    inputs = ((i.name, i.digest) for i in head.inputs)
+    problems = [f"input {p}" for p in member_problems(inputs, bank, enabled, pins="the head was fitted on")]
     fitted = head.metadata.get("pooling")
     if pooling is not None and fitted is not None and fitted != pooling:
         problems.append(f"fitted on {fitted!r} pooling; this server pools {pooling!r}")
-    return "; ".join(problems) or None
+    if not problems:
+        return None
+    return "; ".join(problems) + " (enable or restore those prefixes, or refit the head)"
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.engine.quantize import binarize, int8_quantize, l2_normalize
 from service.method.probes import search_probe
+from service.wire.encodings import binarize, int8_quantize, l2_normalize
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from service.engine.quantize import binarize, int8_quantize, l2_normalize
 from service.method.represent import PLAIN
+from service.wire.encodings import binarize, int8_quantize, l2_normalize
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,10 @@ import numpy as np
 from tqdm import tqdm
 
 from service.engine.bank import PrefixBank
-from service.engine.prefix import LoadedPrefix
+from service.engine.prefix import LoadedPrefix, base_prefix
 from service.engine.torch_encoder import TorchEncoder
 
-PLAIN = "plain"
+PLAIN = "plain"  # the plain backbone: the engine's built-in `base` member
 
 
 def _texts_digest(texts: Sequence[str]) -> str:
@@ -56,19 +56,18 @@ def encode_all(
     want_plain = plain_file is None or not plain_file.is_file()
     if not want_plain:
         out[PLAIN] = np.load(plain_file)  # type: ignore[arg-type]
-    bank = PrefixBank.build(todo)
+    base = base_prefix(encoder.spec)
+    bank = PrefixBank.build(todo, base=base if want_plain else None)
     slots = list(range(len(bank)))
+    keys = [PLAIN if p is base else p.name for p in bank.prefixes]
     limit = min(max_length, encoder.max_input_tokens, encoder.spec.max_text_positions - bank.max_shift(slots))
-    chunks: dict[str, list[np.ndarray]] = {n: [] for n in [*bank.names, *([PLAIN] if want_plain else [])]}
-    if chunks:
+    chunks: dict[str, list[np.ndarray]] = {k: [] for k in keys}
+    if slots:
         for i in tqdm(range(0, len(texts), batch), desc="encode", disable=not progress, mininterval=5):
             tb = encoder.tokenize(texts[i : i + batch], max_length=limit, truncate=True)
-            if slots:
-                vec = encoder.encode(tb, bank, slots)
-                for j, n in enumerate(bank.names):
-                    chunks[n].append(vec[:, j])
-            if want_plain:
-                chunks[PLAIN].append(encoder.encode_plain(tb))
+            vec = encoder.encode(tb, bank, slots)
+            for j, k in enumerate(keys):
+                chunks[k].append(vec[:, j])
     for n, parts in chunks.items():
         out[n] = np.concatenate(parts).astype(np.float32)
         digest = PLAIN if n == PLAIN else bank.get(n).digest

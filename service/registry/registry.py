@@ -40,6 +40,7 @@ from service.registry.loader import Rejected, load_prefix
 from service.registry.names import NATIVE_SUFFIX, PEFT_CONFIG, PEFT_WEIGHTS, STATE_FILE, is_candidate
 from service.registry.native import parse_native
 from service.registry.reading import check_inside
+from service.registry.served import MODELS_FILE, NONE, ServedModels, read_served_models
 from service.registry.state import RegistryState, read_state, write_state
 from service.registry.writer import atomic_write, remove_orphans
 
@@ -63,6 +64,7 @@ class Snapshot:
     stale: frozenset[str]  # prefixes serving a previous good version (their file is rejected now)
     loaded_at: float
     version: int  # publish counter of this process, +1 on every change
+    served: ServedModels = NONE  # the named prefix sets of models.json
     heads: HeadTable = HeadTable()  # the task heads, checked against this bank (service/heads/)
 
     def enabled_names(self) -> list[str]:
@@ -155,6 +157,7 @@ class PrefixRegistry:
         self._snapshot = Snapshot(
             PrefixBank.build([], self._shape, base=self._base), frozenset(), (), frozenset(), time.time(), 0
         )
+        self._served_good: ServedModels | None = None  # the last models.json that parsed
 
     @classmethod
     def from_settings(cls, settings: Settings, spec: BackboneSpec) -> PrefixRegistry:
@@ -288,6 +291,7 @@ class PrefixRegistry:
             if state_error is not None:
                 scan.rejected.append(Rejected(STATE_FILE, state_error))
         disabled = state.disabled
+        served = self._read_served(scan)
         members = {p.name: p.digest for p in scan.prefixes.values()}
         if {p.name: p.digest for p in old.bank.prefixes if not p.builtin} == members:
             bank = old.bank  # unchanged: keep the bank object, so encoders keep their device copy
@@ -296,10 +300,10 @@ class PrefixRegistry:
         enabled = frozenset(bank.names) - (disabled - {BASE_NAME})  # base cannot be disabled
         rejected, stale = tuple(scan.rejected), frozenset(scan.stale)
         heads = HeadTable.build(self.heads.collect(), bank, enabled, state.disabled_heads, self.pooling)
-        now = (bank, enabled, rejected, stale, heads)
-        if now == (old.bank, old.enabled, old.rejected, old.stale, old.heads):
+        now = (bank, enabled, rejected, stale, served, heads)
+        if now == (old.bank, old.enabled, old.rejected, old.stale, old.served, old.heads):
             return old
-        self._snapshot = Snapshot(bank, enabled, rejected, stale, time.time(), old.version + 1, heads)
+        self._snapshot = Snapshot(bank, enabled, rejected, stale, time.time(), old.version + 1, served, heads)
         log.info(
             "published prefixes v%d: %d loaded, %d enabled, %d rejected",
             self._snapshot.version,
@@ -308,6 +312,16 @@ class PrefixRegistry:
             len(rejected),
         )
         return self._snapshot
+
+    def _read_served(self, scan: _Scan) -> ServedModels:
+        """models.json as of now; a broken file is listed as rejected and its last good version kept."""
+        served = read_served_models(self.folder)
+        if served.error is None:
+            self._served_good = served
+            return served
+        scan.rejected.append(Rejected(MODELS_FILE, served.error))
+        log.error("models file rejected: %s", served.error)
+        return self._served_good if self._served_good is not None else served
 
     # --- changes from the API --------------------------------------------------------------------
 

@@ -83,7 +83,7 @@ def test_sigterm_drains_an_in_flight_request_then_exits(
         answer: dict[str, object] = {}
 
         def post() -> None:
-            r = httpx.post(f"{url}/embed", json={"inputs": texts}, timeout=120)
+            r = httpx.post(f"{url}/embed", json={"inputs": texts, "prefixes": ["alpha", "beta"]}, timeout=120)
             answer.update(status=r.status_code, body=r.json(), at=time.monotonic())
 
         client = threading.Thread(target=post)

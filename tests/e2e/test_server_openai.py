@@ -11,14 +11,14 @@ import pytest
 import torch
 
 from service.config import Settings
-from service.embedding import embed_sync
 from service.engine.backbone import Backbone
 from service.engine.bank import PrefixBank
+from service.engine.direct import embed_sync
 from service.engine.factory import build_torch_encoder
 from service.engine.prefix import base_prefix
-from service.engine.quantize import l2_normalize
 from service.registry.folder import scan_folder
 from service.registry.limits import PrefixLimits
+from service.wire.encodings import l2_normalize
 from tests.support.server_process import ServerProcess
 
 pytestmark = pytest.mark.slow
@@ -43,7 +43,9 @@ def prefix_dir(tmp_path_factory: pytest.TempPathFactory, minilm: Backbone) -> Pa
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, prefix_dir: Path) -> Iterator[ServerProcess]:
     log = tmp_path_factory.mktemp("logs") / "server.log"
-    proc = ServerProcess(log, "--prefix-dir", str(prefix_dir), "--api-key", KEY).start()
+    proc = ServerProcess(
+        log, "--prefix-dir", str(prefix_dir), "--api-key", KEY, "--default-prefixes", "enabled"
+    ).start()
     try:
         yield proc.wait_ready()
     finally:

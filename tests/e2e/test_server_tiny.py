@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 
 from service.config import Settings
-from service.embedding import embed_sync
 from service.engine.backbone import Backbone
 from service.engine.bank import PrefixBank
+from service.engine.direct import embed_sync
 from service.engine.factory import build_torch_encoder
-from service.engine.quantize import decode_base64_float, decode_binary, l2_normalize
 from service.engine.torch_encoder import TorchEncoder
 from service.registry.folder import scan_folder
 from service.registry.limits import PrefixLimits
+from service.wire.encodings import decode_base64_float, decode_binary, l2_normalize
 from tests.support import prefixes
 from tests.support.http import BAD_INPUTS
 from tests.support.server_process import ServerProcess
@@ -40,6 +40,7 @@ class Servers:
         self.folder = folder
         self.model_name = model.name
         args = ("--model", str(model), "--prefix-dir", str(folder), "--max-client-batch", "8")
+        args += ("--default-prefixes", "enabled")  # `prefixes: null` = every enabled prefix
         args += ("--max-input-tokens", "32", "--max-request-bytes", "4096")
         self.args = args
         self.logs = logs

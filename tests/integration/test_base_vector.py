@@ -17,14 +17,14 @@ from transformers import AutoModel, AutoTokenizer
 
 from service.app import create_app
 from service.config import Settings
-from service.embedding import embed_sync
 from service.engine.backbone import Backbone, load_backbone
 from service.engine.bank import PrefixBank
+from service.engine.direct import embed_sync
 from service.engine.factory import build_torch_encoder
 from service.engine.prefix import BASE_NAME, LoadedPrefix, base_prefix
-from service.engine.quantize import l2_normalize
 from service.engine.torch_encoder import TorchEncoder
 from service.registry.writer import native_bytes
+from service.wire.encodings import l2_normalize
 from tests.support.http import wait_ready
 
 TEXTS = ["the cat sat on the mat", "hi", "a somewhat longer sentence, so that the batch is padded"]
@@ -158,6 +158,7 @@ def test_prefixes_null_includes_base_only_when_the_setting_says(tmp_path: Path, 
             watch=False,
             warmup=False,
             include_base=include,
+            default_prefixes="enabled",
         )
         with TestClient(create_app(settings)) as client:
             wait_ready(client)

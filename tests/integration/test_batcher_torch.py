@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from service.batching import Batcher
-from service.embedding import embed_sync
 from service.engine.backbone import Backbone
 from service.engine.bank import PrefixBank
+from service.engine.direct import embed_sync
 from service.engine.torch_encoder import TorchEncoder
 from service.registry.folder import scan_folder
 from service.registry.limits import PrefixLimits

@@ -10,6 +10,7 @@ from service.engine.backbone import Backbone
 from service.engine.bank import PrefixBank
 from service.engine.prefix import LoadedPrefix
 from service.engine.torch_encoder import TorchEncoder
+from tests.support.prefixes import base_vectors
 
 
 def test_row_flops_match_torch_counted_matmuls(tiny_bert: Backbone) -> None:
@@ -20,7 +21,7 @@ def test_row_flops_match_torch_counted_matmuls(tiny_bert: Backbone) -> None:
     kv = torch.zeros(spec.num_layers, spec.num_heads, lp, spec.head_dim)
     bank = PrefixBank.build([LoadedPrefix("p", "d", kv, kv.clone(), "none", "<test>", "native")])
     with FlopCounterMode(display=False) as plain:
-        enc.encode_plain(batch)
+        base_vectors(enc, batch)
     with FlopCounterMode(display=False) as prefixed:
         enc.encode(batch, bank, [0])
     t, h, f = batch.lengths[0], spec.hidden_size, tiny_bert.model.config.intermediate_size

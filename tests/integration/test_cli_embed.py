@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 from service.cli import app
 from service.engine.backbone import Backbone
 from service.engine.bank import PrefixBank
-from service.engine.quantize import l2_normalize
 from service.engine.torch_encoder import TorchEncoder
 from service.registry.folder import scan_folder
 from service.registry.limits import PrefixLimits
+from service.wire.encodings import l2_normalize
 
 
 def test_embed_json_matches_engine(

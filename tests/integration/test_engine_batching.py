@@ -10,7 +10,7 @@ from service.engine.backbone import Backbone
 from service.engine.bank import PrefixBank
 from service.engine.prefix import LoadedPrefix
 from service.engine.torch_encoder import TorchEncoder
-from tests.support.prefixes import random_kv
+from tests.support.prefixes import base_vectors, random_kv
 
 TEXTS = [
     "short one",
@@ -133,4 +133,4 @@ def test_plain_backbone_equals_transformers(minilm: Backbone, minilm_path) -> No
         h = ref_model(input_ids=ids, attention_mask=mask).last_hidden_state
     m = mask.unsqueeze(-1).float()
     ref = ((h * m).sum(1) / m.sum(1)).numpy()
-    np.testing.assert_allclose(encoder.encode_plain(batch), ref, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(base_vectors(encoder, batch), ref, atol=1e-5, rtol=0)

@@ -13,14 +13,14 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.config import Settings
-from service.embedding import embed_sync
 from service.engine.backbone import Backbone
 from service.engine.bank import PrefixBank
+from service.engine.direct import embed_sync
 from service.engine.factory import build_torch_encoder
-from service.engine.quantize import decode_base64_float, l2_normalize
 from service.engine.torch_encoder import TorchEncoder
 from service.registry.folder import scan_folder
 from service.registry.limits import PrefixLimits
+from service.wire.encodings import decode_base64_float, l2_normalize
 from tests.support.http import assert_error, wait_ready
 from tests.support.metrics import metric_value
 from tests.support.waiting import wait_until
@@ -52,7 +52,12 @@ def prefix_dir(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Backbone) ->
 @pytest.fixture(scope="module")
 def settings(tiny_bert_path: Path, prefix_dir: Path) -> Settings:
     return Settings(
-        model=tiny_bert_path, prefix_dir=prefix_dir, device="cpu", dtype="float32", max_input_tokens=40
+        model=tiny_bert_path,
+        prefix_dir=prefix_dir,
+        device="cpu",
+        dtype="float32",
+        max_input_tokens=40,
+        default_prefixes="enabled",
     )
 
 

@@ -17,20 +17,20 @@ from typer.testing import CliRunner
 from service.app import create_app
 from service.cli import app as cli_app
 from service.config import Settings
-from service.embedding import embed_sync
 from service.engine import onnx_export
 from service.engine.backbone import Backbone, load_backbone
 from service.engine.bank import PrefixBank
+from service.engine.direct import embed_sync
 from service.engine.factory import build_onnx_encoder, build_torch_encoder
 from service.engine.onnx_encoder import OnnxEncoder
 from service.engine.onnx_io import EXPORT_CASE
 from service.engine.prefix import LoadedPrefix, base_prefix
-from service.engine.quantize import l2_normalize
 from service.engine.torch_encoder import TorchEncoder
 from service.errors import ModelLoadError
 from service.registry.limits import PrefixLimits
+from service.wire.encodings import l2_normalize
 from tests.support.http import wait_ready
-from tests.support.prefixes import random_kv
+from tests.support.prefixes import base_vectors, random_kv
 
 # Exporting the tiny models to ONNX alone takes tens of seconds on a CPU.
 pytestmark = pytest.mark.slow
@@ -137,7 +137,7 @@ def test_matches_torch_for_prefix_counts_and_lengths_not_seen_at_export(
         assert got.shape == (len(TEXTS), len(slots), backbone.spec.hidden_size)
         assert got.dtype == np.float32
         np.testing.assert_allclose(got, want, atol=TOL, rtol=0)
-    np.testing.assert_allclose(ort_enc.encode_plain(batch), torch_enc.encode_plain(batch), atol=TOL, rtol=0)
+    np.testing.assert_allclose(base_vectors(ort_enc, batch), base_vectors(torch_enc, batch), atol=TOL, rtol=0)
 
 
 def test_plain_is_not_a_prefixed_output(
@@ -145,7 +145,7 @@ def test_plain_is_not_a_prefixed_output(
 ) -> None:
     """The zero-length slot really masks: the plain vectors differ from any prefixed ones."""
     batch = bert_torch.tokenize(TEXTS, max_length=40, truncate=True)
-    plain = bert_onnx.encode_plain(batch)
+    plain = base_vectors(bert_onnx, batch)
     prefixed = bert_onnx.encode(batch, make_bank(tiny_bert, [5]), [0])[:, 0]
     assert np.abs(plain - prefixed).max() > 1e-2
 
@@ -189,7 +189,6 @@ def test_bank_is_bound_once_per_snapshot(
     one, two = make_bank(tiny_bert, [3, 5], start_seed=10), make_bank(tiny_bert, [3, 5, 2], start_seed=10)
     for bank in (one, one, one, two, two):
         bert_onnx.encode(batch, bank, [0, 1])
-    bert_onnx.encode_plain(batch)
     bank_inputs = ["prefix_keys", "prefix_values", "prefix_lengths", "prefix_shift", "prefix_first"]
     assert uploads == [sorted(bank_inputs)] * 2
 
@@ -317,7 +316,9 @@ def onnx_client(
         key, value = random_kv(tiny_bert.spec, n, seed=40 + i)
         meta = {"backbone_fingerprint": tiny_bert.spec.fingerprint, "position_convention": "peft"}
         (folder / f"q{i}.safetensors").write_bytes(native_bytes(key, value, meta))
-    settings = onnx_settings(tiny_bert_path, bert_onnx.onnx_path.parent, prefix_dir=folder, watch=False)
+    settings = onnx_settings(
+        tiny_bert_path, bert_onnx.onnx_path.parent, prefix_dir=folder, watch=False, default_prefixes="enabled"
+    )
     with TestClient(create_app(settings)) as client:
         wait_ready(client)
         yield client, folder, settings
@@ -390,7 +391,7 @@ def test_cuda_provider_keeps_the_bank_on_the_device(
     got = enc.encode(batch, bank, [0, 1, 2, 3, 4])
     assert all(v.device_name().lower() == "cuda" for v in enc._bank_values.values())
     np.testing.assert_allclose(got, bert_torch.encode(batch, bank, [0, 1, 2, 3, 4]), atol=atol)
-    np.testing.assert_allclose(enc.encode_plain(batch), bert_torch.encode_plain(batch), atol=atol)
+    np.testing.assert_allclose(base_vectors(enc, batch), base_vectors(bert_torch, batch), atol=atol)
 
 
 def test_parallel_calls_equal_one_call_and_each_call_is_observed_once(
@@ -417,4 +418,4 @@ def test_parallel_calls_equal_one_call_and_each_call_is_observed_once(
     assert [rows for rows, _ in seen] == [3] * batch.size
     assert two.forward_calls == batch.size
     assert {name.split("_")[0] for _, name in seen} == {"prefix-embed-call"}  # ran on the call pool
-    np.testing.assert_allclose(two.encode_plain(batch), one.encode_plain(batch), atol=1e-6, rtol=0)
+    np.testing.assert_allclose(base_vectors(two, batch), base_vectors(one, batch), atol=1e-6, rtol=0)

@@ -133,9 +133,9 @@ def test_hot_load_availability_follows_the_input_prefix_and_bad_heads_are_reject
     )  # retrained
     wait_until(lambda: not heads(client)["late"]["available"], 20, "the head turns unavailable")
     reason = heads(client)["late"]["reason"]
-    assert "input prefix 'sentiment' has digest" in reason
+    assert "input sentiment is at version" in reason
     r = client.post("/predict", json={"inputs": TEXTS[:2], "tasks": ["late"]})
-    assert_error(r, 409, "head_unavailable", "head 'late' is unavailable", "input prefix 'sentiment'")
+    assert_error(r, 409, "head_unavailable", "head 'late' is unavailable", "input sentiment is at version")
     assert heads(client)["mix"]["available"] is False  # every head over it, with the same reason
     (folder / "sentiment.safetensors").write_bytes(original)
     wait_until(lambda: heads(client)["late"]["available"], 20, "the head is available again")

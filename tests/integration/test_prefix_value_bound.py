@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from service.config import Settings
-from service.embedding import embed_sync
 from service.engine.bank import PrefixBank
+from service.engine.direct import embed_sync
 from service.engine.factory import build_encoder
 from service.engine.prefix import LoadedPrefix
 from service.registry.limits import MAX_ABS_VALUE

@@ -18,11 +18,11 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.config import Settings
-from service.embedding import embed_sync
 from service.engine.backbone import Backbone
+from service.engine.direct import embed_sync
 from service.engine.factory import build_torch_encoder
-from service.engine.quantize import l2_normalize
 from service.registry.folder import scan_folder
+from service.wire.encodings import l2_normalize
 from tests.support.http import assert_error, wait_ready
 
 GOOD = [f"good request number {i} with a few words" for i in range(12)]

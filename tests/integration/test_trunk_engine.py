@@ -23,7 +23,7 @@ from service.engine.encoder import ForwardCall
 from service.engine.forward import layer_rows
 from service.engine.prefix import BASE_NAME, LoadedPrefix, base_prefix
 from service.engine.torch_encoder import TorchEncoder
-from tests.support.prefixes import trunk_prefix
+from tests.support.prefixes import base_vectors, trunk_prefix
 
 TEXTS = [
     "short one",
@@ -132,7 +132,7 @@ def test_trunk_prefixes_equal_the_layers_written_out(
             worst = max(worst, float(np.abs(got[b, j] - ref).max()))
     assert worst <= TOL
     # the prefixes matter: a trunk prefix's vector differs from the plain backbone's
-    plain = encoder.encode_plain(batch)
+    plain = base_vectors(encoder, batch)
     deep = bank.indices([n for n in bank.names if n.startswith("trunk")])[-1]
     assert np.abs(got[:, deep] - plain).max() > 1e-3
     np.testing.assert_allclose(got[:, bank.indices([BASE_NAME])[0]], plain, atol=TOL, rtol=0)

@@ -217,9 +217,6 @@ class FakeEncoder:
         )
         return out
 
-    def encode_plain(self, batch: TokenizedBatch) -> np.ndarray:
-        return np.stack([self.vector(batch.input_ids[b, :n], "plain") for b, n in enumerate(batch.lengths)])
-
     def _report(self, call: ForwardCall) -> None:
         """One model call done: count it and tell the observer (the batcher's)."""
         with self._lock:

@@ -13,14 +13,15 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.config import Settings
-from service.engine.quantize import l2_normalize
 from service.runtime import Runtime
+from service.wire.encodings import l2_normalize
 from tests.support.fake_encoder import FAKE_SPEC, FakeEncoder
 from tests.support.prefixes import prefix_bytes
 from tests.support.waiting import wait_until
 
 PREFIXES = ("alpha", "beta", "gamma")
-# What `prefixes: null` serves with every file prefix enabled: the built-in base first (include_base).
+# What `prefixes: null` serves with every file prefix enabled under `default_prefixes="enabled"` (what
+# fake_app sets unless told otherwise): the built-in base first (include_base).
 SERVED = ("base", *PREFIXES)
 LONG = " ".join(["word"] * 40)  # 42 tokens with [CLS]/[SEP]
 
@@ -114,9 +115,15 @@ def wait_ready(client: TestClient | httpx.Client, timeout: float = 60.0) -> None
 
 @contextmanager
 def fake_app(folder: Path, **settings: Any) -> Iterator[tuple[TestClient, FakeEncoder, Runtime]]:
-    """A running app (lifespan included) on a FakeEncoder serving ``folder``."""
+    """A running app (lifespan included) on a FakeEncoder serving ``folder``. ``prefixes: null`` means
+    every enabled prefix (``default_prefixes="enabled"``) unless ``settings`` say otherwise."""
     fake = FakeEncoder()
-    opts: dict[str, Any] = {"prefix_dir": folder, "served_model_name": "fake-model", "max_client_batch": 8}
+    opts: dict[str, Any] = {
+        "prefix_dir": folder,
+        "served_model_name": "fake-model",
+        "max_client_batch": 8,
+        "default_prefixes": "enabled",
+    }
     opts.update(settings)
     app = create_app(Settings(**opts), encoder=fake)
     with TestClient(app, raise_server_exceptions=False) as client:
@@ -141,7 +148,7 @@ def assert_error(response: httpx.Response, status: int, code: str, *fragments: s
 
 def expected_vectors(fake: FakeEncoder, runtime: Runtime, names: list[str], texts: list[str]) -> np.ndarray:
     """What the engine computes for ``texts`` under ``names``: [B, P, dim], L2-normalized."""
-    from service.embedding import embed_sync
+    from service.engine.direct import embed_sync
 
     bank = runtime.registry.snapshot.bank  # type: ignore[union-attr]
     vectors, _ = embed_sync(fake, bank, names, texts)

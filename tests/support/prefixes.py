@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from service.engine.backbone import BackboneSpec
-from service.engine.prefix import LoadedPrefix
+from service.engine.bank import PrefixBank
+from service.engine.encoder import Encoder, TokenizedBatch
+from service.engine.prefix import LoadedPrefix, base_prefix
 from service.registry.writer import native_bytes
 
 
@@ -44,3 +47,9 @@ def trunk_prefix(
     key, value = torch.randn(shape, generator=g) * 0.5, torch.randn(shape, generator=g) * 0.5
     digest = f"{name}-s{first_layer}-n{prefix_len}-{seed}"
     return LoadedPrefix(name, digest, key, value, convention, "<test>", "native", first_layer=first_layer)
+
+
+def base_vectors(encoder: Encoder, batch: TokenizedBatch) -> np.ndarray:
+    """float32 [B, dim]: the plain backbone's vectors, as the service computes them (the ``base`` slot)."""
+    bank = PrefixBank.build([], base=base_prefix(encoder.spec))
+    return encoder.encode(batch, bank, [0])[:, 0]

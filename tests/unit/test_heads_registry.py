@@ -59,7 +59,7 @@ def test_a_changed_missing_or_disabled_input_makes_the_head_unavailable_until_re
     reg.refresh()
     reason = availability(reg.snapshot)["topic"]
     assert reason is not None
-    assert "input prefix 'beta' has digest" in reason
+    assert "input beta is at version" in reason
     assert "fitted on" in reason
     assert availability(reg.snapshot)["spam"] is None  # its input is untouched
     (folder / "beta.safetensors").write_bytes(original)
@@ -67,13 +67,16 @@ def test_a_changed_missing_or_disabled_input_makes_the_head_unavailable_until_re
     assert availability(reg.snapshot)["topic"] is None
     reg.apply_patch({"alpha": {"enabled": False}})
     assert availability(reg.snapshot) == {
-        "spam": "input prefix 'alpha' is disabled (PATCH /prefixes enables it)",
-        "topic": "input prefix 'alpha' is disabled (PATCH /prefixes enables it)",
+        "spam": "input alpha is disabled (enable or restore those prefixes, or refit the head)",
+        "topic": "input alpha is disabled (enable or restore those prefixes, or refit the head)",
     }
     reg.apply_patch({"alpha": {"enabled": True}})
     (folder / "alpha.safetensors").unlink()
     reg.refresh()
-    assert availability(reg.snapshot)["spam"] == "input prefix 'alpha' is not loaded"
+    assert (
+        availability(reg.snapshot)["spam"]
+        == "input alpha is not loaded (enable or restore those prefixes, or refit the head)"
+    )
     assert not reg.snapshot.heads.get("spam").available
 
 
@@ -155,7 +158,10 @@ def test_a_head_fitted_on_another_pooling_is_unavailable(folder: Path) -> None:
     write_random_head(folder, "cls-head", FAKE_SPEC, ["alpha"], ["a", "b"], seed=4, pooling="cls")
     reg = make_registry(folder)
     reg.load()
-    assert availability(reg.snapshot)["cls-head"] == "fitted on 'cls' pooling; this server pools 'mean'"
+    assert (
+        availability(reg.snapshot)["cls-head"]
+        == "fitted on 'cls' pooling; this server pools 'mean' (enable or restore those prefixes, or refit the head)"
+    )
 
 
 def test_the_watcher_hot_loads_head_files(folder: Path) -> None:

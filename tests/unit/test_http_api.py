@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.config import Settings
-from service.engine.quantize import decode_base64_float, decode_binary, int8_quantize
 from service.runtime import Runtime
+from service.wire.encodings import decode_base64_float, decode_binary, int8_quantize
 from tests.support.fake_encoder import FAKE_SPEC, FakeEncoder
 from tests.support.http import (
     SERVED,
@@ -272,7 +272,7 @@ class _BrokenRegistry:
 
 def test_an_unexpected_error_is_a_generic_500(served, caplog, monkeypatch) -> None:
     client, fake, runtime = served
-    monkeypatch.setattr(runtime, "registry", _BrokenRegistry())
+    monkeypatch.setattr(runtime.pipeline, "registry", _BrokenRegistry())
     r = client.post("/embed", json={"inputs": "x"})
     assert assert_error(r, 500, "internal_error") == "internal server error"
     assert "secret" not in r.text

@@ -96,10 +96,13 @@ def test_a_head_whose_input_changed_is_refused_naming_the_input(
     client.patch("/prefixes/beta", json={"enabled": False}, headers=ADMIN).raise_for_status()
     listed = {h["name"]: h for h in client.get("/heads").json()["heads"]}
     assert listed["topic"]["available"] is False
-    assert listed["topic"]["reason"] == "input prefix 'beta' is disabled (PATCH /prefixes enables it)"
+    assert (
+        listed["topic"]["reason"]
+        == "input beta is disabled (enable or restore those prefixes, or refit the head)"
+    )
     assert listed["sentiment"]["available"] is True
     r = client.post("/predict", json={"inputs": "x", "tasks": ["topic"]})
-    assert_error(r, 409, "head_unavailable", "head 'topic' is unavailable", "input prefix 'beta' is disabled")
+    assert_error(r, 409, "head_unavailable", "head 'topic' is unavailable", "input beta is disabled")
     body = client.post("/predict", json={"inputs": "x"}).json()  # null: only the available heads
     assert [h["name"] for h in body["heads"]] == ["sentiment"]
 

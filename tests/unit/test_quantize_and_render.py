@@ -6,11 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from service.embedding import choose_prefixes, render_embed_document
-from service.engine.bank import PrefixBank
 from service.engine.prefix import LoadedPrefix
-from service.engine.quantize import decode_base64_float, decode_binary, encode_vector, int8_quantize
-from service.errors import NoActivePrefixes, PrefixDisabled, PrefixNotFound
+from service.wire.document import render_embed_document
+from service.wire.encodings import decode_base64_float, decode_binary, encode_vector, int8_quantize
 
 
 def _prefix(name: str) -> LoadedPrefix:
@@ -69,25 +67,11 @@ def test_render_separate_and_concat() -> None:
     np.testing.assert_allclose(np.linalg.norm(e[:4]), np.linalg.norm(e[4:]), rtol=1e-6)  # equal shares
 
 
-def test_choose_prefixes() -> None:
-    bank = PrefixBank.build([_prefix("topic"), _prefix("sentiment"), _prefix("spam")])
-    assert choose_prefixes(bank, {"topic", "spam"}, None) == ["spam", "topic"]
-    assert choose_prefixes(bank, {"topic", "spam"}, ["topic", "spam"]) == ["topic", "spam"]
-    with pytest.raises(
-        PrefixNotFound, match=r"unknown prefix\(es\) 'nope'; known prefixes: sentiment, spam, topic"
-    ):
-        choose_prefixes(bank, {"topic"}, ["nope"])
-    with pytest.raises(PrefixDisabled, match="'sentiment' are disabled"):
-        choose_prefixes(bank, {"topic"}, ["topic", "sentiment"])
-    with pytest.raises(NoActivePrefixes):
-        choose_prefixes(bank, set(), None)
-
-
 def test_document_json_round_trips_float32_exactly_and_refuses_non_finite() -> None:
     import json
 
-    from service.embedding import dumps_document
     from service.errors import InferenceFailed
+    from service.wire.document import dumps_document
 
     rng = np.random.default_rng(3)
     vectors = rng.standard_normal((3, 2, 16)).astype(np.float32)

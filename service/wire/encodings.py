@@ -35,7 +35,7 @@ def int8_quantize(x: np.ndarray) -> np.ndarray:
 
 def encode_vector(x: np.ndarray, encoding: str) -> np.ndarray | str:
     """One vector ``x`` (float32 [d]) in the wire encoding: a float32 or int8 array (written as a JSON
-    list of numbers by :func:`service.embedding.dumps_document`) or a base64 string."""
+    list of numbers by :func:`service.wire.document.dumps_document`) or a base64 string."""
     if encoding == "float":
         return x.astype(np.float32, copy=False)
     if encoding == "base64":

@@ -1,0 +1,43 @@
+"""The embedding pipeline without a server: ``python -m service embed`` (and ``predict``) run the
+routes' exact code path (registry scan, batcher, :class:`~service.pipeline.EmbeddingPipeline`) once,
+so a command prints what the server would return."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from service.batching import Batcher
+from service.config import Settings
+from service.engine.factory import build_encoder
+from service.pipeline import EmbeddingPipeline
+from service.registry.loader import Rejected
+from service.registry.registry import PrefixRegistry
+
+T = TypeVar("T")
+
+
+def run_pipeline(
+    settings: Settings,
+    work: Callable[[EmbeddingPipeline], Awaitable[T]],
+    *,
+    on_rejected: Callable[[Rejected], None] | None = None,
+) -> T:
+    """Load the encoder and the prefix folder as ``serve`` does, then ``await work(pipeline)``."""
+    encoder = build_encoder(settings)
+    registry = PrefixRegistry.from_settings(settings, encoder.spec)
+    snap = registry.scan()
+    for rejected in (*snap.rejected, *snap.heads.rejected):
+        if on_rejected is not None:
+            on_rejected(rejected)
+
+    async def main() -> T:
+        batcher = Batcher.from_settings(encoder, settings)
+        await batcher.start()
+        try:
+            return await work(EmbeddingPipeline.from_settings(registry, batcher, settings))
+        finally:
+            await batcher.stop()
+
+    return asyncio.run(main())
