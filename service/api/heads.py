@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from service.api.auth import require_admin, require_api_key
 from service.api.deps import ServingDep
 from service.api.prefixes import PatchBody, iso_time
-from service.api.responses import ADMIN_ERRORS, READ_ERRORS
+from service.api.responses import ADMIN_ERRORS, READ_ERRORS, upload_body
 from service.heads.table import HeadTable, ServedHead
 from service.registry.registry import Snapshot
 
@@ -77,13 +77,9 @@ async def patch_head(name: str, patch: PatchBody, serving: ServingDep) -> dict[s
     dependencies=[Depends(require_admin)],
     status_code=201,
     responses={200: {"description": "Replaced an existing head file"}, **ADMIN_ERRORS},
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "description": "A head file (safetensors: weight, bias, optional mean/scale; see prefixes/README.md)",
-            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
-        }
-    },
+    openapi_extra=upload_body(
+        "A head file (safetensors: weight, bias, optional mean/scale; see prefixes/README.md)"
+    ),
 )
 async def put_head(name: str, request: Request, serving: ServingDep) -> JSONResponse:
     """Upload a head file (the request body): validated, written atomically, hot-loaded. 201 when the

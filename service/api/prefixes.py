@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 
 from service.api.auth import require_admin, require_api_key
 from service.api.deps import ServingDep
-from service.api.responses import ADMIN_ERRORS, READ_ERRORS, error_responses
+from service.api.responses import ADMIN_ERRORS, READ_ERRORS, error_responses, upload_body
 from service.engine.prefix import BASE_NAME, LoadedPrefix
 from service.errors import InvalidInput
 from service.registry.registry import Snapshot
@@ -118,13 +118,9 @@ async def patch_prefix(name: str, patch: PatchBody, serving: ServingDep) -> dict
     dependencies=[Depends(require_admin)],
     status_code=201,
     responses={200: {"description": "Replaced an existing prefix file"}, **ADMIN_ERRORS},
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "description": "A native prefix file (safetensors with tensors `key` and `value`); see prefixes/README.md",
-            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
-        }
-    },
+    openapi_extra=upload_body(
+        "A native prefix file (safetensors with tensors `key` and `value`); see prefixes/README.md"
+    ),
 )
 async def put_prefix(name: str, request: Request, serving: ServingDep) -> JSONResponse:
     """Upload a native prefix file (the request body): validated, written atomically, hot-loaded.

@@ -45,3 +45,9 @@ EMBED_ERRORS = error_responses(400, 401, 404, 409, 413, 422, 429, 503, 504)
 ADMIN_ERRORS = error_responses(400, 401, 403, 404, 409, 413, 422, 503)
 # Routes that read the serving state.
 READ_ERRORS = error_responses(401, 503)
+
+
+def upload_body(description: str) -> dict[str, Any]:
+    """``openapi_extra`` of a route whose body is a file (``PUT /prefixes/{name}``, ``PUT /heads/{name}``)."""
+    binary = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+    return {"requestBody": {"required": True, "description": description, "content": binary}}

@@ -21,7 +21,7 @@ from service.errors import HeadNotFound, InvalidHeadFile, InvalidPrefixFile
 from service.heads.format import parse_head
 from service.heads.head import TaskHead
 from service.registry.limits import PrefixLimits
-from service.registry.loader import Rejected
+from service.registry.loader import Rejected, rejection_reason
 from service.registry.names import HEADS_DIR, NATIVE_SUFFIX, PICKLE_SUFFIXES, is_candidate
 from service.registry.reading import read_limited
 from service.registry.writer import atomic_write
@@ -112,12 +112,7 @@ class HeadFolder:
         try:
             head = self._load(path)
         except Exception as exc:  # noqa: BLE001 - any failure is this file's rejection, never the scan's
-            if isinstance(exc, InvalidPrefixFile):
-                reason = exc.message
-            elif isinstance(exc, OSError):
-                reason = f"{self.source(path.name)}: cannot read: {exc.strerror or exc}"
-            else:
-                reason = f"{self.source(path.name)}: cannot load: {type(exc).__name__}: {str(exc)[:200]}"
+            reason = rejection_reason(exc, self.source(path.name))
             log.warning("rejected head file: %s", reason)
             self._entries[path.name] = _Entry(sig, error=reason, last_good=last_good)
             return

@@ -36,7 +36,7 @@ from service.heads.folder import HeadFolder
 from service.heads.head import TaskHead
 from service.heads.table import HeadTable
 from service.registry.limits import PrefixLimits
-from service.registry.loader import Rejected, load_prefix
+from service.registry.loader import Rejected, load_prefix, rejection_reason
 from service.registry.names import NATIVE_SUFFIX, PEFT_CONFIG, PEFT_WEIGHTS, STATE_FILE, is_candidate
 from service.registry.native import parse_native
 from service.registry.reading import check_inside
@@ -239,12 +239,7 @@ class PrefixRegistry:
         try:
             prefix = load_prefix(path, self.spec, self.limits, root=self.folder)
         except Exception as exc:  # noqa: BLE001 - any failure is this entry's rejection, never the scan's
-            if isinstance(exc, InvalidPrefixFile):
-                reason = exc.message
-            elif isinstance(exc, OSError):
-                reason = f"{path.name}: cannot read: {exc.strerror or exc}"
-            else:
-                reason = f"{path.name}: cannot load: {type(exc).__name__}: {str(exc)[:200]}"
+            reason = rejection_reason(exc, path.name)
             if "pending:" in reason and settle_at is None:
                 settle_at = now + settle
             log.warning("rejected prefix file: %s", reason)
