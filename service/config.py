@@ -153,6 +153,13 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(30.0, gt=0, description="Deadline of a request in the queue (504).")
     max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Largest request body, in bytes.")
     warmup: bool = Field(True, description="Run one forward call before reporting ready.")
+    vector_cache_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        description="Byte budget of the in-process vector cache, keyed by (text, prefix digest, pooling, "
+        "truncation, token limit); least recently used vectors are evicted past it. 0 = off. Per "
+        "replica (README, Vector cache).",
+    )
 
     # --- auth --------------------------------------------------------------------------------
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(

@@ -48,6 +48,20 @@ class Metrics:
             "prefix_embed_heads_available", "Task heads enabled and available (inputs as fitted).", registry=r
         )
         self.ready = Gauge("prefix_embed_ready", "1 once the model is loaded and warmed up.", registry=r)
+        self.cache_events = Counter(
+            "prefix_embed_vector_cache",
+            "Vector cache lookups and evictions by event (hit, miss: one (text, prefix) pair each; eviction).",
+            ["event"],
+            registry=r,
+        )
+        self.cache_bytes = Gauge(
+            "prefix_embed_vector_cache_bytes", "Bytes held by the vector cache.", registry=r
+        )
+        self.cache_entries = Gauge(
+            "prefix_embed_vector_cache_entries",
+            "(text, prefix) vectors held by the vector cache.",
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -9,13 +9,16 @@ the batch runs on that snapshot's bank to its end, so a hot swap never mixes ver
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from service.cache import VectorCache, keys_for, variant_key
 from service.engine.bank import PrefixBank
+from service.engine.direct import token_limit
 from service.engine.prefix import BASE_NAME, LoadedPrefix
 from service.errors import (
     ModelUnavailable,
@@ -79,6 +82,8 @@ class EmbeddingPipeline:
         default_prefixes: str = "model",
         include_base: bool = True,
         metrics: Metrics | None = None,
+        cache_bytes: int = 0,
+        pooling: str = "mean",
     ) -> None:
         self.registry = registry
         self.batcher = batcher
@@ -87,6 +92,8 @@ class EmbeddingPipeline:
         self.include_base = include_base
         self.metrics = metrics
         self.dim = batcher.encoder.dim
+        self.pooling = pooling  # part of the cache key
+        self.cache = VectorCache(cache_bytes, on_change=self._cache_event if metrics is not None else None)
 
     @classmethod
     def from_settings(
@@ -99,6 +106,8 @@ class EmbeddingPipeline:
             default_prefixes=settings.default_prefixes,
             include_base=settings.include_base,
             metrics=metrics,
+            cache_bytes=settings.vector_cache_bytes,
+            pooling=f"{settings.pooling}:{settings.pooling_layers}",
         )
 
     def snapshot(self) -> Snapshot:
@@ -172,9 +181,67 @@ class EmbeddingPipeline:
     async def embed(
         self, texts: Sequence[str], selection: Selection, *, truncate: bool = True, route: str | None = None
     ) -> Embedded:
-        """Every text under every selected prefix, in as few model calls as the batcher allows (all
-        prefixes of a text share its calls). ``route`` labels the embeddings metric."""
-        out = await self.batcher.embed(texts, selection.bank, selection.slots, truncate=truncate)
+        """Every text under every selected prefix. Cached (text, prefix) pairs are not computed again;
+        the rest run through the batcher, all missing prefixes of a text in one pass (a text's calls
+        share its trunk). ``route`` labels the embeddings metric."""
+        if self.cache.enabled:
+            vectors, tokens = await self._embed_cached(texts, selection, truncate)
+        else:
+            out = await self.batcher.embed(texts, selection.bank, selection.slots, truncate=truncate)
+            vectors, tokens = out.vectors, out.prompt_tokens
         if self.metrics is not None and route is not None:
             self.metrics.embeddings.labels(route).inc(len(texts) * len(selection.slots))
-        return Embedded(selection, out.vectors, out.prompt_tokens)
+        return Embedded(selection, vectors, tokens)
+
+    async def _embed_cached(
+        self, texts: Sequence[str], selection: Selection, truncate: bool
+    ) -> tuple[np.ndarray, int]:
+        bank, slots = selection.bank, selection.slots
+        # The whole request's token limit, also for a part of its slots: a vector never depends on
+        # which of its neighbours happened to be cached.
+        limit = token_limit(self.batcher.encoder, bank, slots)
+        keys = keys_for(
+            texts, [p.digest for p in selection.prefixes], variant_key(self.pooling, truncate, limit)
+        )
+        vectors = np.empty((len(texts), len(slots), self.dim), dtype=np.float32)
+        tokens = [0] * len(texts)
+        # missing columns -> {text: the request's indices of that text}: each distinct text once
+        todo: dict[tuple[int, ...], dict[str, list[int]]] = {}
+        for b, row in enumerate(keys):
+            missing = []
+            for p, key in enumerate(row):
+                hit = self.cache.get(key)
+                if hit is None:
+                    missing.append(p)
+                else:
+                    vectors[b, p] = hit.vector
+                    tokens[b] = hit.tokens
+            if missing:
+                todo.setdefault(tuple(missing), {}).setdefault(texts[b], []).append(b)
+        groups = list(todo.items())
+        outs = await asyncio.gather(
+            *(
+                self.batcher.embed(
+                    list(where), bank, [slots[c] for c in cols], truncate=truncate, token_limit=limit
+                )
+                for cols, where in groups
+            )
+        )
+        for (cols, where), out in zip(groups, outs, strict=True):
+            for j, rows in enumerate(where.values()):
+                for b in rows:
+                    vectors[b, list(cols)] = out.vectors[j]
+                    tokens[b] = out.token_counts[j]
+                for k, c in enumerate(cols):
+                    self.cache.put(keys[rows[0]][c], out.vectors[j, k], out.token_counts[j])
+        self._cache_gauges()
+        return vectors, sum(tokens)
+
+    def _cache_event(self, event: str, n: int) -> None:
+        assert self.metrics is not None
+        self.metrics.cache_events.labels(event).inc(n)
+
+    def _cache_gauges(self) -> None:
+        if self.metrics is not None:
+            self.metrics.cache_bytes.set(self.cache.bytes)
+            self.metrics.cache_entries.set(len(self.cache))

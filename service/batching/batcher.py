@@ -104,12 +104,21 @@ class Batcher:
         return int(min(60, max(1, math.ceil(self._in_flight / rate))))
 
     async def embed(
-        self, texts: Sequence[str], bank: PrefixBank, slots: Sequence[int], *, truncate: bool = True
+        self,
+        texts: Sequence[str],
+        bank: PrefixBank,
+        slots: Sequence[int],
+        *,
+        truncate: bool = True,
+        token_limit: int | None = None,
     ) -> EmbedOutput:
+        """Vectors of ``texts`` under ``slots`` of ``bank``. ``token_limit``: tokenize to this many
+        tokens instead of the limit of ``slots`` (the pipeline passes the limit of a whole request when
+        it computes only some of its slots)."""
         if not self._accepting:
             raise NotReady("the server is shutting down; retry on another replica")
         if not texts:
-            return EmbedOutput(np.zeros((0, len(slots), self.encoder.dim), dtype=np.float32), 0)
+            return EmbedOutput(np.zeros((0, len(slots), self.encoder.dim), dtype=np.float32), ())
         if self._in_flight >= self.max_queue:
             self._dropped("queue_full")
             raise QueueFull(
@@ -122,6 +131,7 @@ class Batcher:
             bank,
             slots,
             truncate=truncate,
+            token_limit=token_limit,
             deadline=time.monotonic() + self.timeout_s,
             loop=loop,
             future=loop.create_future(),

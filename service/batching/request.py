@@ -16,10 +16,14 @@ from service.engine.bank import PrefixBank
 
 @dataclass(frozen=True)
 class EmbedOutput:
-    """Vectors of every text under every requested slot, and the request's real token count."""
+    """Vectors of every text under every requested slot, and each text's real token count."""
 
     vectors: np.ndarray  # float32 [B, P, dim], unnormalized
-    prompt_tokens: int
+    token_counts: tuple[int, ...]  # per text, after truncation
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(self.token_counts)
 
 
 class EmbedJob:
@@ -44,6 +48,7 @@ class EmbedJob:
         "started_at",
         "texts",
         "token_ids",
+        "token_limit",
         "truncate",
         "vectors",
     )
@@ -58,8 +63,10 @@ class EmbedJob:
         deadline: float,
         loop: asyncio.AbstractEventLoop,
         future: asyncio.Future[EmbedOutput],
+        token_limit: int | None = None,
     ) -> None:
         self.texts = list(texts)
+        self.token_limit = token_limit  # None: the limit of ``slots`` (the model's, less any shift)
         self.bank = bank
         self.slots = tuple(slots)
         self.truncate = truncate

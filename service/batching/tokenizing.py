@@ -142,9 +142,11 @@ class TokenizerStage:
                     return None
                 req.texts[i] = text[:cap]  # the tokenizer would cut it anyway: never read the rest
             chars += len(req.texts[i])
-        limit = text_token_limit(
-            self.encoder.spec, self.encoder.max_input_tokens, req.bank.max_shift(req.slots)
-        )
+        limit = req.token_limit
+        if limit is None:
+            limit = text_token_limit(
+                self.encoder.spec, self.encoder.max_input_tokens, req.bank.max_shift(req.slots)
+            )
         req.token_ids = []
         return _Pending(req, limit if req.truncate else limit + 1, limit, chars)
 

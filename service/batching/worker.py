@@ -200,4 +200,4 @@ class BatchWorker:
             req.done_texts += 1
         for req in batch.requests:
             if req.live and req.done_texts == req.size and req.vectors is not None:
-                req.resolve(EmbedOutput(req.vectors, req.prompt_tokens))
+                req.resolve(EmbedOutput(req.vectors, tuple(len(ids) for ids in req.token_ids)))
