@@ -128,7 +128,8 @@ def bench_predict_cmd(
 
     from service.config import default_model_path
 
-    env = {"PREFIX_EMBED_BACKEND": backend} if backend else {}
+    # the vector cache off: every round computes its vectors (the texts repeat across rounds)
+    env = {"PREFIX_EMBED_VECTOR_CACHE_BYTES": "0", **({"PREFIX_EMBED_BACKEND": backend} if backend else {})}
     cfg = PredictBenchConfig(
         prefix_dir, model or default_model_path(), out_dir, texts=texts, rounds=rounds, env=env
     )
