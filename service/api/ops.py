@@ -93,6 +93,11 @@ async def info(runtime: RuntimeDep) -> dict[str, Any]:
             "rejected": len(snap.rejected) if snap else 0,
             "bank_version": snap.bank.version if snap else None,
         },
+        "heads": {  # task heads of POST /predict (GET /heads lists them)
+            "loaded": len(snap.heads.heads) if snap else 0,
+            "available": sum(h.enabled and h.available for h in snap.heads.heads) if snap else 0,
+            "rejected": len(snap.heads.rejected) if snap else 0,
+        },
         "limits": {
             "max_client_batch": s.max_client_batch,
             "max_input_tokens": enc.max_input_tokens if enc else s.max_input_tokens,

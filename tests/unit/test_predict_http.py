@@ -202,3 +202,7 @@ def test_get_heads_lists_rejected_files_with_the_reason(
     assert [r["source"] for r in body["rejected"]] == ["heads/broken.safetensors"]
     assert [h["name"] for h in body["heads"]] == ["intent", "sentiment", "topic"]
     assert client.post("/predict", json={"inputs": "x"}).status_code == 200  # the others serve
+    assert client.get("/info").json()["heads"] == {"loaded": 3, "available": 3, "rejected": 1}
+    metrics = client.get("/metrics").text
+    assert metric_value(metrics, "prefix_embed_heads_loaded") == 3
+    assert metric_value(metrics, "prefix_embed_heads_available") == 3
