@@ -103,6 +103,9 @@ def our_server(
         "PREFIX_EMBED_PREFIX_DIR": str(prefix_dir),
         "PREFIX_EMBED_WATCH": "false",
         "PREFIX_EMBED_LOG_LEVEL": "warning",
+        # Benchmarks repeat their texts every round: without this, repeats would be answered from the
+        # vector cache and the forward pass would not be measured (a cache benchmark sets it itself).
+        "PREFIX_EMBED_VECTOR_CACHE_BYTES": "0",
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
         **env,
