@@ -128,8 +128,7 @@ def bench_predict_cmd(
 
     from service.config import default_model_path
 
-    # the vector cache off: every round computes its vectors (the texts repeat across rounds)
-    env = {"PREFIX_EMBED_VECTOR_CACHE_BYTES": "0", **({"PREFIX_EMBED_BACKEND": backend} if backend else {})}
+    env = {"PREFIX_EMBED_BACKEND": backend} if backend else {}  # our_server turns the vector cache off
     cfg = PredictBenchConfig(
         prefix_dir, model or default_model_path(), out_dir, texts=texts, rounds=rounds, env=env
     )
