@@ -8,12 +8,13 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from service.backend import build_encoder
 from service.batching import Batcher
 from service.config import Settings
-from service.engine.factory import build_encoder
 from service.pipeline import EmbeddingPipeline
 from service.registry.loader import Rejected
 from service.registry.registry import PrefixRegistry
+from service.runtime import warm_up
 
 T = TypeVar("T")
 
@@ -31,6 +32,9 @@ def run_pipeline(
     for rejected in (*snap.rejected, *snap.heads.rejected):
         if on_rejected is not None:
             on_rejected(rejected)
+    # As serve does before /ready: every depth the folder needs is set up (ONNX: exported, which can
+    # take longer than a request's deadline on a first run) before the first request is queued.
+    warm_up(encoder, snap.bank)
 
     async def main() -> T:
         batcher = Batcher.from_settings(encoder, settings)

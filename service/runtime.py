@@ -87,7 +87,7 @@ class Runtime:
         s = self.settings
         try:
             if self.encoder is None:
-                from service.engine.factory import build_encoder_for
+                from service.backend import build_encoder_for
 
                 built, choice = await asyncio.to_thread(build_encoder_for, s)
                 self.encoder, self.backend_reason = built, choice.reason

@@ -30,10 +30,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from service.backend import build_torch_encoder  # noqa: E402
 from service.config import Settings  # noqa: E402
 from service.engine.direct import embed_sync  # noqa: E402
 from service.engine.encoder import Encoder  # noqa: E402
-from service.engine.factory import build_torch_encoder  # noqa: E402
 from service.engine.pooling import pooling_label  # noqa: E402
 from service.engine.prefix import BASE_NAME  # noqa: E402
 from service.heads.head import HeadInput  # noqa: E402
@@ -86,7 +86,8 @@ def fit_task(
     data = recipe.metadata() | {"train_digest": train.digest(), "test_digest": test.digest()}
     result: dict[str, Any] = {"task": task, "n_train": len(train), "n_test": len(test)}
     for column, name in enumerate(names):
-        model, c, cv = search_probe(x_train[:, column], train.labels, cs=CS, seed=0)
+        fitted = search_probe(x_train[:, column], train.labels, cs=CS, seed=0)
+        model, c, cv = fitted.pipeline, fitted.c, fitted.cv_accuracy
         fit = {
             "method": "standardized logistic regression (service/method/probes.py search_probe)",
             "cs": list(CS), "c": c, "cv": "stratified 3-fold on the training split", "cv_accuracy": cv,

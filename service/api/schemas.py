@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from service.engine.prefix import LoadedPrefix
 from service.errors import InvalidInput, TooManyInputs, shown_list
-from service.wire.encodings import Encoding
+from service.wire import Combine, Encoding
 
 # Response header naming the prefixes and digests a response was computed with:
 # `x-prefix-digests: name=digest,name=digest` in the order of the vectors (clients that do not
@@ -84,7 +84,7 @@ class EmbedRequest(BaseModel):
     prefixes: list[str] | None = Field(
         None, description="Prefix names, in output order; null = every enabled prefix."
     )
-    combine: Literal["separate", "concat"] = "separate"
+    combine: Combine = "separate"
     normalize: StrictBool = True
     truncate: StrictBool = True
     encoding: Encoding = "float"

@@ -11,10 +11,10 @@ from typing import Any
 
 import torch
 
+from service.backend import build_torch_encoder
 from service.bench.texts import sample_texts
 from service.config import Settings
 from service.engine.bank import PrefixBank
-from service.engine.factory import build_torch_encoder
 from service.engine.prefix import LoadedPrefix, base_prefix
 
 

@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from service.backend import build_onnx_encoder, build_torch_encoder
 from service.bench.engine import random_prefixes
 from service.bench.texts import sample_texts
 from service.config import Settings
 from service.engine.bank import PrefixBank
-from service.engine.factory import build_onnx_encoder, build_torch_encoder
 
 
 def _timed(fn: Any) -> tuple[float, float]:

@@ -111,28 +111,3 @@ def markdown(result: dict[str, Any]) -> str:
             f"{m['embed base64']} | {s['predict_vs_embed_float']:.3f} | {s['predict_vs_embed_base64']:.3f} |"
         )
     return "\n".join(lines) + "\n"
-
-
-def bench_predict_cmd(
-    prefix_dir: Path = Path("prefixes"),
-    model: Path | None = None,
-    out_dir: Path = Path("bench-results"),
-    texts: int = 256,
-    rounds: int = 5,
-    backend: str | None = None,
-) -> None:
-    """/predict with every served head vs /embed of the same prefixes (texts/s, interleaved rounds)."""
-    import json
-
-    import typer
-
-    from service.config import default_model_path
-
-    env = {"PREFIX_EMBED_BACKEND": backend} if backend else {}  # our_server turns the vector cache off
-    cfg = PredictBenchConfig(
-        prefix_dir, model or default_model_path(), out_dir, texts=texts, rounds=rounds, env=env
-    )
-    result = run_predict_bench(cfg)
-    (out_dir / "predict.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out_dir / "predict.md").write_text(markdown(result))
-    typer.echo(markdown(result))

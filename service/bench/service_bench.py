@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from service.backend import build_torch_encoder
 from service.bench.flops import batch_flops, peak_flops
 from service.bench.inproc import raw_encoder_rate, slot_policy_rates
 from service.bench.load import Call, fetch_json, run_load
@@ -37,7 +38,6 @@ from service.bench.workload import (
 )
 from service.config import Settings, default_model_path
 from service.engine.bank import PrefixBank
-from service.engine.factory import build_torch_encoder
 from service.registry.folder import scan_folder
 
 
@@ -269,7 +269,7 @@ class ServiceBench:
         and on infinity-emb's torch and optimum (ONNX) engines, all up at once, interleaved."""
         import contextlib
 
-        from service.engine.factory import build_encoder_for
+        from service.backend import build_encoder_for
 
         cfg = self.cfg
         if cfg.backbone != "minilm":

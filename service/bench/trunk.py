@@ -16,11 +16,11 @@ from typing import Any
 
 import torch
 
+from service.backend import build_torch_encoder
 from service.bench.engine import time_interleaved
 from service.bench.texts import sample_texts
 from service.config import Settings
 from service.engine.bank import PrefixBank
-from service.engine.factory import build_torch_encoder
 from service.engine.forward import layer_rows
 from service.engine.prefix import LoadedPrefix
 

@@ -24,7 +24,7 @@ from sklearn.pipeline import Pipeline
 from service.heads.head import HeadInput, TaskHead
 from service.heads.writer import HeadParams
 from service.method.corpora import load_builtin
-from service.method.data import TaskData, holdout, split, subsample
+from service.method.data import TEST_CAP, TaskData, protocol_splits
 
 
 def probe_head(
@@ -63,27 +63,28 @@ def linear_head(
 
 @dataclass(frozen=True)
 class SplitRecipe:
-    """A source task's splits as RESULTS.md carves them: a fixed test split by document (``holdout`` of
-    the data, seed 1234, at most ``test_max`` texts), then a pool of at most ``pool_max`` examples
-    (``seed``) split into train/dev (``dev_fraction``, by document)."""
+    """A source task's splits as RESULTS.md carves them (:func:`service.method.data.protocol_splits`):
+    the fixed test split by document (``holdout`` of the data, seed 1234, at most 1,000 texts), then at
+    most ``pool_max`` examples (``seed``) split into train/dev (``dev_fraction``, by document)."""
 
     loader: str  # a built-in data set (service/method/corpora.py)
     seed: int = 0
     pool_max: int = 8000
     dev_fraction: float = 0.15
     holdout: float = 0.3
-    test_max: int = 1000
 
     def splits(self, name: str) -> tuple[TaskData, TaskData, TaskData]:
         """(train, dev, test)."""
         data = replace(load_builtin(self.loader), name=name)
-        pool, test = holdout(data, self.holdout)
-        test = subsample(test, self.test_max, 0)
-        train, dev = split(subsample(pool, self.pool_max, self.seed), self.dev_fraction, self.seed)
+        train, dev, test = protocol_splits(
+            data, holdout_fraction=self.holdout, max_examples=self.pool_max, dev_fraction=self.dev_fraction,
+            seed=self.seed,
+        )  # fmt: skip
+        assert test is not None  # holdout > 0
         return train, dev, test
 
     def metadata(self) -> dict[str, Any]:
-        return asdict(self)
+        return asdict(self) | {"test_max": TEST_CAP}
 
     @classmethod
     def from_metadata(cls, meta: dict[str, Any]) -> SplitRecipe:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from service.config import Settings
-from service.settings_cli import settings_command
+from service.settings_cli import PREFIX_FOLDER, settings_command
 
 if TYPE_CHECKING:
     from service.engine.backbone import BackboneSpec
@@ -90,5 +90,5 @@ def show(settings: Settings) -> None:
             typer.echo(f"  {member.name:<28} {member.digest or 'any version'}")
 
 
-models_app.command("pin")(settings_command(pin))
-models_app.command("show")(settings_command(show))
+models_app.command("pin")(settings_command(pin, ("model", "served_model_name", *PREFIX_FOLDER)))
+models_app.command("show")(settings_command(show, ("model", *PREFIX_FOLDER)))

@@ -16,10 +16,11 @@ import socket
 import sys
 import threading
 import time
-from typing import Any
+from typing import Annotated, Any
+
+import typer
 
 from service.config import Settings
-from service.serving.ray_proxy import CALLBACK_PATH
 
 log = logging.getLogger(__name__)
 PROXY_CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
@@ -37,6 +38,7 @@ def run(settings: Settings, scaling: Any, address: str | None = None) -> int:
     from ray import serve
 
     from service.serving.ray_app import APP_NAME, build_application
+    from service.serving.ray_proxy import CALLBACK_PATH
 
     address = address or os.environ.get("RAY_ADDRESS") or None
     port = settings.port or free_port(settings.host)
@@ -114,3 +116,29 @@ def main(
         max_ongoing_requests=max_ongoing_requests,
     )
     return run(settings, scaling)
+
+
+def ray_serve_cmd(
+    settings: Settings,
+    replicas: Annotated[int, typer.Option(min=1, help="Fixed number of replicas.")] = 1,
+    autoscale: Annotated[
+        str | None, typer.Option(help="MIN:MAX replicas, autoscaled on ongoing requests.")
+    ] = None,
+    replica_cpus: Annotated[float, typer.Option(min=0, help="CPUs Ray reserves per replica.")] = 1.0,
+    replica_gpus: Annotated[float, typer.Option(min=0, help="GPUs Ray reserves per replica.")] = 0.0,
+    max_ongoing_requests: Annotated[
+        int, typer.Option(min=1, help="Requests in flight per replica (the batcher batches them).")
+    ] = 64,
+) -> None:
+    """Serve on Ray Serve (needs the `ray` extra): replicas behind Ray's proxy on --host/--port, on a
+    local Ray or RAY_ADDRESS, until SIGINT/SIGTERM. Every other flag is serve's (every Settings field)."""
+    raise typer.Exit(
+        main(
+            settings,
+            replicas=replicas,
+            autoscale=autoscale,
+            replica_cpus=replica_cpus,
+            replica_gpus=replica_gpus,
+            max_ongoing_requests=max_ongoing_requests,
+        )
+    )

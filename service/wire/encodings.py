@@ -10,12 +10,13 @@
 from __future__ import annotations
 
 import base64
-from typing import Literal
+from typing import get_args
 
 import numpy as np
 
-Encoding = Literal["float", "base64", "binary", "int8"]
-ENCODINGS = ("float", "base64", "binary", "int8")
+from service.wire import Encoding
+
+ENCODINGS: tuple[str, ...] = get_args(Encoding)
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:

@@ -10,11 +10,11 @@ import openai
 import pytest
 import torch
 
+from service.backend import build_torch_encoder
 from service.config import Settings
 from service.engine.backbone import Backbone
 from service.engine.bank import PrefixBank
 from service.engine.direct import embed_sync
-from service.engine.factory import build_torch_encoder
 from service.engine.prefix import base_prefix
 from service.registry.folder import scan_folder
 from service.registry.limits import PrefixLimits

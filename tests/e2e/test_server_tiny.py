@@ -12,11 +12,11 @@ import httpx
 import numpy as np
 import pytest
 
+from service.backend import build_torch_encoder
 from service.config import Settings
 from service.engine.backbone import Backbone
 from service.engine.bank import PrefixBank
 from service.engine.direct import embed_sync
-from service.engine.factory import build_torch_encoder
 from service.engine.torch_encoder import TorchEncoder
 from service.registry.folder import scan_folder
 from service.registry.limits import PrefixLimits

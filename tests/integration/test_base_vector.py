@@ -16,11 +16,11 @@ from fastapi.testclient import TestClient
 from transformers import AutoModel, AutoTokenizer
 
 from service.app import create_app
+from service.backend import build_torch_encoder
 from service.config import Settings
 from service.engine.backbone import Backbone, load_backbone
 from service.engine.bank import PrefixBank
 from service.engine.direct import embed_sync
-from service.engine.factory import build_torch_encoder
 from service.engine.prefix import BASE_NAME, LoadedPrefix, base_prefix
 from service.engine.torch_encoder import TorchEncoder
 from service.registry.writer import native_bytes

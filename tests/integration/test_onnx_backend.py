@@ -15,13 +15,13 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from service.app import create_app
+from service.backend import build_onnx_encoder, build_torch_encoder
 from service.cli import app as cli_app
 from service.config import Settings
 from service.engine import onnx_export
 from service.engine.backbone import Backbone, load_backbone
 from service.engine.bank import PrefixBank
 from service.engine.direct import embed_sync
-from service.engine.factory import build_onnx_encoder, build_torch_encoder
 from service.engine.onnx_encoder import OnnxEncoder
 from service.engine.onnx_io import EXPORT_CASE
 from service.engine.prefix import LoadedPrefix, base_prefix

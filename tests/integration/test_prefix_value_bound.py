@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from service.backend import build_encoder
 from service.config import Settings
 from service.engine.bank import PrefixBank
 from service.engine.direct import embed_sync
-from service.engine.factory import build_encoder
 from service.engine.prefix import LoadedPrefix
 from service.registry.limits import MAX_ABS_VALUE
 

@@ -17,10 +17,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
+from service.backend import build_torch_encoder
 from service.config import Settings
 from service.engine.backbone import Backbone
 from service.engine.direct import embed_sync
-from service.engine.factory import build_torch_encoder
 from service.registry.folder import scan_folder
 from service.wire.encodings import l2_normalize
 from tests.support.http import assert_error, wait_ready

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from service.backend import build_onnx_encoder
 from service.config import Settings
 from service.engine.backbone import load_backbone
 from service.engine.bank import PrefixBank
-from service.engine.factory import build_onnx_encoder
 from service.engine.prefix import base_prefix
 from service.engine.torch_encoder import TorchEncoder
 from tests.support.prefixes import trunk_prefix

@@ -1,12 +1,12 @@
-"""The rule of ``backend: auto`` (service/engine/factory.py), as a rule: which backend per device,
+"""The rule of ``backend: auto`` (service/backend.py), as a rule: which backend per device,
 dtype and install, and that an explicit choice or the environment variable wins."""
 
 from __future__ import annotations
 
 import pytest
 
+from service.backend import choose_backend
 from service.config import Settings
-from service.engine.factory import choose_backend
 
 
 @pytest.mark.parametrize(

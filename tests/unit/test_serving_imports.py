@@ -23,7 +23,7 @@ def test_the_app_does_not_import_the_transformers_modeling_stack() -> None:
     """An ONNX server needs only the tokenizer and the config: transformers' modeling code and what it
     pulls in (scipy, accelerate, sympy; ~130 MB resident) load only where a torch model is built."""
     code = (
-        "import sys, service.app, service.engine.factory, service.engine.onnx_encoder, service.engine.forward\n"
+        "import sys, service.app, service.backend, service.engine.onnx_encoder, service.engine.forward\n"
         "heavy = ('transformers.modeling_utils', 'scipy', 'accelerate', 'sympy')\n"
         "print(','.join(sorted(m for m in heavy if m in sys.modules)))"
     )

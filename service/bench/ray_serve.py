@@ -1,16 +1,15 @@
 """Ray Serve benchmark (BENCHMARKS.md, "Ray Serve"): start-up time to ready, throughput with 1 and 2
 replicas, and the proxy's added latency at concurrency 1, each against ``serve`` alone, interleaved.
 
-``python -m service.serving.ray_bench --out bench-results/ray.json``. Both Ray phases give every
-configuration the same CPU threads in total (1 replica x 2 CPUs, 2 replicas x 1 CPU; Ray sets each
-replica's OMP_NUM_THREADS to its CPUs), so only the replica count changes.
+``python -m service bench ray --out bench-results/ray.json`` (needs the ``ray`` extra; this module
+imports no Ray itself: the servers are processes). Both Ray phases give every configuration the same
+CPU threads in total (1 replica x 2 CPUs, 2 replicas x 1 CPU; Ray sets each replica's
+OMP_NUM_THREADS to its CPUs), so only the replica count changes.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -19,12 +18,13 @@ from typing import Any
 from service.bench.load import Call, run_load
 from service.bench.servers import ServerProcess, free_port, our_server
 from service.bench.texts import sample_texts
-from service.config import default_model_path
 
 
-def ray_server(port: int, replicas: int, cpus: float, prefix_dir: Path, log_path: Path) -> ServerProcess:
+def ray_server(
+    port: int, replicas: int, cpus: float, model: Path, prefix_dir: Path, log_path: Path
+) -> ServerProcess:
     cmd = [sys.executable, "-m", "service", "ray-serve", "--replicas", str(replicas)]
-    cmd += ["--replica-cpus", str(cpus), "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--replica-cpus", str(cpus), "--host", "127.0.0.1", "--port", str(port), "--model", str(model)]
     cmd += ["--prefix-dir", str(prefix_dir), "--device", "cpu", "--no-watch", "--log-level", "warning"]
     env = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     return ServerProcess(cmd, f"http://127.0.0.1:{port}/ready", env=env, log_path=log_path, grace_s=90)
@@ -50,30 +50,22 @@ def phase(serve_url: str, ray_url: str, rounds: int, texts: list[str]) -> dict[s
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path, default=Path("bench-results/ray.json"))
-    parser.add_argument("--prefix-dir", type=Path, default=Path("prefixes"))
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--texts", type=int, default=256)
-    args = parser.parse_args()
-    logs = args.out.parent / "ray-logs"
-    texts = sample_texts(args.texts, seed=1)
-    model = default_model_path()
-    result: dict[str, Any] = {"startup_s": {}, "rounds": args.rounds}
+def run_ray_bench(model: Path, prefix_dir: Path, logs: Path, *, rounds: int, n_texts: int) -> dict[str, Any]:
+    """``serve`` alone, then beside Ray Serve with 1 and with 2 replicas (server logs under ``logs``):
+    start-up seconds, the interleaved rounds of :func:`phase`, and their medians under ``summary``."""
+    texts = sample_texts(n_texts, seed=1)
+    result: dict[str, Any] = {"startup_s": {}, "rounds": rounds}
     port = free_port()
     env = {"PREFIX_EMBED_DEVICE": "cpu"}
-    with our_server(
-        port, model=model, prefix_dir=args.prefix_dir, env=env, log_path=logs / "serve.log"
-    ) as srv:
+    with our_server(port, model=model, prefix_dir=prefix_dir, env=env, log_path=logs / "serve.log") as srv:
         result["startup_s"]["serve"] = round(srv.startup_s, 1)
         serve_url = f"http://127.0.0.1:{port}"
         for replicas, cpus in ((1, 2.0), (2, 1.0)):
             tag = f"ray{replicas}"
             rport = free_port()
-            with ray_server(rport, replicas, cpus, args.prefix_dir, logs / f"{tag}.log") as ray:
+            with ray_server(rport, replicas, cpus, model, prefix_dir, logs / f"{tag}.log") as ray:
                 result["startup_s"][tag] = round(ray.startup_s, 1)
-                result[tag] = phase(serve_url, f"http://127.0.0.1:{rport}", args.rounds, texts)
+                result[tag] = phase(serve_url, f"http://127.0.0.1:{rport}", rounds, texts)
     summary: dict[str, Any] = {}
     for tag in ("ray1", "ray2"):
         s1 = statistics.median(x["p50_ms"] for x in result[tag]["serve_c1"])
@@ -85,10 +77,4 @@ def main() -> None:
             "c8_vectors_per_s": {"serve": s8, tag: r8, "ratio": round(r8 / s8, 2)},
         }
     result["summary"] = summary
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({"startup_s": result["startup_s"], "summary": summary}, indent=2))
-
-
-if __name__ == "__main__":
-    main()
+    return result
