@@ -8,6 +8,7 @@
 - :class:`SplitRecipe`: how a source task's train/dev/test splits are carved (RESULTS.md's protocol),
   recorded in a head's metadata so that its test accuracy can be measured again on the same texts.
 - :func:`head_accuracy`: a head's accuracy on served vectors, through the same function the server runs.
+- :func:`write_trained_head`: ``train`` writes the head it trained beside its prefix.
 
 All heads are written by :func:`service.heads.writer.write_head`.
 """
@@ -16,15 +17,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.pipeline import Pipeline
 
+from service.engine.backbone import BackboneSpec
+from service.engine.prefix import LoadedPrefix
 from service.heads.head import HeadInput, TaskHead
-from service.heads.writer import HeadParams
+from service.heads.writer import HeadParams, build_head, write_head
 from service.method.corpora import load_builtin
 from service.method.data import TEST_CAP, TaskData, protocol_splits
+
+if TYPE_CHECKING:
+    from service.method.train import TaskSplit, TrainResult
 
 
 def probe_head(
@@ -106,3 +113,44 @@ def head_accuracy(head: TaskHead, vectors: np.ndarray, labels: Sequence[str]) ->
     predicted = np.asarray(head.labels)[head.probabilities(vectors).argmax(axis=1)]
     correct = int((predicted == np.asarray(list(labels))).sum())
     return Accuracy(correct / len(labels), correct, len(labels))
+
+
+def write_trained_head(
+    prefix: LoadedPrefix, prefix_dir: Path, result: TrainResult, split: TaskSplit, test: TaskData | None
+) -> TaskHead:
+    """``train`` keeps its head: the linear head of ``split``'s task trained with ``prefix`` (written a
+    moment ago to ``prefix_dir``) as ``prefix_dir/heads/TASK.safetensors``, its input that prefix at its
+    digest, its dev (and, with a holdout, test) accuracy in ``metrics``. The accuracies are measured on the vectors
+    the head was trained on (texts cut to the recipe's ``max_length``, recorded as ``fit.max_length``);
+    the server cuts at its own token limit, which only changes texts longer than that."""
+    trained = result.heads[split.name]
+    meta = result.metadata
+    metadata: dict[str, Any] = {
+        "description": meta.get("description", trained.task),
+        "pooling": trained.pooling,
+        "fit": {
+            "method": "linear head trained with the prefix (LP-FT), kept at the best dev step",
+            "max_length": trained.max_length,
+            "recipe": meta.get("recipe"),
+            "best_step": meta.get("training", {}).get("best_step"),
+        },
+        "provenance": meta.get("data", {}),
+    }
+    inputs = [HeadInput(prefix.name, prefix.digest)]
+    params = linear_head(
+        trained.weight, trained.bias, trained.labels, inputs,
+        task=trained.task, normalize=trained.normalize, metadata=metadata,
+    )  # fmt: skip
+    spec: BackboneSpec = result.learner.spec
+    head, _ = build_head(trained.task, params, spec)
+    metrics = {"dev": _accuracy_on(head, result, split.dev)}
+    if test is not None:
+        metrics["test"] = _accuracy_on(head, result, test)
+    return write_head(
+        prefix_dir, trained.task, replace(params, metadata=metadata | {"metrics": metrics}), spec
+    )
+
+
+def _accuracy_on(head: TaskHead, result: TrainResult, data: TaskData) -> dict[str, Any]:
+    vectors = result.encode(data)[0]  # [N, hidden]: the prefix's vectors, as the head read them
+    return head_accuracy(head, vectors[:, None, :], data.labels).metadata()
