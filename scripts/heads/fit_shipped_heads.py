@@ -87,7 +87,7 @@ def fit_task(
     result: dict[str, Any] = {"task": task, "n_train": len(train), "n_test": len(test)}
     for column, name in enumerate(names):
         fitted = search_probe(x_train[:, column], train.labels, cs=CS, seed=0)
-        model, c, cv = fitted.pipeline, fitted.c, fitted.cv_accuracy
+        c, cv = fitted.c, fitted.cv_accuracy
         fit = {
             "method": "standardized logistic regression (service/method/probes.py search_probe)",
             "cs": list(CS), "c": c, "cv": "stratified 3-fold on the training split", "cv_accuracy": cv,
@@ -97,10 +97,10 @@ def fit_task(
         meta_out = {"description": meta.get("description", task), "pooling": pooling, "fit": fit, "data": data,
                     "provenance": meta.get("data", {})}  # fmt: skip
         inputs = [HeadInput(name, snap.bank.get(name).digest)]
-        params = probe_head(model, inputs, task=task, normalize=False, metadata=meta_out)
+        params = probe_head(fitted, inputs, task=task, normalize=False, metadata=meta_out)
         head, _ = build_head(task, params, encoder.spec)  # as the server loads it
         acc = head_accuracy(head, x_test[:, [column]], test.labels)
-        sk = float(np.mean(np.asarray(model.predict(x_test[:, column])) == np.asarray(test.labels)))
+        sk = float(np.mean(fitted.predict(x_test[:, column]) == np.asarray(test.labels)))
         result["base" if name == BASE_NAME else "prefix"] = {
             "c": c, "cv_accuracy": cv, "test": acc.metadata(), "sklearn_test_accuracy": sk
         }  # fmt: skip

@@ -1,8 +1,8 @@
 """Heads from the method's classifiers, and the splits a head records.
 
 - :func:`probe_head`: the fitted probe of :mod:`service.method.probes` (standardize + logistic
-  regression) as head parameters: ``mean``/``scale`` from the scaler, the coefficients as ``weight``
-  (one row, a sigmoid, for two classes, as scikit-learn fits them; a softmax otherwise).
+  regression) as head parameters: its ``mean``/``scale``, its coefficients as ``weight`` (one row, a
+  sigmoid, for two classes, as scikit-learn fits them; a softmax over its rows otherwise).
 - :func:`linear_head`: a trained linear layer (one row per label, softmax), e.g. the head ``train``
   fits beside its prefix.
 - :class:`SplitRecipe`: how a source task's train/dev/test splits are carved (RESULTS.md's protocol),
@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sklearn.pipeline import Pipeline
 
 from service.engine.backbone import BackboneSpec
 from service.engine.prefix import LoadedPrefix
@@ -29,27 +28,30 @@ from service.heads.head import HeadInput, TaskHead
 from service.heads.writer import HeadParams, build_head, write_head
 from service.method.corpora import load_builtin
 from service.method.data import TEST_CAP, TaskData, protocol_splits
+from service.method.probes import FittedProbe
 
 if TYPE_CHECKING:
     from service.method.train import TaskSplit, TrainResult
 
 
 def probe_head(
-    model: Pipeline, inputs: Sequence[HeadInput], *, task: str, normalize: bool, metadata: dict[str, Any]
+    fitted: FittedProbe, inputs: Sequence[HeadInput], *, task: str, normalize: bool, metadata: dict[str, Any]
 ) -> HeadParams:
-    """Head parameters carrying a fitted ``make_pipeline(StandardScaler(), LogisticRegression())``."""
-    scaler, lr = model[0], model[-1]
-    labels = [str(c) for c in lr.classes_]
+    """Head parameters carrying a fitted probe (:func:`service.method.probes.search_probe`): its
+    standardization, and for two classes the one logit scikit-learn fits (a sigmoid head), else its
+    rows (softmax)."""
+    lr = fitted.pipeline[-1]
+    binary = len(fitted.labels) == 2
     return HeadParams(
-        weight=np.asarray(lr.coef_),
-        bias=np.asarray(lr.intercept_),
-        labels=labels,
+        weight=np.asarray(lr.coef_) if binary else fitted.weight,
+        bias=np.asarray(lr.intercept_) if binary else fitted.bias,
+        labels=fitted.labels,
         inputs=list(inputs),
         normalize=normalize,
-        activation="sigmoid" if len(labels) == 2 else "softmax",
+        activation="sigmoid" if binary else "softmax",
         task=task,
-        mean=np.asarray(scaler.mean_),
-        scale=np.asarray(scaler.scale_),
+        mean=fitted.mean,
+        scale=fitted.scale,
         metadata=metadata,
     )
 

@@ -17,9 +17,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from service.app import create_app
 from service.config import Settings
@@ -28,6 +25,7 @@ from service.heads.format import parse_head
 from service.heads.head import HeadInput
 from service.heads.writer import head_bytes
 from service.method.head_fit import probe_head
+from service.method.probes import search_probe
 from service.registry.limits import PrefixLimits
 from tests.support.heads import reference_predictions, write_random_head
 from tests.support.http import assert_error, wait_ready
@@ -76,10 +74,10 @@ def upload_fitted_head(client: TestClient, minilm: Backbone, name: str, inputs: 
     the method's converter, uploaded with PUT /heads/NAME."""
     emb = client.post("/embed", json={"inputs": TEXTS, "prefixes": inputs}).json()
     x = np.array([np.concatenate([item["embeddings"][n] for n in inputs]) for item in emb["data"]])
-    model = make_pipeline(StandardScaler(), LogisticRegression()).fit(x, ["a", "b", "c"] * 2)
+    fitted = search_probe(x, ["a", "b", "c"] * 2, cs=(1.0,), folds=2)
     digests = {p["name"]: p["digest"] for p in emb["prefixes"]}
     params = probe_head(
-        model, [HeadInput(n, digests[n]) for n in inputs], task="three classes", normalize=True, metadata={}
+        fitted, [HeadInput(n, digests[n]) for n in inputs], task="three classes", normalize=True, metadata={}
     )
     r = client.put(f"/heads/{name}", content=head_bytes(params, minilm.spec))
     assert r.status_code == 201, r.text

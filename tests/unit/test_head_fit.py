@@ -23,8 +23,9 @@ def test_a_fitted_probe_predicts_as_scikit_learn(classes: list[str]) -> None:
     centers = rng.normal(0, 1, (len(classes), 16))
     y = [classes[i % len(classes)] for i in range(120)]
     x = np.stack([centers[classes.index(label)] + rng.normal(0, 1.5, 16) for label in y])
-    model = search_probe(x[:90], y[:90], cs=(0.01, 0.1, 1.0), seed=0).pipeline
-    params = probe_head(model, INPUTS, task="t", normalize=False, metadata={})
+    fitted = search_probe(x[:90], y[:90], cs=(0.01, 0.1, 1.0), seed=0)
+    model = fitted.pipeline
+    params = probe_head(fitted, INPUTS, task="t", normalize=False, metadata={})
     head, _ = build_head("probe", params, FAKE_SPEC)
     assert head.activation == ("sigmoid" if len(classes) == 2 else "softmax")
     assert list(head.labels) == sorted(classes)
