@@ -42,6 +42,30 @@ def _variants(heads: list[str], prefixes: list[str], batches: list[list[str]]) -
     }
 
 
+def heads_cost(prefix_dir: Path, model: Path, texts: int = 32, reps: int = 200) -> dict[str, Any]:
+    """The heads alone, in-process: the plan, every head's matrix product and the response document
+    for ``texts`` texts on fixed vectors (median of ``reps``), against no load noise of the server."""
+    import numpy as np
+
+    from service.engine.backbone import read_spec
+    from service.heads.predict import plan_predict, render_predict_document
+    from service.registry.registry import PrefixRegistry
+    from service.wire.document import dumps_document
+
+    spec = read_spec(model)
+    plan = plan_predict(PrefixRegistry(prefix_dir, spec).scan().heads, None)
+    shape = (texts, len(plan.names), spec.hidden_size)
+    vectors = np.random.default_rng(0).normal(0, 0.1, shape).astype(np.float32)
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        dumps_document(render_predict_document(model="m", plan=plan, vectors=vectors, prompt_tokens=0))
+        times.append(time.perf_counter() - t0)
+    median = statistics.median(times)
+    return {"texts": texts, "heads": len(plan.heads), "ms_per_request": round(median * 1e3, 3),
+            "us_per_text": round(median * 1e6 / texts, 1)}  # fmt: skip
+
+
 def run_predict_bench(cfg: PredictBenchConfig) -> dict[str, Any]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -89,6 +113,7 @@ def run_predict_bench(cfg: PredictBenchConfig) -> dict[str, Any]:
                     "predict_vs_embed_base64": round(medians["predict"] / medians["embed base64"], 3),
                 }
             )
+        result["heads_alone"] = heads_cost(cfg.prefix_dir, cfg.model)
         result["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
         result["measured_at"] = time.strftime("%Y-%m-%d %H:%M")
     return result
@@ -110,4 +135,11 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {s['texts_per_request']} | {s['concurrency']} | {m['predict']} | {m['embed float']} | "
             f"{m['embed base64']} | {s['predict_vs_embed_float']:.3f} | {s['predict_vs_embed_base64']:.3f} |"
         )
+    alone = result["heads_alone"]
+    lines += [
+        "",
+        f"The {alone['heads']} heads alone (in-process, fixed vectors: plan, matrix products, response "
+        f"document): {alone['ms_per_request']} ms per request of {alone['texts']} texts, "
+        f"{alone['us_per_text']} us per text.",
+    ]
     return "\n".join(lines) + "\n"
