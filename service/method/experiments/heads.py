@@ -1,24 +1,20 @@
-"""Fit the shipped prefixes' task heads (issue 21 item 3): ``prefixes/heads/TASK.safetensors``.
+"""The shipped prefixes' task heads (issue 21): ``prefixes/heads/TASK.safetensors``.
 
-Each head is fitted as RESULTS.md's "source value" probe is: a standardized logistic regression
-(``service.method.probes.search_probe``: C in {0.001, 0.01, 0.1} by stratified 3-fold CV on the
-probe-training part), trained on the prefix's training split and scored on the held-out test split,
-the same data and splits as RESULTS.md (``SplitRecipe``; the train split is checked against the
-digest the prefix file records). The vectors are the served ones: the engine's (torch backend, the
-server's token limit), unnormalized, so a head's recorded test accuracy is what ``POST /predict``
-reproduces on the same texts (tests/e2e/test_shipped_heads.py). The same probe on ``base`` (same
-examples) is fitted and reported beside it, not shipped.
+Each head is fitted as RESULTS.md's "source value" probe is: the one probe (``search_probe``: C in
+{0.001, 0.01, 0.1} by stratified 3-fold CV on the training split), trained on the prefix's training
+split and scored on its held-out test split, the same data and splits as RESULTS.md (``SplitRecipe``;
+the train split is checked against the digest the prefix file records). The vectors are the served
+ones (the engine, torch backend, the server's token limit), unnormalized, so a head's recorded test
+accuracy is what ``POST /predict`` reproduces on the same texts (tests/e2e/test_shipped_heads.py). The
+same probe on ``base`` (same examples) is fitted and reported beside it, not shipped.
 
-    python scripts/heads/fit_shipped_heads.py [--tasks question-type,sentiment] [--prefix-dir prefixes]
-
-Vectors are cached under --cache (default .cache/heads); results go to results/heads/shipped.{json,md}.
+``python -m service.method.experiments heads [--tasks question-type,sentiment]``; vectors are cached
+under ``.cache/heads``; results go to ``results/heads/shipped.{json,md}``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -27,23 +23,20 @@ from typing import Any
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from service.backend import build_torch_encoder  # noqa: E402
-from service.config import Settings  # noqa: E402
-from service.engine.direct import embed_sync  # noqa: E402
-from service.engine.encoder import Encoder  # noqa: E402
-from service.engine.pooling import pooling_label  # noqa: E402
-from service.engine.prefix import BASE_NAME  # noqa: E402
-from service.heads.head import HeadInput  # noqa: E402
-from service.heads.writer import build_head, write_head  # noqa: E402
-from service.method.head_fit import SplitRecipe, head_accuracy, probe_head  # noqa: E402
-from service.method.probes import search_probe  # noqa: E402
-from service.registry.registry import PrefixRegistry  # noqa: E402
+from service.backend import build_torch_encoder
+from service.config import Settings
+from service.engine.direct import embed_sync
+from service.engine.encoder import Encoder
+from service.engine.pooling import pooling_label
+from service.engine.prefix import BASE_NAME
+from service.heads.head import HeadInput
+from service.heads.writer import build_head, write_head
+from service.method.head_fit import SplitRecipe, head_accuracy, probe_head
+from service.method.probes import search_probe
+from service.registry.registry import PrefixRegistry
 
 CS = (0.001, 0.01, 0.1)  # RESULTS.md's source-value grid
-OUT = ROOT / "results" / "heads"
+OUT = Path("results") / "heads"
 
 
 def log(msg: str) -> None:
@@ -92,7 +85,7 @@ def fit_task(
             "method": "standardized logistic regression (service/method/probes.py search_probe)",
             "cs": list(CS), "c": c, "cv": "stratified 3-fold on the training split", "cv_accuracy": cv,
             "seed": 0, "n_train": len(train), "backend": encoder.backend, "max_input_tokens": encoder.max_input_tokens,
-            "script": "scripts/heads/fit_shipped_heads.py",
+            "command": "python -m service.method.experiments heads",
         }  # fmt: skip
         meta_out = {"description": meta.get("description", task), "pooling": pooling, "fit": fit, "data": data,
                     "provenance": meta.get("data", {})}  # fmt: skip
@@ -132,28 +125,25 @@ def markdown(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--prefix-dir", type=Path, default=ROOT / "prefixes")
-    ap.add_argument(
-        "--tasks", default="", help="comma-separated prefix names (default: every prefix with data.loader)"
-    )
-    ap.add_argument("--cache", type=Path, default=ROOT / ".cache" / "heads")
-    ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    settings = Settings(prefix_dir=args.prefix_dir, backend="torch", device="cpu", dtype="float32")
+def fit_heads(prefix_dir: Path, tasks: list[str], cache: Path, threads: int = 1) -> list[dict[str, Any]]:
+    """Fit and write the heads of ``tasks`` (default: every prefix whose metadata names its built-in
+    data set); write the results table."""
+    torch.set_num_threads(threads)
+    chosen: dict[str, Any] = {
+        "prefix_dir": prefix_dir,
+        "backend": "torch",
+        "device": "cpu",
+        "dtype": "float32",
+    }
+    settings = Settings(**chosen)
     encoder = build_torch_encoder(settings)
     snap = PrefixRegistry.from_settings(settings, encoder.spec).scan()
-    tasks = [t for t in args.tasks.split(",") if t] or [
+    tasks = tasks or [
         p.name for p in snap.bank.prefixes if not p.builtin and "loader" in p.metadata.get("data", {})
     ]
-    results = [fit_task(t, args.prefix_dir, encoder, settings, args.cache) for t in tasks]
+    results = [fit_task(t, prefix_dir, encoder, settings, cache) for t in tasks]
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "shipped.json").write_text(json.dumps(results, indent=2) + "\n")
     (OUT / "shipped.md").write_text(markdown(results))
     log(f"wrote {OUT / 'shipped.json'} and shipped.md")
-
-
-if __name__ == "__main__":
-    main()
+    return results
