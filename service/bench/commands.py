@@ -230,7 +230,8 @@ def predict_cmd(
     logging.basicConfig(level=logging.WARNING)
     cfg = PredictBenchConfig(
         settings.prefix_dir, settings.model_path(), out_dir, texts=texts, rounds=rounds,
-        env={"PREFIX_EMBED_BACKEND": settings.backend},
+        # throughput, not deadlines: on a loaded machine a 32-text request can wait past the 30 s default
+        env={"PREFIX_EMBED_BACKEND": settings.backend, "PREFIX_EMBED_REQUEST_TIMEOUT_S": "600"},
     )  # fmt: skip
     result = run_predict_bench(cfg)
     (out_dir / "predict.json").write_text(json.dumps(result, indent=2) + "\n")
