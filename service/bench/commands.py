@@ -220,8 +220,9 @@ def predict_cmd(
     out_dir: Annotated[
         Path, typer.Option(help="Where predict.json, predict.md and the server log go.")
     ] = Path("bench-results"),
-    texts: Annotated[int, typer.Option(help="Texts per variant and round.")] = 256,
-    rounds: Annotated[int, typer.Option(help="Interleaved rounds.")] = 5,
+    rounds: Annotated[
+        int, typer.Option(help="Rounds: one wave (concurrency requests) of each variant.")
+    ] = 20,
 ) -> None:
     """POST /predict with every served head vs POST /embed of the same prefixes: texts/s side by side
     (interleaved rounds), and the heads' own cost in-process (BENCHMARKS.md, Task heads)."""
@@ -229,7 +230,7 @@ def predict_cmd(
 
     logging.basicConfig(level=logging.WARNING)
     cfg = PredictBenchConfig(
-        settings.prefix_dir, settings.model_path(), out_dir, texts=texts, rounds=rounds,
+        settings.prefix_dir, settings.model_path(), out_dir, rounds=rounds,
         # throughput, not deadlines: on a loaded machine a 32-text request can wait past the 30 s default
         env={"PREFIX_EMBED_BACKEND": settings.backend, "PREFIX_EMBED_REQUEST_TIMEOUT_S": "600"},
     )  # fmt: skip

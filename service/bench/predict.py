@@ -26,9 +26,8 @@ class PredictBenchConfig:
     prefix_dir: Path
     model: Path
     out_dir: Path
-    texts: int = 256  # per variant and round
     shapes: Sequence[tuple[int, int]] = ((32, 4), (1, 16))  # (texts per request, concurrency)
-    rounds: int = 5
+    rounds: int = 20  # waves of each variant
     env: dict[str, str] = field(default_factory=dict)  # PREFIX_EMBED_* of the server
 
 
@@ -66,7 +65,24 @@ def heads_cost(prefix_dir: Path, model: Path, texts: int = 32, reps: int = 200) 
             "us_per_text": round(median * 1e6 / texts, 1)}  # fmt: skip
 
 
+def _wave_rates(
+    url: str, variants: dict[str, list[Call]], concurrency: int, r: int
+) -> dict[str, tuple[int, float]]:
+    """One wave of each variant (the same texts), in an order rotated by round ``r``: (texts, seconds)."""
+    names = list(variants)
+    out = {}
+    for name in names[r % len(names) :] + names[: r % len(names)]:
+        run = asyncio.run(run_load(url, variants[name], concurrency))
+        assert run.ok == len(variants[name]), run.summary()
+        out[name] = (run.vectors, run.seconds)
+    return out
+
+
 def run_predict_bench(cfg: PredictBenchConfig) -> dict[str, Any]:
+    """Per shape, ``rounds`` waves of ``concurrency`` requests; each round sends one wave of every
+    variant (fresh texts per round, the same texts for the three variants), so load that comes and
+    goes on a shared machine falls on all of them alike. Reported: texts/s over all waves per
+    variant, and the median of the per-round ratios."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
@@ -76,41 +92,44 @@ def run_predict_bench(cfg: PredictBenchConfig) -> dict[str, Any]:
         heads = [h["name"] for h in listed if h["available"] and h["enabled"]]
         prefixes = list(dict.fromkeys(i["name"] for h in listed if h["name"] in heads for i in h["inputs"]))
         info = httpx.get(f"{url}/info", timeout=30).json()
-        texts = sample_texts(cfg.texts, seed=21)
         result: dict[str, Any] = {
             "heads": heads,
             "prefixes": prefixes,
             "backend": info["backend"],
             "device": info["device"],
-            "texts": cfg.texts,
             "rounds": cfg.rounds,
             "cpus": os.cpu_count(),
             "loadavg_before": Path("/proc/loadavg").read_text().split()[:3],
             "shapes": [],
         }
         for per_request, concurrency in cfg.shapes:
-            batches = [texts[i : i + per_request] for i in range(0, len(texts), per_request)]
-            variants = _variants(heads, prefixes, batches)
-            sample = asyncio.run(fetch_json(url, variants["predict"][0]))  # a real answer, not an error
+            wave = per_request * concurrency
+            texts = sample_texts(wave * (cfg.rounds + 1), seed=21 + per_request)
+            waves = [
+                _variants(
+                    heads, prefixes, [texts[i : i + per_request] for i in range(w, w + wave, per_request)]
+                )
+                for w in range(0, len(texts), wave)
+            ]
+            sample = asyncio.run(fetch_json(url, waves[0]["predict"][0]))  # a real answer, not an error
             assert set(sample["data"][0]["predictions"]) == set(heads), sample
-            for calls in variants.values():  # warm-up: every variant once
-                asyncio.run(run_load(url, calls[: 2 * concurrency], concurrency))
-            rates: dict[str, list[float]] = {name: [] for name in variants}
-            for r in range(cfg.rounds):
-                names = list(variants)
-                for name in names[r % len(names) :] + names[: r % len(names)]:  # rotate the order
-                    run = asyncio.run(run_load(url, variants[name], concurrency))
-                    assert run.ok == len(batches), run.summary()
-                    rates[name].append(run.vectors_per_s)
-            medians = {name: statistics.median(v) for name, v in rates.items()}
+            _wave_rates(url, waves[0], concurrency, 0)  # warm-up wave
+            runs = [_wave_rates(url, waves[r + 1], concurrency, r) for r in range(cfg.rounds)]
+            total = {n: sum(r[n][0] for r in runs) / sum(r[n][1] for r in runs) for n in runs[0]}
+            ratio = {
+                other: statistics.median((r["predict"][0] / r["predict"][1]) / (r[other][0] / r[other][1]) for r in runs)
+                for other in ("embed float", "embed base64")
+            }  # fmt: skip
             result["shapes"].append(
                 {
                     "texts_per_request": per_request,
                     "concurrency": concurrency,
-                    "texts_per_s": {name: [round(x, 1) for x in v] for name, v in rates.items()},
-                    "median_texts_per_s": {name: round(m, 1) for name, m in medians.items()},
-                    "predict_vs_embed_float": round(medians["predict"] / medians["embed float"], 3),
-                    "predict_vs_embed_base64": round(medians["predict"] / medians["embed base64"], 3),
+                    "texts_per_wave": wave,
+                    "texts_per_s": {n: round(v, 2) for n, v in total.items()},
+                    "per_round_texts_per_s": {n: [round(r[n][0] / r[n][1], 2) for r in runs] for n in total},
+                    "predict_vs_embed_float": round(total["predict"] / total["embed float"], 3),
+                    "predict_vs_embed_base64": round(total["predict"] / total["embed base64"], 3),
+                    "median_round_ratio": {n: round(v, 3) for n, v in ratio.items()},
                 }
             )
         result["heads_alone"] = heads_cost(cfg.prefix_dir, cfg.model)
@@ -122,18 +141,19 @@ def run_predict_bench(cfg: PredictBenchConfig) -> dict[str, Any]:
 def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"{len(result['heads'])} heads over {len(result['prefixes'])} prefixes, {result['backend']} on "
-        f"{result['device']}, {result['texts']} texts per variant and round, {result['rounds']} interleaved "
-        f"rounds; load average {' '.join(result['loadavg_before'])} before, {' '.join(result['loadavg_after'])} after.",
+        f"{result['device']}, {result['rounds']} rounds (one wave of each variant per round, interleaved); "
+        f"load average {' '.join(result['loadavg_before'])} before, {' '.join(result['loadavg_after'])} after.",
         "",
         "| texts/request | concurrency | /predict texts/s | /embed float texts/s | /embed base64 texts/s "
-        "| predict / embed float | predict / embed base64 |",
+        "| predict / embed float (all waves; median round) | predict / embed base64 (all waves; median round) |",
         "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in result["shapes"]:
-        m = s["median_texts_per_s"]
+        t, m = s["texts_per_s"], s["median_round_ratio"]
         lines.append(
-            f"| {s['texts_per_request']} | {s['concurrency']} | {m['predict']} | {m['embed float']} | "
-            f"{m['embed base64']} | {s['predict_vs_embed_float']:.3f} | {s['predict_vs_embed_base64']:.3f} |"
+            f"| {s['texts_per_request']} | {s['concurrency']} | {t['predict']} | {t['embed float']} | "
+            f"{t['embed base64']} | {s['predict_vs_embed_float']:.3f}; {m['embed float']:.3f} | "
+            f"{s['predict_vs_embed_base64']:.3f}; {m['embed base64']:.3f} |"
         )
     alone = result["heads_alone"]
     lines += [
