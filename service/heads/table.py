@@ -103,8 +103,9 @@ class HeadTable:
             raise HeadDisabled(f"head(s) {shown_list(disabled)} are disabled; enable with PATCH /heads")
         broken = [s for s in served if not s.available]
         if broken:
+            more = f" (and {len(broken) - 10} more heads)" if len(broken) > 10 else ""
             raise HeadUnavailable(
-                "; ".join(f"head {s.head.name!r} is unavailable: {s.reason}" for s in broken)
+                "; ".join(f"head {s.head.name!r} is unavailable: {s.reason}" for s in broken[:10]) + more
             )
         return [s.head for s in served]
 
