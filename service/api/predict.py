@@ -11,7 +11,8 @@ from service.api.deps import RuntimeDep, ServingDep
 from service.api.disconnect import cancel_on_disconnect
 from service.api.rendering import json_response
 from service.api.responses import EMBED_ERRORS
-from service.api.schemas import PredictRequest, check_prefix_list, digests_header, texts_of
+from service.api.schemas import PredictRequest, check_prefix_list, texts_of
+from service.digests import digests_header
 from service.heads.predict import plan_predict, render_predict_document
 
 router = APIRouter(tags=["predictions"], dependencies=[Depends(require_api_key)], responses=EMBED_ERRORS)
@@ -39,5 +40,5 @@ async def predict(
         ),
         numbers=len(texts) * sum(len(h.labels) for h in plan.heads),
     )
-    response.headers.update(digests_header(out.prefixes))
+    response.headers.update(digests_header(out.prefixes, runtime.prefix_sets))
     return response

@@ -13,7 +13,7 @@ import pytest
 from service.errors import HeadNotFound, InvalidHeadFile, InvalidInput
 from service.registry.limits import PrefixLimits
 from service.registry.registry import PrefixRegistry, Snapshot
-from service.registry.state import STATE_FILE, read_state
+from service.registry.state import STATE_FILE, StateStore, state_checksum
 from service.registry.watcher import FolderWatcher
 from tests.support import prefixes
 from tests.support.fake_encoder import FAKE_SPEC
@@ -108,10 +108,12 @@ def test_patch_persists_disabled_heads_beside_disabled_prefixes(folder: Path) ->
     snap = reg.apply_head_patch({"spam": {"enabled": False}})
     assert not snap.heads.get("spam").enabled
     assert snap.heads.get("topic").enabled
-    assert json.loads((folder / STATE_FILE).read_text()) == {
+    written = json.loads((folder / STATE_FILE).read_text())
+    assert written == {
         "version": 1,
         "disabled": ["gamma"],
         "disabled_heads": ["spam"],
+        "content_sha256": state_checksum(written),
     }
     again = make_registry(folder).load()  # a restart (or another replica) reads the same state
     assert not again.heads.get("spam").enabled
@@ -123,15 +125,24 @@ def test_patch_persists_disabled_heads_beside_disabled_prefixes(folder: Path) ->
 
 
 def test_a_state_file_from_before_heads_still_reads(folder: Path) -> None:
-    (folder / STATE_FILE).write_text('{"version": 1, "disabled": ["beta"]}')
-    state, error = read_state(folder)
-    assert error is None
-    assert state.disabled == {"beta"}
-    assert state.disabled_heads == frozenset()
+    old = {"version": 1, "disabled": ["beta"]}
+    (folder / STATE_FILE).write_text(json.dumps(old | {"content_sha256": state_checksum(old)}))
+    read = StateStore(folder).read()
+    assert read.error is None
+    assert read.disabled == {"beta"}
+    assert read.disabled_heads == frozenset()
     (folder / STATE_FILE).write_text('{"disabled": [], "disabled_heads": 3}')
-    state, error = read_state(folder)
-    assert error is not None
-    assert "'disabled_heads' must be a list of names, got 3" in error
+    read = StateStore(folder).read()
+    assert read.disabled is None
+    assert read.disabled_heads is None
+    assert "'disabled_heads' must be a list of names, got 3" in (read.error or "")
+
+
+def test_a_broken_state_file_at_a_cold_start_disables_every_head_too(folder: Path) -> None:
+    (folder / STATE_FILE).write_text("{not json")
+    snap = make_registry(folder).load()
+    assert snap.heads.names == ["spam", "topic"]
+    assert not any(s.enabled for s in snap.heads.heads)
 
 
 def test_put_validates_before_writing_and_delete_removes_the_file_and_its_state(folder: Path) -> None:
@@ -149,7 +160,7 @@ def test_put_validates_before_writing_and_delete_removes_the_file_and_its_state(
     snap = reg.delete_head("new")
     assert "new" not in snap.heads.names
     assert not (folder / "heads" / "new.safetensors").exists()
-    assert read_state(folder)[0].disabled_heads == frozenset()
+    assert StateStore(folder).read().disabled_heads == frozenset()
     with pytest.raises(HeadNotFound, match="unknown head 'new'"):
         reg.delete_head("new")
 
