@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from service.engine.backbone import BackboneSpec
-from service.errors import HeadNotFound, InvalidHeadFile, InvalidPrefixFile
+from service.errors import HeadNotFound, InvalidHeadFile, InvalidPrefixFile, shown, shown_list
 from service.heads.format import parse_head
 from service.heads.head import TaskHead
 from service.registry.limits import PrefixLimits
@@ -156,7 +156,7 @@ class HeadFolder:
         filename = f"{name}{NATIVE_SUFFIX}"
         with self._lock:
             if filename not in self._entries:
-                known = ", ".join(sorted(self.collect().heads)) or "none"
-                raise HeadNotFound(f"unknown head {name!r}; known heads: {known}")
+                known = shown_list(sorted(self.collect().heads), quoted=False) or "none"
+                raise HeadNotFound(f"unknown head {shown(name)}; known heads: {known}")
             os.unlink(self.folder / filename)
             del self._entries[filename]

@@ -11,7 +11,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from service.engine.bank import PrefixBank
-from service.errors import HeadDisabled, HeadNotFound, HeadUnavailable, NoAvailableHeads, shown_list
+from service.errors import HeadDisabled, HeadNotFound, HeadUnavailable, NoAvailableHeads, shown, shown_list
 from service.heads.folder import HeadScan
 from service.heads.head import TaskHead
 from service.registry.loader import Rejected
@@ -79,7 +79,9 @@ class HeadTable:
         for s in self.heads:
             if s.head.name == name:
                 return s
-        raise HeadNotFound(f"unknown head {name!r}; known heads: {', '.join(self.names) or 'none'}")
+        raise HeadNotFound(
+            f"unknown head {shown(name)}; known heads: {shown_list(self.names, quoted=False) or 'none'}"
+        )
 
     def choose(self, tasks: Sequence[str] | None) -> list[TaskHead]:
         """The heads a ``POST /predict`` runs: ``None`` -> every enabled, available head (by name);
@@ -95,7 +97,8 @@ class HeadTable:
         unknown = [n for n in tasks if n not in by_name]
         if unknown:
             raise HeadNotFound(
-                f"unknown head(s) {shown_list(unknown)}; known heads: {', '.join(by_name) or 'none'}"
+                f"unknown head(s) {shown_list(unknown)}; "
+                f"known heads: {shown_list(list(by_name), quoted=False) or 'none'}"
             )
         served = [by_name[n] for n in tasks]
         disabled = [s.head.name for s in served if not s.enabled]
