@@ -1,5 +1,5 @@
-"""``python -m service``: serve, ray-serve, embed, export-onnx, train, evaluate, similarity, models,
-bench."""
+"""``python -m service``: serve, ray-serve, embed, predict, export-onnx, train, evaluate, similarity,
+models, bench."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import typer
 
 from service.bench.commands import bench_app
 from service.config import Settings
+from service.heads.commands import predict
 from service.method.commands import evaluate_cmd, similarity_cmd, train_cmd
 from service.registry.commands import models_app
 from service.serving.ray_launch import ray_serve_cmd
@@ -122,6 +123,7 @@ def export_onnx(
 app.command("serve")(settings_command(serve))
 app.command("ray-serve")(settings_command(ray_serve_cmd))
 app.command("embed")(settings_command(embed, (*ENGINE, *PREFIX_FOLDER, *EMBEDDING)))
+app.command("predict")(settings_command(predict, (*ENGINE, *PREFIX_FOLDER, *EMBEDDING)))
 app.command("export-onnx")(settings_command(export_onnx, ONNX_EXPORT))
 app.command("train")(settings_command(train_cmd, ("model",)))
 app.command("evaluate")(settings_command(evaluate_cmd, ("model",)))

@@ -61,6 +61,14 @@ class Runtime:
         m.prefixes_loaded.set_function(lambda: len(self.registry.snapshot.bank) if self.registry else 0)
         m.prefixes_enabled.set_function(lambda: len(self.registry.snapshot.enabled) if self.registry else 0)
         m.prefixes_rejected.set_function(lambda: len(self.registry.snapshot.rejected) if self.registry else 0)
+        m.heads_loaded.set_function(lambda: len(self.registry.snapshot.heads.heads) if self.registry else 0)
+        m.heads_available.set_function(
+            lambda: (
+                sum(s.enabled and s.available for s in self.registry.snapshot.heads.heads)
+                if self.registry
+                else 0
+            )
+        )
         m.ready.set_function(lambda: float(self.ready))
 
     def serving(self) -> Serving:
@@ -86,7 +94,7 @@ class Runtime:
                 built, choice = await asyncio.to_thread(build_encoder_for, s)
                 self.encoder, self.backend_reason = built, choice.reason
             encoder = self.encoder
-            registry = PrefixRegistry(s.prefix_dir, encoder.spec, s.prefix_limits(), state_dir=s.state_dir)
+            registry = PrefixRegistry.from_settings(s, encoder.spec)
             await asyncio.to_thread(registry.load)
             self.registry = registry
             if s.default_prefixes == "model" and not registry.snapshot.served.present:

@@ -28,7 +28,10 @@ from service.app import create_app  # noqa: E402
 from service.bench.ray_in_step import replica_seconds  # noqa: E402
 from service.config import Settings  # noqa: E402
 from service.engine.backbone import Backbone  # noqa: E402
+from service.heads.format import parse_head  # noqa: E402
 from service.procs import ServerProcess  # noqa: E402
+from service.registry.limits import PrefixLimits  # noqa: E402
+from tests.support.heads import inputs_of, random_head_bytes, reference_predictions  # noqa: E402
 from tests.support.metrics import metric_value  # noqa: E402
 from tests.support.prefixes import write_prefix  # noqa: E402
 from tests.support.server_process import ray_process  # noqa: E402
@@ -301,3 +304,37 @@ def test_sigterm_finishes_in_flight_requests(cluster) -> None:
     assert statuses == [200] * 6, statuses
     assert server.stop() == 0
     print(f"SIGTERM with {in_flight} of 6 requests in flight: {Counter(statuses)}")
+
+
+def test_a_head_uploaded_through_the_proxy_predicts_on_every_replica(cluster, tiny_bert: Backbone) -> None:
+    """/predict is served by the replicas as by one process: a head PUT through one replica is loaded by
+    every replica's watcher, and each one's predictions equal scikit-learn's on the served vectors."""
+    server, folder = cluster
+    name = f"head-{folder.name}"
+    inputs = inputs_of(folder, ["base", "alpha", "gamma"], tiny_bert.spec)
+    data = random_head_bytes(tiny_bert.spec, inputs, ["x", "y", "z"], seed=3, scale=3, standardize=False)
+    with server.client() as client:
+        r = client.put(f"/heads/{name}", content=data)
+        assert r.status_code == 201, r.text
+        took = per_replica(
+            client, "/heads", lambda d: any(h["name"] == name and h["available"] for h in d["heads"])
+        )
+        assert max(took.values()) <= IN_STEP_S, took
+        names = [i.name for i in inputs]
+        emb = client.post("/embed", json={"inputs": TEXTS, "prefixes": names}).json()
+        concat = np.array([np.concatenate([d["embeddings"][n] for n in names]) for d in emb["data"]])
+        head = parse_head(name, data, tiny_bert.spec, source=name, limits=PrefixLimits())
+        labels, probs = reference_predictions(head, concat)
+        seen: set[str] = set()
+        for _ in range(50):
+            r = client.post("/predict", json={"inputs": TEXTS, "tasks": [name]})
+            assert r.status_code == 200, r.text
+            seen.add(r.headers["x-replica-id"])
+            got = [d["predictions"][name] for d in r.json()["data"]]
+            assert [g["label"] for g in got] == labels
+            scores = [[g["scores"][label] for label in head.labels] for g in got]
+            np.testing.assert_allclose(scores, probs, atol=1e-5)
+            if len(seen) == REPLICAS:
+                break
+        assert len(seen) == REPLICAS
+        assert client.delete(f"/heads/{name}").status_code == 200
