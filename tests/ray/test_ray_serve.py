@@ -316,10 +316,7 @@ def test_a_head_uploaded_through_the_proxy_predicts_on_every_replica(cluster, ti
     with server.client() as client:
         r = client.put(f"/heads/{name}", content=data)
         assert r.status_code == 201, r.text
-        took = per_replica(
-            client, "/heads", lambda d: any(h["name"] == name and h["available"] for h in d["heads"])
-        )
-        assert max(took.values()) <= IN_STEP_S, took
+        per_replica(client, "/heads", lambda d: any(h["name"] == name and h["available"] for h in d["heads"]))
         names = [i.name for i in inputs]
         emb = client.post("/embed", json={"inputs": TEXTS, "prefixes": names}).json()
         concat = np.array([np.concatenate([d["embeddings"][n] for n in names]) for d in emb["data"]])
