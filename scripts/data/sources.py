@@ -151,8 +151,7 @@ def cost(n_texts: int, repeats: int, small: list[str]) -> None:
     import os
     import platform
 
-    from service.engine.factory import build_encoder_for
-
+    from service.backend import build_encoder_for
     from service.bench.engine import time_interleaved
     from service.bench.texts import sample_texts
     from service.config import Settings
