@@ -174,11 +174,13 @@ def transfer_markdown(rep: dict[str, Any], targets: list[str]) -> str:
 
 
 def cost(n_texts: int, repeats: int, small: list[str]) -> None:
-    """Texts/s of the default request (the default model of prefixes/models.json) against base + ``small`` and
-    base alone, through the served encoder (the backend ``auto`` picks), variants interleaved in ONE
-    run; layer-rows per text from each set's depths; the load average before and after."""
+    """Texts/s of the default request (the default model of prefixes/models.json) against the same
+    set at S = 4, base + ``small`` and base alone, through the served encoder (the backend ``auto``
+    picks), variants interleaved in ONE run; layer-rows per text from each set's depths; the load
+    average before and after."""
     import os
     import platform
+    from dataclasses import replace
 
     from service.backend import build_encoder_for
     from service.bench.engine import time_interleaved
@@ -196,13 +198,22 @@ def cost(n_texts: int, repeats: int, small: list[str]) -> None:
     loaded, rejected = scan_folder(settings.prefix_dir, encoder.spec, settings.prefix_limits())
     if rejected:
         raise SystemExit(f"rejected prefix files: {[r.reason for r in rejected]}")
-    bank = PrefixBank.build(loaded, base=base_prefix(encoder.spec))
     served = read_served_models(settings.prefix_dir)
     if served.default is None:
         raise SystemExit("no default model in prefixes/models.json")
     every = served.models[served.default].names  # what a default request (prefixes: null) computes
+    # the S = 4 question, timing only: each default member without its layer-3 rows, acting from
+    # layer 4 (what the default would cost were every prefix trained at S = 4)
+    deeper = [
+        replace(p, name=f"{p.name}.s4", key=p.key[1:], value=p.value[1:], first_layer=p.first_layer + 1)
+        for p in loaded
+        if p.name in every and p.first_layer == 3
+    ]
+    loaded = [*loaded, *deeper]
+    bank = PrefixBank.build(loaded, base=base_prefix(encoder.spec))
     variants = {
         f"base + {len(every) - 1} prefixes (default)": every,
+        f"base + {len(deeper)} prefixes at S = 4 (timing only)": [BASE_NAME, *(p.name for p in deeper)],
         f"base + {len(small)} prefixes": [BASE_NAME, *small],
         "base alone": [BASE_NAME],
     }
