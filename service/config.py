@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.backbones.catalog import (
@@ -23,7 +23,13 @@ from service.backbones.catalog import (
 from service.registry.limits import MAX_FILE_BYTES, MAX_PREFIX_LEN, SETTLE_S, PrefixLimits
 
 Backend = Literal["auto", "torch", "onnx"]
-DType = Literal["auto", "float32", "float16", "bfloat16"]
+DType = Literal["auto", "float32", "float16", "bfloat16", "int8"]
+# dtypes each backend serves (int8: ONNX Runtime on CPU only; float16 in ONNX: CUDA only).
+BACKEND_DTYPES = {
+    "torch": ("auto", "float32", "float16", "bfloat16"),
+    "onnx": ("auto", "float32", "float16", "int8"),
+    "auto": ("auto", "float32", "float16", "bfloat16", "int8"),
+}
 Pooling = Literal["mean", "cls", "multilayer"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
 
@@ -67,7 +73,11 @@ class Settings(BaseSettings):
         "exported on first start and cached), torch on CUDA. /info says which and why.",
     )
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
-    dtype: DType = Field("auto", description="auto = float32 on CPU, float16 on CUDA")
+    dtype: DType = Field(
+        "auto",
+        description="auto = float32 on CPU, float16 on CUDA; int8 = the ONNX backend's int8 backbone on "
+        "CPU (opt-in: accuracy cost in BENCHMARKS.md, int8); bfloat16 with torch only.",
+    )
     pooling: Pooling = Field("mean", description="How token states become one vector (see README).")
     pooling_layers: int = Field(4, ge=1, description="Layers averaged by `multilayer` pooling (the last k).")
     onnx_cache_dir: Path = Field(
@@ -118,8 +128,19 @@ class Settings(BaseSettings):
     prefix_settle_ms: int = Field(
         int(SETTLE_S * 1000),
         ge=0,
-        description="A prefix file without a content_sha256 is loaded only once unchanged this long "
-        "(a copy in progress is never served).",
+        description="A prefix without a content_sha256 (a PEFT folder; a native file when require_checksum "
+        "is off) is loaded only once two reads this far apart have the same content; 0 = at once.",
+    )
+    require_checksum: bool = Field(
+        True,
+        description="Refuse a native prefix file without a content_sha256 (our writers always record one: "
+        "train, PUT, native_bytes). Off: such a file loads after two equal reads prefix_settle_ms apart, "
+        "listed as verified: false (a writer pausing longer than that window can still be read torn).",
+    )
+    state_dir: Path | None = Field(
+        None,
+        description="Folder of the runtime state (state.json: disabled prefixes; .state.lock). None: the "
+        "prefix folder, so replicas sharing it share the state (prefixes/.gitignore keeps it out of git).",
     )
     default_prefixes: Literal["model", "enabled"] = Field(
         "model",
@@ -172,6 +193,18 @@ class Settings(BaseSettings):
         "replica (README, Vector cache).",
     )
 
+    client_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="A request's headers and body must arrive within this many seconds of its first byte "
+        "(of the connection, for the first request), else 408 and the connection is closed (slow clients).",
+    )
+    max_connections: int = Field(
+        4096,
+        ge=1,
+        description="Open client connections at most; a connection beyond it gets 503 at once and is closed.",
+    )
+
     # --- auth --------------------------------------------------------------------------------
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
@@ -198,6 +231,20 @@ class Settings(BaseSettings):
                 raise ValueError(f"api_keys looks like a JSON list but is not valid JSON: {exc}") from None
         return [k.strip() for k in text.split(",") if k.strip()]
 
+    @field_validator("dtype")
+    @classmethod
+    def _dtype_for_backend(cls, value: str, info: ValidationInfo) -> str:
+        # backend and device are declared before dtype, so they are validated already.
+        backend, device = info.data.get("backend", "auto"), str(info.data.get("device", "auto"))
+        choices = BACKEND_DTYPES.get(str(backend), BACKEND_DTYPES["auto"])
+        if value not in choices:
+            raise ValueError(
+                f"dtype {value} is not served by backend {backend} (choose {' | '.join(choices)})"
+            )
+        if value == "int8" and device.startswith("cuda"):
+            raise ValueError("dtype int8 runs on the CPU only (choose device cpu or auto, or dtype float16)")
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _lower_level(cls, value: object) -> object:
@@ -209,6 +256,7 @@ class Settings(BaseSettings):
             max_prefix_len=self.max_prefix_len,
             max_file_bytes=self.max_prefix_file_bytes,
             settle_s=self.prefix_settle_ms / 1000,
+            require_checksum=self.require_checksum,
         )
 
     @model_validator(mode="before")

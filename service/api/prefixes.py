@@ -1,4 +1,5 @@
-"""``/prefixes``: list the prefix folder, enable/disable prefixes (JSON merge patch), upload a prefix.
+"""``/prefixes``: list the prefix folder, enable/disable prefixes (JSON merge patch), upload or delete
+a prefix.
 
 Changes are written to the folder (state file, prefix files) atomically, so they survive restarts
 and reach every replica sharing the folder through its watcher.
@@ -16,9 +17,10 @@ from fastapi.responses import JSONResponse
 
 from service.api.auth import require_admin, require_api_key
 from service.api.deps import ServingDep
-from service.api.responses import ADMIN_ERRORS, READ_ERRORS, error_responses
+from service.api.responses import ADMIN_ERRORS, READ_ERRORS, error_responses, upload_body
 from service.engine.prefix import BASE_NAME, LoadedPrefix
 from service.errors import InvalidInput
+from service.registry.native import is_verified
 from service.registry.registry import Snapshot
 from service.registry.similarity import similarity_document
 
@@ -27,7 +29,7 @@ router = APIRouter(prefix="/prefixes", tags=["prefixes"])
 PatchBody = Annotated[Any, Body(description='JSON merge patch, e.g. {"sentiment": {"enabled": false}}')]
 
 
-def _iso(ts: float) -> str:
+def iso_time(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -41,9 +43,12 @@ def prefix_doc(prefix: LoadedPrefix, snap: Snapshot) -> dict[str, Any]:
         "position_convention": prefix.position_convention,
         "kind": prefix.kind,
         "source": prefix.source,
-        "loaded_at": _iso(prefix.loaded_at),
+        "loaded_at": iso_time(prefix.loaded_at),
         # True while the file is rejected and the previous good version keeps serving.
         "stale": prefix.name in snap.stale,
+        # False: no content_sha256 proved it whole (a PEFT folder; a native file with require_checksum off)
+        "verified": prefix.builtin or is_verified(prefix),
+        "disabled_reason": snap.disabled_reason(prefix.name),
         "metadata": prefix.metadata,
     }
 
@@ -65,9 +70,11 @@ def listing(snap: Snapshot) -> dict[str, Any]:
     return {
         "prefixes": [prefix_doc(p, snap) for p in snap.bank.prefixes],
         "rejected": [{"source": r.source, "reason": r.reason} for r in snap.rejected],
+        # names the state file disables that have no file now: they come back disabled if it returns
+        "disabled_without_file": sorted(snap.disabled - set(snap.bank.names)),
         "bank_version": snap.bank.version,
         "version": snap.version,
-        "updated_at": _iso(snap.loaded_at),
+        "updated_at": iso_time(snap.loaded_at),
     }
 
 
@@ -118,13 +125,9 @@ async def patch_prefix(name: str, patch: PatchBody, serving: ServingDep) -> dict
     dependencies=[Depends(require_admin)],
     status_code=201,
     responses={200: {"description": "Replaced an existing prefix file"}, **ADMIN_ERRORS},
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "description": "A native prefix file (safetensors with tensors `key` and `value`); see prefixes/README.md",
-            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
-        }
-    },
+    openapi_extra=upload_body(
+        "A native prefix file (safetensors with tensors `key` and `value`); see prefixes/README.md"
+    ),
 )
 async def put_prefix(name: str, request: Request, serving: ServingDep) -> JSONResponse:
     """Upload a native prefix file (the request body): validated, written atomically, hot-loaded.
@@ -137,3 +140,19 @@ async def put_prefix(name: str, request: Request, serving: ServingDep) -> JSONRe
     result = await asyncio.to_thread(serving.registry.put_prefix, name, data)
     snap = serving.registry.snapshot
     return JSONResponse(prefix_doc(result.prefix, snap), status_code=201 if result.created else 200)
+
+
+@router.delete("/{name}", dependencies=[Depends(require_admin)], responses=ADMIN_ERRORS)
+async def delete_prefix(name: str, serving: ServingDep) -> dict[str, Any]:
+    """Remove prefix ``name``'s file (or PEFT folder) from the folder, atomically, and stop serving it.
+    The name leaves the state's disabled list (a later upload of it starts enabled). Unknown -> 404."""
+    if name == BASE_NAME:
+        raise InvalidInput(f"{BUILT_IN} and cannot be deleted")
+    result = await asyncio.to_thread(serving.registry.delete_prefix, name)
+    return {
+        "deleted": result.name,
+        "digest": result.digest,
+        "removed": list(result.removed),
+        "was_enabled": result.was_enabled,
+        "bank_version": serving.registry.snapshot.bank.version,
+    }

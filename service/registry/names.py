@@ -7,7 +7,7 @@ import stat
 from pathlib import Path
 
 from service.engine.prefix import BASE_NAME
-from service.errors import InvalidPrefixFile
+from service.errors import InvalidPrefixFile, shown
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 NATIVE_SUFFIX = ".safetensors"
@@ -15,6 +15,11 @@ PEFT_CONFIG = "adapter_config.json"
 PEFT_WEIGHTS = "adapter_model.safetensors"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 STATE_FILE = "state.json"
+# Held (flock) while a change reads, changes and writes the state file: replicas sharing the folder
+# must not lose each other's changes. A dot file: ignored by the folder scan and the watcher.
+STATE_LOCK = ".state.lock"
+# The task heads' sub-folder (service/heads/): not a prefix, scanned by the registry beside the prefixes.
+HEADS_DIR = "heads"
 # Not prefixes and not errors: documentation, the state file, temp files of atomic writes.
 IGNORED_SUFFIXES = (".md", ".txt", ".tmp", ".json", ".lock")
 
@@ -32,7 +37,9 @@ def check_name(name: str, source: str) -> None:
     if name == BASE_NAME:
         raise InvalidPrefixFile(f"{source}: {BASE_NAME} is a reserved built-in name")
     if not NAME_RE.fullmatch(name):
-        raise InvalidPrefixFile(f"{source}: bad prefix name {name!r}: must match [a-z0-9][a-z0-9_.-]{{0,63}}")
+        raise InvalidPrefixFile(
+            f"{source}: bad prefix name {shown(name)}: must match [a-z0-9][a-z0-9_.-]{{0,63}}"
+        )
 
 
 def is_candidate(path: Path) -> bool:
@@ -47,4 +54,6 @@ def is_candidate(path: Path) -> bool:
         is_dir = stat.S_ISDIR(path.lstat().st_mode)
     except OSError:
         return True  # vanished or unreadable: reported by the loader
+    if is_dir and name == HEADS_DIR:
+        return False  # the heads' folder (service/heads/folder.py reads it)
     return is_dir or not name.endswith(IGNORED_SUFFIXES)

@@ -10,10 +10,12 @@ import torch
 from service.config import Settings
 
 
-def save_tiny(folder: Path, family: Literal["bert", "roberta", "mpnet"], tokenizer_from: Path) -> Path:
-    """A 2-layer (MPNet: 3-layer), hidden-32, 4-head ``family`` model with seeded random weights and the
-    tokenizer of ``tokenizer_from``, saved to ``folder`` (a BERT takes 64 positions; a RoBERTa and an
-    MPNet 64 after their offset)."""
+def save_tiny(
+    folder: Path, family: Literal["bert", "roberta", "mpnet"], tokenizer_from: Path, *, layers: int = 2
+) -> Path:
+    """A ``layers``-layer (default 2; MPNet: always 3), hidden-32, 4-head ``family`` model with seeded
+    random weights and the tokenizer of ``tokenizer_from``, saved to ``folder`` (a BERT takes 64
+    positions; a RoBERTa and an MPNet 64 after their offset)."""
     from transformers import AutoTokenizer, BertConfig, BertModel, RobertaConfig, RobertaModel
 
     torch.manual_seed(0)
@@ -21,7 +23,7 @@ def save_tiny(folder: Path, family: Literal["bert", "roberta", "mpnet"], tokeniz
     common: dict[str, Any] = dict(
         vocab_size=tok.vocab_size,
         hidden_size=32,
-        num_hidden_layers=2,
+        num_hidden_layers=layers,
         num_attention_heads=4,
         intermediate_size=64,
         hidden_dropout_prob=0.0,
