@@ -40,10 +40,17 @@ def test_mpnet_onnx_equals_the_layers_written_out(
     members = mixed_depths(tiny_mpnet.spec)
     bank = PrefixBank.build(members)
     batch = encoder.tokenize(TEXTS, max_length=encoder.max_input_tokens, truncate=True)
-    got = encoder.encode(batch, bank, list(range(len(bank))))
     ids = [[int(i) for i in batch.input_ids[b, : batch.lengths[b]]] for b in range(len(TEXTS))]
-    worst = worst_difference(got, ids, bank.prefixes, lambda t, p: reference(tiny_mpnet, t, p, pooling, 2))
-    assert worst <= TOL
+    # the first call starts the deeper depths' exports in the background and runs at depth 0 (exact);
+    # once they have landed the same call runs at each prefix's own depth
+    for wait in (False, True):
+        if wait:
+            encoder.wait_for_exports()
+        got = encoder.encode(batch, bank, list(range(len(bank))))
+        worst = worst_difference(
+            got, ids, bank.prefixes, lambda t, p: reference(tiny_mpnet, t, p, pooling, 2)
+        )
+        assert worst <= TOL
     layers = tiny_mpnet.spec.num_layers
     depths = sorted({0, *(range(layers) if group_by_depth else ())})
     assert encoder.exported_depths == depths

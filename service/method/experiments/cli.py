@@ -112,14 +112,17 @@ def ship(
 @app.command()
 def heads(
     tasks: Annotated[str, typer.Option(help="Comma-separated prefixes (default: every shipped one).")] = "",
-    prefix_dir: Annotated[Path, typer.Option(help="The prefix folder; heads go to its heads/.")] = Path(
-        "prefixes"
-    ),
+    prefix_dir: Annotated[
+        Path | None,
+        typer.Option(help="The prefix folder; heads go to its heads/ (default: the backbone's own)."),
+    ] = None,
     cache: Annotated[Path, typer.Option(help="Where the vectors are cached.")] = Path(".cache/heads"),
     threads: Annotated[int, typer.Option(help="torch threads.")] = 1,
+    model: ModelOption = None,
 ) -> None:
     """Fit each shipped prefix's task head as its source value probe is fitted, on the served vectors
-    (prefixes/heads/TASK.safetensors; results/heads/shipped.{json,md})."""
+    (PREFIX_DIR/heads/TASK.safetensors; results/heads[/NAME]/shipped.{json,md})."""
     from service.method.experiments.heads import fit_heads
 
-    fit_heads(prefix_dir, _split(tasks), cache, threads)
+    chosen = _study(model)
+    fit_heads(prefix_dir or chosen.ship_dir, _split(tasks), cache, threads, chosen.model)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from service.backbones.catalog import DEFAULT_BACKBONE
 from service.backend import build_torch_encoder
 from service.config import Settings
 from service.engine.direct import embed_sync
@@ -125,11 +126,15 @@ def markdown(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def fit_heads(prefix_dir: Path, tasks: list[str], cache: Path, threads: int = 1) -> list[dict[str, Any]]:
+def fit_heads(
+    prefix_dir: Path, tasks: list[str], cache: Path, threads: int = 1, model: str = DEFAULT_BACKBONE
+) -> list[dict[str, Any]]:
     """Fit and write the heads of ``tasks`` (default: every prefix whose metadata names its built-in
-    data set); write the results table."""
+    data set) on the known backbone ``model``; write the results table (the default backbone's under
+    results/heads, another's under results/heads/NAME)."""
     torch.set_num_threads(threads)
     chosen: dict[str, Any] = {
+        "model": Path(model),
         "prefix_dir": prefix_dir,
         "backend": "torch",
         "device": "cpu",
@@ -142,8 +147,9 @@ def fit_heads(prefix_dir: Path, tasks: list[str], cache: Path, threads: int = 1)
         p.name for p in snap.bank.prefixes if not p.builtin and "loader" in p.metadata.get("data", {})
     ]
     results = [fit_task(t, prefix_dir, encoder, settings, cache) for t in tasks]
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "shipped.json").write_text(json.dumps(results, indent=2) + "\n")
-    (OUT / "shipped.md").write_text(markdown(results))
-    log(f"wrote {OUT / 'shipped.json'} and shipped.md")
+    out = OUT if model == DEFAULT_BACKBONE else OUT / model
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "shipped.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "shipped.md").write_text(markdown(results))
+    log(f"wrote {out / 'shipped.json'} and shipped.md")
     return results
