@@ -28,3 +28,16 @@ def test_the_shipped_row_is_the_default_recipe(task: str) -> None:
     cfg = cfg_for("s3full-cos", 0, task)
     assert cfg == replace(RECIPES["shipped"], max_length=SOURCES[task][1])
     assert cfg_for("depth4", 0, task).first_layer == 4
+
+
+@pytest.mark.parametrize("command", ["bench", "run", "targets", "report", "ship", "heads"])
+def test_every_command_renders_its_help(command: str) -> None:
+    """Each command's help renders (rich markup in a docstring, such as ``[/NAME]``, fails it), and
+    the commands that study a backbone take ``--model``."""
+    from typer.testing import CliRunner
+
+    from service.method.experiments.cli import app
+
+    out = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    assert ("--model" in out.output) == (command != "bench")

@@ -83,7 +83,7 @@ def targets(
 
 @app.command()
 def report(model: ModelOption = None) -> None:
-    """Depth and recipe tables (results/trunk[/NAME]/report.{json,md})."""
+    """Depth and recipe tables (results/trunk/report.{json,md}; another backbone NAME: results/trunk/NAME/)."""
     from service.method.experiments.report import report as write_report
 
     write_report(_study(model))
@@ -103,7 +103,7 @@ def ship(
     ] = True,
 ) -> None:
     """Copy a row's prefixes into the backbone's prefix folder and measure the shipped set's transfer
-    (results/trunk[/NAME]/shipped.{json,md})."""
+    (results/trunk/shipped.{json,md}; another backbone NAME: results/trunk/NAME/)."""
     from service.method.experiments.report import ship as ship_row
 
     ship_row(row, _split(tasks), seed, _study(model), require_gain)
@@ -121,7 +121,8 @@ def heads(
     model: ModelOption = None,
 ) -> None:
     """Fit each shipped prefix's task head as its source value probe is fitted, on the served vectors
-    (PREFIX_DIR/heads/TASK.safetensors; results/heads[/NAME]/shipped.{json,md})."""
+    (PREFIX_DIR/heads/TASK.safetensors; results/heads/shipped.{json,md}, another backbone NAME's under
+    results/heads/NAME/)."""
     from service.method.experiments.heads import fit_heads
 
     chosen = _study(model)
