@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from service.cli import app
+from service.config import default_model_path
 from tests.support.imports import loaded_after
 
 
@@ -70,7 +71,9 @@ def test_bench_service_runs_on_the_cpu_unless_a_flag_or_variable_says_otherwise(
     env = {"PREFIX_EMBED_DEVICE": "cuda", "PREFIX_EMBED_MAX_BATCH_TOKENS": "4096"}
     assert isinstance(run(["service", *out, "--concurrency", "1,2"], env=env).exception, Stop)
     (cfg,) = seen["args"]
-    assert (cfg.device, cfg.max_batch_tokens, cfg.concurrency, cfg.model) == ("cuda", 4096, [1, 2], None)
+    # no --model: the default backbone's folder (a known name is resolved by the command, not the bench)
+    assert (cfg.device, cfg.max_batch_tokens, cfg.concurrency) == ("cuda", 4096, [1, 2])
+    assert cfg.model == default_model_path()
     assert isinstance(run(["service", *out, "--device", "cuda:1"], env=env).exception, Stop)
     assert seen["args"][0].device == "cuda:1"
 
