@@ -18,8 +18,9 @@ from service.cli import app
 from service.config import Settings
 from service.settings_cli import env_name, flag_name, settings_command
 
-# command path -> the settings it must take (each command reads at least these)
-TAKES = {
+# command path -> the settings it must take (each command reads at least these; with "model" also
+# "backbones_dir", where a known backbone name is looked up)
+_TAKES = {
     "serve": set(Settings.model_fields),
     "ray-serve": set(Settings.model_fields),
     "embed": {"model", "prefix_dir", "backend", "device", "dtype", "forward_chunk_rows", "pooling",
@@ -39,7 +40,12 @@ TAKES = {
     "similarity": {"model"},
     "models pin": {"model", "prefix_dir", "served_model_name"},
     "models show": {"model", "prefix_dir"},
+    "bench frontier": {"backbones_dir"},
+    "backbones list": {"backbones_dir"},
+    "backbones install": {"backbones_dir"},
+    "backbones verify": {"backbones_dir"},
 }  # fmt: skip
+TAKES = {path: fields | {"backbones_dir"} if "model" in fields else fields for path, fields in _TAKES.items()}
 # a free-text option whose help lists choices on purpose (cuda:N is open-ended)
 FREE_TEXT = {"--device"}
 
