@@ -101,12 +101,15 @@ def ship(
             help="Ship only prefixes that beat base on their own test split (a choice made on test)."
         ),
     ] = True,
+    float_only: Annotated[
+        bool, typer.Option(help="Measure only the served concat's float vectors against base.")
+    ] = False,
 ) -> None:
     """Copy a row's prefixes into the backbone's prefix folder and measure the shipped set's transfer
     (results/trunk/shipped.{json,md}; another backbone NAME: results/trunk/NAME/)."""
     from service.method.experiments.report import ship as ship_row
 
-    ship_row(row, _split(tasks), seed, _study(model), require_gain)
+    ship_row(row, _split(tasks), seed, _study(model), require_gain, float_only)
 
 
 @app.command()

@@ -103,12 +103,15 @@ def markdown(rep: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def ship(row: str, tasks: list[str], seed: int, study: Study, require_gain: bool = True) -> None:
+def ship(
+    row: str, tasks: list[str], seed: int, study: Study, require_gain: bool = True, float_only: bool = False
+) -> None:
     """Copy the ``row`` prefixes (seed ``seed``) of ``tasks`` into the study's prefix folder as
     <task>.safetensors (with ``require_gain``, each must beat base on its own task's test split: a
     choice made on test, so other backbones ship every task's prefix and report the gain instead),
     then measure them on the targets: each alone, the default concat (base first) and the concat
-    without base, against base; binary/int8 vs float."""
+    without base, against base; binary/int8 vs float. With ``float_only``, only the default concat's
+    float vectors against base (what the served model returns; a few probes instead of dozens)."""
     shipped = []
     for t in tasks:
         rec = json.loads((study.out / "runs" / row / f"{t}.seed{seed}.json").read_text())
@@ -126,13 +129,19 @@ def ship(row: str, tasks: list[str], seed: int, study: Study, require_gain: bool
         "row": row,
         "seed": seed,
         **({} if require_gain else {"require_gain": False}),
+        **({"float_only": True} if float_only else {}),
         "prefixes": shipped,
         "transfer_members": [m[1] for m in members],
     }
-    out["concat_with_base"] = transfer(labels, members, with_base=True, tvec=study.tvec)
-    out["concat_without_base"] = transfer(labels, members, with_base=False, tvec=study.tvec)
+    out["concat_with_base"] = transfer(
+        labels, members, with_base=True, float_only=float_only, tvec=study.tvec
+    )
+    out["concat_without_base"] = (
+        {} if float_only else transfer(labels, members, with_base=False, tvec=study.tvec)
+    )
     out["single"] = {
-        m[1]: transfer(labels, [m], with_base=False, float_only=True, tvec=study.tvec) for m in members
+        m[1]: transfer(labels, [m], with_base=False, float_only=True, tvec=study.tvec)
+        for m in ([] if float_only else members)
     }
     (study.out / "shipped.json").write_text(json.dumps(out, indent=2) + "\n")
     (study.out / "shipped.md").write_text(shipped_markdown(out))
@@ -157,22 +166,23 @@ def shipped_markdown(rep: dict[str, Any]) -> str:
     ]
     for t in TARGETS:
         b = rep["concat_with_base"][t]["base"]["accuracy"]
-        reps = [
-            ("concat (base + prefixes)", rep["concat_with_base"][t], ("float", "binary", "int8")),
-            ("concat without base", rep["concat_without_base"][t], ("float",)),
+        reps: list[tuple[str, Any, tuple[str, ...]]] = [
+            ("concat (base + prefixes)", rep["concat_with_base"][t], ("float", "binary", "int8"))
         ]
+        if rep["concat_without_base"]:  # not measured with float_only
+            reps.append(("concat without base", rep["concat_without_base"][t], ("float",)))
         reps += [
             (f"{name.split('.')[0]} alone", single[t], ("float",)) for name, single in rep["single"].items()
         ]
         for label, res, encs in reps:
-            for enc in encs:
+            for enc in (e for e in encs if e in res):
                 x = res[enc]
                 extra = f" (vs float {_pm(x['vs_float'], x['vs_float_se'])})" if enc != "float" else ""
                 lines.append(
                     f"| {t} | {b:.3f} | {label} {enc}{extra} | {x['dim']} | {x['accuracy']:.3f} | "
                     f"{_pm(x['gain'], x['gain_se'])} | {100 * x['cv_gain']:+.1f} |"
                 )
-    for key in ("concat_with_base", "concat_without_base"):
+    for key in (k for k in ("concat_with_base", "concat_without_base") if rep[k]):
         g = [rep[key][t]["float"]["gain"] for t in TARGETS]
         cv = [rep[key][t]["float"]["cv_gain"] for t in TARGETS]
         lines.append(
