@@ -20,6 +20,8 @@ from service.engine.backbone import read_spec
 from service.engine.bank import PrefixBank
 from service.engine.direct import embed_sync
 from service.engine.prefix import BASE_NAME, base_prefix
+from service.registry.folder import scan_folder
+from service.registry.served import read_served_models
 
 pytestmark = pytest.mark.slow
 
@@ -89,3 +91,18 @@ def test_embed_command_with_the_known_name(st_vectors: np.ndarray) -> None:
     assert doc["model"] == "all-mpnet-base-v2"
     got = np.array([item["embeddings"]["base"] for item in doc["data"]])
     np.testing.assert_allclose(got, st_vectors[:2], atol=TOL, rtol=0)
+
+
+def test_the_shipped_mpnet_folder_loads_whole_and_its_model_pins_its_files(mpnet_path: Path) -> None:
+    """Every file of mpnet's own prefix folder is accepted by the installed mpnet (trained for it,
+    checksummed), and models.json's default model pins exactly base + those files at their digests."""
+    spec = read_spec(mpnet_path)
+    folder = ALL_MPNET_BASE_V2.prefix_dir
+    loaded, rejected = scan_folder(folder, spec, Settings().prefix_limits())
+    assert rejected == []
+    assert all(p.first_layer == 8 for p in loaded)  # the depth table's choice (RESULTS.md)
+    served = read_served_models(folder)
+    assert served.error is None
+    assert served.default == ALL_MPNET_BASE_V2.name
+    pinned = {m.name: m.digest for m in served.models[served.default].members}
+    assert pinned == {BASE_NAME: base_prefix(spec).digest} | {p.name: p.digest for p in loaded}

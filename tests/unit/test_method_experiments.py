@@ -16,11 +16,12 @@ from service.method.recipe import RECIPES
 TRUNK = Path(__file__).resolve().parents[2] / "results" / "trunk"
 
 
-def test_the_tables_are_rebuilt_from_the_recorded_runs() -> None:
-    report = json.loads((TRUNK / "report.json").read_text())
-    assert markdown(report) == (TRUNK / "report.md").read_text()
-    shipped = json.loads((TRUNK / "shipped.json").read_text())
-    assert shipped_markdown(shipped) == (TRUNK / "shipped.md").read_text()
+@pytest.mark.parametrize("folder", [TRUNK, TRUNK / "all-mpnet-base-v2"], ids=["minilm", "mpnet"])
+def test_the_tables_are_rebuilt_from_the_recorded_runs(folder: Path) -> None:
+    report = json.loads((folder / "report.json").read_text())
+    assert markdown(report) == (folder / "report.md").read_text()
+    shipped = json.loads((folder / "shipped.json").read_text())
+    assert shipped_markdown(shipped) == (folder / "shipped.md").read_text()
 
 
 @pytest.mark.parametrize("task", sorted(SOURCES))
