@@ -255,4 +255,11 @@ def ensure_onnx_export(
                 f"{k.removeprefix(META_PREFIX)}: {found.get(k)!r} != {key.metadata()[k]!r}" for k in stale
             ),
         )
+    # A first start's progress (README "Two commands"): one line per graph before its export.
+    log.info(
+        "exporting the ONNX graph of fan-out depth %d to %s: once per model and depth (a first start "
+        "exports each depth its prefixes use, about 15-25 s each on 2 CPUs; later starts reuse them)",
+        fan_out,
+        path,
+    )
     return export_onnx(model_path, path, key)
