@@ -21,7 +21,6 @@ from service.api.deps import RuntimeDep, ServingDep
 from service.api.responses import error_responses
 from service.api.schemas import check_text_inputs
 from service.config import Settings
-from service.errors import InvalidInput, shown
 from service.fitting.jobs import FitJob
 from service.fitting.task import (
     SELECT_CHOICES,
@@ -29,9 +28,9 @@ from service.fitting.task import (
     FitTask,
     candidate_names,
     check_examples,
+    check_head_name,
     parse_select,
 )
-from service.registry.names import NAME_RE
 from service.runtime import Serving
 
 router = APIRouter(prefix="/heads", tags=["heads"], dependencies=[Depends(require_admin)])
@@ -97,8 +96,7 @@ async def _fit_and_publish(
 async def start_fit(name: str, body: FitRequest, serving: ServingDep, runtime: RuntimeDep) -> JSONResponse:
     """Fit head ``name`` from ``examples``: checked now (4xx, nothing written), then fitted by a job."""
     settings = runtime.settings
-    if not NAME_RE.fullmatch(name):
-        raise InvalidInput(f"bad head name {shown(name)}: must match [a-z0-9][a-z0-9_.-]{{0,63}}")
+    check_head_name(name)
     examples = check_examples(
         [e.text for e in body.examples],
         [str(e.label) for e in body.examples],

@@ -19,6 +19,7 @@ from service.config import Settings
 from service.engine.prefix import BASE_NAME
 from service.errors import InvalidExamples, InvalidInput, TooManyExamples, shown, shown_list
 from service.heads.format import MAX_LABEL_CHARS
+from service.registry.names import NAME_RE
 
 if TYPE_CHECKING:
     from service.registry.registry import Snapshot
@@ -113,6 +114,13 @@ def check_examples(texts: Sequence[str], labels: Sequence[str], limits: FitLimit
             f"at least {limits.min_per_label} (the folds of the cross-validation)"
         )
     return Examples(tuple(texts), tuple(labels))
+
+
+def check_head_name(name: str) -> str:
+    """A head's name as the heads' folder takes it (:class:`InvalidInput` otherwise)."""
+    if not NAME_RE.fullmatch(name):
+        raise InvalidInput(f"bad head name {shown(name)}: must match [a-z0-9][a-z0-9_.-]{{0,63}}")
+    return name
 
 
 def candidate_names(snap: Snapshot) -> list[str]:
