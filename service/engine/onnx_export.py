@@ -91,13 +91,17 @@ class ExportKey:
     exporter: str
     fan_out: int = 0
     format: str = FORMAT
+    dtype: str = "float32"  # int8: quantized from the float32 export (``onnx_int8``)
+    quantizer: str = ""  # the quantization recipe and ONNX Runtime version of an int8 file
 
     def metadata(self) -> dict[str, str]:
         return {META_PREFIX + k: str(v) for k, v in asdict(self).items()}
 
     def mismatches(self, found: dict[str, str]) -> list[str]:
-        """Fields of ``found`` (a file's metadata) that differ from this key."""
-        return [k for k, v in self.metadata().items() if found.get(k) != v]
+        """Fields of ``found`` (a file's metadata) that differ from this key. Files written before
+        ``dtype``/``quantizer`` existed are float32 exports: a missing field reads as its default."""
+        absent = {META_PREFIX + "dtype": "float32", META_PREFIX + "quantizer": ""}
+        return [k for k, v in self.metadata().items() if found.get(k, absent.get(k)) != v]
 
 
 @dataclass(frozen=True)
@@ -126,7 +130,8 @@ def export_key(spec: BackboneSpec, pooling: str, pooling_layers: int, fan_out: i
 
 def cache_path(cache_dir: Path, key: ExportKey) -> Path:
     layers = f"{key.pooling_layers}" if key.pooling == "multilayer" else ""
-    return Path(cache_dir) / f"{key.fingerprint}-{key.pooling}{layers}-fan{key.fan_out}.onnx"
+    dtype = "" if key.dtype == "float32" else f"-{key.dtype}"
+    return Path(cache_dir) / f"{key.fingerprint}-{key.pooling}{layers}-fan{key.fan_out}{dtype}.onnx"
 
 
 def read_export_metadata(path: Path) -> dict[str, str] | None:
@@ -183,7 +188,7 @@ def _trace(forward: FixedDepth) -> object:
     return program.model_proto
 
 
-def _write_atomically(data: bytes, target: Path) -> None:
+def write_atomically(data: bytes, target: Path) -> None:
     """Temp file in the same folder + fsync + rename: readers see the old file or the new one, whole."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
@@ -217,7 +222,7 @@ def export_onnx(model_path: Path, target: Path, key: ExportKey) -> ExportResult:
     if not diff <= PARITY_TOL:
         raise OnnxExportError(f"ONNX export differs from torch by {diff:.3g} (tolerance {PARITY_TOL})")
     onnx.helper.set_model_props(proto, {**key.metadata(), DIFF_FIELD: f"{diff:.3g}"})  # type: ignore[arg-type]
-    _write_atomically(proto.SerializeToString(), target)  # type: ignore[attr-defined]
+    write_atomically(proto.SerializeToString(), target)  # type: ignore[attr-defined]
     del backbone, inner, forward, proto, data
     gc.collect()
     seconds = time.perf_counter() - start
@@ -242,19 +247,9 @@ def ensure_onnx_export(
         raise OnnxExportError(f"fan-out depth {fan_out} outside 0..{spec.num_layers - 1}")
     key = export_key(spec, pooling, pooling_layers, fan_out)
     path = cache_path(cache_dir, key)
-    found = None if force else read_export_metadata(path)
-    if found is not None:
-        stale = key.mismatches(found)
-        if not stale:
-            log.info("reusing ONNX export %s", path)
-            return ExportResult(path, key, exported=False, max_abs_diff=float(found.get(DIFF_FIELD, "nan")))
-        log.warning(
-            "cached ONNX export %s does not match this backbone/pooling/exporter (%s); re-exporting",
-            path,
-            ", ".join(
-                f"{k.removeprefix(META_PREFIX)}: {found.get(k)!r} != {key.metadata()[k]!r}" for k in stale
-            ),
-        )
+    cached = None if force else cached_export(path, key)
+    if cached is not None:
+        return cached
     # A first start's progress (README "Two commands"): one line per graph before its export.
     log.info(
         "exporting the ONNX graph of fan-out depth %d to %s: once per model and depth (a first start "
@@ -263,3 +258,20 @@ def ensure_onnx_export(
         path,
     )
     return export_onnx(model_path, path, key)
+
+
+def cached_export(path: Path, key: ExportKey) -> ExportResult | None:
+    """The file at ``path`` when its recorded key is ``key`` (else None, the reason logged)."""
+    found = read_export_metadata(path)
+    if found is None:
+        return None
+    stale = key.mismatches(found)
+    if not stale:
+        log.info("reusing ONNX export %s", path)
+        return ExportResult(path, key, exported=False, max_abs_diff=float(found.get(DIFF_FIELD, "nan")))
+    log.warning(
+        "cached ONNX export %s does not match this backbone/pooling/exporter (%s); re-exporting",
+        path,
+        ", ".join(f"{k.removeprefix(META_PREFIX)}: {found.get(k)!r} != {key.metadata()[k]!r}" for k in stale),
+    )
+    return None

@@ -25,7 +25,7 @@ TAKES = {
     "embed": {"model", "prefix_dir", "backend", "device", "dtype", "forward_chunk_rows", "pooling",
               "pooling_layers", "onnx_cache_dir", "default_prefixes", "include_base", "max_input_tokens",
               "max_batch_tokens"},
-    "export-onnx": {"model", "pooling", "pooling_layers", "onnx_cache_dir"},
+    "export-onnx": {"model", "pooling", "pooling_layers", "onnx_cache_dir", "dtype"},
     "bench engine": {"model", "device", "dtype", "forward_chunk_rows", "pooling", "pooling_layers"},
     "bench onnx": {"model", "device", "dtype", "forward_chunk_rows", "pooling", "onnx_cache_dir"},
     "bench service": {"model", "device", "dtype", "forward_chunk_rows", "max_batch_tokens"},
