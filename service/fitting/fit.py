@@ -8,12 +8,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from service.engine.prefix import BASE_NAME
 from service.fitting.model import LinearModel, probe_model, stacked_model
 from service.fitting.probe import refit
 from service.fitting.rules import RULES, Choice, fixed
-from service.fitting.sources import Evaluator, Progress, Sources
+from service.fitting.sources import Budget, Evaluator, Progress, Sources
 from service.fitting.task import parse_select
 
 # ``--select auto``: the rule that measured best on the three target tasks (RESULTS.md, "Fit").
@@ -77,14 +78,22 @@ def select_and_fit(
     select: str = "auto",
     *,
     seed: int = 0,
-    deadline: float | None = None,
+    budget: Budget | None = None,
     progress: Progress | None = None,
 ) -> Fitted:
-    """Choose the inputs by ``select`` and fit the head's map; deterministic for a seed."""
+    """Choose the inputs by ``select`` and fit the head's map; deterministic for a seed (one BLAS
+    thread: the sums do not depend on a thread count, and a shared CPU is not oversubscribed)."""
+    with threadpool_limits(1):
+        return _select_and_fit(sources, select, seed, budget, progress)
+
+
+def _select_and_fit(
+    sources: Sources, select: str, seed: int, budget: Budget | None, progress: Progress | None
+) -> Fitted:
     start = time.perf_counter()
     rule = parse_select(select, sources.names)
     rule = AUTO if rule == "auto" else rule
-    ev = Evaluator(sources, seed=seed, deadline=deadline, progress=progress)
+    ev = Evaluator(sources, seed=seed, budget=budget, progress=progress)
     choice = fixed(ev, rule, "names") if isinstance(rule, tuple) else RULES[rule](ev)
     ev.plan("references", 2)
     cv_base, cv_all = ev.cv((BASE_NAME,)).cv_accuracy, ev.cv(sources.names).cv_accuracy

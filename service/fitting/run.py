@@ -5,9 +5,8 @@ server's fit job alike (so both write the same bytes from the same examples and 
 2. Vectors: the examples through the embedding pipeline (the batcher, as ``/embed``), one pass per
    text over every input, in requests of ``chunk_texts`` texts, so the fit never holds more than one
    of its own batches in the queue ahead of other traffic.
-3. The choice and the fit (CPU-bound: scikit-learn) in a thread of its own at a lower scheduling
-   priority with one BLAS thread, so the event loop and the batcher keep their CPU, and the numbers
-   do not depend on a thread count.
+3. The choice and the fit (CPU-bound: scikit-learn, one BLAS thread) in a thread of its own at a
+   lower scheduling priority, so the event loop and the batcher keep their CPU.
 4. :class:`HeadParams` for the one writer (:mod:`service.heads.writer`): the caller writes them.
 """
 
@@ -24,11 +23,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
-from service.errors import FitTimedOut
 from service.fitting.fit import Fitted, select_and_fit
-from service.fitting.sources import FIT_CS, Progress, Sources
+from service.fitting.sources import FIT_CS, Budget, Progress, Sources
 from service.fitting.task import FitLimits, FitTask, candidate_names, parse_select
 from service.heads.head import HeadInput
 from service.heads.writer import HeadParams
@@ -62,14 +59,14 @@ async def embed_examples(
     *,
     chunk_texts: int,
     progress: Progress | None = None,
-    deadline: float | None = None,
+    budget: Budget | None = None,
 ) -> tuple[np.ndarray, tuple[str, ...]]:
     """float32 [N, len(names), dim] vectors of ``texts`` and the inputs' digests, all from one snapshot."""
     selection = pipeline.select(pipeline.snapshot(), names)
     parts = []
     for start in range(0, len(texts), chunk_texts):
-        if deadline is not None and time.monotonic() > deadline:
-            raise FitTimedOut("the fit ran past its time limit (fit_timeout_s) while embedding its examples")
+        if budget is not None:
+            budget.check("embedding its examples")
         out = await pipeline.embed(texts[start : start + chunk_texts], selection, route="fit")
         parts.append(out.vectors)
         if progress is not None:
@@ -77,14 +74,14 @@ async def embed_examples(
     return np.concatenate(parts), tuple(p.digest for p in selection.prefixes)
 
 
-async def in_fit_thread(work: Callable[[], T]) -> T:
-    """``work()`` in a new thread at niceness :data:`FIT_NICE` with one BLAS thread."""
+async def in_fit_thread(work: Callable[[], T], stop: threading.Event) -> T:
+    """``work()`` in a new thread at niceness :data:`FIT_NICE`. Cancelled, it sets ``stop`` (the fit
+    checks it between CV searches) and waits for the thread to end before it re-raises, so no fit
+    outlives its job."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[T] = loop.create_future()
 
     def settle(value: T | None, error: BaseException | None) -> None:
-        if done.cancelled():
-            return
         if error is not None:
             done.set_exception(error)
         else:
@@ -95,15 +92,20 @@ async def in_fit_thread(work: Callable[[], T]) -> T:
         with contextlib.suppress(OSError, AttributeError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), FIT_NICE)
         try:
-            with threadpool_limits(1):
-                value = work()
+            value = work()
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
             loop.call_soon_threadsafe(settle, None, exc)
         else:
             loop.call_soon_threadsafe(settle, value, None)
 
     threading.Thread(target=target, name="prefix-embed-fit", daemon=True).start()
-    return await done
+    try:
+        return await asyncio.shield(done)
+    except asyncio.CancelledError:
+        stop.set()
+        with contextlib.suppress(BaseException):
+            await done
+        raise
 
 
 def head_params(task: FitTask, fitted: Fitted, sources: Sources, pooling: str | None) -> HeadParams:
@@ -164,18 +166,19 @@ async def fit_head(
     progress: Progress | None = None,
 ) -> FitOutcome:
     """Embed ``task``'s examples under every candidate input, choose, fit: the head's parameters."""
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    budget = Budget.of(timeout_s)
     names = candidate_names(pipeline.snapshot())
     parse_select(task.select, names)  # before the examples are embedded
     task.examples.check_size(len(names), pipeline.dim, limits)
     start = time.perf_counter()
     vectors, digests = await embed_examples(
-        pipeline, task.examples.texts, names, chunk_texts=chunk_texts, progress=progress, deadline=deadline
+        pipeline, task.examples.texts, names, chunk_texts=chunk_texts, progress=progress, budget=budget
     )
     embed_seconds = time.perf_counter() - start
     sources = Sources(tuple(names), digests, vectors, task.examples.labels)
     fitted = await in_fit_thread(
-        lambda: select_and_fit(sources, task.select, seed=task.seed, deadline=deadline, progress=progress)
+        lambda: select_and_fit(sources, task.select, seed=task.seed, budget=budget, progress=progress),
+        budget.stop,
     )
     params = head_params(task, fitted, sources, pipeline.registry.pooling)
     return FitOutcome(params, fitted, tuple(names), embed_seconds)

@@ -4,12 +4,13 @@ A head reads ``base`` and any subset of the enabled prefixes, each vector L2-nor
 in the order of its inputs (``normalize: true``). :class:`Sources` holds those vectors for the fit's
 examples (one pass per text through the pipeline); :class:`Evaluator` cross-validates input sets on
 them with the one probe (:func:`service.fitting.probe.cross_validate`), each set once per fit (the
-rules share the results), within the fit's deadline, reporting each CV search as progress.
+rules share the results), within the fit's time budget, reporting each CV search as progress.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,31 @@ from service.wire.encodings import l2_normalize
 FIT_CS = (0.001, 0.01, 0.1)
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+class FitStopped(Exception):
+    """The fit was told to stop (its job was cancelled): nothing is written."""
+
+
+@dataclass
+class Budget:
+    """When a fit must stop: past ``deadline`` (``time.monotonic()`` seconds, ``fit_timeout_s`` from
+    its start) or once ``stop`` is set; checked between embedding requests and between CV searches."""
+
+    deadline: float | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    @classmethod
+    def of(cls, timeout_s: float | None) -> Budget:
+        return cls(None if timeout_s is None else time.monotonic() + timeout_s)
+
+    def check(self, doing: str) -> None:
+        if self.stop.is_set():
+            raise FitStopped(f"stopped while {doing}")
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise FitTimedOut(
+                f"the fit ran past its time limit (fit_timeout_s) while {doing}; nothing was written"
+            )
 
 
 @dataclass(frozen=True)
@@ -62,12 +88,12 @@ def paired_se(a: np.ndarray, b: np.ndarray) -> float:
 
 @dataclass
 class Evaluator:
-    """Cross-validates input sets of ``sources`` (cached by set and weights) within ``deadline``
-    (``time.monotonic()`` seconds), counting each search as a step of ``progress``."""
+    """Cross-validates input sets of ``sources`` (cached by set and weights) within ``budget``, counting
+    each search as a step of ``progress``."""
 
     sources: Sources
     seed: int = 0
-    deadline: float | None = None
+    budget: Budget | None = None
     progress: Progress | None = None
     stage: str = "select"
     planned: int = 0
@@ -86,8 +112,8 @@ class Evaluator:
         key = (tuple(names), None if weights is None else tuple(weights))
         if key in self._cache:
             return self._cache[key]
-        if self.deadline is not None and time.monotonic() > self.deadline:
-            raise FitTimedOut("the fit ran past its time limit (fit_timeout_s) while choosing its inputs")
+        if self.budget is not None:
+            self.budget.check("choosing its inputs")
         per_dim = (
             None if weights is None else np.repeat(np.asarray(weights, dtype=np.float64), self.sources.dim)
         )
