@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from service.fitting.probe import FittedProbe
+from service.heads.head import HeadInput
+from service.heads.writer import HeadParams
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,24 @@ class LinearModel:
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         return ((x - self.mean) / self.scale) @ self.weight.T + self.bias
+
+    def head_params(
+        self, inputs: Sequence[HeadInput], *, task: str, normalize: bool, metadata: dict[str, Any]
+    ) -> HeadParams:
+        """What the head file holds (for :mod:`service.heads.writer`): a sigmoid over the one logit
+        for two labels, else a softmax over the rows."""
+        return HeadParams(
+            weight=self.weight,
+            bias=self.bias,
+            labels=self.labels,
+            inputs=list(inputs),
+            normalize=normalize,
+            activation="sigmoid" if self.binary else "softmax",
+            task=task,
+            mean=self.mean,
+            scale=self.scale,
+            metadata=metadata,
+        )
 
 
 def probe_model(fitted: FittedProbe) -> LinearModel:

@@ -142,18 +142,8 @@ def head_params(task: FitTask, fitted: Fitted, sources: Sources, pooling: str | 
             "labels": dict(sorted(Counter(ex.labels).items())),
         },
     }
-    return HeadParams(
-        weight=model.weight,
-        bias=model.bias,
-        labels=model.labels,
-        inputs=[HeadInput(n, digests[n]) for n in choice.inputs],
-        normalize=True,
-        activation="sigmoid" if model.binary else "softmax",
-        task=task.name,
-        mean=model.mean,
-        scale=model.scale,
-        metadata=metadata,
-    )
+    inputs = [HeadInput(n, digests[n]) for n in choice.inputs]
+    return model.head_params(inputs, task=task.name, normalize=True, metadata=metadata)
 
 
 async def fit_head(
