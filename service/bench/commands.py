@@ -196,11 +196,14 @@ def ray_cmd(
     out: Annotated[Path, typer.Option(help="Write the results as JSON here (server logs beside it).")] = Path(
         "bench-results/ray.json"
     ),
-    rounds: Annotated[int, typer.Option(help="Interleaved rounds per configuration.")] = 3,
+    rounds: Annotated[
+        int, typer.Option(help="Interleaved rounds per configuration (and in-step rounds).")
+    ] = 3,
     texts: Annotated[int, typer.Option(help="Texts of the throughput phase.")] = 256,
 ) -> None:
     """Ray Serve (1 and 2 replicas) against ``serve`` alone, interleaved: start-up, latency at c=1,
-    throughput at c=8 (needs the ``ray`` extra; BENCHMARKS.md, "Ray Serve")."""
+    throughput at c=8; then how soon a change is in force on both replicas (target 2 s; ``--rounds``
+    rounds). Needs the ``ray`` extra; BENCHMARKS.md, "Ray Serve"."""
     try:
         import ray  # noqa: F401
     except ImportError:

@@ -17,8 +17,9 @@ from typing import Any
 import httpx
 
 from service.bench.load import Call, fetch_json, run_load
-from service.bench.servers import free_port, our_server
+from service.bench.servers import our_server
 from service.bench.texts import sample_texts
+from service.procs import free_port
 
 
 @dataclass(frozen=True)

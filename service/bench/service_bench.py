@@ -27,7 +27,7 @@ from service.bench.flops import batch_flops, peak_flops
 from service.bench.inproc import raw_encoder_rate, slot_policy_rates
 from service.bench.load import Call, fetch_json, run_load
 from service.bench.many_tasks import ManyTaskTarget, many_task_summary, plot_many_tasks, run_many_tasks
-from service.bench.servers import ServerProcess, export_for_optimum, free_port, infinity_server, our_server
+from service.bench.servers import export_for_optimum, infinity_server, our_server
 from service.bench.shapes import OUR_VARIANTS, Target, default_shapes, run_shapes, shape_summary
 from service.bench.workload import (
     bench_texts,
@@ -39,6 +39,7 @@ from service.bench.workload import (
 )
 from service.config import Settings, default_model_path
 from service.engine.bank import PrefixBank
+from service.procs import ServerProcess, free_port
 from service.registry.folder import scan_folder
 
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.bench.load import Call, run_load
-from service.bench.servers import ServerProcess
 from service.bench.workload import embed_calls
+from service.procs import ServerProcess
 
 # Our servers a shape comparison can run, by label: the environment each adds to the bench's settings.
 OUR_VARIANTS: dict[str, dict[str, str]] = {

@@ -140,6 +140,7 @@ class OnnxEncoder(CallLoop):
         self._bank_version: str | None = None
         self._bank_lock = threading.Lock()
         self._bank_values: dict[str, Any] = {}
+        self.bank_uploads = 0  # bank snapshots copied to the device (once per new bank version)
         log.info(
             "ONNX Runtime %s session on %s (%s), providers %s, threads %s (alone: %s), file %s",
             ort.__version__,
@@ -221,7 +222,13 @@ class OnnxEncoder(CallLoop):
                 arrays = [t.numpy() for t in tensors]
                 self._bank_values = self._to_device(dict(zip(BANK_INPUTS, arrays, strict=True)))
                 self._bank_version = bank.version
+                self.bank_uploads += 1
             return self._bank_values
+
+    @property
+    def bound_bank(self) -> dict[str, Any]:
+        """The last bank uploaded, as bound to every call: ORT values on the device, by graph input name."""
+        return dict(self._bank_values)
 
     def _forward(self, part: TokenizedBatch, bank: PrefixBank, group: SlotGroup, alone: bool) -> np.ndarray:
         session = self._depths[group.fan_out].pick(alone)

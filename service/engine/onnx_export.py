@@ -24,6 +24,7 @@ import contextlib
 import gc
 import logging
 import os
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -46,6 +47,11 @@ from service.engine.onnx_io import (
 from service.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
+
+# torch.export keeps global tracing state (fake tensor mode, symbolic shapes): two traces in one
+# process at once, e.g. a background depth export of one service and a foreground export of
+# another, fail with "Unable to cast ... NotImplementedType". Every trace in the process takes this.
+_TRACE_LOCK = threading.Lock()
 
 FORMAT = "prefix-embed-onnx/3"  # 2: texts + row_text inputs, prefix_first, one fan-out depth per graph; 3: float key masks
 OPSET = 18
@@ -148,7 +154,10 @@ def read_export_metadata(path: Path) -> dict[str, str] | None:
     return {p.key: p.value for p in model.metadata_props}
 
 
-def _trace(forward: FixedDepth) -> object:
+def trace_forward(forward: FixedDepth) -> object:
+    """The ONNX graph of ``forward`` (torch.onnx dynamo export with dynamic axes), not yet validated:
+    :func:`export_onnx` compares it with torch before anything is written (tests replace this
+    function to feed that check a wrong graph)."""
     from torch.export import Dim
 
     texts, rows, seq = Dim("texts"), Dim("rows"), Dim("seq")
@@ -169,7 +178,7 @@ def _trace(forward: FixedDepth) -> object:
         forward.spec, model_vocab(forward), texts_n, seq_n, lengths, plen_n, seed=0, fan_out=forward.fan_out
     )
     # The exporter's own warnings (axis renames, pytree deprecations) are not actionable here.
-    with warnings.catch_warnings(record=True) as caught, torch.inference_mode(False):
+    with _TRACE_LOCK, warnings.catch_warnings(record=True) as caught, torch.inference_mode(False):
         warnings.simplefilter("always")
         program = torch.onnx.export(
             forward,
@@ -213,7 +222,7 @@ def export_onnx(model_path: Path, target: Path, key: ExportKey) -> ExportResult:
     inner = PrefixedForward(backbone.model, backbone.spec, key.pooling, key.pooling_layers)
     forward = FixedDepth(inner, key.fan_out).eval()
     with _quiet_exporters():
-        proto = _trace(forward)
+        proto = trace_forward(forward)
     try:
         data = proto.SerializeToString()  # type: ignore[attr-defined]
     except ValueError as exc:  # the 2 GiB protobuf limit: models this size are out of scope

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.server_process import SERVE_DEFAULTS, ServerProcess
+from tests.support.server_process import SERVE_DEFAULTS, TEST_ENV, ServerProcess, stop_gracefully
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -56,13 +56,11 @@ def test_the_serve_install_is_lean_cpu_only_and_serves(tmp_path: Path) -> None:
     assert "onnxruntime" in installed
     assert "onnxruntime-gpu" not in installed
     # the lean venv serves: torch backend (no ONNX export), the shipped prefixes
+    serve = [str(python), "-m", "service", "serve", *SERVE_DEFAULTS]
     server = ServerProcess(
-        tmp_path / "server.log",
-        "--backend",
-        "torch",
-        "--prefix-dir",
-        str(REPO / "prefixes"),
-        command=[str(python), "-m", "service", "serve", *SERVE_DEFAULTS],
+        [*serve, "--backend", "torch", "--prefix-dir", str(REPO / "prefixes")],
+        log_path=tmp_path / "server.log",
+        env=TEST_ENV,
         cwd=tmp_path,
     )
     server.start()
@@ -72,4 +70,4 @@ def test_the_serve_install_is_lean_cpu_only_and_serves(tmp_path: Path) -> None:
         assert r.status_code == 200, r.text
         assert len(r.json()["prefixes"]) >= 2  # base and the shipped prefixes
     finally:
-        server.stop(60)
+        stop_gracefully(server, 60)

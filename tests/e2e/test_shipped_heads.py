@@ -22,7 +22,8 @@ from service.registry.limits import PrefixLimits
 from service.registry.names import HEADS_DIR
 from tests.support.server_process import ServerProcess
 
-pytestmark = pytest.mark.slow
+# 4,532 test texts through MiniLM on CPU: tens of minutes on a shared 2-core machine
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(5400)]
 
 SHIPPED = Path(__file__).resolve().parents[2] / "prefixes"
 BATCH = 64
@@ -46,7 +47,10 @@ def test_the_shipped_heads_reproduce_their_recorded_test_accuracy_over_http(
     assert set(backends.values()) == {"torch"}, backends
     folder = tmp_path / "prefixes"  # a copy: the server may write its state file there
     shutil.copytree(SHIPPED, folder)
-    server = server_process("--prefix-dir", str(folder), "--backend", "torch", "--model", str(minilm_path))
+    server = server_process(
+        "--prefix-dir", str(folder), "--backend", "torch", "--model", str(minilm_path),
+        "--request-timeout-s", "600",  # a 64-text request on a loaded machine
+    )  # fmt: skip
     server.wait_ready(300)
     with server.client() as client:
         client.timeout = 600

@@ -54,11 +54,15 @@ def targets(
     depth: Annotated[int, typer.Option(help="The depth whose target trunk is built first.")] = 3,
     wait: Annotated[bool, typer.Option(help="Keep polling for new prefix files until --minutes.")] = False,
     minutes: Annotated[float, typer.Option(help="How long to keep going.")] = 60,
+    seeds: Annotated[
+        str, typer.Option(help="Comma-separated seeds whose files get vectors (default: all).")
+    ] = "",
 ) -> None:
     """The three targets' vectors under base and under each prefix of the rows (1,500/750 texts each)."""
     from service.method.experiments.targets import target_vectors
 
-    target_vectors(threads, time.time() + 60 * minutes, _split(rows) or None, wait, depth)
+    chosen = [int(s) for s in _split(seeds)] or None
+    target_vectors(threads, time.time() + 60 * minutes, _split(rows) or None, wait, depth, chosen)
 
 
 @app.command()
