@@ -128,16 +128,15 @@ def run_rules(
     doc["prefixes"] = {n: prefixes[n].digest for n in sorted(prefixes)}
     rows: list[dict[str, Any]] = doc.setdefault("rows", [])
     have = {(r["target"], r["draw"], r["rule"]) for r in rows if r["prefixes"] == list(names)}
+    per_target = {}
     for target in TARGETS:
         y_train, y_test = labels[target]
-        texts = caches[target]
-        y = np.array(y_train + y_test)
-        stacked = np.stack(
-            [caches[target].base.numpy(), *(vectors[n][target] for n in sorted(prefixes))], axis=1
-        )
-        digests = (BASE_NAME, *(prefixes[n].digest for n in sorted(prefixes)))
-        n_train = len(y_train)
-        for draw in range(draws + 1):
+        vecs = [caches[target].base.numpy(), *(vectors[n][target] for n in sorted(prefixes))]
+        per_target[target] = (np.array(y_train + y_test), np.stack(vecs, axis=1), len(y_train))
+    digests = (BASE_NAME, *(prefixes[n].digest for n in sorted(prefixes)))
+    # a dev draw first, then the test row, then the other dev draws: a cut-short run has both kinds
+    for draw in (*range(1, min(draws, 1) + 1), 0, *range(2, draws + 1)):
+        for target, (y, stacked, n_train) in per_target.items():
             perm = np.random.default_rng(draw).permutation(n_train)
             fit_idx = perm[:N_FIT]
             eval_idx = np.arange(n_train, len(y)) if draw == 0 else perm[N_FIT:]
@@ -153,7 +152,7 @@ def run_rules(
                         backbone,
                         fit_texts,
                         list(y[fit_idx]),
-                        _subset(texts, fit_idx, depth),
+                        _subset(caches[target], fit_idx, depth),
                         quick_steps,
                         depth,
                     )
