@@ -18,7 +18,6 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from service.runtime import Runtime
-from tests.support.batching import waiting_texts
 from tests.support.fake_encoder import FakeEncoder
 from tests.support.http import assert_error, fake_app, fill_folder
 from tests.support.waiting import wait_until
@@ -145,7 +144,7 @@ def test_a_second_fit_of_a_name_gets_409_and_past_the_limit_429_while_others_are
     # an /embed sent now waits behind one of the fit's batches (16 texts), not behind all 64
     with ThreadPoolExecutor(1) as pool:
         other = pool.submit(client.post, "/embed", json={"inputs": ["hello there"]})
-        wait_until(lambda: waiting_texts(runtime.batcher) >= 1, 10, "/embed queued")  # type: ignore[arg-type]
+        wait_until(lambda: runtime.batcher.waiting_texts() >= 1, 10, "/embed queued")  # type: ignore[union-attr]
         fake.release(2)  # the fit's first batch, then the next one: the /embed
         assert other.result(30).status_code == 200
     state = client.get(url, headers=ADMIN).json()
