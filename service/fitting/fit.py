@@ -80,20 +80,22 @@ def select_and_fit(
     seed: int = 0,
     budget: Budget | None = None,
     progress: Progress | None = None,
+    evaluator: Evaluator | None = None,
 ) -> Fitted:
     """Choose the inputs by ``select`` and fit the head's map; deterministic for a seed (one BLAS
-    thread: the sums do not depend on a thread count, and a shared CPU is not oversubscribed)."""
+    thread: the sums do not depend on a thread count, and a shared CPU is not oversubscribed).
+    ``evaluator`` (of ``sources``): CV searches shared with other fits of the same examples (the
+    experiment that measures every rule)."""
     with threadpool_limits(1):
-        return _select_and_fit(sources, select, seed, budget, progress)
+        ev = evaluator or Evaluator(sources, seed=seed, budget=budget, progress=progress)
+        return _select_and_fit(ev, select)
 
 
-def _select_and_fit(
-    sources: Sources, select: str, seed: int, budget: Budget | None, progress: Progress | None
-) -> Fitted:
+def _select_and_fit(ev: Evaluator, select: str) -> Fitted:
     start = time.perf_counter()
+    sources = ev.sources
     rule = parse_select(select, sources.names)
     rule = AUTO if rule == "auto" else rule
-    ev = Evaluator(sources, seed=seed, budget=budget, progress=progress)
     choice = fixed(ev, rule, "names") if isinstance(rule, tuple) else RULES[rule](ev)
     ev.plan("references", 2)
     cv_base, cv_all = ev.cv((BASE_NAME,)).cv_accuracy, ev.cv(sources.names).cv_accuracy

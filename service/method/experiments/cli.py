@@ -113,9 +113,13 @@ def fit_rules(
     ] = 3,
     quick_steps: Annotated[int, typer.Option(help="Steps of similarity's early-checkpoint prefix.")] = 50,
     threads: Annotated[int, typer.Option(help="torch threads.")] = 1,
+    prefixes: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated source prefixes (default: every prefix of the folder)."),
+    ] = None,
 ) -> None:
     """The input rules of ``fit --select`` on the three targets (results/fit/rules.{json,md})."""
     from service.method.experiments.fit_rules import report_rules, run_rules
 
-    run_rules(prefix_dir, _split(rules), draws, quick_steps, threads)
+    run_rules(prefix_dir, _split(rules), draws, quick_steps, threads, _split(prefixes) if prefixes else None)
     report_rules()
