@@ -99,18 +99,24 @@ def served_concat(client: httpx.Client, texts: list[str], inputs: list[str]) -> 
     return np.array([np.concatenate([d["embeddings"][n] for n in inputs]) for d in r.json()["data"]])
 
 
+def fit_json(
+    model: Path, folder: Path, examples: list[dict[str, str]], name: str, *extra: str
+) -> dict[str, Any]:
+    """``python -m service fit --json`` on ``examples`` (a .jsonl beside the folder): its summary."""
+    data = write_jsonl(folder.parent / f"{name}.jsonl", examples)
+    cmd = fit_command(model, folder, data, name, *extra, "--json", "--no-progress")
+    done = subprocess.run(cmd, env=run_env(), cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
 def test_the_command_and_the_route_write_the_same_head_served_at_once(
-    served: tuple[ServerProcess, Path], tiny_bert_path: Path, tmp_path: Path
+    served: tuple[ServerProcess, Path], tiny_bert_path: Path
 ) -> None:
     server, folder = served
     examples = labelled(80, seed=0)
-    data = write_jsonl(tmp_path / "mood.jsonl", examples)
-    done = subprocess.run(
-        fit_command(tiny_bert_path, folder, data, "mood", "--json", "--no-progress"),
-        env=run_env(), cwd=REPO, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
+    result = fit_json(tiny_bert_path, folder, examples, "mood")
     head_file = folder / "heads" / "mood.safetensors"
     from_cli = head_file.read_bytes()
     with server.client() as client:
@@ -129,17 +135,11 @@ def test_the_command_and_the_route_write_the_same_head_served_at_once(
 
 
 def test_a_fixed_input_head_predicts_as_scikit_learn_on_the_served_vectors(
-    served: tuple[ServerProcess, Path], tiny_bert_path: Path, tmp_path: Path
+    served: tuple[ServerProcess, Path], tiny_bert_path: Path
 ) -> None:
     server, folder = served
     examples = labelled(80, seed=2)
-    data = write_jsonl(tmp_path / "tone.jsonl", examples)
-    cmd = fit_command(
-        tiny_bert_path, folder, data, "tone", "--select", "base,alpha", "--json", "--no-progress"
-    )
-    done = subprocess.run(cmd, env=run_env(), cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
+    result = fit_json(tiny_bert_path, folder, examples, "tone", "--select", "base,alpha")
     assert result["inputs"] == ["base", "alpha"]
     with server.client() as client:
         wait_until(lambda: head_listing(client).get("tone", {}).get("available"), 30, "tone served")
