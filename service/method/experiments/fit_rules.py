@@ -240,6 +240,29 @@ def _kept(row: dict[str, Any]) -> str:
     return ", ".join(inputs)
 
 
+def _dev_margin(by: dict[tuple[str, int], dict[str, Any]], rule: str) -> float:
+    """The rule's mean dev accuracy minus the better of base's and all's, in points (NaN: no dev rows)."""
+    dev = {d: r["accuracy"] for (k, d), r in by.items() if k == rule and d > 0}
+    refs = [_mean([by[ref, d]["accuracy"] for d in dev if (ref, d) in by]) for ref in ("base", "all")]
+    return (_mean(list(dev.values())) - max(refs)) * 100 if dev else math.nan
+
+
+def auto_line(means: dict[str, dict[str, list[float]]]) -> str:
+    """Which rule ``auto`` should be: the best mean dev accuracy among the rules within 0.5 points of
+    base and of all on every target's dev draws (never a test number); without dev rows, the best
+    mean CV accuracy on the fit examples (optimistic for the rules that choose by it: said so)."""
+    have_dev = all(not math.isnan(x) for m in means.values() for x in m["dev"]) and any(
+        m["dev"] for m in means.values()
+    )
+    if have_dev:
+        ok = {r: m for r, m in means.items() if min(m["dev_margin"], default=math.nan) >= -0.5}
+        pool = ok or means
+        best = max(pool, key=lambda r: _mean(pool[r]["dev"]))
+        return f"auto (chosen on dev): **{best}** (mean dev {_mean(means[best]['dev']):.4f}; rules within 0.5 pt of base and all on every target's dev: {', '.join(ok) or 'none'})"
+    best = max(means, key=lambda r: _mean(means[r]["cv"]))
+    return f"auto (no dev rows; chosen on the fit's CV accuracy, optimistic for selecting rules): **{best}**"
+
+
 def report_rules() -> str:
     """results/fit/rules.md from rules.json: per target, each rule's test accuracy with paired SEs
     against base and all, its mean dev accuracy, what it kept, and seconds; then the means."""
@@ -253,7 +276,7 @@ def report_rules() -> str:
         "",
     ]
     means: dict[str, dict[str, list[float]]] = {
-        r: {"test": [], "dev": [], "vs_base": [], "vs_all": []} for r in rules
+        r: {"test": [], "dev": [], "vs_base": [], "vs_all": [], "cv": [], "dev_margin": []} for r in rules
     }
     for target in TARGETS:
         by = {(r["rule"], r["draw"]): r for r in rows if r["target"] == target}
@@ -277,6 +300,8 @@ def report_rules() -> str:
             means[rule]["dev"].append(_mean(dev))
             means[rule]["vs_base"].append(vb)
             means[rule]["vs_all"].append(va)
+            means[rule]["cv"].append(test["cv_accuracy"])
+            means[rule]["dev_margin"].append(_dev_margin(by, rule))
             secs = test["seconds"]
             lines.append(
                 f"| {rule} | {test['accuracy']:.4f} | {vb:+.1f} ± {paired_se(c, base_c) * 100:.1f} | "
@@ -289,14 +314,16 @@ def report_rules() -> str:
     lines += [
         "**Mean over the targets**",
         "",
-        "| rule | test acc | vs base (pt) | vs all (pt) | dev acc |",
-        "|---|---:|---:|---:|---:|",
+        "| rule | test acc | vs base (pt) | vs all (pt) | dev acc | worst dev margin (pt) | CV acc |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for rule in rules:
         m = means[rule]
         lines.append(
-            f"| {rule} | {_mean(m['test']):.4f} | {_mean(m['vs_base']):+.2f} | {_mean(m['vs_all']):+.2f} | {_mean(m['dev']):.4f} |"
+            f"| {rule} | {_mean(m['test']):.4f} | {_mean(m['vs_base']):+.2f} | {_mean(m['vs_all']):+.2f} | "
+            f"{_mean(m['dev']):.4f} | {min(m['dev_margin'], default=math.nan):+.2f} | {_mean(m['cv']):.4f} |"
         )
+    lines += ["", auto_line(means)]
     text = "\n".join(lines) + "\n"
     (OUT / "rules.md").write_text(text)
     return text
