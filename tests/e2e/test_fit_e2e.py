@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -156,17 +155,10 @@ def test_a_fixed_input_head_predicts_as_scikit_learn_on_the_served_vectors(
         np.testing.assert_allclose(got, want, atol=1e-4)
 
 
-def killed_mid_fit(
-    start: Callable[[], subprocess.Popen[str] | ServerProcess], seen: Callable[[], bool]
-) -> None:
-    """Start a fit, wait until ``seen()`` says it is under way, then SIGKILL it."""
-    proc = start()
+def killed_mid_fit(proc: ServerProcess, seen: Callable[[], bool]) -> None:
+    """Wait until ``seen()`` says the fit ``proc`` runs (or serves) is under way, then SIGKILL it."""
     wait_until(seen, 120, "the fit under way")
-    if isinstance(proc, ServerProcess):
-        proc.kill()
-    else:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
+    proc.kill()
 
 
 def test_a_fit_killed_mid_way_leaves_no_head(
@@ -175,15 +167,13 @@ def test_a_fit_killed_mid_way_leaves_no_head(
     server, folder = served
     heads = folder / "heads"
     data = write_jsonl(tmp_path / "big.jsonl", labelled(4000, seed=4))
-    err = tmp_path / "fit.err"
-
-    def start_command() -> subprocess.Popen[str]:
-        with err.open("w") as f:
-            return subprocess.Popen(
-                fit_command(tiny_bert_path, folder, data, "big"), env=run_env(), cwd=REPO, stderr=f, text=True
-            )
-
-    killed_mid_fit(start_command, lambda: "embed" in err.read_text())
+    command = ServerProcess(
+        fit_command(tiny_bert_path, folder, data, "big"),
+        log_path=tmp_path / "fit.log",
+        env=TEST_ENV,
+        cwd=REPO,
+    ).start()
+    killed_mid_fit(command, lambda: "embed" in command.log())
     assert not (heads / "big.safetensors").exists()
 
     with server.client() as client:
@@ -195,7 +185,7 @@ def test_a_fit_killed_mid_way_leaves_no_head(
         def embedding() -> bool:
             return client.get(url, headers=ADMIN).json()["progress"]["done"] > 0
 
-        killed_mid_fit(lambda: server, embedding)
+        killed_mid_fit(server, embedding)
     assert not (heads / "huge.safetensors").exists()
     leftovers = sorted(p.name for p in heads.iterdir()) if heads.exists() else []
     assert all(name.startswith(".") for name in leftovers), leftovers  # at most an unlinked temp
