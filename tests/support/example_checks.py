@@ -59,7 +59,12 @@ class Live:
 
     def bash(self, text: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["bash", "-c", text], cwd=self.cwd, env=self.env, capture_output=True, text=True, timeout=self.timeout
+            ["bash", "-c", text],
+            cwd=self.cwd,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=self.timeout,
         )
 
     def listed(self) -> dict[str, dict[str, Any]]:
@@ -116,7 +121,9 @@ class CurlCall:
 
 def check_curl(example: Example, live: Live) -> None:
     call = CurlCall.parse(example.words)
-    text = re.sub(r"\bcurl\b", f"curl -w '%{{stderr}}{_STATUS}%{{http_code}}\\n'", live.rewrite(example.text), 1)
+    text = re.sub(
+        r"\bcurl\b", f"curl -w '%{{stderr}}{_STATUS}%{{http_code}}\\n'", live.rewrite(example.text), count=1
+    )
     done = live.bash(text)
     assert done.returncode == 0, _report(example, done, "curl failed")
     found = re.search(_STATUS + r"(\d{3})", done.stderr)
@@ -127,7 +134,9 @@ def check_curl(example: Example, live: Live) -> None:
         body = json.loads(done.stdout)
     except ValueError:
         raise AssertionError(_report(example, done, "the body is not JSON")) from None
-    route = next((check for pattern, check in ROUTES if re.fullmatch(pattern, f"{call.method} {call.path}")), None)
+    route = next(
+        (check for pattern, check in ROUTES if re.fullmatch(pattern, f"{call.method} {call.path}")), None
+    )
     try:
         (route or _mentioned)(call, status, body, live)
     except AssertionError as exc:
@@ -171,7 +180,9 @@ def _embed(call: CurlCall, status: int, body: Any, live: Live) -> None:
             assert want <= _size(item["embedding"], encoding) < want + 8, (encoding, want)
         else:
             assert list(item["embeddings"]) == names
-            assert all(live.hidden <= _size(v, encoding) < live.hidden + 8 for v in item["embeddings"].values())
+            assert all(
+                live.hidden <= _size(v, encoding) < live.hidden + 8 for v in item["embeddings"].values()
+            )
     assert body["usage"]["prompt_tokens"] > 0
 
 
@@ -194,7 +205,8 @@ def _put(call: CurlCall, status: int, body: Any, live: Live) -> None:
     name = call.path.rsplit("/", 1)[1]
     assert call.upload is not None
     digest = hashlib.sha256((live.cwd / call.upload).read_bytes()).hexdigest()
-    assert status == 201 and body["name"] == name and body["digest"] == digest, (status, body.get("digest"))
+    assert status == 201, status  # a new prefix (200 would be a replaced one)
+    assert (body["name"], body["digest"]) == (name, digest)
     assert live.listed()[name]["digest"] == digest
     assert (live.prefix_dir / f"{name}.safetensors").read_bytes() == (live.cwd / call.upload).read_bytes()
 

@@ -25,7 +25,15 @@ from tests.support.server_process import ServerProcess
 TESTS = Path(__file__).resolve().parents[1]
 # What a unit test may not use: a real model (loading one) or a real server process.
 NOT_IN_UNIT = frozenset(
-    {"minilm", "minilm_path", "tiny_bert", "tiny_bert_path", "tiny_roberta_path", "server_process", "serve_install"}
+    {
+        "minilm",
+        "minilm_path",
+        "tiny_bert",
+        "tiny_bert_path",
+        "tiny_roberta_path",
+        "server_process",
+        "serve_install",
+    }
 )
 
 

@@ -35,7 +35,10 @@ class ServeInstall:
     def installed(self) -> dict[str, str]:
         """Distribution name (normalized) -> version, as the venv's pip lists them."""
         listing = subprocess.run(
-            [str(self.python), "-m", "pip", "list", "--format", "json"], capture_output=True, text=True, check=True
+            [str(self.python), "-m", "pip", "list", "--format", "json"],
+            capture_output=True,
+            text=True,
+            check=True,
         )
         return {normalized(p["name"]): p["version"] for p in json.loads(listing.stdout)}
 

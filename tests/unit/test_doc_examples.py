@@ -61,7 +61,7 @@ def test_shell_commands_join_continuations_and_open_quotes(tmp_path: Path) -> No
 
 def test_an_unfinished_command_is_an_error() -> None:
     with pytest.raises(ValueError, match="unfinished"):
-        shell_commands("curl -d '{\"open\": 1}")
+        shell_commands('curl -d \'{"open": 1}')
 
 
 def test_unknown_examples_and_stale_entries_are_problems() -> None:

@@ -12,7 +12,9 @@ from tests.support.doc_examples import doc_files
 
 REPO = Path(__file__).resolve().parents[2]
 # "1.5x torch", "1.10x torch", "torch ... 1.6x": a speed ratio of onnx against torch
-RATIO = re.compile(r"\d+(\.\d+)?x (torch|ORT|onnx)|(torch|ORT|onnx)[^.;]{0,40}\b\d+(\.\d+)?x\b", re.IGNORECASE)
+RATIO = re.compile(
+    r"\d+(\.\d+)?x (torch|ORT|onnx)|(torch|ORT|onnx)[^.;]{0,40}\b\d+(\.\d+)?x\b", re.IGNORECASE
+)
 # BENCHMARKS.md, "A" / BENCHMARKS.md ("A", "B") / [BENCHMARKS.md](BENCHMARKS.md) ("A")
 CITATION = re.compile(r'BENCHMARKS\.md\)?,? ?\(?((?:"[^"]+"(?:,? (?:and )?)?)+)')
 
