@@ -98,6 +98,7 @@ def test_a_newcomer_clones_installs_trains_serves_and_every_example_works(
     out = tmp_path / "x.safetensors"
     data = small_task(tmp_path / "questions.csv")
     train = [python, "-m", "service", "train", "--data", str(data), "--name", "x", "--out", str(out)]
+    train += ["--threads", "1"]  # not a recipe value: two torch threads on 2 busy CPUs ran 5x slower
     done = subprocess.run(train, cwd=root, env=env, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "warning" not in done.stderr, done.stderr  # no all-layer warning, no small-class warning

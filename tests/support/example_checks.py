@@ -67,11 +67,15 @@ class Live:
             timeout=self.timeout,
         )
 
-    def listed(self) -> dict[str, dict[str, Any]]:
-        """``GET /prefixes`` now: name -> entry."""
-        r = self.http.get("/prefixes")
+    def folder(self, collection: str) -> Path:
+        """Where the files of ``prefixes`` or ``heads`` live."""
+        return self.prefix_dir if collection == "prefixes" else self.prefix_dir / collection
+
+    def listed(self, collection: str = "prefixes") -> dict[str, dict[str, Any]]:
+        """``GET /prefixes`` (or ``/heads``) now: name -> entry."""
+        r = self.http.get(f"/{collection}")
         assert r.status_code == 200, r.text
-        return {p["name"]: p for p in r.json()["prefixes"]}
+        return {p["name"]: p for p in r.json()[collection]}
 
     def default_members(self) -> list[str]:
         """The default served model's prefix names, read from the folder's models.json."""
@@ -186,44 +190,60 @@ def _embed(call: CurlCall, status: int, body: Any, live: Live) -> None:
     assert body["usage"]["prompt_tokens"] > 0
 
 
+def _collection(call: CurlCall) -> tuple[str, str]:
+    """(``prefixes`` | ``heads``, the name after it or "") of a call's path."""
+    parts = call.path.strip("/").split("/")
+    return parts[0], parts[1] if len(parts) > 1 else ""
+
+
 def _listing(call: CurlCall, status: int, body: Any, live: Live) -> None:
-    files = {p.name.removesuffix(".safetensors") for p in live.prefix_dir.glob("*.safetensors")}
-    listed = {p["name"] for p in body["prefixes"]}
-    assert files | {"base"} <= listed, f"files not listed: {sorted(files - listed)}"
+    """``GET /prefixes`` or ``/heads``: every file of the folder is listed (and ``base``)."""
+    collection, _ = _collection(call)
+    files = {p.name.removesuffix(".safetensors") for p in live.folder(collection).glob("*.safetensors")}
+    listed = {p["name"] for p in body[collection]}
+    assert files <= listed, f"files not listed: {sorted(files - listed)}"
+    assert collection == "heads" or "base" in listed
 
 
 def _patch(call: CurlCall, status: int, body: Any, live: Live) -> None:
-    name = call.path.rsplit("/", 1)[1]
-    patch = call.body if name == "prefixes" else {name: call.body}
+    """The patch is in force: a second read of the listing shows each named entry's new state."""
+    collection, name = _collection(call)
+    patch = {name: call.body} if name else call.body
     _mentioned(call, status, body, live)
-    now = live.listed()
+    now = live.listed(collection)
     for key, change in patch.items():
         assert now[key]["enabled"] is change["enabled"], (key, now[key]["enabled"])
 
 
 def _put(call: CurlCall, status: int, body: Any, live: Live) -> None:
-    name = call.path.rsplit("/", 1)[1]
+    """A new file: 201, written into the folder, listed with the digest the response gave; a prefix's
+    digest is the sha256 of the uploaded bytes (they carry their content_sha256, so are stored as sent)."""
+    collection, name = _collection(call)
     assert call.upload is not None
-    digest = hashlib.sha256((live.cwd / call.upload).read_bytes()).hexdigest()
-    assert status == 201, status  # a new prefix (200 would be a replaced one)
-    assert (body["name"], body["digest"]) == (name, digest)
-    assert live.listed()[name]["digest"] == digest
-    assert (live.prefix_dir / f"{name}.safetensors").read_bytes() == (live.cwd / call.upload).read_bytes()
+    sent = (live.cwd / call.upload).read_bytes()
+    assert status == 201, status  # a new entry (200 would be a replaced one)
+    assert body["name"] == name
+    assert live.listed(collection)[name]["digest"] == body["digest"]
+    stored = live.folder(collection) / f"{name}.safetensors"
+    if collection == "prefixes":
+        assert body["digest"] == hashlib.sha256(sent).hexdigest()
+        assert stored.read_bytes() == sent
+    assert stored.is_file()
 
 
 def _delete(call: CurlCall, status: int, body: Any, live: Live) -> None:
-    name = call.path.rsplit("/", 1)[1]
+    collection, name = _collection(call)
     assert body["deleted"] == name, body
-    assert name not in live.listed()
-    assert not (live.prefix_dir / f"{name}.safetensors").exists()
+    assert name not in live.listed(collection)
+    assert not (live.folder(collection) / f"{name}.safetensors").exists()
 
 
 ROUTES: list[tuple[str, Callable[[CurlCall, int, Any, Live], None]]] = [
     (r"POST /embed", _embed),
-    (r"GET /prefixes", _listing),
-    (r"PATCH /prefixes(/[^/]+)?", _patch),
-    (r"PUT /prefixes/[^/]+", _put),
-    (r"DELETE /prefixes/[^/]+", _delete),
+    (r"GET /(prefixes|heads)", _listing),
+    (r"PATCH /(prefixes|heads)(/[^/]+)?", _patch),
+    (r"PUT /(prefixes|heads)/[^/]+", _put),
+    (r"DELETE /(prefixes|heads)/[^/]+", _delete),
 ]
 
 
