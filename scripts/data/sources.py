@@ -1,6 +1,7 @@
 """Issue 24: ship the new source prefixes and measure the whole set (RESULTS.md, "Twelve sources").
 
     python scripts/data/sources.py ship --tasks tweet-emotion,...   # gate on own-task gain > 1 SE
+    python scripts/data/sources.py seeds --tasks tweet-emotion,...  # gains over seeds 0-2, mean and SD
     python scripts/data/sources.py transfer                          # default concat vs 5-set vs base
     python scripts/data/sources.py cost                              # texts/s: default vs 5 vs base
     python -m service similarity --prefix prefixes --heatmap results/sources/similarity.png
@@ -62,6 +63,34 @@ def ship(tasks: list[str], seed: int) -> None:
     )
     done |= {r["task"]: r for r in table}  # earlier decisions of other tasks are kept
     (OUT / "ship.json").write_text(json.dumps(list(done.values()), indent=2) + "\n")
+
+
+def seeds(tasks: list[str]) -> None:
+    """The own-task gain of each task's recorded seeds (the same fixed test split; a seed changes the
+    train/dev split, the prefix's start and the batch order), with mean and SD over the seeds."""
+    rows = []
+    for t in tasks:
+        recs = sorted(
+            (json.loads(f.read_text()) for f in (RUNS_OUT / "runs" / ROW).glob(f"{t}.seed*.json")),
+            key=lambda r: r["seed"],
+        )
+        gains = [r["source_value"]["gain"] for r in recs]
+        rows.append({"task": t, "seeds": [
+            {"seed": r["seed"], "gain": r["source_value"]["gain"], "gain_se": r["source_value"]["gain_se"],
+             "dev": r["dev"]["accuracy"], "best_step": r["best_step"], "seconds": r["seconds"]} for r in recs],
+            "mean": statistics.mean(gains), "sd": statistics.stdev(gains) if len(gains) > 1 else None})  # fmt: skip
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "seeds.json").write_text(json.dumps(rows, indent=2) + "\n")
+    lines = ["| prefix | gain seed " + " / ".join(str(s["seed"]) for s in rows[0]["seeds"]) + " (pt ± paired SE)"
+             " | mean ± SD over seeds | best step | seconds |", "|---|---|---:|---|---|"]  # fmt: skip
+    for r in rows:
+        gains = " / ".join(_pm(s["gain"], s["gain_se"]) for s in r["seeds"])
+        sd = "" if r["sd"] is None else f" ± {100 * r['sd']:.2f}"
+        steps = " / ".join(str(s["best_step"]) for s in r["seeds"])
+        secs = " / ".join(f"{s['seconds']:.0f}" for s in r["seeds"])
+        lines.append(f"| {r['task']} | {gains} | {100 * r['mean']:+.2f}{sd} | {steps} | {secs} |")
+    (OUT / "seeds.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 def _members(names: list[str]) -> list[tuple[str, str]]:
@@ -145,14 +174,15 @@ def transfer_markdown(rep: dict[str, Any], targets: list[str]) -> str:
 
 
 def cost(n_texts: int, repeats: int, small: list[str]) -> None:
-    """Texts/s of the default request (the default model of prefixes/models.json) against base + ``small`` and
-    base alone, through the served encoder (the backend ``auto`` picks), variants interleaved in ONE
-    run; layer-rows per text from each set's depths; the load average before and after."""
+    """Texts/s of the default request (the default model of prefixes/models.json) against the same
+    set at S = 4, base + ``small`` and base alone, through the served encoder (the backend ``auto``
+    picks), variants interleaved in ONE run; layer-rows per text from each set's depths; the load
+    average before and after."""
     import os
     import platform
+    from dataclasses import replace
 
-    from service.engine.factory import build_encoder_for
-
+    from service.backend import build_encoder_for
     from service.bench.engine import time_interleaved
     from service.bench.texts import sample_texts
     from service.config import Settings
@@ -168,13 +198,22 @@ def cost(n_texts: int, repeats: int, small: list[str]) -> None:
     loaded, rejected = scan_folder(settings.prefix_dir, encoder.spec, settings.prefix_limits())
     if rejected:
         raise SystemExit(f"rejected prefix files: {[r.reason for r in rejected]}")
-    bank = PrefixBank.build(loaded, base=base_prefix(encoder.spec))
     served = read_served_models(settings.prefix_dir)
     if served.default is None:
         raise SystemExit("no default model in prefixes/models.json")
     every = served.models[served.default].names  # what a default request (prefixes: null) computes
+    # the S = 4 question, timing only: each default member without its layer-3 rows, acting from
+    # layer 4 (what the default would cost were every prefix trained at S = 4)
+    deeper = [
+        replace(p, name=f"{p.name}.s4", key=p.key[1:], value=p.value[1:], first_layer=p.first_layer + 1)
+        for p in loaded
+        if p.name in every and p.first_layer == 3
+    ]
+    loaded = [*loaded, *deeper]
+    bank = PrefixBank.build(loaded, base=base_prefix(encoder.spec))
     variants = {
         f"base + {len(every) - 1} prefixes (default)": every,
+        f"base + {len(deeper)} prefixes at S = 4 (timing only)": [BASE_NAME, *(p.name for p in deeper)],
         f"base + {len(small)} prefixes": [BASE_NAME, *small],
         "base alone": [BASE_NAME],
     }
@@ -216,6 +255,8 @@ def main() -> None:
     s = sub.add_parser("ship")
     s.add_argument("--tasks", required=True)
     s.add_argument("--seed", type=int, default=0)
+    sd = sub.add_parser("seeds")
+    sd.add_argument("--tasks", required=True)
     t = sub.add_parser("transfer")
     t.add_argument("--prefixes", default="", help="comma-separated (default: every prefix in prefixes/)")
     c = sub.add_parser("cost")
@@ -225,6 +266,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.cmd == "ship":
         ship(args.tasks.split(","), args.seed)
+    elif args.cmd == "seeds":
+        seeds(args.tasks.split(","))
     elif args.cmd == "transfer":
         names = [n for n in args.prefixes.split(",") if n] or sorted(
             p.stem for p in (ROOT / "prefixes").glob("*.safetensors")

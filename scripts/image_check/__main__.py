@@ -27,10 +27,10 @@ from scripts.image_check.container import (
     check_same_vectors,
     check_sigterm_drain,
     copy_prefixes,
-    free_port,
 )
 from scripts.image_check.podman import CheckFailed, Podman, check
-from tests.support.server_process import ServerProcess
+from service.procs import free_port
+from tests.support.server_process import serve_process, stop_gracefully
 
 
 def parse_args() -> argparse.Namespace:
@@ -49,13 +49,13 @@ def local_reference(work: Path) -> dict[str, object]:
     folder = work / "local-prefixes"
     copy_prefixes(REPO / "prefixes", folder, uid=0)
     env = {"PREFIX_EMBED_ONNX_CACHE_DIR": str(work / "local-onnx")}
-    server = ServerProcess(work / "logs" / "local-service.log", "--prefix-dir", str(folder), env=env)
+    server = serve_process(work / "logs" / "local-service.log", "--prefix-dir", str(folder), env=env)
     server.start()
     try:
         server.wait_ready(600)
         return probes.embed(server.url)
     finally:
-        server.stop(60)
+        stop_gracefully(server, 60)
 
 
 def main() -> int:

@@ -14,8 +14,9 @@ import httpx
 
 from scripts.image_check import probes
 from scripts.image_check.build import REPO, build_arguments
-from scripts.image_check.container import copy_prefixes, free_port
+from scripts.image_check.container import copy_prefixes
 from scripts.image_check.podman import CheckFailed, Podman, check, tail
+from service.procs import free_port
 
 COMPOSE_FILE = REPO / "docker" / "docker-compose.yml"
 SERVICE = "prefix-embed-cpu"

@@ -4,7 +4,6 @@ PATCH + restart + file ownership, hot-load, and the SIGTERM drain."""
 from __future__ import annotations
 
 import shutil
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +17,6 @@ from tests.support.waiting import wait_until
 
 PREFIX_DIR = "/app/prefixes"  # the image's PREFIX_EMBED_PREFIX_DIR
 GRACE_S = 45  # README and compose: --stop-timeout 45 / stop_grace_period: 45s
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def copy_prefixes(source: Path, target: Path, uid: int) -> None:

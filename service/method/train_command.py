@@ -110,6 +110,7 @@ def train_cmd(
     given = {k: v for k, v in locals().items() if v is not None and k in _config_fields()}
     from dataclasses import replace
 
+    from service.method.head_fit import write_trained_head
     from service.method.prefix_io import write_native
     from service.method.recipe import RECIPES
     from service.method.source_value import source_value
@@ -152,12 +153,16 @@ def train_cmd(
         )
     if len(splits) == 1 and tests[0] is not None:
         result.metadata["source_value"] = source_value(result, splits[0].train, tests[0])
-    write_native(out, result.key, result.value, result.metadata, result.learner.spec)
+    prefix = write_native(out, result.key, result.value, result.metadata, result.learner.spec)
+    heads = [write_trained_head(prefix, out.parent, result, s, t) for s, t in zip(splits, tests, strict=True)]
     for step, (k, v) in sorted(result.checkpoints.items()):
         meta = result.metadata | {"checkpoint_step": step, "dev_metrics": "n/a (checkpoint)"}
         stem = out.name.removesuffix(".safetensors")
         write_native(checkpoint_dir / f"{stem}.step{step}.safetensors", k, v, meta, result.learner.spec)  # type: ignore[operator]
-    typer.echo(json.dumps(_summary(out, result.metadata, result.checkpoints), indent=2))
+    summary = _summary(out, result.metadata, result.checkpoints)
+    # the heads it trained (one per task), beside the prefix: served by POST /predict
+    summary["heads"] = [{"file": str(out.parent / h.source), "metrics": h.metadata["metrics"]} for h in heads]
+    typer.echo(json.dumps(summary, indent=2))
 
 
 def _config_fields() -> set[str]:

@@ -59,7 +59,7 @@ def serve(install: ServeInstall, log: Path, env: dict[str, str]) -> ServerProces
     """``python -m service serve`` from the clone, on its defaults but port 0 (the prefix folder: the
     clone's ``prefixes/``, a copy of the shipped one)."""
     command = [str(install.python), "-m", "service", "serve", "--port", "0"]
-    server = ServerProcess(log, command=command, cwd=install.root, env=env, inherit_env=False)
+    server = ServerProcess(command, log_path=log, cwd=install.root, env=env, inherit_env=False)
     return server.start().wait_ready(900)  # a first start exports the ONNX graphs
 
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.support.install import ServeInstall, assert_lean_cpu_install, newcomer_env
-from tests.support.server_process import SERVE_DEFAULTS, ServerProcess
+from tests.support.server_process import SERVE_DEFAULTS, ServerProcess, stop_gracefully
 
 pytestmark = pytest.mark.slow
 
@@ -21,13 +21,10 @@ pytestmark = pytest.mark.slow
 def test_the_serve_install_is_lean_cpu_only_and_serves(serve_install: ServeInstall, tmp_path: Path) -> None:
     assert_lean_cpu_install(serve_install)
     # the lean venv serves: torch backend (no ONNX export), the shipped prefixes
+    serve = [str(serve_install.python), "-m", "service", "serve", *SERVE_DEFAULTS]
     server = ServerProcess(
-        tmp_path / "server.log",
-        "--backend",
-        "torch",
-        "--prefix-dir",
-        str(serve_install.root / "prefixes"),
-        command=[str(serve_install.python), "-m", "service", "serve", *SERVE_DEFAULTS],
+        [*serve, "--backend", "torch", "--prefix-dir", str(serve_install.root / "prefixes")],
+        log_path=tmp_path / "server.log",
         cwd=tmp_path,
         env=newcomer_env(),
         inherit_env=False,
@@ -39,4 +36,4 @@ def test_the_serve_install_is_lean_cpu_only_and_serves(serve_install: ServeInsta
         assert r.status_code == 200, r.text
         assert len(r.json()["prefixes"]) >= 2  # base and the shipped prefixes
     finally:
-        server.stop(60)
+        stop_gracefully(server, 60)
