@@ -36,9 +36,9 @@ _KUBE = "no Kubernetes cluster here: tests/ray/test_deploy_manifests.py validate
 UNRUNNABLE: tuple[Unrunnable, ...] = (
     Unrunnable(
         r"make serve",
-        "its two steps are this run's own: `make install` into the clone's .venv (asserted lean, "
-        "tests/e2e/test_serve_install.py) and `python -m service serve` on defaults, the server every "
-        "example runs against (on port 0 instead of 8080)",
+        "not run as one example: tests/e2e/test_newcomer.py runs it itself (after `make install` into the "
+        "clone's .venv, asserted lean), as the server every example runs against, with "
+        "PREFIX_EMBED_PORT=0 (a free port instead of 8080)",
     ),
     Unrunnable(r"make test", "the whole suite, this test included (CI runs it as .ci/run)"),
     Unrunnable(r"make test-fast", "the suite's not-slow tier, which CI runs beside this test"),
@@ -55,7 +55,10 @@ UNRUNNABLE: tuple[Unrunnable, ...] = (
 
 # Files an example uses as the reader's own (`--data-binary @spam.safetensors`): the test puts a copy
 # of this repository file under that name in the folder the examples run in.
-GIVEN_FILES: dict[str, str] = {"spam.safetensors": "prefixes/sms-spam.safetensors"}
+GIVEN_FILES: dict[str, str] = {
+    "spam.safetensors": "prefixes/sms-spam.safetensors",  # PUT /prefixes/spam
+    "topic.safetensors": "prefixes/heads/news-topic.safetensors",  # PUT /heads/topic
+}
 
 _PYTHON = re.compile(r"(\S*/)?python3?$")
 
