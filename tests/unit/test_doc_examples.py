@@ -4,12 +4,16 @@ or a list entry no example matches, fails here (without a server) before it fail
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.support.doc_examples import Example, examples, examples_in, fenced_blocks, shell_commands
 from tests.support.example_plan import GIVEN_FILES, UNRUNNABLE, Unrunnable, kind_of, plan, problems
+from tests.support.fake_encoder import FAKE_SPEC
+from tests.support.heads import check_predictions, predict_embed_body, write_random_head
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -89,3 +93,38 @@ def test_every_documented_example_is_run_or_listed_with_a_reason() -> None:
     assert {"curl", "service", "python"} <= kinds, kinds  # the README's own kinds are all found
     for name, source in GIVEN_FILES.items():  # what an example treats as the reader's own file
         assert (REPO / source).is_file(), (name, source)
+
+
+@pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
+def test_the_predict_check_holds_scores_to_the_head_file(tmp_path: Path, activation: str) -> None:
+    """``check_predictions`` (the /predict examples' check) accepts what the service's head computes
+    and refuses a score that is off by 1e-3 or a label that is not the best one."""
+    labels = ["a", "b"] if activation == "sigmoid" else ["a", "b", "c"]
+    head = write_random_head(tmp_path, "h", FAKE_SPEC, ["base"], labels, activation=activation, seed=3)
+    texts = ["one", "two", "three"]
+    vectors = np.random.default_rng(0).normal(size=(3, 1, FAKE_SPEC.hidden_size)).astype(np.float32)
+    probs = head.probabilities(vectors)
+    embed = {
+        "prefixes": [{"name": "base", "digest": head.inputs[0].digest}],
+        "data": [{"index": i, "embeddings": {"base": v[0].tolist()}} for i, v in enumerate(vectors)],
+    }
+    document = {
+        "heads": [{"name": "h", "digest": head.digest, "labels": labels, "inputs": [{"name": "base", "digest": head.inputs[0].digest}]}],
+        "prefixes": embed["prefixes"],
+        "data": [
+            {"index": i, "predictions": {"h": {"label": labels[int(p.argmax())], "score": float(p.max()), "scores": dict(zip(labels, p.tolist(), strict=True))}}}
+            for i, p in enumerate(probs)
+        ],
+    }  # fmt: skip
+    assert predict_embed_body(document, texts) == {"inputs": texts, "prefixes": ["base"], "normalize": False}
+    check_predictions(document, texts, tmp_path / "heads", embed)
+    off = copy.deepcopy(document)
+    off["data"][1]["predictions"]["h"]["scores"]["a"] += 1e-3
+    with pytest.raises(AssertionError):
+        check_predictions(off, texts, tmp_path / "heads", embed)
+    wrong = copy.deepcopy(document)
+    wrong["data"][0]["predictions"]["h"]["label"] = next(
+        x for x in labels if x != document["data"][0]["predictions"]["h"]["label"]
+    )
+    with pytest.raises(AssertionError):
+        check_predictions(wrong, texts, tmp_path / "heads", embed)
