@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -158,64 +159,72 @@ def test_a_newcomer_clones_installs_trains_serves_and_every_example_works(
     server = make_serve(serve_install, tmp_path / "admin.log", keyed)
     lap("make serve: first start (ONNX export) to /ready")
     try:
-        client = server.client(timeout=120)
-        served = json.loads((root / "prefixes" / "models.json").read_text())
-        default, pinned = served["default"], served["models"][served["default"]]
-        before = models(client)[default]
-        assert before["dimension"] == len(pinned["prefixes"]) * hidden
-        vector = v1_vector(client, default)
+        with server.client(timeout=120) as client:
+            served = json.loads((root / "prefixes" / "models.json").read_text())
+            default, pinned = served["default"], served["models"][served["default"]]
+            before = models(client)[default]
+            assert before["dimension"] == len(pinned["prefixes"]) * hidden
+            vector = v1_vector(client, default)
 
-        # drop the prefix and its head in, as a reader would: the default model does not change
-        shutil.copy(out, root / "prefixes" / "x.safetensors")
-        shutil.copy(head, root / "prefixes" / "heads" / "x.safetensors")
-        wait_until(lambda: any(h["name"] == "x" and h["available"] for h in client.get("/heads").json()["heads"]),
-                   60, "head x loaded and available")  # fmt: skip
-        after = models(client)[default]
-        assert (after["dimension"], after["prefixes"]) == (before["dimension"], before["prefixes"])
-        np.testing.assert_allclose(v1_vector(client, default), vector, atol=1e-6)
-        own = v1_vector(client, "x")  # served by its name at once
-        assert own.shape == (hidden,)
-        assert not np.allclose(own, v1_vector(client, "base"))
+            # drop the prefix and its head in, as a reader would: the default model does not change
+            shutil.copy(out, root / "prefixes" / "x.safetensors")
+            shutil.copy(head, root / "prefixes" / "heads" / "x.safetensors")
+            wait_until(lambda: any(h["name"] == "x" and h["available"] for h in client.get("/heads").json()["heads"]),
+                       60, "head x loaded and available")  # fmt: skip
+            after = models(client)[default]
+            assert (after["dimension"], after["prefixes"]) == (before["dimension"], before["prefixes"])
+            np.testing.assert_allclose(v1_vector(client, default), vector, atol=1e-6)
+            own = v1_vector(client, "x")  # served by its name at once
+            assert own.shape == (hidden,)
+            assert not np.allclose(own, v1_vector(client, "base"))
 
-        # models pin: a model of base + x, served under its name with its dimension
-        run(serve_install, env, "models", "pin", "--prefix-dir", "prefixes", "--name", "questions",
-            "--prefix", "base", "--prefix", "x")  # fmt: skip
-        wait_until(
-            lambda: models(client).get("questions", {}).get("dimension") == 2 * hidden, 30, "model pinned"
-        )
-        assert models(client)[default]["dimension"] == before["dimension"]  # the default stays the default
-        concat = post(client, "/embed", {"inputs": [TEXT], "prefixes": ["base", "x"], "combine": "concat"})
-        np.testing.assert_allclose(v1_vector(client, "questions"), concat["data"][0]["embedding"], atol=1e-6)
+            # models pin: a model of base + x, served under its name with its dimension
+            run(serve_install, env, "models", "pin", "--prefix-dir", "prefixes", "--name", "questions",
+                "--prefix", "base", "--prefix", "x")  # fmt: skip
+            wait_until(
+                lambda: models(client).get("questions", {}).get("dimension") == 2 * hidden, 30, "model pinned"
+            )
+            assert (
+                models(client)[default]["dimension"] == before["dimension"]
+            )  # the default stays the default
+            concat = post(
+                client, "/embed", {"inputs": [TEXT], "prefixes": ["base", "x"], "combine": "concat"}
+            )
+            np.testing.assert_allclose(
+                v1_vector(client, "questions"), concat["data"][0]["embedding"], atol=1e-6
+            )
 
-        # predict with the new head: its file's weights on the /embed vectors, and its task learned
-        doc = post(client, "/predict", {"inputs": held_texts, "tasks": ["x"]})
-        check_predictions(
-            doc,
-            held_texts,
-            root / "prefixes" / "heads",
-            post(client, "/embed", predict_embed_body(doc, held_texts)),
-        )
-        predicted = [item["predictions"]["x"]["label"] for item in doc["data"]]
-        accuracy = np.mean([p == y for p, y in zip(predicted, held_labels, strict=True)])
-        assert accuracy >= 0.6, accuracy  # chance is 0.2 (five balanced classes); measured: README, "Tests"
-        lap(f"drop in, models pin, predict (held-out accuracy {accuracy:.2f})")
+            # predict with the new head: its file's weights on the /embed vectors, and its task learned
+            doc = post(client, "/predict", {"inputs": held_texts, "tasks": ["x"]})
+            check_predictions(
+                doc,
+                held_texts,
+                root / "prefixes" / "heads",
+                post(client, "/embed", predict_embed_body(doc, held_texts)),
+            )
+            predicted = [item["predictions"]["x"]["label"] for item in doc["data"]]
+            accuracy = np.mean([p == y for p, y in zip(predicted, held_labels, strict=True)])
+            assert accuracy >= 0.6, (
+                accuracy
+            )  # chance is 0.2 (five balanced classes); measured: README, "Tests"
+            lap(f"drop in, models pin, predict (held-out accuracy {accuracy:.2f})")
 
-        # DELETE: refused without the admin key, done with it; what read x says so, the default is whole
-        assert client.delete("/prefixes/x").status_code == 401
-        admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
-        r = client.delete("/prefixes/x", headers=admin)
-        assert r.status_code == 200, r.text
-        assert r.json()["deleted"] == "x"
-        assert not (root / "prefixes" / "x.safetensors").exists()
-        listed = models(client)
-        assert "x" not in listed
-        assert listed["questions"]["available"] is False, listed["questions"]
-        r = client.post("/v1/embeddings", json={"model": "questions", "input": [TEXT]})
-        assert (r.status_code, r.json()["error"]["code"]) == (409, "model_unavailable"), r.text
-        assert listed[default]["dimension"] == before["dimension"]
-        r = client.post("/predict", json={"inputs": [TEXT], "tasks": ["x"]})
-        assert (r.status_code, r.json()["error"]["code"]) == (409, "head_unavailable"), r.text
-        assert client.delete("/heads/x", headers=admin).status_code == 200
+            # DELETE: refused without the admin key, done with it; what read x says so, the default is whole
+            assert client.delete("/prefixes/x").status_code == 401
+            admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+            r = client.delete("/prefixes/x", headers=admin)
+            assert r.status_code == 200, r.text
+            assert r.json()["deleted"] == "x"
+            assert not (root / "prefixes" / "x.safetensors").exists()
+            listed = models(client)
+            assert "x" not in listed
+            assert listed["questions"]["available"] is False, listed["questions"]
+            r = client.post("/v1/embeddings", json={"model": "questions", "input": [TEXT]})
+            assert (r.status_code, r.json()["error"]["code"]) == (409, "model_unavailable"), r.text
+            assert listed[default]["dimension"] == before["dimension"]
+            r = client.post("/predict", json={"inputs": [TEXT], "tasks": ["x"]})
+            assert (r.status_code, r.json()["error"]["code"]) == (409, "head_unavailable"), r.text
+            assert client.delete("/heads/x", headers=admin).status_code == 200
     finally:
         stop(server)
     subprocess.run(
@@ -231,9 +240,9 @@ def test_a_newcomer_clones_installs_trains_serves_and_every_example_works(
     server = make_serve(serve_install, tmp_path / "defaults.log", env)
     lap("make serve: second start (graphs cached) to /ready")
     try:
-        live = Live(server.url, root, env, sys.executable, hidden)
-        for example, kind in found.run:
-            run_example(example, kind, live)
+        with closing(Live(server.url, root, env, sys.executable, hidden)) as live:
+            for example, kind in found.run:
+                run_example(example, kind, live)
     finally:
         stop(server)
     lap(f"{len(found.run)} examples run ({len(found.skipped)} listed as not run here)")
