@@ -34,6 +34,7 @@ from service.engine.ort_runtime import (
     cpu_threading,
     disabled_optimizers,
     lone_call_threads,
+    release_free_heap,
     requested_providers,
     session_options,
     wants_cuda,
@@ -162,6 +163,7 @@ class OnnxEncoder(CallLoop):
             providers=self._requested,
             disabled_optimizers=disabled_optimizers(self._requested),
         )
+        release_free_heap()  # the parsed model and graph rewrites: freed, but still mapped
         stale = key.mismatches(session.get_modelmeta().custom_metadata_map)
         if stale:  # the file was replaced between the cache check and now
             raise ModelLoadError(f"{path} does not match the expected export ({', '.join(stale)})")
