@@ -1,8 +1,8 @@
 """int8 against float32 (issue 27 item 2): the served ONNX encoders, the shipped prefixes, paired SEs.
 
 - Own task: for every shipped prefix, a probe on its own vector (base for comparison) trained on its
-  data set's training part (at most N_OWN[0] texts) and tested on its fixed 30 % holdout (at most
-  N_OWN[1]); int8 minus float32 accuracy with the paired SE over the same test texts.
+  data set's training part (at most N_OWN[0] texts, ``--n-own``) and tested on its fixed 30 % holdout
+  (at most N_OWN[1]); int8 minus float32 accuracy with the paired SE over the same test texts.
 - Transfer: the three targets (text-genre, tweet-sentiment, email-spam), 1,500 probe-training / 750
   test texts, the served default concat (base + the prefixes of the default model in models.json);
   int8 minus float32, paired. ``--tasks`` runs only the named tasks.
@@ -88,6 +88,7 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "prefix-embed" / "onnx")
     ap.add_argument("--parts", default="own,transfer", help="own, transfer or both (comma-separated)")
     ap.add_argument("--n-target", default=f"{N_TARGET[0]},{N_TARGET[1]}", help="probe-training,test texts")
+    ap.add_argument("--n-own", default=f"{N_OWN[0]},{N_OWN[1]}", help="own task: probe-training,test texts")
     ap.add_argument("--tasks", default="", help="only these tasks (comma-separated names), default every one")
     args = ap.parse_args()
     parts = set(args.parts.split(","))
@@ -96,6 +97,7 @@ def main() -> None:
     if unknown:
         ap.error(f"--tasks: unknown {sorted(unknown)}; choose from {sorted([*SOURCES, *TARGETS])}")
     n_target = tuple(int(x) for x in args.n_target.split(","))
+    n_own = tuple(int(x) for x in args.n_own.split(","))
     common = {
         "backend": "onnx",
         "device": "cpu",
@@ -142,7 +144,7 @@ def main() -> None:
         if not wanted(task):
             continue
         pool, test = holdout(load_builtin(ds), 0.3)
-        train, test = subsample(pool, N_OWN[0], 0), subsample(test, N_OWN[1], 0)
+        train, test = subsample(pool, n_own[0], 0), subsample(test, n_own[1], 0)
         reps = both(train.texts + test.texts, length)
         n = len(train.texts)
         row: dict[str, Any] = {"n_train": n, "n_test": len(test.texts)}
