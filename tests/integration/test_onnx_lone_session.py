@@ -14,6 +14,7 @@ from service.config import Settings
 from service.engine import ort_runtime
 from service.engine.backbone import Backbone
 from service.engine.bank import PrefixBank
+from service.engine.onnx_encoder import OnnxEncoder
 from service.engine.prefix import LoadedPrefix
 from service.engine.torch_encoder import TorchEncoder
 from service.runtime import warm_up
@@ -30,6 +31,12 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("onnx-cache")  # one export for both tests
 
 
+def cpu_encoder(model: Path, cache: Path, onnx_threads: int | None = None) -> OnnxEncoder:
+    """The float32 ONNX backend on the CPU (``onnx_threads`` None: the default, adaptive plan)."""
+    settings = Settings(model=model, backend="onnx", device="cpu", dtype="float32", onnx_cache_dir=cache)
+    return build_onnx_encoder(settings.model_copy(update={"onnx_threads": onnx_threads}))
+
+
 def one_prefix(backbone: Backbone) -> PrefixBank:
     key, value = random_kv(backbone.spec, 4, seed=1)
     return PrefixBank.build([LoadedPrefix("p", "d1", key, value, "none", "<test>", "native")])
@@ -39,10 +46,7 @@ def test_lone_session_opens_on_the_first_lone_call_only(
     tiny_bert_path: Path, tiny_bert: Backbone, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(ort_runtime, "available_cpus", lambda: 2)  # the default plan: 2 calls x 1 thread
-    settings = Settings(
-        model=tiny_bert_path, backend="onnx", device="cpu", dtype="float32", onnx_cache_dir=cache
-    )
-    enc = build_onnx_encoder(settings)
+    enc = cpu_encoder(tiny_bert_path, cache)
     assert (enc.parallel_calls, enc.intra_op_threads, enc.lone_call_threads) == (2, 1, 2)
     bank = one_prefix(tiny_bert)
     want = TorchEncoder(tiny_bert, chunk_rows=0).encode(
@@ -71,15 +75,7 @@ def test_a_fixed_plan_never_opens_a_second_session(
     tiny_bert_path: Path, tiny_bert: Backbone, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(ort_runtime, "available_cpus", lambda: 2)
-    settings = Settings(
-        model=tiny_bert_path,
-        backend="onnx",
-        device="cpu",
-        dtype="float32",
-        onnx_cache_dir=cache,
-        onnx_threads=1,  # explicit threads: the fixed plan, every call on one thread
-    )
-    enc = build_onnx_encoder(settings)
+    enc = cpu_encoder(tiny_bert_path, cache, onnx_threads=1)  # explicit: the fixed plan, 1 thread a call
     assert enc.lone_call_threads is None
     batch = enc.tokenize(TEXTS[:1], max_length=32, truncate=True)
     bank = one_prefix(tiny_bert)
