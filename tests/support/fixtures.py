@@ -1,12 +1,15 @@
 """The shared pytest fixtures (a plugin: ``pytest_plugins`` in tests/conftest.py registers it).
 
 Models: ``minilm_path``/``minilm`` (the default model), ``tiny_bert_path``/``tiny_bert``,
-``tiny_roberta_path`` and ``tiny_mpnet_path``/``tiny_mpnet`` (random weights, seconds to load). Files: ``write_prefix``. Fakes:
-``fake_encoder``. Processes: ``server_process`` (started servers are stopped at teardown).
+``tiny_roberta_path`` and ``tiny_mpnet_path``/``tiny_mpnet`` (random weights, seconds to load).
+Files: ``write_prefix``. Fakes: ``fake_encoder``. Processes: ``server_process`` (started servers are
+stopped at teardown). A newcomer's checkout: ``serve_install`` (a clone of HEAD with ``make
+install``, once per session).
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,6 +19,7 @@ from service.config import default_model_path
 from service.engine.backbone import Backbone, load_backbone
 from tests.support import prefixes
 from tests.support.fake_encoder import FakeEncoder
+from tests.support.install import ServeInstall, clone_and_install
 from tests.support.models import save_tiny
 from tests.support.server_process import ServerProcess, serve_process
 
@@ -28,9 +32,6 @@ NOT_IN_UNIT = frozenset(
         "tiny_bert",
         "tiny_bert_path",
         "tiny_roberta_path",
-        "tiny_mpnet",
-        "tiny_mpnet_path",
-        "server_process",
     }
 )
 
@@ -135,6 +136,15 @@ def server_process(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
                 proc.wait_exit()
             finally:
                 proc.kill()
+
+
+@pytest.fixture(scope="session")
+def serve_install(tmp_path_factory: pytest.TempPathFactory) -> ServeInstall:
+    """A ``git clone`` of HEAD with ``make install`` (the serve install) into its ``.venv``: made once
+    per session, for every test that checks what a newcomer gets (tests/support/install.py)."""
+    if shutil.which("nvidia-smi") is not None:
+        pytest.skip("checks the install of a machine without a GPU (with one, pip's CUDA build of torch)")
+    return clone_and_install(tmp_path_factory.mktemp("newcomer") / "prefix-embed")
 
 
 @pytest.fixture
