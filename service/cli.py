@@ -75,6 +75,7 @@ def embed(
         prefixes=out.prefixes,
         vectors=out.vectors,
         prompt_tokens=out.prompt_tokens,
+        calibrations=out.calibrations,
         combine=combine,
         normalize=normalize,
         encoding=encoding,

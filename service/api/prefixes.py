@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from service.api.auth import require_admin, require_api_key
 from service.api.deps import ServingDep
 from service.api.responses import ADMIN_ERRORS, READ_ERRORS, error_responses
+from service.engine.calibration import applicable
 from service.engine.prefix import BASE_NAME, LoadedPrefix
 from service.errors import InvalidInput
 from service.registry.registry import Snapshot
@@ -31,7 +32,8 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def prefix_doc(prefix: LoadedPrefix, snap: Snapshot) -> dict[str, Any]:
+def prefix_doc(prefix: LoadedPrefix, snap: Snapshot, pooling: str) -> dict[str, Any]:
+    """One prefix as listed; ``pooling``: the server's pooling id (a calibration applies only to it)."""
     return {
         "name": prefix.name,
         "enabled": prefix.name in snap.enabled,
@@ -44,6 +46,9 @@ def prefix_doc(prefix: LoadedPrefix, snap: Snapshot) -> dict[str, Any]:
         "loaded_at": _iso(prefix.loaded_at),
         # True while the file is rejected and the previous good version keeps serving.
         "stale": prefix.name in snap.stale,
+        # the quantized encodings use its calibration (else the "uncalibrated" fallback)
+        "calibrated": applicable(prefix, pooling) is not None,
+        "calibration": prefix.calibration.summary() if prefix.calibration is not None else None,
         "metadata": prefix.metadata,
     }
 
@@ -61,9 +66,9 @@ def without_base(patch: object) -> object:
     raise InvalidInput(f"{BUILT_IN} and cannot be disabled (choose prefixes per request instead)")
 
 
-def listing(snap: Snapshot) -> dict[str, Any]:
+def listing(snap: Snapshot, pooling: str) -> dict[str, Any]:
     return {
-        "prefixes": [prefix_doc(p, snap) for p in snap.bank.prefixes],
+        "prefixes": [prefix_doc(p, snap, pooling) for p in snap.bank.prefixes],
         "rejected": [{"source": r.source, "reason": r.reason} for r in snap.rejected],
         "bank_version": snap.bank.version,
         "version": snap.version,
@@ -74,7 +79,7 @@ def listing(snap: Snapshot) -> dict[str, Any]:
 @router.get("", dependencies=[Depends(require_api_key)], responses=READ_ERRORS)
 async def list_prefixes(serving: ServingDep) -> dict[str, Any]:
     """Every served prefix, and every rejected folder entry with its reason."""
-    return listing(serving.registry.snapshot)
+    return listing(serving.registry.snapshot, serving.pipeline.pooling)
 
 
 @router.get(
@@ -103,14 +108,14 @@ async def prefix_similarity(
 async def patch_prefixes(patch: PatchBody, serving: ServingDep) -> dict[str, Any]:
     """Enable or disable prefixes: all of the patch or none of it; unknown names -> 404."""
     snap = await asyncio.to_thread(serving.registry.apply_patch, without_base(patch))
-    return listing(snap)
+    return listing(snap, serving.pipeline.pooling)
 
 
 @router.patch("/{name}", dependencies=[Depends(require_admin)], responses=ADMIN_ERRORS)
 async def patch_prefix(name: str, patch: PatchBody, serving: ServingDep) -> dict[str, Any]:
     """``{"enabled": false}`` for one prefix."""
     snap = await asyncio.to_thread(serving.registry.apply_patch, without_base({name: patch}))
-    return prefix_doc(snap.bank.get(name), snap)
+    return prefix_doc(snap.bank.get(name), snap, serving.pipeline.pooling)
 
 
 @router.put(
@@ -136,4 +141,6 @@ async def put_prefix(name: str, request: Request, serving: ServingDep) -> JSONRe
     data = await request.body()
     result = await asyncio.to_thread(serving.registry.put_prefix, name, data)
     snap = serving.registry.snapshot
-    return JSONResponse(prefix_doc(result.prefix, snap), status_code=201 if result.created else 200)
+    return JSONResponse(
+        prefix_doc(result.prefix, snap, serving.pipeline.pooling), status_code=201 if result.created else 200
+    )

@@ -30,6 +30,7 @@ from service.errors import (
     PrefixNotFound,
     PrefixStoreUnwritable,
 )
+from service.registry.calibration import base_file_name, read_base_calibration
 from service.registry.limits import PrefixLimits
 from service.registry.loader import Rejected, load_prefix
 from service.registry.names import NATIVE_SUFFIX, PEFT_CONFIG, PEFT_WEIGHTS, STATE_FILE, is_candidate
@@ -264,11 +265,14 @@ class PrefixRegistry:
             if state_error is not None:
                 scan.rejected.append(Rejected(STATE_FILE, state_error))
         served = self._read_served(scan)
+        base = self._calibrated_base(scan)
         members = {p.name: p.digest for p in scan.prefixes.values()}
-        if {p.name: p.digest for p in old.bank.prefixes if not p.builtin} == members:
+        if {p.name: p.digest for p in old.bank.prefixes if not p.builtin} == members and old.bank.prefixes[
+            0
+        ] is base:
             bank = old.bank  # unchanged: keep the bank object, so encoders keep their device copy
         else:
-            bank = PrefixBank.build(scan.prefixes.values(), self._shape, base=self._base)
+            bank = PrefixBank.build(scan.prefixes.values(), self._shape, base=base)
         enabled = frozenset(bank.names) - (disabled - {BASE_NAME})  # base cannot be disabled
         rejected, stale = tuple(scan.rejected), frozenset(scan.stale)
         if (
@@ -288,6 +292,20 @@ class PrefixRegistry:
             len(rejected),
         )
         return self._snapshot
+
+    def _calibrated_base(self, scan: _Scan) -> LoadedPrefix:
+        """``base`` with the folder's base calibration file as of now (a new object only when it
+        changed); a bad file is listed as rejected and the last good calibration kept."""
+        try:
+            calibration = read_base_calibration(self.folder, self.spec)
+        except InvalidPrefixFile as exc:
+            scan.rejected.append(Rejected(base_file_name(self.spec), exc.message))
+            log.error("base calibration rejected: %s", exc.message)
+            return self._base
+        old = self._base.calibration
+        if (old.digest if old else None) != (calibration.digest if calibration else None):
+            self._base = base_prefix(self.spec, calibration)
+        return self._base
 
     def _read_served(self, scan: _Scan) -> ServedModels:
         """models.json as of now; a broken file is listed as rejected and its last good version kept."""

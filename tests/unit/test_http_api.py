@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.config import Settings
 from service.runtime import Runtime
-from service.wire.encodings import decode_base64_float, decode_binary, int8_quantize
+from service.wire.encodings import decode_base64_float, int8_quantize, l2_normalize, unpack_bits
 from tests.support.fake_encoder import FAKE_SPEC, FakeEncoder
 from tests.support.http import (
     SERVED,
@@ -77,16 +77,24 @@ def test_unnormalized_and_encoded_vectors_decode_to_the_float_vectors(served) ->
         enc: client.post(
             "/embed", json={"inputs": TEXTS, "prefixes": ["beta"], "encoding": enc, "normalize": False}
         ).json()
-        for enc in ("float", "base64", "binary", "int8")
+        for enc in ("float", "base64", "binary", "ubinary", "int8", "uint8")
     }
     for i in range(len(TEXTS)):
         np.testing.assert_allclose(docs["float"]["data"][i]["embeddings"]["beta"], raw[i], rtol=1e-6)
         np.testing.assert_array_equal(
             decode_base64_float(docs["base64"]["data"][i]["embeddings"]["beta"]), raw[i]
         )
-        bits = decode_binary(docs["binary"]["data"][i]["embeddings"]["beta"], 8)
-        np.testing.assert_array_equal(bits, raw[i] > 0)
-        assert docs["int8"]["data"][i]["embeddings"]["beta"] == int8_quantize(raw[i]).tolist()
+        # uncalibrated (the fake folder's files carry none): signs at 0, the per-vector int8 scale
+        for enc in ("binary", "ubinary"):
+            bits = unpack_bits(docs[enc]["data"][i]["embeddings"]["beta"], 8, enc)
+            np.testing.assert_array_equal(bits, raw[i] > 0)
+        unit = l2_normalize(raw[i])
+        assert docs["int8"]["data"][i]["embeddings"]["beta"] == int8_quantize(unit).tolist()
+        assert (
+            docs["uint8"]["data"][i]["embeddings"]["beta"] == (int8_quantize(unit).astype(int) + 128).tolist()
+        )
+    for enc in ("binary", "ubinary", "int8", "uint8"):
+        assert [p["calibration"] for p in docs[enc]["prefixes"]] == ["uncalibrated"]
 
 
 def test_openai_route_serves_a_prefix_or_the_concat_of_enabled_prefixes(served) -> None:
