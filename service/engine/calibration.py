@@ -133,25 +133,49 @@ def calibrate(
     max_tokens: int | None = None,
 ) -> Calibration:
     """Embed ``corpus`` under ``prefix`` (a file prefix or the built-in ``base``) through ``encoder`` as
-    the service does (truncated at its token limit, or ``max_tokens``), L2-normalize, and measure.
-    ``pooling``: the encoder's :func:`pooling_id`. The result has no ``digest`` yet: the file format
-    (``service.registry.calibration.sealed``) sets it."""
-    bank = PrefixBank.build([], base=prefix) if prefix.builtin else PrefixBank.build([prefix])
-    parts = []
-    limit = token_limit(encoder, bank, bank.indices([prefix.name]))
-    limit = limit if max_tokens is None else min(limit, max_tokens)
-    texts: Sequence[str] = corpus.texts
-    for i in range(0, len(texts), batch):
-        vectors, _ = embed_sync(encoder, bank, [prefix.name], texts[i : i + batch], max_tokens=limit)
-        parts.append(unit_vectors(vectors[:, 0]))
-    centre, lo, hi = statistics(np.concatenate(parts))
-    return Calibration(
-        centre=centre,
-        lo=lo,
-        hi=hi,
-        pooling=pooling,
-        fingerprint=encoder.spec.fingerprint,
-        identity=vectors_identity(prefix),
-        max_tokens=limit,
-        corpus=corpus.provenance(),
-    )
+    the service does (truncated at its token limit for this prefix, or ``max_tokens`` when lower),
+    L2-normalize, and measure. ``pooling``: the encoder's :func:`pooling_id`. The result has no
+    ``digest`` yet: the file format (``service.registry.calibration.sealed``) sets it."""
+    return calibrate_many(encoder, [prefix], corpus, pooling=pooling, batch=batch, max_tokens=max_tokens)[0]
+
+
+def calibrate_many(
+    encoder: Encoder,
+    prefixes: Sequence[LoadedPrefix],
+    corpus: CalibrationCorpus,
+    *,
+    pooling: str,
+    batch: int = 32,
+    max_tokens: int | None = None,
+) -> list[Calibration]:
+    """:func:`calibrate` for several prefixes at once: one pass over the corpus computes every prefix
+    of a text in the same call (prefixes are grouped by their token limit, so each is measured at
+    its own)."""
+    if len({p.name for p in prefixes}) != len(prefixes):
+        raise ValueError("calibrate_many: a prefix name is listed twice")
+    base = next((p for p in prefixes if p.builtin), None)
+    bank = PrefixBank.build([p for p in prefixes if not p.builtin], base=base)
+    groups: dict[int, list[str]] = {}
+    for p in prefixes:
+        limit = token_limit(encoder, bank, bank.indices([p.name]))
+        groups.setdefault(limit if max_tokens is None else min(limit, max_tokens), []).append(p.name)
+    found: dict[str, Calibration] = {}
+    for limit, names in groups.items():
+        parts: list[np.ndarray] = []
+        for i in range(0, len(corpus.texts), batch):
+            vectors, _ = embed_sync(encoder, bank, names, corpus.texts[i : i + batch], max_tokens=limit)
+            parts.append(unit_vectors(vectors))
+        unit = np.concatenate(parts)
+        for j, name in enumerate(names):
+            centre, lo, hi = statistics(unit[:, j])
+            found[name] = Calibration(
+                centre=centre,
+                lo=lo,
+                hi=hi,
+                pooling=pooling,
+                fingerprint=encoder.spec.fingerprint,
+                identity=vectors_identity(bank.get(name)),
+                max_tokens=limit,
+                corpus=corpus.provenance(),
+            )
+    return [found[p.name] for p in prefixes]

@@ -1,15 +1,16 @@
 """Write calibrations: into a native prefix file (re-written whole through the project's writer, so
 its digest changes) and the base calibration file. :func:`calibrate_prefix_file` is the one hook a
 writer of prefix files (``train``, ``fit``) calls after writing one; ``python -m service calibrate``
-(service/calibrate_command.py) runs it over a folder."""
+runs :func:`calibrate_files` over a folder."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from service.engine.backbone import BackboneSpec
-from service.engine.calibration import Calibration, CalibrationCorpus, calibrate, vectors_identity
+from service.engine.calibration import Calibration, CalibrationCorpus, calibrate_many, vectors_identity
 from service.engine.encoder import Encoder
 from service.engine.prefix import LoadedPrefix, base_prefix
 from service.errors import InvalidPrefixFile
@@ -50,6 +51,44 @@ def with_calibration(
     return native_bytes(prefix.key, prefix.value, metadata, first_layer=prefix.first_layer)
 
 
+def calibrate_files(
+    paths: Sequence[Path],
+    encoder: Encoder,
+    corpus: CalibrationCorpus,
+    *,
+    pooling: str,
+    base_folder: Path | None = None,
+    limits: PrefixLimits | None = None,
+    batch: int = 32,
+) -> list[tuple[Path, Calibration]]:
+    """Measure the native prefix files ``paths`` (and ``base``, when ``base_folder`` is given, into its
+    ``base.<fingerprint>.calibration.json``) over ``corpus`` in one pass, and write each calibration
+    (atomically; a prefix file's digest changes). ``pooling``: the encoder's ``pooling_id``. A file
+    that changed while it was measured is not overwritten (ValueError: run again)."""
+    limits = limits or PrefixLimits()
+    spec = encoder.spec
+    files: list[tuple[Path, str, bytes, LoadedPrefix]] = []
+    for path in paths:
+        name = prefix_name(path)
+        if name is None or path.suffix != NATIVE_SUFFIX or path.is_dir():
+            raise InvalidPrefixFile(f"{path.name}: only native NAME{NATIVE_SUFFIX} files carry a calibration")
+        data = _read(path, limits)
+        files.append((path, name, data, _uncalibrated(data, name, spec, limits)))
+    members = [prefix for *_, prefix in files] + ([base_prefix(spec)] if base_folder is not None else [])
+    cals = [sealed(c) for c in calibrate_many(encoder, members, corpus, pooling=pooling, batch=batch)]
+    written: list[tuple[Path, Calibration]] = []
+    for (path, name, data, _), cal in zip(files, cals, strict=False):
+        if _read(path, limits) != data:
+            raise ValueError(f"{path}: changed while it was calibrated; not overwritten (run again)")
+        atomic_write(path, with_calibration(data, name, cal, spec, limits))
+        written.append((path, cal))
+    if base_folder is not None:
+        path = base_folder / base_file_name(spec)
+        atomic_write(path, (record_text(cals[-1]) + "\n").encode())
+        written.append((path, cals[-1]))
+    return written
+
+
 def calibrate_prefix_file(
     path: Path,
     encoder: Encoder,
@@ -57,27 +96,11 @@ def calibrate_prefix_file(
     *,
     pooling: str,
     limits: PrefixLimits | None = None,
-    batch: int = 32,
 ) -> Calibration:
-    """Measure the native prefix file ``path`` over ``corpus`` and write the calibration into it
-    (atomically; the file's digest changes). ``pooling``: the encoder's ``pooling_id``."""
-    limits = limits or PrefixLimits()
-    name = prefix_name(path)
-    if name is None or path.suffix != NATIVE_SUFFIX:
-        raise InvalidPrefixFile(f"{path.name}: only native NAME{NATIVE_SUFFIX} files carry a calibration")
-    data = read_limited(path, limits.max_file_bytes, path.name, root=path.parent).data
-    prefix = _uncalibrated(data, name, encoder.spec, limits)
-    cal = sealed(calibrate(encoder, prefix, corpus, pooling=pooling, batch=batch))
-    atomic_write(path, with_calibration(data, name, cal, encoder.spec, limits))
-    return cal
+    """The hook a writer of a prefix file (``train``, ``fit``) calls once the file is written: measure
+    it over ``corpus`` and write the calibration into it (its digest changes)."""
+    return calibrate_files([path], encoder, corpus, pooling=pooling, limits=limits)[0][1]
 
 
-def calibrate_base_file(
-    folder: Path, encoder: Encoder, corpus: CalibrationCorpus, *, pooling: str, batch: int = 32
-) -> tuple[Calibration, Path]:
-    """Measure the built-in ``base`` over ``corpus`` and write ``base.<fingerprint>.calibration.json``
-    into ``folder`` (atomically)."""
-    cal = sealed(calibrate(encoder, base_prefix(encoder.spec), corpus, pooling=pooling, batch=batch))
-    path = folder / base_file_name(encoder.spec)
-    atomic_write(path, (record_text(cal) + "\n").encode())
-    return cal, path
+def _read(path: Path, limits: PrefixLimits) -> bytes:
+    return read_limited(path, limits.max_file_bytes, path.name, root=path.parent).data

@@ -58,7 +58,7 @@ def render_embed_document(
     return {"model": model, "prefixes": described, "data": data, "usage": usage(prompt_tokens)}
 
 
-def _float_columns(vectors: np.ndarray, encoding: str, combine: str, normalize: bool) -> list[list[Any]]:
+def _float_columns(vectors: np.ndarray, encoding: str, combine: str, normalize: bool) -> list[Any]:
     """float/base64: per prefix (or one concat) column of B encoded vectors."""
     if normalize:
         # Each prefix's vector is unit-length; a concat is scaled by 1/sqrt(P) so it is unit-length too
@@ -73,7 +73,7 @@ def _float_columns(vectors: np.ndarray, encoding: str, combine: str, normalize: 
 
 def _quantized_columns(
     vectors: np.ndarray, encoding: str, calibrations: Sequence[Calibration | None], combine: str
-) -> list[np.ndarray]:
+) -> list[Any]:
     """int8/uint8/binary/ubinary of each prefix's unit vectors (B rows per column), or one concat."""
     unit = l2_normalize(vectors)
     parts = [codes(unit[:, p], encoding, cal) for p, cal in enumerate(calibrations)]
