@@ -145,3 +145,20 @@ def holdout(data: TaskData, fraction: float) -> tuple[TaskData, TaskData]:
     """(pool, test): the test split of a target task, by document; prefixes trained on a target task
     (for task similarity) only ever see ``pool``."""
     return split(data, fraction, HOLDOUT_SEED)
+
+
+TEST_CAP = 1000  # at most this many held-out test texts measure a prefix (the source value)
+
+
+def protocol_splits(
+    data: TaskData, *, holdout_fraction: float, max_examples: int | None, dev_fraction: float, seed: int
+) -> tuple[TaskData, TaskData, TaskData | None]:
+    """(train, dev, test) of a source task: the fixed :func:`holdout` test split first (at most
+    :data:`TEST_CAP` texts; None without a holdout), then at most ``max_examples`` of the rest
+    drawn with ``seed`` and split ``dev_fraction`` by document."""
+    test = None
+    if holdout_fraction:
+        data, test = holdout(data, holdout_fraction)
+        test = subsample(test, TEST_CAP, 0)
+    train, dev = split(subsample(data, max_examples, seed), dev_fraction, seed)
+    return train, dev, test

@@ -17,7 +17,8 @@ from typing import Any
 from service.engine.prefix import LoadedPrefix
 from service.engine.torch_encoder import TorchEncoder
 from service.method.data import TaskData, holdout, majority_accuracy, subsample
-from service.method.probes import feature_sets, fit_probe
+from service.method.features import feature_sets
+from service.method.probes import CS, score_probe
 from service.method.represent import encode_all
 
 
@@ -46,6 +47,7 @@ class Row:
     bytes_per_text: int
     accuracy: float
     macro_f1: float
+    cv_accuracy: float  # of the probe's chosen C on the probe-training part (validation)
     c: float
 
 
@@ -57,7 +59,7 @@ def evaluate_target(
     *,
     max_length: int = 128,
     cache_dir: Path | None = None,
-    cs: Sequence[float] = (0.01, 0.1, 1.0),
+    cs: Sequence[float] = CS,
     progress: bool = True,
 ) -> list[Row]:
     prefixes = [*sources, *baselines]
@@ -69,10 +71,12 @@ def evaluate_target(
     for fs_train, fs_test in zip(
         feature_sets(rep_train, src, base), feature_sets(rep_test, src, base), strict=True
     ):
-        score = fit_probe(fs_train.features, target.train.labels, fs_test.features, target.test.labels, cs=cs)
+        score = score_probe(
+            fs_train.features, target.train.labels, fs_test.features, target.test.labels, cs=cs
+        )
         rows.append(
             Row(target.name, fs_train.name, fs_train.kind, fs_train.dropped, fs_train.features.shape[1],
-                fs_train.bytes_per_text, score.accuracy, score.macro_f1, score.c)
+                fs_train.bytes_per_text, score.accuracy, score.macro_f1, score.cv_accuracy, score.c)
         )  # fmt: skip
     return rows
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from service.engine.backbone import BackboneSpec
+from service.engine.backbone import BackboneSpec, spec_from_config, weights_digest
 from service.engine.prefix import LoadedPrefix
 from service.registry.folder import scan_folder
 from service.registry.limits import PrefixLimits
@@ -54,3 +54,10 @@ def load_prefixes(paths: list[Path], spec: BackboneSpec) -> list[LoadedPrefix]:
     if dup:
         raise ValueError(f"duplicate prefix names {dup}")
     return out
+
+
+def model_spec(model: Path) -> BackboneSpec:
+    """The spec of the backbone in folder ``model``, from its config and weights (no model loaded)."""
+    from transformers import AutoConfig
+
+    return spec_from_config(AutoConfig.from_pretrained(model, local_files_only=True), weights_digest(model))

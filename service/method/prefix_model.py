@@ -18,8 +18,9 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokeniz
 
 from service.engine.backbone import BackboneSpec, spec_from_config, weights_digest
 from service.engine.pooling import mean_pool
+from service.method.trunk import tokenize
+from service.registry.init_record import normal_prompt
 from service.registry.peft import prompt_to_kv
-from service.registry.similarity import initial_prompt
 
 ADAPTER = "default"
 
@@ -38,21 +39,16 @@ class PrefixModel:
         return [p for p in self.peft.parameters() if p.requires_grad]
 
     def tokenize(self, texts: Sequence[str], pairs: Sequence[str] | None, max_length: int) -> dict[str, Any]:
-        args: tuple[Any, ...] = (list(texts),) if pairs is None else (list(texts), list(pairs))
-        return dict(
-            self.tokenizer(
-                *args,
-                padding=True,
-                truncation=True,
-                max_length=max_length,
-                return_tensors="pt",
-                return_token_type_ids=False,
-            )
-        )
+        return tokenize(self.tokenizer, texts, pairs, max_length)
 
     def pooled(self, enc: dict[str, Any]) -> torch.Tensor:
         """Mean-pooled final states of the text tokens [B, hidden] (the engine's ``mean`` pooling)."""
         out = self.peft(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+        return mean_pool(out.last_hidden_state, enc["attention_mask"])
+
+    def base_pooled(self, enc: dict[str, Any]) -> torch.Tensor:
+        """The same texts through the plain backbone (no prefix, unshifted positions): ``base``."""
+        out = self.peft.get_base_model()(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
         return mean_pool(out.last_hidden_state, enc["attention_mask"])
 
     def prompt_weight(self) -> torch.Tensor:
@@ -97,7 +93,7 @@ def build_prefix_model(
         if projection:
             torch.nn.init.normal_(emb.weight, std=init_std, generator=torch.Generator().manual_seed(seed))
         else:
-            emb.weight.copy_(initial_prompt(spec.num_layers, spec.hidden_size, prefix_len, seed, init_std))
+            emb.weight.copy_(normal_prompt(spec.num_layers, spec.hidden_size, prefix_len, seed, init_std))
     peft.eval()
     return PrefixModel(peft, tokenizer, spec, prefix_len, projection)
 

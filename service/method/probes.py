@@ -1,110 +1,151 @@
-"""Light probes on fixed representations: which vectors a target task is fitted on, and the fit itself.
+"""The one probe of the method: standardize + logistic regression, C chosen by stratified CV.
 
-Feature sets follow the service's output: each prefix's vector is L2-normalized (``normalize: true``);
-a concat joins the normalized vectors (the 1/sqrt(P) scale of the response does not change a
-standardized probe); ``binary`` = the concat's sign bits (``numpy.packbits(x > 0)``, 1 bit/dim) and
-``int8`` = ``round(127 x / max|x|)`` per vector, both exactly as service/engine/quantize.py encodes them.
+Every light model on fixed vectors goes through :func:`search_probe`: ``evaluate``'s table, the
+transfer and source-value measures, the experiments, and the task heads. C is chosen by stratified
+k-fold cross-validation on the training part only (a validation score: choices are made on it, never
+on a test split). The fitted probe gives the arrays of a head file (``weight`` [classes, dim],
+``bias`` [classes], ``mean``/``scale`` [dim]): the probability of class k is
+``softmax(weight @ ((x - mean) / scale) + bias)[k]``, equal to scikit-learn's ``predict_proba``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
-from sklearn.pipeline import make_pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from service.method.represent import PLAIN
-from service.wire.encodings import binarize, int8_quantize, l2_normalize
+CS = (0.01, 0.1, 1.0)  # the default grid of C
+
+
+def class_rows(
+    coef: np.ndarray, intercept: np.ndarray, classes: Sequence[int], n_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A logistic regression's weights as one row per class (float32 [n_classes, dim], [n_classes]).
+
+    A binary fit has one logit z for its second class; the rows -z/2 and +z/2 give the same
+    probabilities under softmax. ``classes``: the row of each fitted class (a class the fit never
+    saw keeps a zero row)."""
+    if coef.shape[0] == 1 and len(classes) == 2:
+        coef = np.concatenate([-coef / 2, coef / 2])
+        intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
+    weight = np.zeros((n_classes, coef.shape[1]), dtype=np.float32)
+    bias = np.zeros(n_classes, dtype=np.float32)
+    weight[list(classes)], bias[list(classes)] = coef, intercept
+    return weight, bias
 
 
 @dataclass(frozen=True)
-class FeatureSet:
-    """One representation of a target's texts: ``name`` (table row), vectors, bytes per text as served."""
+class FittedProbe:
+    """A standardized logistic regression fitted on all training examples with the chosen C."""
 
-    name: str
-    kind: str  # plain | single | baseline | concat | leave-one-out | binary | int8
-    dropped: str | None
-    features: np.ndarray
-    bytes_per_text: int
+    pipeline: Pipeline  # StandardScaler + LogisticRegression (scikit-learn)
+    c: float  # the chosen C
+    cv_accuracy: float  # its mean stratified-CV accuracy on the training part
 
+    @property
+    def labels(self) -> list[str]:
+        return [str(c) for c in self._lr.classes_]
 
-def feature_sets(
-    reps: dict[str, np.ndarray], sources: Sequence[str], baselines: Sequence[str] = ()
-) -> list[FeatureSet]:
-    """plain; each source prefix; each baseline prefix; concat of sources; concat minus each source;
-    concat as binary and as int8."""
-    sets = [FeatureSet(PLAIN, "plain", None, l2_normalize(reps[PLAIN]), reps[PLAIN].shape[1] * 4)]
-    for n in sources:
-        sets.append(FeatureSet(n, "single", None, l2_normalize(reps[n]), reps[n].shape[1] * 4))
-    for n in baselines:
-        sets.append(FeatureSet(n, "baseline", None, l2_normalize(reps[n]), reps[n].shape[1] * 4))
-    if len(sources) < 2:
-        return sets
+    @property
+    def weight(self) -> np.ndarray:
+        """float32 [classes, dim], one row per label (binary fits too), on standardized inputs."""
+        lr = self._lr
+        return class_rows(lr.coef_, lr.intercept_, range(len(lr.classes_)), len(lr.classes_))[0]
 
-    def concat(names: Sequence[str]) -> np.ndarray:
-        return np.concatenate([l2_normalize(reps[n]) for n in names], axis=1)
+    @property
+    def bias(self) -> np.ndarray:
+        lr = self._lr
+        return class_rows(lr.coef_, lr.intercept_, range(len(lr.classes_)), len(lr.classes_))[1]
 
-    full = concat(sources)
-    dim = full.shape[1]
-    sets.append(FeatureSet("concat", "concat", None, full, dim * 4))
-    for n in sources:
-        rest = [s for s in sources if s != n]
-        sets.append(
-            FeatureSet(f"concat - {n}", "leave-one-out", n, concat(rest), (dim - reps[n].shape[1]) * 4)
-        )
-    bits = np.unpackbits(binarize(full), axis=1)[:, :dim].astype(np.float32)
-    sets.append(FeatureSet("concat binary", "binary", None, bits, (dim + 7) // 8))
-    sets.append(FeatureSet("concat int8", "int8", None, int8_quantize(full).astype(np.float32), dim))
-    return sets
+    @property
+    def mean(self) -> np.ndarray:
+        """float32 [dim]: subtracted before the weights."""
+        return np.asarray(self._scaler.mean_, dtype=np.float32)
 
+    @property
+    def scale(self) -> np.ndarray:
+        """float32 [dim]: divided by after the mean (1 where a feature is constant)."""
+        return np.asarray(self._scaler.scale_, dtype=np.float32)
 
-@dataclass(frozen=True)
-class ProbeScore:
-    accuracy: float
-    macro_f1: float
-    c: float
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.pipeline.predict(x))
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """[n, classes] in the order of :attr:`labels`."""
+        return np.asarray(self.pipeline.predict_proba(x))
+
+    @property
+    def _lr(self) -> LogisticRegression:
+        return self.pipeline[-1]
+
+    @property
+    def _scaler(self) -> StandardScaler:
+        return self.pipeline[0]
 
 
 def search_probe(
-    x_train: np.ndarray, y_train: Sequence[str], *, cs: Sequence[float], seed: int
-) -> tuple[Any, float, float]:
-    """Standardize + logistic regression with C chosen by stratified 3-fold CV on the training part:
-    (fitted model, chosen C, its CV accuracy)."""
+    x_train: np.ndarray, y_train: Sequence[str], *, cs: Sequence[float] = CS, seed: int = 0, folds: int = 3
+) -> FittedProbe:
+    """Standardize + logistic regression, C from ``cs`` by stratified ``folds``-fold CV on
+    (``x_train``, ``y_train``), then refitted on all of them."""
     pipe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
-    cv = StratifiedKFold(3, shuffle=True, random_state=seed)
+    cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
     search = GridSearchCV(pipe, {"logisticregression__C": list(cs)}, cv=cv, scoring="accuracy")
     search.fit(x_train, list(y_train))
-    return (
+    return FittedProbe(
         search.best_estimator_,
         float(search.best_params_["logisticregression__C"]),
         float(search.best_score_),
     )
 
 
-def fit_probe(
+@dataclass(frozen=True)
+class ProbeScore:
+    """A fitted probe scored on a test split."""
+
+    accuracy: float
+    macro_f1: float
+    cv_accuracy: float  # validation: the CV accuracy of the chosen C on the training part
+    c: float
+    correct: np.ndarray  # [n_test] bool: each test example right or wrong (for paired comparisons)
+
+    @property
+    def stderr(self) -> float:
+        n = len(self.correct)
+        return math.sqrt(self.accuracy * (1 - self.accuracy) / n) if n else float("nan")
+
+
+def score_probe(
     x_train: np.ndarray,
     y_train: Sequence[str],
     x_test: np.ndarray,
     y_test: Sequence[str],
     *,
-    cs: Sequence[float] = (0.01, 0.1, 1.0),
+    cs: Sequence[float] = CS,
     seed: int = 0,
 ) -> ProbeScore:
-    """Standardize + logistic regression; C picked by 3-fold CV on the training part only."""
-    if len(cs) > 1:
-        model, c, _ = search_probe(x_train, y_train, cs=cs, seed=seed)
-    else:
-        pipe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
-        model, c = pipe.set_params(logisticregression__C=cs[0]).fit(x_train, list(y_train)), float(cs[0])
-    pred = model.predict(x_test)
+    """:func:`search_probe` on the training part, scored on the test part."""
+    fitted = search_probe(x_train, y_train, cs=cs, seed=seed)
+    gold = np.asarray(list(y_test))
+    pred = fitted.predict(x_test)
     return ProbeScore(
-        accuracy=float(accuracy_score(list(y_test), pred)),
-        macro_f1=float(f1_score(list(y_test), pred, average="macro", zero_division=0)),
-        c=c,
+        accuracy=float(accuracy_score(gold, pred)),
+        macro_f1=float(f1_score(gold, pred, average="macro", zero_division=0)),
+        cv_accuracy=fitted.cv_accuracy,
+        c=fitted.c,
+        correct=pred == gold,
     )
+
+
+def paired_gain(a: ProbeScore, b: ProbeScore) -> tuple[float, float]:
+    """(accuracy of a - accuracy of b, its paired standard error over the same test examples)."""
+    d = a.correct.astype(np.float64) - b.correct.astype(np.float64)
+    se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else float("nan")
+    return float(d.mean()), se

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
+from transformers import PreTrainedTokenizerBase
 
 from service.engine.attention import ensure_prefix_attention
 from service.engine.backbone import Backbone
@@ -43,11 +44,12 @@ class TrunkCache:
 
 
 def tokenize(
-    backbone: Backbone, texts: Sequence[str], pairs: Sequence[str] | None, max_length: int
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], pairs: Sequence[str] | None, max_length: int
 ) -> dict[str, torch.Tensor]:
-    """Right-padded ids and mask, no token type ids (the engine passes none)."""
+    """Right-padded ids and mask, no token type ids (the engine passes none; PEFT drops them): a
+    pair is ``[CLS] a [SEP] b [SEP]``."""
     args: tuple[Any, ...] = (list(texts),) if pairs is None else (list(texts), list(pairs))
-    enc = backbone.tokenizer(
+    enc = tokenizer(
         *args,
         padding=True,
         truncation=True,
@@ -84,7 +86,7 @@ def build_trunk_cache(
     base = []
     for start in range(0, len(texts), batch):
         chunk_pairs = pairs[start : start + batch] if pairs else None
-        enc = tokenize(backbone, texts[start : start + batch], chunk_pairs, max_length)
+        enc = tokenize(backbone.tokenizer, texts[start : start + batch], chunk_pairs, max_length)
         mask = enc["attention_mask"]
         lengths = mask.sum(1).tolist()
         position_ids = text_position_ids(mask, torch.zeros_like(mask[:, 0]), spec)

@@ -6,9 +6,10 @@ the transfer study); it lives here so that serving never imports ``service.metho
 The measure (default ``mean``):
 
 1. **Change from the start.** Prefixes trained here start from one seeded N(0, std^2) draw (metadata
-   ``init``), shared by every task of the same backbone, length and seed. That shared start would
-   dominate a raw comparison, so the task embedding uses ``trained - initial``. Prefixes without
-   ``init`` metadata (PEFT folders, files from elsewhere) use their raw parameters.
+   ``init``, reproduced by service/registry/init_record.py), shared by every task of the same
+   backbone, length and seed. That shared start would dominate a raw comparison, so the task
+   embedding uses ``trained - initial``. Prefixes without a reproducible ``init`` (PEFT folders, files
+   from elsewhere) use their raw parameters.
 2. **Position-averaged.** Attention treats prefix slots as an unordered set of keys/values (they have
    no position embedding), so slot i of one prefix has no reason to match slot i of another; the mean
    over slots is permutation-invariant and lets prefixes of different lengths be compared.
@@ -28,37 +29,9 @@ import numpy as np
 import torch
 
 from service.engine.prefix import LoadedPrefix
-from service.registry.peft import prompt_to_kv
+from service.registry.init_record import recorded_start
 
 MEASURES = ("mean", "flat")
-
-
-def initial_prompt(num_layers: int, hidden: int, prefix_len: int, seed: int, std: float) -> torch.Tensor:
-    """The deterministic starting prefix [Lp, layers*2*hidden]: N(0, std^2) from ``seed``.
-
-    Every prefix of one backbone, length and seed starts from the same point, so the parameters'
-    change (trained - initial) is comparable between tasks (task_embedding below).
-    """
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(prefix_len, num_layers * 2 * hidden, generator=g) * std
-
-
-def initial_kv(shape: tuple[int, ...], seed: int, std: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The starting key and value of a native ``train --first-layer`` prefix (``init: normal-kv``):
-    N(0, std^2) draws of ``shape`` [layers - S, heads, Lp, head_dim] from ``seed``, key first."""
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(shape, generator=g) * std, torch.randn(shape, generator=g) * std
-
-
-def _initial_kv(prefix: LoadedPrefix) -> tuple[torch.Tensor, torch.Tensor] | None:
-    init = prefix.metadata.get("init")
-    if isinstance(init, dict) and init.get("method") == "normal-kv":
-        return initial_kv(tuple(prefix.key.shape), int(init["seed"]), float(init["std"]))
-    if not isinstance(init, dict) or init.get("method") != "normal":
-        return None
-    layers, heads, plen, hdim = prefix.key.shape
-    w = initial_prompt(layers, heads * hdim, plen, int(init["seed"]), float(init["std"]))
-    return prompt_to_kv(w, layers, heads, hdim)
 
 
 def task_embedding(prefix: LoadedPrefix, measure: str = "mean", relative: bool = True) -> np.ndarray:
@@ -66,7 +39,7 @@ def task_embedding(prefix: LoadedPrefix, measure: str = "mean", relative: bool =
     if measure not in MEASURES:
         raise ValueError(f"unknown measure {measure!r}; expected one of {', '.join(MEASURES)}")
     key, value = prefix.key.double(), prefix.value.double()
-    start = _initial_kv(prefix) if relative else None
+    start = recorded_start(prefix) if relative else None
     if start is not None:
         key, value = key - start[0].double(), value - start[1].double()
     kv = torch.stack([key, value], dim=1)  # [layers, 2, heads, Lp, head_dim]

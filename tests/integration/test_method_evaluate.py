@@ -15,7 +15,7 @@ from service.engine.prefix import LoadedPrefix
 from service.engine.torch_encoder import TorchEncoder
 from service.method.data import load_table
 from service.method.evaluate import evaluate, make_target, markdown_table, plot
-from service.method.probes import fit_probe
+from service.method.probes import score_probe
 from service.method.represent import PLAIN, encode_all
 from tests.support.prefixes import random_kv
 
@@ -73,7 +73,7 @@ def test_rows_are_the_probe_on_the_engine_vectors(result: dict, minilm: Backbone
     tr = encode_all(encoder, [], target.train.texts, max_length=48, progress=False)[PLAIN]
     te = encode_all(encoder, [], target.test.texts, max_length=48, progress=False)[PLAIN]
     norm = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
-    score = fit_probe(norm(tr), target.train.labels, norm(te), target.test.labels, cs=(1.0,))
+    score = score_probe(norm(tr), target.train.labels, norm(te), target.test.labels, cs=(1.0,))
     plain = next(r for r in result["rows"] if r["representation"] == "plain")
     assert plain["accuracy"] == pytest.approx(score.accuracy)
     assert plain["macro_f1"] == pytest.approx(score.macro_f1)
@@ -104,12 +104,14 @@ def test_cli_train_then_similarity_on_a_tiny_model(tiny_bert_path: Path, tmp_pat
             "2",
             "--max-length",
             "24",
+            "--first-layer",  # the shipped recipe's depth is 3; the tiny model has 2 layers
+            "1",
         ]
         args += ["--max-steps", "4", "--eval-every", "2", "--seed", str(seed), "--no-progress"]
         args += ["--checkpoint-step", "2", "--checkpoint-dir", str(tmp_path / "ckpt")]
         r = runner.invoke(app, args)
         assert r.exit_code == 0, r.output
-        summary = json.loads(r.output[r.output.index("{") :])
+        summary = json.loads(r.stdout)
         assert summary["task"] == name
         assert summary["checkpoints"] == [2]
         outs.append(out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +15,13 @@ from service.engine.bank import PrefixBank
 from service.engine.prefix import LoadedPrefix
 from service.engine.torch_encoder import TorchEncoder
 from service.method.data import load_table, split
+from service.method.learners import PeftLearner
 from service.method.prefix_io import load_prefixes, write_native
 from service.method.prefix_model import build_prefix_model, load_prompt
-from service.method.train import TaskSplit, TrainConfig, TrainResult, train_prefix
+from service.method.recipe import RECIPES
+from service.method.train import TaskSplit, TrainResult, train_prefix
+from service.registry.init_record import normal_prompt
 from service.registry.native import FORMAT_VERSION
-from service.registry.similarity import initial_prompt
 from tests.support.prefixes import base_vectors
 
 DATA = Path(__file__).parent.parent / "data"
@@ -40,16 +43,21 @@ def sms_split() -> TaskSplit:
 
 @pytest.fixture(scope="module")
 def trained(minilm_path: Path, sms_split: TaskSplit) -> TrainResult:
-    cfg = TrainConfig(
+    cfg = replace(
+        RECIPES["peft"],
         prefix_len=4,
         max_length=40,
         batch_size=16,
         max_steps=8,
         eval_every=4,
         checkpoint_steps=(2,),
-        threads=2,
     )
-    return train_prefix(minilm_path, [sms_split], cfg, progress=False)
+    return train_prefix(minilm_path, [sms_split], cfg, progress=False, threads=2)
+
+
+def _peft(result: TrainResult) -> PeftLearner:
+    assert isinstance(result.learner, PeftLearner)
+    return result.learner
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +75,8 @@ def test_dev_accuracy_beats_majority(trained: TrainResult) -> None:
     assert trained.metadata["training"]["steps_run"] == 8
     assert set(trained.checkpoints) == {2}
     assert [h["step"] for h in trained.history] == [0, 4, 8]  # step 0: the head's probe fit
-    spec = trained.model.spec
-    start = initial_prompt(spec.num_layers, spec.hidden_size, 4, 0, 0.5)
+    spec = trained.learner.spec
+    start = normal_prompt(spec.num_layers, spec.hidden_size, 4, 0, 0.5)
     moved = trained.checkpoints[2][0] - start.view(4, spec.num_layers, 2, spec.num_heads, -1)[
         :, :, 0
     ].permute(1, 2, 0, 3)
@@ -107,7 +115,8 @@ def test_engine_reproduces_the_peft_model(
     batch = encoder.tokenize(TEXTS, max_length=64, truncate=True)
     served = encoder.encode(batch, bank, bank.indices([written.name]))[:, 0]
     with torch.no_grad():
-        ref = trained.model.pooled(trained.model.tokenize(TEXTS, None, 64)).numpy()
+        model = _peft(trained).model
+        ref = model.pooled(model.tokenize(TEXTS, None, 64)).numpy()
     assert np.abs(served - ref).max() <= 1e-5
     assert np.abs(served - base_vectors(encoder, batch)).max() > 1e-2  # the prefix changes the vector
 
@@ -117,23 +126,26 @@ def test_projection_prefix_is_exported_as_the_projected_kv(
 ) -> None:
     """With prefix_projection the file holds the MLP's output; the engine reproduces PEFT with it."""
     tiny = load_backbone(tiny_bert_path, device="cpu", dtype="float32")
-    cfg = TrainConfig(prefix_len=3, max_length=24, max_steps=3, eval_every=3, projection=True, head_lr=1e-2)
+    cfg = replace(
+        RECIPES["peft"], prefix_len=3, max_length=24, max_steps=3, eval_every=3, projection=True, head_lr=1e-2
+    )
     small = TaskSplit(sms_split.train.take(range(40)), sms_split.dev.take(range(20)))
     result = train_prefix(tiny_bert_path, [small], cfg, progress=False)
-    assert result.metadata["init"] == {"method": "projection"}
+    assert result.metadata["init"] == {"method": "projection", "seed": 0, "std": 0.5}
     prefix = LoadedPrefix("proj", "1" * 64, result.key, result.value, "peft", "x", "native")
     encoder = TorchEncoder(tiny, pooling="mean")
     batch = encoder.tokenize(TEXTS, max_length=24, truncate=True)
     served = encoder.encode(batch, PrefixBank.build([prefix]), [0])[:, 0]
     with torch.no_grad():
-        ref = result.model.pooled(result.model.tokenize(TEXTS, None, 24)).numpy()
+        model = _peft(result).model
+        ref = model.pooled(model.tokenize(TEXTS, None, 24)).numpy()
     assert np.abs(served - ref).max() <= 1e-5
 
 
 def test_load_prompt_inverts_the_export(tiny_bert_path: Path) -> None:
     model = build_prefix_model(tiny_bert_path, 5, seed=7, init_std=0.3)
     key, value = model.key_value()
-    start = initial_prompt(model.spec.num_layers, model.spec.hidden_size, 5, 7, 0.3)
+    start = normal_prompt(model.spec.num_layers, model.spec.hidden_size, 5, 7, 0.3)
     assert torch.equal(model.prompt_weight(), start)
     other = build_prefix_model(tiny_bert_path, 5, seed=8)
     load_prompt(other, key, value)
@@ -157,7 +169,7 @@ def test_text_pairs_train_and_tokenize_as_one_sequence(tiny_bert_path: Path, tmp
     sep = model.tokenizer.sep_token_id
     assert enc["input_ids"][0].tolist().count(sep) == 2
     train, dev = split(data, 0.25, seed=0)
-    cfg = TrainConfig(prefix_len=2, max_length=24, max_steps=2, eval_every=2)
+    cfg = replace(RECIPES["peft"], prefix_len=2, max_length=24, max_steps=2, eval_every=2)
     result = train_prefix(tiny_bert_path, [TaskSplit(train, dev)], cfg, progress=False)
     assert result.metadata["labels"] == ["no", "yes"]
     assert result.metadata["dev_metrics"]["n_dev"] == len(dev)

@@ -7,24 +7,25 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
 
 from service.cli import app
 from service.engine.backbone import Backbone, load_backbone
+from service.engine.bank import PrefixBank
 from service.engine.forward import PrefixedForward
+from service.engine.prefix import LoadedPrefix
+from service.engine.torch_encoder import TorchEncoder
 from service.method.data import TaskData, load_table, split
+from service.method.init import token_kv
+from service.method.learners import TrunkPrefix
+from service.method.loop import lr_factor, preservation_loss
 from service.method.prefix_io import load_prefixes, write_native
+from service.method.recipe import TrainConfig
+from service.method.train import TaskSplit, train_prefix
 from service.method.trunk import build_trunk_cache, pooled_all, top_pooled
-from service.method.trunk_train import (
-    TrunkPrefix,
-    TrunkTrainConfig,
-    _lr_factor,
-    preservation_loss,
-    token_kv,
-    train_trunk_prefix,
-)
 
 DATA = Path(__file__).parent.parent / "data"
 TEXTS = ["free prize, text WIN now", "see you at six", "call 0906 for your cash award today", "ok"]
@@ -79,7 +80,9 @@ def test_trained_file_records_depth_and_the_trunk_gets_no_gradient(
     tiny: Backbone, sms: tuple[TaskData, TaskData], tmp_path: Path
 ) -> None:
     train, dev = sms
-    cfg = TrunkTrainConfig(first_layer=1, prefix_len=3, max_length=24, max_steps=4, eval_every=2, lr=5e-2)
+    cfg = TrainConfig(
+        first_layer=1, prefix_len=3, max_length=24, max_steps=4, eval_every=2, lr=5e-2, schedule="constant"
+    )
     train_cache = build_trunk_cache(tiny, train.texts, None, [1], 24)
     dev_cache = build_trunk_cache(tiny, dev.texts, None, [1], 24)
     calls = {"trunk": 0, "top": 0}
@@ -88,7 +91,8 @@ def test_trained_file_records_depth_and_the_trunk_gets_no_gradient(
         _layers(tiny)[1].register_forward_hook(lambda *_: calls.__setitem__("top", calls["top"] + 1)),
     ]
     try:
-        result = train_trunk_prefix(tiny, train, dev, cfg, train_cache=train_cache, dev_cache=dev_cache)
+        caches = {train.digest(): train_cache, dev.digest(): dev_cache}
+        result = train_prefix(tiny, [TaskSplit(train, dev)], cfg, caches=caches, progress=False)
     finally:
         for h in hooks:
             h.remove()
@@ -110,6 +114,27 @@ def test_trained_file_records_depth_and_the_trunk_gets_no_gradient(
     assert loaded.metadata["recipe"] == "S=1 init=normal preserve=0 schedule=constant"
 
 
+def test_the_kept_head_reads_the_served_vector(tiny: Backbone, sms: tuple[TaskData, TaskData]) -> None:
+    """The head a run keeps, applied to the engine's vector of the written prefix (mean pooled, not
+    normalized, texts cut to max_length), gives the run's recorded dev accuracy; ``encode`` gives
+    those vectors."""
+    train, dev = sms
+    cfg = TrainConfig(first_layer=1, prefix_len=3, max_length=24, max_steps=4, eval_every=2, lr=5e-2)
+    result = train_prefix(tiny, [TaskSplit(train, dev)], cfg, progress=False)
+    head = result.head
+    assert head.labels == ["ham", "spam"]
+    assert head.weight.shape == (2, tiny.spec.hidden_size)
+    assert (head.normalize, head.pooling, head.max_length) == (False, "mean", 24)
+    prefix = LoadedPrefix("p", "0" * 64, result.key, result.value, "none", "p", "native", {}, first_layer=1)
+    encoder = TorchEncoder(tiny, pooling="mean")
+    served = encoder.encode(
+        encoder.tokenize(dev.texts, max_length=24, truncate=True), PrefixBank.build([prefix]), [0]
+    )
+    assert np.abs(served[:, 0] - result.encode(dev)[0]).max() <= 1e-5
+    pred = np.array(head.labels)[(served[:, 0] @ head.weight.T + head.bias).argmax(1)]
+    assert (pred == np.array(dev.labels)).mean() == pytest.approx(result.metadata["dev_metrics"]["accuracy"])
+
+
 def test_token_init_starts_closer_to_base_than_the_random_draw(tiny: Backbone) -> None:
     cache = build_trunk_cache(tiny, TEXTS, None, [0], max_length=16)
     kt, vt = token_kv(tiny, 0, 4, seed=0)
@@ -127,7 +152,7 @@ def test_token_init_starts_closer_to_base_than_the_random_draw(tiny: Backbone) -
 
 
 def test_preservation_gradient_reaches_only_the_prefix(tiny: Backbone) -> None:
-    cfg = TrunkTrainConfig(first_layer=1, prefix_len=3)
+    cfg = TrainConfig(first_layer=1, prefix_len=3)
     prefix = TrunkPrefix(tiny, cfg)
     head = torch.nn.Linear(tiny.spec.hidden_size, 2)
     cache = build_trunk_cache(tiny, TEXTS, None, [1], max_length=16)
@@ -150,22 +175,20 @@ def test_preservation_gradient_reaches_only_the_prefix(tiny: Backbone) -> None:
 
 
 def test_projection_and_schedule(tiny: Backbone) -> None:
-    prefix = TrunkPrefix(
-        tiny, TrunkTrainConfig(first_layer=1, prefix_len=3, projection=True, projection_hidden=8)
-    )
+    prefix = TrunkPrefix(tiny, TrainConfig(first_layer=1, prefix_len=3, projection=True, projection_hidden=8))
     key, value = prefix.kv()
     s = tiny.spec
     assert key.shape == value.shape == (s.num_layers - 1, s.num_heads, 3, s.head_dim)
     key.sum().backward()
     assert prefix.table.grad is not None
     assert prefix.table.grad.abs().sum() > 0
-    f = _lr_factor("cosine", 100)
+    f = lr_factor("cosine", 100)
     assert f(0) == pytest.approx(0.1)
     assert f(9) == pytest.approx(1.0)
     assert f(100) == pytest.approx(0.0)
-    assert _lr_factor("constant", 100)(50) == 1.0
+    assert lr_factor("constant", 100)(50) == 1.0
     with pytest.raises(ValueError, match="init"):
-        TrunkTrainConfig(init="zeros")
+        TrainConfig(init="zeros")
 
 
 def test_cli_train_first_layer(tiny_bert_path: Path, tmp_path: Path) -> None:
@@ -198,7 +221,7 @@ def test_similarity_measures_a_trunk_prefix_from_its_recorded_start(tiny: Backbo
     from service.registry.similarity import task_embedding
 
     s = tiny.spec
-    start = TrunkPrefix(tiny, TrunkTrainConfig(first_layer=1, prefix_len=3, seed=7))
+    start = TrunkPrefix(tiny, TrainConfig(first_layer=1, prefix_len=3, seed=7))
     delta_k, delta_v = _kv(tiny, 1, lp=3, seed=1)
     meta = {"init": {"method": "normal-kv", "seed": 7, "std": 0.5}, "first_layer": "1"}
     key, value = start.key.detach() + delta_k, start.value.detach() + delta_v

@@ -12,8 +12,8 @@ from service.engine.backbone import BackboneSpec
 from service.engine.prefix import LoadedPrefix
 from service.method.prefix_io import load_prefixes, write_native
 from service.method.similarity import heatmap
+from service.registry.init_record import normal_prompt
 from service.registry.similarity import (
-    initial_prompt,
     rank_for,
     similarity_document,
     similarity_matrix,
@@ -27,7 +27,7 @@ INIT = {"method": "normal", "seed": 0, "std": 0.5}
 
 
 def _start(plen: int) -> tuple[torch.Tensor, torch.Tensor]:
-    w = initial_prompt(SPEC.num_layers, SPEC.hidden_size, plen, 0, 0.5)
+    w = normal_prompt(SPEC.num_layers, SPEC.hidden_size, plen, 0, 0.5)
     kv = w.view(plen, 2, 2, 2, 4).permute(1, 2, 3, 0, 4)
     return kv[:, 0], kv[:, 1]
 

@@ -1,0 +1,3 @@
+from service.method.experiments.cli import app
+
+app()

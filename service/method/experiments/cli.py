@@ -1,0 +1,81 @@
+"""``python -m service.method.experiments``: bench, run, targets, report, ship (see the package doc)."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+
+from service.method.experiments.rows import ROWS, SOURCES
+
+app = typer.Typer(no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
+
+
+def _split(text: str) -> list[str]:
+    return [x for x in text.split(",") if x]
+
+
+@app.command()
+def bench(
+    reps: Annotated[int, typer.Option(help="Timed interleaved rounds (after 2 warm-up rounds).")] = 20,
+    threads: Annotated[int, typer.Option(help="torch threads.")] = 1,
+) -> None:
+    """Training cost per step against S (results/trunk/bench_train_step.json)."""
+    from service.method.experiments.runs import bench as run_bench
+
+    run_bench(reps, threads)
+
+
+@app.command()
+def run(
+    task: Annotated[str, typer.Option(help=f"Source task: {', '.join(SOURCES)}.")],
+    rows: Annotated[str, typer.Option(help=f"Comma-separated rows: {', '.join(ROWS)}.")],
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0",
+    threads: Annotated[int, typer.Option(help="torch threads.")] = 1,
+) -> None:
+    """Train ``rows`` for ``task`` over one shared trunk cache; record dev, source value and seconds."""
+    from service.method.experiments.runs import run as run_rows
+
+    chosen = _split(rows)
+    unknown = sorted(set(chosen) - set(ROWS))
+    if unknown or task not in SOURCES:
+        raise typer.BadParameter(
+            f"unknown rows {unknown} or task {task!r}; known {sorted(ROWS)}, {sorted(SOURCES)}"
+        )
+    run_rows(task, chosen, [int(s) for s in _split(seeds)], threads)
+
+
+@app.command()
+def targets(
+    rows: Annotated[str, typer.Option(help="Comma-separated rows (default: the rows with transfer).")] = "",
+    threads: Annotated[int, typer.Option(help="torch threads.")] = 1,
+    depth: Annotated[int, typer.Option(help="The depth whose target trunk is built first.")] = 3,
+    wait: Annotated[bool, typer.Option(help="Keep polling for new prefix files until --minutes.")] = False,
+    minutes: Annotated[float, typer.Option(help="How long to keep going.")] = 60,
+) -> None:
+    """The three targets' vectors under base and under each prefix of the rows (1,500/750 texts each)."""
+    from service.method.experiments.targets import target_vectors
+
+    target_vectors(threads, time.time() + 60 * minutes, _split(rows) or None, wait, depth)
+
+
+@app.command()
+def report() -> None:
+    """Depth and recipe tables (results/trunk/report.{json,md})."""
+    from service.method.experiments.report import report as write_report
+
+    write_report()
+
+
+@app.command()
+def ship(
+    row: Annotated[str, typer.Option(help="The row whose prefixes are shipped.")],
+    tasks: Annotated[str, typer.Option(help="Comma-separated source tasks.")] = ",".join(SOURCES),
+    seed: int = 0,
+) -> None:
+    """Copy a row's prefixes into prefixes/ (those that beat base on their own task) and measure the
+    shipped set's transfer (results/trunk/shipped.{json,md})."""
+    from service.method.experiments.report import ship as ship_row
+
+    ship_row(row, _split(tasks), seed)
