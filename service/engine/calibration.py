@@ -37,6 +37,16 @@ def applicable(prefix: LoadedPrefix, pooling: str) -> Calibration | None:
     return cal if cal is not None and cal.pooling == pooling else None
 
 
+def measures(cal: Calibration, prefix: LoadedPrefix, corpus: CalibrationCorpus, pooling: str) -> bool:
+    """Whether ``cal`` is already the calibration of ``prefix`` over ``corpus`` with ``pooling`` (so
+    measuring again would change nothing but float rounding)."""
+    return (
+        cal.identity == vectors_identity(prefix)
+        and cal.pooling == pooling
+        and cal.corpus.get("sha256") == corpus.sha256
+    )
+
+
 def vectors_identity(prefix: LoadedPrefix) -> str:
     """What a prefix's vectors depend on besides the backbone and pooling: for ``base`` its digest (the
     backbone fingerprint's), for a file its tensors as served (float32), depth and position convention.

@@ -26,6 +26,9 @@ def calibrate_cmd(
         bool, typer.Option(help="Also write base.<fingerprint>.calibration.json (the built-in base).")
     ] = True,
     batch: Annotated[int, typer.Option(min=1, help="Texts per forward call.")] = 32,
+    force: Annotated[
+        bool, typer.Option(help="Measure again files already calibrated over this corpus and pooling.")
+    ] = False,
 ) -> None:
     """Calibrate prefix files of --prefix-dir in place (their digests change: re-pin models.json), and
     the base calibration file, over the fixed calibration corpus (service/method/calibration_corpus.py)."""
@@ -60,15 +63,20 @@ def calibrate_cmd(
             base_folder=folder if base else None,
             limits=settings.prefix_limits(),
             batch=batch,
+            force=force,
         )
     except (PrefixEmbedError, ValueError) as exc:
         typer.echo(f"error: {getattr(exc, 'message', exc)}", err=True)
         raise typer.Exit(2) from None
     took = time.perf_counter() - t0
     typer.echo(f"corpus {corpus.name}: {len(corpus.texts)} texts, sha256 {corpus.sha256[:16]}; {took:.0f} s")
-    for path, cal in written:
-        typer.echo(f"calibrated {path.name}: calibration {cal.digest}")
-    if names and read_served_models(folder).present:
+    for w in written:
+        verb = "calibrated" if w.written else "up to date"
+        typer.echo(f"{verb} {w.path.name}: calibration {w.calibration.digest}")
+    if (
+        any(w.written and w.path.suffix == ".safetensors" for w in written)
+        and read_served_models(folder).present
+    ):
         typer.echo(
             "prefix digests changed: re-pin models.json (python -m service models pin --prefix-dir "
             f"{folder} --description '...')"

@@ -3,7 +3,8 @@
 400 texts from each of six installed data sets (shared/DATA.md), questions, SMS, movie and product
 review sentences, news editorial sentences, tweets and news articles: 2,400 texts. Each is drawn
 (seed 0) from the part of its data set that is **not** its held-out test split (the same
-:func:`~service.method.data.holdout` every ``train`` and evaluation carves, 30 %, seed 1234). None of
+:func:`~service.method.data.holdout` every ``train`` and evaluation carves, 30 %, seed 1234), and is
+no text of that test split (a data set may repeat a text on both sides). None of
 the three target tasks' data sets (Brown genres, CrowdFlower tweets, SpamAssassin) is used, nor any
 reserved held-out set. The corpus is fixed, so every prefix's statistics are over the same text; its
 sha256 is recorded in each calibration.
@@ -12,6 +13,7 @@ sha256 is recorded in each calibration.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from service.engine.calibration import CalibrationCorpus
 from service.method.corpora import load_builtin
@@ -42,11 +44,13 @@ class Part:
 def _part(dataset: str, n: int, seed: int) -> Part:
     if dataset in TARGET_DATA:
         raise ValueError(f"{dataset} is a target task's data: never part of the calibration corpus")
-    pool, _test = holdout(load_builtin(dataset), TEST_FRACTION)
-    drawn = subsample(pool, n, seed)
+    pool, test = holdout(load_builtin(dataset), TEST_FRACTION)
+    held = set(test.texts)  # a text repeated in the data (SMS) may sit on both sides of the split
+    drawn = subsample(pool.take([i for i, t in enumerate(pool.texts) if t not in held]), n, seed)
     return Part(dataset, tuple(drawn.texts), dict(drawn.provenance))
 
 
+@lru_cache(maxsize=2)  # read once per process (train in a loop, tests)
 def default_corpus(seed: int = 0) -> CalibrationCorpus:
     """The calibration corpus (needs the data packages of pyproject.toml's ``data-packages``, installed
     with ``--no-deps``; shared/DATA.md)."""

@@ -104,6 +104,13 @@ def train_cmd(
     holdout: Annotated[
         float | None, _opt("Test fraction kept out first (source value measured on it); 0: none.")
     ] = None,
+    calibrate: Annotated[
+        bool,
+        typer.Option(
+            help="Calibrate the written file over the calibration corpus (the int8/uint8/binary/ubinary "
+            "statistics; python -m service calibrate does it later)."
+        ),
+    ] = True,
 ) -> None:
     """Train ONE prefix and write it as a native prefix file (by default the shipped prefixes' recipe:
     a shared-trunk prefix from layer 3; see --recipe and --like)."""
@@ -153,11 +160,29 @@ def train_cmd(
     if len(splits) == 1 and tests[0] is not None:
         result.metadata["source_value"] = source_value(result, splits[0].train, tests[0])
     write_native(out, result.key, result.value, result.metadata, result.learner.spec)
+    if calibrate:
+        _calibrate(out, settings)
     for step, (k, v) in sorted(result.checkpoints.items()):
         meta = result.metadata | {"checkpoint_step": step, "dev_metrics": "n/a (checkpoint)"}
         stem = out.name.removesuffix(".safetensors")
         write_native(checkpoint_dir / f"{stem}.step{step}.safetensors", k, v, meta, result.learner.spec)  # type: ignore[operator]
     typer.echo(json.dumps(_summary(out, result.metadata, result.checkpoints), indent=2))
+
+
+def _calibrate(out: Path, settings: Settings) -> None:
+    """The calibration hook every writer of a served prefix file calls (service/registry/calibration_files.py)."""
+    from service.backend import build_torch_encoder
+    from service.engine.calibration import pooling_id
+    from service.method.calibration_corpus import default_corpus
+    from service.registry.calibration_files import calibrate_prefix_file
+
+    cal = calibrate_prefix_file(
+        out,
+        build_torch_encoder(settings),
+        default_corpus(),
+        pooling=pooling_id(settings.pooling, settings.pooling_layers),
+    )
+    typer.echo(f"calibrated {out.name} over {cal.corpus['name']} ({cal.corpus['texts']} texts)", err=True)
 
 
 def _config_fields() -> set[str]:

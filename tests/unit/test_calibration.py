@@ -78,9 +78,17 @@ def test_calibrating_changes_the_digest_and_keeps_the_tensors_and_metadata(tmp_p
     assert after.calibration.digest == cal.digest
     assert np.array_equal(after.key.numpy(), before.key.numpy())
     assert after.metadata == before.metadata
-    again = calibrate_prefix_file(path, FakeEncoder(), CORPUS, pooling="mean")  # same corpus: same bytes
+    fake = FakeEncoder()
+    again = calibrate_prefix_file(path, fake, CORPUS, pooling="mean")  # current: left as it is
     assert again.digest == cal.digest
+    assert fake.calls == []
     assert PrefixRegistry(folder, FAKE_SPEC).load().bank.get("alpha").digest == after.digest
+    other = CalibrationCorpus("other", CORPUS.texts[:20])
+    (w,) = calibrate_files([path], fake, other, pooling="mean")  # another corpus: measured again
+    assert w.written
+    assert w.calibration.corpus["name"] == "other"
+    (w,) = calibrate_files([path], fake, other, pooling="mean", force=True)
+    assert w.written
 
 
 def _rewrite_record(path: Path, change) -> None:

@@ -32,6 +32,7 @@ TAKES = {
     "bench soak": {"model", "backend"},
     "bench ray": {"model", "prefix_dir"},
     "train": {"model"},
+    "calibrate": {"model", "prefix_dir", "device", "dtype", "pooling", "pooling_layers", "max_input_tokens"},
     "evaluate": {"model"},
     "similarity": {"model"},
     "models pin": {"model", "prefix_dir", "served_model_name"},
