@@ -38,7 +38,7 @@ def render_embed_document(
     names = [p.name for p in prefixes]
     columns: list[Any]  # per prefix (or one concat): B encoded vectors
     if encoding in QUANTIZED:
-        columns = _quantized_columns(vectors, encoding, calibrations, combine)
+        columns = quantized_codes(vectors, encoding, calibrations, combine)
     else:
         columns = _float_columns(vectors, encoding, combine, normalize)
     data: list[dict[str, Any]]
@@ -71,10 +71,12 @@ def _float_columns(vectors: np.ndarray, encoding: str, combine: str, normalize: 
     return [[encode_float(v, encoding) for v in vectors[:, p]] for p in range(vectors.shape[1])]
 
 
-def _quantized_columns(
+def quantized_codes(
     vectors: np.ndarray, encoding: str, calibrations: Sequence[Calibration | None], combine: str
 ) -> list[Any]:
-    """int8/uint8/binary/ubinary of each prefix's unit vectors (B rows per column), or one concat."""
+    """int8/uint8/binary/ubinary codes of ``vectors`` [B, P, dim] as a response carries them: per
+    prefix, the codes of its unit vectors [B, code length], or (``combine`` concat) one array of the
+    joined codes."""
     unit = l2_normalize(vectors)
     parts = [codes(unit[:, p], encoding, cal) for p, cal in enumerate(calibrations)]
     if combine == "concat":
