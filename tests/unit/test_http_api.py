@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.config import Settings
 from service.runtime import Runtime
-from service.wire.encodings import decode_base64_float, int8_quantize, l2_normalize, unpack_bits
+from service.wire.encodings import ENCODINGS, decode_base64_float, int8_quantize, l2_normalize, unpack_bits
 from tests.support.fake_encoder import FAKE_SPEC, FakeEncoder
 from tests.support.http import (
     SERVED,
@@ -295,3 +295,11 @@ def test_a_model_that_fails_to_load_keeps_ready_at_503_with_the_reason(tmp_path:
         assert_error(client.get("/ready"), 503, "not_ready", "model failed to load", "no config.json")
         assert_error(client.post("/embed", json={"inputs": "x"}), 503, "not_ready")
         assert client.get("/health").status_code == 200
+
+
+def test_the_schema_lists_every_encoding_and_openai_keeps_float_and_base64(served) -> None:
+    client, _, _ = served
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    assert schemas["EmbedRequest"]["properties"]["encoding"]["enum"] == list(ENCODINGS)
+    assert list(ENCODINGS) == ["float", "base64", "int8", "uint8", "binary", "ubinary"]
+    assert schemas["OpenAIEmbeddingRequest"]["properties"]["encoding_format"]["enum"] == ["float", "base64"]

@@ -41,7 +41,13 @@ def test_concat_normalizes_each_member_and_encodings_match_the_service() -> None
     ]
     assert np.array_equal(enc["int8"], np.concatenate(per_prefix, axis=1))
     cal = Calibration(
-        np.zeros(2, np.float32) + 0.5, np.full(2, -1, np.float32), np.ones(2, np.float32), "mean", "f", "v", 64
+        np.zeros(2, np.float32) + 0.5,
+        np.full(2, -1, np.float32),
+        np.ones(2, np.float32),
+        "mean",
+        "f",
+        "v",
+        64,
     )
     calibrated = encodings([x, y], [cal, None], which=("ubinary", "uint8"))
     assert np.array_equal(calibrated["ubinary"][:, :2], (full[:, :2] > 0.5).astype(np.float32))
