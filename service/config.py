@@ -107,8 +107,19 @@ class Settings(BaseSettings):
     prefix_settle_ms: int = Field(
         int(SETTLE_S * 1000),
         ge=0,
-        description="A prefix file without a content_sha256 is loaded only once unchanged this long "
-        "(a copy in progress is never served).",
+        description="A prefix without a content_sha256 (a PEFT folder; a native file when require_checksum "
+        "is off) is loaded only once two reads this far apart have the same content; 0 = at once.",
+    )
+    require_checksum: bool = Field(
+        True,
+        description="Refuse a native prefix file without a content_sha256 (our writers always record one: "
+        "train, PUT, native_bytes). Off: such a file loads after two equal reads prefix_settle_ms apart, "
+        "listed as verified: false (a writer pausing longer than that window can still be read torn).",
+    )
+    state_dir: Path | None = Field(
+        None,
+        description="Folder of the runtime state (state.json: disabled prefixes; .state.lock). None: the "
+        "prefix folder, so replicas sharing it share the state (prefixes/.gitignore keeps it out of git).",
     )
     default_prefixes: Literal["model", "enabled"] = Field(
         "model",
@@ -161,6 +172,18 @@ class Settings(BaseSettings):
         "replica (README, Vector cache).",
     )
 
+    client_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="A request's headers and body must arrive within this many seconds of its first byte "
+        "(of the connection, for the first request), else 408 and the connection is closed (slow clients).",
+    )
+    max_connections: int = Field(
+        4096,
+        ge=1,
+        description="Open client connections at most; a connection beyond it gets 503 at once and is closed.",
+    )
+
     # --- auth --------------------------------------------------------------------------------
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
@@ -198,6 +221,7 @@ class Settings(BaseSettings):
             max_prefix_len=self.max_prefix_len,
             max_file_bytes=self.max_prefix_file_bytes,
             settle_s=self.prefix_settle_ms / 1000,
+            require_checksum=self.require_checksum,
         )
 
     def model_path(self) -> Path:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 def shown(value: object, limit: int = 80) -> str:
     """``repr(value)`` for an error message, cut to ``limit`` characters: a message never echoes a
@@ -10,9 +12,15 @@ def shown(value: object, limit: int = 80) -> str:
     return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
-def shown_list(values: list[str], most: int = 10) -> str:
-    """At most ``most`` values, each :func:`shown`, and how many were left out."""
-    head = ", ".join(shown(v) for v in values[:most])
+# Most names one error message lists; the rest are counted ("(and 9990 more)"), so a request naming
+# 10,000 unknown prefixes, or a bank of 2,000, never makes a message of many kilobytes.
+MAX_LISTED = 10
+
+
+def shown_list(values: Sequence[str], most: int = MAX_LISTED, *, quoted: bool = True) -> str:
+    """At most ``most`` values, each :func:`shown` (or as is, ``quoted=False``), and how many were
+    left out."""
+    head = ", ".join(shown(v) if quoted else str(v)[:80] for v in values[:most])
     return head + (f" (and {len(values) - most} more)" if len(values) > most else "")
 
 
@@ -53,6 +61,12 @@ class PrefixNotFound(PrefixEmbedError):
     code = "prefix_not_found"
 
 
+class PrefixSetNotFound(PrefixEmbedError):
+    status_code = 404
+    type = "not_found_error"
+    code = "prefix_set_not_found"
+
+
 class PrefixDisabled(PrefixEmbedError):
     status_code = 409
     code = "prefix_disabled"
@@ -81,6 +95,13 @@ class InvalidPrefixFile(PrefixEmbedError):
 
     status_code = 422
     code = "invalid_prefix_file"
+
+
+class PrefixPending(InvalidPrefixFile):
+    """A prefix file that may still be being written (it changed while read, or is not settled yet):
+    the registry looks at it again when its settle window ends instead of rejecting it for good."""
+
+    code = "prefix_pending"
 
 
 class ModelLoadError(PrefixEmbedError):

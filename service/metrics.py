@@ -55,6 +55,18 @@ class Metrics:
             "(text, prefix) vectors held by the vector cache.",
             registry=r,
         )
+        # Counted by the HTTP protocol of `serve` (service/connections.py); they stay 0 under Ray.
+        self.open_connections = Gauge("prefix_embed_open_connections", "Open client connections.", registry=r)
+        self.connections_refused = Counter(
+            "prefix_embed_connections_refused",
+            "Connections refused with 503 at the max_connections cap.",
+            registry=r,
+        )
+        self.requests_timed_out = Counter(
+            "prefix_embed_requests_timed_out",
+            "Requests closed with 408: headers or body not received within client_timeout_s.",
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -14,6 +14,7 @@ import torch
 from service.batching import Batcher
 from service.batching.prometheus import register_batcher_metrics
 from service.config import Settings
+from service.digests import PrefixSets
 from service.engine.bank import PrefixBank
 from service.engine.encoder import Encoder
 from service.engine.prefix import LoadedPrefix
@@ -43,6 +44,7 @@ class Runtime:
     def __init__(self, settings: Settings, encoder: Encoder | None = None) -> None:
         self.settings = settings
         self.metrics = Metrics()
+        self.prefix_sets = PrefixSets()  # sets too long for a response header, for their lookup route
         self.encoder = encoder
         self.backend_reason = "an encoder given by the caller" if encoder is not None else "loading"
         self.registry: PrefixRegistry | None = None
@@ -84,7 +86,7 @@ class Runtime:
                 built, choice = await asyncio.to_thread(build_encoder_for, s)
                 self.encoder, self.backend_reason = built, choice.reason
             encoder = self.encoder
-            registry = PrefixRegistry(s.prefix_dir, encoder.spec, s.prefix_limits())
+            registry = PrefixRegistry(s.prefix_dir, encoder.spec, s.prefix_limits(), state_dir=s.state_dir)
             await asyncio.to_thread(registry.load)
             self.registry = registry
             if s.default_prefixes == "model" and not registry.snapshot.served.present:

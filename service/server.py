@@ -1,4 +1,5 @@
-"""The uvicorn server of ``python -m service serve``: graceful SIGTERM drain, redacted access log.
+"""The uvicorn server of ``python -m service serve``: graceful SIGTERM drain, redacted access log,
+slow clients bounded (service/connections.py).
 
 - SIGTERM stops accepting connections, lets in-flight requests finish (up to their deadline), runs
   the lifespan shutdown and then returns normally: a clean drain exits 0. (Stock uvicorn re-raises
@@ -18,6 +19,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from service.config import Settings
+from service.connections import protocol_options
 
 ACCESS_LOGGER = "uvicorn.access"
 REDACTED = "[redacted]"
@@ -61,7 +63,10 @@ class DrainingServer(uvicorn.Server):
 
 
 def build_server(app: FastAPI, settings: Settings) -> DrainingServer:
+    """uvicorn for ``app`` with the service's rules: graceful SIGTERM, redacted access log, and slow
+    clients bounded (a request deadline and a connection cap: service/connections.py)."""
     install_access_log_redaction()
+    runtime = getattr(app.state, "runtime", None)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -70,5 +75,6 @@ def build_server(app: FastAPI, settings: Settings) -> DrainingServer:
         # SIGTERM: stop accepting, let in-flight requests finish (up to their deadline), then stop.
         timeout_graceful_shutdown=int(settings.request_timeout_s) + 1,
         log_config=None,  # keep the logging configured by the caller
+        **protocol_options(settings, runtime.metrics if runtime is not None else None),
     )
     return DrainingServer(config)

@@ -10,7 +10,8 @@ from service.api.deps import RuntimeDep, ServingDep
 from service.api.disconnect import cancel_on_disconnect
 from service.api.rendering import json_response
 from service.api.responses import EMBED_ERRORS
-from service.api.schemas import EmbedRequest, check_prefix_list, digests_header, texts_of
+from service.api.schemas import EmbedRequest, check_prefix_list, texts_of
+from service.digests import digests_header
 from service.wire.document import render_embed_document
 
 router = APIRouter(tags=["embeddings"], dependencies=[Depends(require_api_key)], responses=EMBED_ERRORS)
@@ -38,5 +39,5 @@ async def embed(body: EmbedRequest, request: Request, serving: ServingDep, runti
         ),
         numbers=out.vectors.size,
     )
-    response.headers.update(digests_header(out.prefixes))
+    response.headers.update(digests_header(out.prefixes, runtime.prefix_sets))
     return response

@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.errors import PrefixEmbedError, shown
+from service.errors import MAX_LISTED, PrefixEmbedError, shown
 
 log = logging.getLogger(__name__)
 
@@ -22,9 +22,16 @@ _HTTP_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_f
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 
 
+# Longest error message sent. Lists in messages are already cut to MAX_LISTED names (service.errors);
+# this is the last guard, so that no input can make an error body of many kilobytes.
+MAX_MESSAGE_CHARS = 2000
+
+
 def error_response(
     status: int, message: str, type_: str, code: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = f"{message[: MAX_MESSAGE_CHARS - 40]}... (message cut at {MAX_MESSAGE_CHARS} characters)"
     body = {"error": {"message": message, "type": type_, "code": code}}
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -69,7 +76,10 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         text = _describe(e)
         if text not in seen:
             seen.append(text)
-    return error_response(422, "; ".join(seen), "invalid_request_error", "validation_error")
+    more = f" (and {len(seen) - MAX_LISTED} more)" if len(seen) > MAX_LISTED else ""
+    return error_response(
+        422, "; ".join(seen[:MAX_LISTED]) + more, "invalid_request_error", "validation_error"
+    )
 
 
 def _path(request: Request, limit: int = 200) -> str:

@@ -16,9 +16,10 @@ from service.api.auth import require_api_key
 from service.api.deps import RuntimeDep, ServingDep
 from service.api.disconnect import cancel_on_disconnect
 from service.api.rendering import json_response
-from service.api.responses import EMBED_ERRORS, READ_ERRORS
-from service.api.schemas import OpenAIEmbeddingRequest, digests_header, texts_of
-from service.errors import InvalidInput, PrefixEmbedError
+from service.api.responses import EMBED_ERRORS, READ_ERRORS, error_responses
+from service.api.schemas import OpenAIEmbeddingRequest, texts_of
+from service.digests import digests_header, set_digest
+from service.errors import InvalidInput, PrefixEmbedError, PrefixSetNotFound, shown
 from service.wire.document import render_embed_document
 
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_api_key)])
@@ -33,7 +34,9 @@ async def create_embeddings(
     selection = pipeline.select_model(pipeline.snapshot(), body.model)
     dim = pipeline.dim * len(selection.slots)
     if body.dimensions is not None and body.dimensions != dim:
-        raise InvalidInput(f"dimensions={body.dimensions} is not available: model {body.model!r} has {dim}")
+        raise InvalidInput(
+            f"dimensions={body.dimensions} is not available: model {shown(body.model)} has {dim}"
+        )
     out = await cancel_on_disconnect(request, pipeline.embed(texts, selection, route="/v1/embeddings"))
 
     def build() -> dict[str, Any]:
@@ -53,7 +56,9 @@ async def create_embeddings(
         return {"object": "list", "data": data, "model": body.model, "usage": doc["usage"]}
 
     response = await json_response(build, numbers=out.vectors.size)
-    response.headers.update(digests_header(out.prefixes))  # which prefix versions made these vectors
+    response.headers.update(
+        digests_header(out.prefixes, runtime.prefix_sets)
+    )  # which prefix versions made them
     return response
 
 
@@ -87,3 +92,33 @@ async def list_models(serving: ServingDep, runtime: RuntimeDep) -> dict[str, Any
             )
         entries.append(entry)
     return {"object": "list", "data": entries}
+
+
+@router.get("/prefix-sets/{digest}", responses=error_responses(401, 404, 503))
+async def prefix_set(digest: str, serving: ServingDep, runtime: RuntimeDep) -> dict[str, Any]:
+    """The prefixes and digests behind an ``x-prefix-set-digest`` whose list was too long for the
+    ``x-prefix-digests`` header: a set this process served recently, or a served model's current set."""
+    pairs = runtime.prefix_sets.get(digest)
+    if pairs is None:
+        pipeline = serving.pipeline
+        snap = pipeline.snapshot()
+        for model in [*snap.served.models, pipeline.served_name]:
+            try:
+                selection = pipeline.select_model(snap, model)
+            except PrefixEmbedError:
+                continue  # unavailable now: it has no current set
+            current = tuple((p.name, p.digest) for p in selection.prefixes)
+            if set_digest(current) == digest:
+                pairs = current
+                break
+    if pairs is None:
+        raise PrefixSetNotFound(
+            f"unknown prefix set {shown(digest)}: not a set this server answered with recently, nor a "
+            "served model's current set; /embed lists every digest in its body"
+        )
+    return {
+        "object": "prefix_set",
+        "id": digest,
+        "count": len(pairs),
+        "prefixes": [{"name": name, "digest": d} for name, d in pairs],
+    }

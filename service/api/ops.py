@@ -93,6 +93,11 @@ async def info(runtime: RuntimeDep) -> dict[str, Any]:
             "rejected": len(snap.rejected) if snap else 0,
             "bank_version": snap.bank.version if snap else None,
         },
+        # the state file (disabled prefixes): where, and why it is not in force (null: it is)
+        "state": {
+            "file": str(runtime.registry.state.path) if runtime.registry else None,
+            "error": snap.state_error if snap else None,
+        },
         "limits": {
             "max_client_batch": s.max_client_batch,
             "max_input_tokens": enc.max_input_tokens if enc else s.max_input_tokens,
@@ -103,6 +108,9 @@ async def info(runtime: RuntimeDep) -> dict[str, Any]:
             "max_prefix_len": s.max_prefix_len,
             "max_queue_requests": s.max_queue_requests,
             "request_timeout_s": s.request_timeout_s,
+            "client_timeout_s": s.client_timeout_s,
+            "max_connections": s.max_connections,
+            "require_checksum": s.require_checksum,
         },
         "auth": {"api_keys": bool(s.api_keys), "admin_key": s.admin_key is not None},
         # running totals of the batcher (forward calls, rows, tokens, failures, drops by reason)

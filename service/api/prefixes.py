@@ -1,4 +1,5 @@
-"""``/prefixes``: list the prefix folder, enable/disable prefixes (JSON merge patch), upload a prefix.
+"""``/prefixes``: list the prefix folder, enable/disable prefixes (JSON merge patch), upload or delete
+a prefix.
 
 Changes are written to the folder (state file, prefix files) atomically, so they survive restarts
 and reach every replica sharing the folder through its watcher.
@@ -20,6 +21,7 @@ from service.api.responses import ADMIN_ERRORS, READ_ERRORS, error_responses
 from service.engine.calibration import applicable
 from service.engine.prefix import BASE_NAME, LoadedPrefix
 from service.errors import InvalidInput
+from service.registry.native import is_verified
 from service.registry.registry import Snapshot
 from service.registry.similarity import similarity_document
 
@@ -46,6 +48,9 @@ def prefix_doc(prefix: LoadedPrefix, snap: Snapshot, pooling: str) -> dict[str, 
         "loaded_at": _iso(prefix.loaded_at),
         # True while the file is rejected and the previous good version keeps serving.
         "stale": prefix.name in snap.stale,
+        # False: no content_sha256 proved it whole (a PEFT folder; a native file with require_checksum off)
+        "verified": prefix.builtin or is_verified(prefix),
+        "disabled_reason": snap.disabled_reason(prefix.name),
         # the quantized encodings use its calibration (else the "uncalibrated" fallback)
         "calibrated": applicable(prefix, pooling) is not None,
         "calibration": prefix.calibration.summary() if prefix.calibration is not None else None,
@@ -70,6 +75,8 @@ def listing(snap: Snapshot, pooling: str) -> dict[str, Any]:
     return {
         "prefixes": [prefix_doc(p, snap, pooling) for p in snap.bank.prefixes],
         "rejected": [{"source": r.source, "reason": r.reason} for r in snap.rejected],
+        # names the state file disables that have no file now: they come back disabled if it returns
+        "disabled_without_file": sorted(snap.disabled - set(snap.bank.names)),
         "bank_version": snap.bank.version,
         "version": snap.version,
         "updated_at": _iso(snap.loaded_at),
@@ -144,3 +151,19 @@ async def put_prefix(name: str, request: Request, serving: ServingDep) -> JSONRe
     return JSONResponse(
         prefix_doc(result.prefix, snap, serving.pipeline.pooling), status_code=201 if result.created else 200
     )
+
+
+@router.delete("/{name}", dependencies=[Depends(require_admin)], responses=ADMIN_ERRORS)
+async def delete_prefix(name: str, serving: ServingDep) -> dict[str, Any]:
+    """Remove prefix ``name``'s file (or PEFT folder) from the folder, atomically, and stop serving it.
+    The name leaves the state's disabled list (a later upload of it starts enabled). Unknown -> 404."""
+    if name == BASE_NAME:
+        raise InvalidInput(f"{BUILT_IN} and cannot be deleted")
+    result = await asyncio.to_thread(serving.registry.delete_prefix, name)
+    return {
+        "deleted": result.name,
+        "digest": result.digest,
+        "removed": list(result.removed),
+        "was_enabled": result.was_enabled,
+        "bank_version": serving.registry.snapshot.bank.version,
+    }

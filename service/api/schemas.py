@@ -7,14 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
-from service.engine.prefix import LoadedPrefix
 from service.errors import InvalidInput, TooManyInputs, shown_list
 from service.wire import Combine, Encoding
-
-# Response header naming the prefixes and digests a response was computed with:
-# `x-prefix-digests: name=digest,name=digest` in the order of the vectors (clients that do not
-# know it, such as OpenAI's, ignore it; /embed also has them in its body under "prefixes").
-DIGESTS_HEADER = "x-prefix-digests"
 
 # Most prefix names one request may list. Far above any real bank (each name is one row per text),
 # and it keeps a hostile list from costing more than a bounded, linear check.
@@ -127,10 +121,6 @@ def texts_of(inputs: str | list[str], max_inputs: int, field: str = "inputs") ->
         )
         raise InvalidInput(f"{which}; every input needs some text")
     return texts
-
-
-def digests_header(prefixes: Sequence[LoadedPrefix]) -> dict[str, str]:
-    return {DIGESTS_HEADER: ",".join(f"{p.name}={p.digest}" for p in prefixes)}
 
 
 def check_prefix_list(prefixes: Sequence[str] | None) -> list[str] | None:

@@ -92,7 +92,7 @@ class PrefixBank:
         lookup = {p.name: i for i, p in enumerate(self.prefixes)}
         unknown = [n for n in names if n not in lookup]
         if unknown:
-            known = ", ".join(lookup) or "none"
+            known = shown_list(list(lookup), quoted=False) or "none"
             raise PrefixNotFound(f"unknown prefix(es) {shown_list(unknown)}; known prefixes: {known}")
         return [lookup[n] for n in names]
 

@@ -17,7 +17,8 @@ def heatmap(names: Sequence[str], sims: np.ndarray, path: Path, title: str = "pr
 
     n = len(names)
     fig, ax = plt.subplots(figsize=(1.0 + 0.7 * n, 0.6 + 0.6 * n))
-    lim = max(1e-6, float(np.abs(sims - np.eye(n)).max())) if n > 1 else 1.0
+    off = np.abs(sims - np.eye(n))  # NaN: a pair that cannot be compared (left blank)
+    lim = max(1e-6, float(np.nanmax(off))) if n > 1 and np.isfinite(off).any() else 1.0
     im = ax.imshow(sims, cmap="RdBu_r", vmin=-lim, vmax=lim)
     ax.set_xticks(range(n), names, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(n), names, fontsize=8)

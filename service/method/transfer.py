@@ -17,7 +17,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from service.engine.prefix import LoadedPrefix
-from service.registry.similarity import task_embedding
+from service.registry.similarity import similarity
 
 
 def task_of(prefix: LoadedPrefix) -> str:
@@ -42,6 +42,12 @@ def _rho(x: Sequence[float], y: Sequence[float]) -> float | None:
     return float(spearmanr(x, y).statistic)
 
 
+def _similarity(source: LoadedPrefix, target: LoadedPrefix, measure: str) -> float:
+    """The pair's similarity (over the layers both act in); NaN when it cannot be compared."""
+    value = similarity(source, target, measure)
+    return float("nan") if value is None else value
+
+
 def transfer_report(
     evaluation: dict[str, Any],
     variants: Mapping[str, tuple[Sequence[LoadedPrefix], Sequence[LoadedPrefix]]],
@@ -59,8 +65,7 @@ def transfer_report(
             by_task = {task_of(p): p for p in sources}
             if tp is None or not all(s in by_task for s in src_names):
                 continue
-            t_emb = task_embedding(tp, measure)
-            sims = {s: float(task_embedding(by_task[s], measure) @ t_emb) for s in src_names}
+            sims = {s: _similarity(by_task[s], tp, measure) for s in src_names}
             entry["variants"][label] = {
                 "similarity": sims,
                 "ranking": sorted(src_names, key=lambda s: -sims[s]),

@@ -12,8 +12,11 @@ Why each bound (see also prefixes/README.md, "Limits"):
 - ``max_header_bytes`` / ``max_metadata_depth``: metadata is parsed in full, so its size and JSON
   nesting are capped (a 100k-deep array would exhaust Python's recursion).
 - ``max_config_bytes``: ``adapter_config.json`` is small (a few hundred bytes) and read whole.
-- ``settle_s``: a file is loaded only once unchanged for this long (or proven whole by its
-  ``content_sha256``): a copy in progress is never served.
+- ``require_checksum``: a native file must carry ``content_sha256`` (our writers always record it):
+  only a checksum proves a file whole. A writer that pauses longer than any settle window fools every
+  timing rule (issue 23: a 0.8 s pause passed the 500 ms rule and torn vectors were served).
+- ``settle_s``: a file without a checksum (a PEFT folder, or a native file when ``require_checksum``
+  is off) is loaded only once two reads this far apart have the same content (0: on the first read).
 """
 
 from __future__ import annotations
@@ -34,4 +37,5 @@ class PrefixLimits:
     max_header_bytes: int = 1024 * 1024  # the safetensors JSON header, metadata included
     max_metadata_depth: int = 32  # JSON nesting of one metadata value
     max_abs_value: float = MAX_ABS_VALUE  # every key/value/prompt entry: finite and |x| <= this
-    settle_s: float = SETTLE_S  # unchanged this long before an unverified file is loaded
+    settle_s: float = SETTLE_S  # two equal reads this far apart before an unverified file is loaded
+    require_checksum: bool = True  # a native file without content_sha256 is refused

@@ -10,7 +10,7 @@ from service.engine.backbone import BackboneSpec
 from service.engine.prefix import LoadedPrefix
 from service.errors import InvalidPrefixFile
 from service.registry.limits import PrefixLimits
-from service.registry.names import PEFT_CONFIG, PEFT_WEIGHTS, PICKLE_SUFFIXES, prefix_name
+from service.registry.names import PEFT_CONFIG, PEFT_WEIGHTS, PICKLE_SUFFIXES, check_name, prefix_name
 from service.registry.native import parse_native
 from service.registry.peft import parse_peft
 from service.registry.reading import check_inside, file_kind, read_limited
@@ -43,6 +43,7 @@ def load_prefix(
         raise InvalidPrefixFile(
             f"{source}: not a prefix (expected NAME.safetensors or a PEFT adapter folder)"
         )
+    check_name(name, source)  # before the format checks: an empty `base/` is a reserved name first
     if stat.S_ISDIR(mode):
         cfg, weights = path / PEFT_CONFIG, path / PEFT_WEIGHTS
         if not cfg.is_file() or not weights.is_file():

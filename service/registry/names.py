@@ -7,7 +7,7 @@ import stat
 from pathlib import Path
 
 from service.engine.prefix import BASE_NAME
-from service.errors import InvalidPrefixFile
+from service.errors import InvalidPrefixFile, shown
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 NATIVE_SUFFIX = ".safetensors"
@@ -15,6 +15,9 @@ PEFT_CONFIG = "adapter_config.json"
 PEFT_WEIGHTS = "adapter_model.safetensors"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 STATE_FILE = "state.json"
+# Held (flock) while a change reads, changes and writes the state file: replicas sharing the folder
+# must not lose each other's changes. A dot file: ignored by the folder scan and the watcher.
+STATE_LOCK = ".state.lock"
 # Not prefixes and not errors: documentation, the state file, temp files of atomic writes.
 IGNORED_SUFFIXES = (".md", ".txt", ".tmp", ".json", ".lock")
 
@@ -32,7 +35,9 @@ def check_name(name: str, source: str) -> None:
     if name == BASE_NAME:
         raise InvalidPrefixFile(f"{source}: {BASE_NAME} is a reserved built-in name")
     if not NAME_RE.fullmatch(name):
-        raise InvalidPrefixFile(f"{source}: bad prefix name {name!r}: must match [a-z0-9][a-z0-9_.-]{{0,63}}")
+        raise InvalidPrefixFile(
+            f"{source}: bad prefix name {shown(name)}: must match [a-z0-9][a-z0-9_.-]{{0,63}}"
+        )
 
 
 def is_candidate(path: Path) -> bool:

@@ -27,6 +27,12 @@ def content_sha256(key_bytes: bytes, value_bytes: bytes) -> str:
     return hashlib.sha256(key_bytes + value_bytes).hexdigest()
 
 
+def is_verified(prefix: LoadedPrefix) -> bool:
+    """Whether the prefix's content was proven whole: a native file whose ``content_sha256`` matched
+    (parse_native refuses one that does not). PEFT folders carry no checksum."""
+    return prefix.kind == "native" and "content_sha256" in prefix.metadata
+
+
 def _first_layer(meta: dict[str, str], spec: BackboneSpec, source: str) -> int:
     raw = meta.get("first_layer", "0")
     if not _INT_RE.fullmatch(raw):

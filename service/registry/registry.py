@@ -1,50 +1,51 @@
 """The prefix registry: owns the prefix folder and publishes immutable snapshots of it.
 
-Every change (initial scan, watcher event, PATCH, PUT) builds a new :class:`Snapshot` off the event
-loop and publishes it with one reference assignment, so a request that took a snapshot keeps a
+Every change (initial scan, watcher event, PATCH, PUT, DELETE) builds a new :class:`Snapshot` off the
+event loop and publishes it with one reference assignment, so a request that took a snapshot keeps a
 consistent bank, enabled set and digests to its end. A prefix whose file turns bad (a torn copy, a
 corrupt upload) keeps serving its previous good version; the bad file is listed in ``rejected``.
+
+The state file (which prefixes are disabled) is never taken for more than it says: when it is broken
+the registry keeps the last good state it read, and at a cold start (no good state read yet) it
+disables every prefix until the file is fixed or a PATCH rewrites it. Starting with everything
+disabled rather than refusing ``/ready`` keeps the admin routes up, so a PATCH can repair it; and a
+prefix an operator disabled (say, for its data's licence) is never served because a file broke.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
-import stat
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from service.engine.backbone import BackboneSpec
 from service.engine.bank import PrefixBank
 from service.engine.prefix import BASE_NAME, LoadedPrefix, base_prefix
 from service.errors import (
-    InvalidInput,
     InvalidPrefixFile,
     PrefixConflict,
     PrefixNotFound,
     PrefixStoreUnwritable,
+    shown,
+    shown_list,
 )
 from service.registry.calibration import base_file_name, read_base_calibration
+from service.registry.entries import Entry, load_entry
 from service.registry.limits import PrefixLimits
-from service.registry.loader import Rejected, load_prefix
-from service.registry.names import NATIVE_SUFFIX, PEFT_CONFIG, PEFT_WEIGHTS, STATE_FILE, is_candidate
+from service.registry.loader import Rejected
+from service.registry.names import NATIVE_SUFFIX, STATE_FILE, is_candidate, prefix_name
 from service.registry.native import parse_native
-from service.registry.reading import check_inside
+from service.registry.patch import parse_patch
 from service.registry.served import MODELS_FILE, NONE, ServedModels, read_served_models
-from service.registry.state import read_disabled, read_state, write_disabled
-from service.registry.writer import atomic_write, remove_orphans
+from service.registry.state import StateStore
+from service.registry.writer import atomic_write, remove_entry, remove_orphans, with_checksum
 
 log = logging.getLogger(__name__)
-
-# Held (flock) while a PATCH reads, changes and writes the state file: replicas sharing the folder
-# must not lose each other's changes. A dot file: ignored by the folder scan and the watcher.
-STATE_LOCK = ".state.lock"
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,27 +59,37 @@ class Snapshot:
     loaded_at: float
     version: int  # publish counter of this process, +1 on every change
     served: ServedModels = NONE  # the named prefix sets of models.json
+    disabled: frozenset[str] = frozenset()  # the names the state disables (with or without a file)
+    state_error: str | None = None  # why the state file is not in force (None: it is, or it is absent)
+    state_read: bool = True  # a good state was read since start (False: everything is disabled)
 
     def enabled_names(self) -> list[str]:
         return [n for n in self.bank.names if n in self.enabled]
 
-
-@dataclass
-class _Entry:
-    """What the registry knows about one folder entry (a file or a PEFT folder)."""
-
-    signature: tuple[Any, ...]
-    prefix: LoadedPrefix | None = None  # the entry's current content, when valid
-    error: str | None = None
-    last_good: LoadedPrefix | None = None  # served while the entry is bad
-    first_seen: float = 0.0  # monotonic time this signature was first seen
-    settle_at: float | None = None  # not settled yet: look again at this monotonic time
+    def disabled_reason(self, name: str) -> str | None:
+        """Why a loaded prefix is disabled (None when it is enabled)."""
+        if name in self.enabled or name not in self.bank.names:
+            return None
+        if not self.state_read:
+            return "the state file is broken and no good state was read since start, so every prefix starts disabled"
+        return (
+            "listed as disabled in the state file (by a PATCH, or by hand; a name stays listed when its file is "
+            f'removed by hand and comes back); enable it with PATCH /prefixes/{name} {{"enabled": true}}'
+        )
 
 
 @dataclass(frozen=True)
 class PutResult:
     prefix: LoadedPrefix
     created: bool
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    name: str
+    digest: str | None  # of the version that was serving (None: the entry never loaded)
+    removed: tuple[str, ...]  # the folder entries removed
+    was_enabled: bool
 
 
 @dataclass
@@ -88,51 +99,29 @@ class _Scan:
     stale: set[str] = field(default_factory=set)
 
 
-def _stat_sig(name: str, st: os.stat_result) -> tuple[Any, ...]:
-    return (name, st.st_mode, st.st_mtime_ns, st.st_size, st.st_ino)
-
-
-def _signature(path: Path, root: Path) -> tuple[Any, ...]:
-    """Changes whenever an entry's content may have changed (atomic replace gives a new inode).
-
-    Built from ``lstat`` first: a symlink leaving the folder is never followed, and a PEFT folder
-    contributes only its own two files (nothing below it is listed or watched).
-    """
-    lst = path.lstat()
-    sig: list[Any] = [_stat_sig(path.name, lst)]
-    if stat.S_ISLNK(lst.st_mode):
-        try:
-            check_inside(path, root, path.name)
-        except InvalidPrefixFile:
-            return (*sig, ("outside", str(path.resolve())))
-        st = path.stat()
-        sig.append(_stat_sig("->", st))
-    else:
-        st = lst
-    if stat.S_ISDIR(st.st_mode):
-        for name in (PEFT_CONFIG, PEFT_WEIGHTS):
-            try:
-                sig.append(_stat_sig(name, (path / name).stat()))
-            except OSError:
-                sig.append((name, None))
-    return tuple(sig)
-
-
-def _newest_mtime(sig: tuple[Any, ...]) -> float:
-    return (
-        max((s[2] for s in sig if isinstance(s, tuple) and len(s) == 5 and s[2] is not None), default=0) / 1e9
-    )
-
-
 class PrefixRegistry:
-    """The prefix folder of one backbone. Thread-safe; every method may block (call off the loop)."""
+    """The prefix folder of one backbone. Thread-safe; every method may block (call off the loop).
 
-    def __init__(self, folder: Path, spec: BackboneSpec, limits: PrefixLimits | None = None) -> None:
+    ``state_dir``: where ``state.json`` and its lock live (default: the prefix folder). ``clock``: a
+    monotonic clock for settle windows (tests pass their own)."""
+
+    def __init__(
+        self,
+        folder: Path,
+        spec: BackboneSpec,
+        limits: PrefixLimits | None = None,
+        *,
+        state_dir: Path | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.folder = Path(folder)
         self.spec = spec
         self.limits = limits or PrefixLimits()
+        self.state = StateStore(Path(state_dir) if state_dir is not None else self.folder)
+        self._clock = clock
         self._lock = threading.RLock()
-        self._entries: dict[str, _Entry] = {}
+        self._entries: dict[str, Entry] = {}
+        self._disabled: frozenset[str] | None = None  # the last good state read (None: none yet)
         self._shape = (spec.num_layers, spec.num_heads, spec.head_dim)
         self._base = base_prefix(spec)  # the built-in member of every bank (no file)
         self._snapshot = Snapshot(
@@ -153,6 +142,9 @@ class PrefixRegistry:
         with self._lock:
             self.folder.mkdir(parents=True, exist_ok=True)
             remove_orphans(self.folder)
+            if self.state.folder != self.folder:
+                self.state.folder.mkdir(parents=True, exist_ok=True)
+                remove_orphans(self.state.folder)
             return self.scan()
 
     def scan(self) -> Snapshot:
@@ -160,9 +152,12 @@ class PrefixRegistry:
         (``embed``, ``bench``, ``method``) and start-up."""
         with self._lock:
             self._rescan()
-            deadline = time.monotonic() + 2 * self.limits.settle_s + 0.5
-            while (due := self.pending_deadline()) is not None and due < deadline:
-                time.sleep(max(0.0, due - time.monotonic()) + 0.01)
+            deadline = time.monotonic() + 2 * self.limits.settle_s + 0.5  # real time, whatever the clock
+            while (due := self.pending_deadline()) is not None:
+                wait = max(0.0, due - self._clock()) + 0.01
+                if time.monotonic() + wait > deadline:
+                    break
+                time.sleep(wait)
                 self._rescan()
             return self._publish(self._collect())
 
@@ -179,70 +174,22 @@ class PrefixRegistry:
 
     def _rescan(self) -> None:
         seen: set[str] = set()
+        now = self._clock()
         for path in sorted(self.folder.iterdir()) if self.folder.is_dir() else []:
             if not is_candidate(path):
                 continue
             seen.add(path.name)
-            self._update_entry(path)
+            old = self._entries.get(path.name)
+            self._entries[path.name] = load_entry(path, old, self.spec, self.limits, self.folder, now)
         for gone in self._entries.keys() - seen:
             log.info("prefix entry %s removed", gone)
             del self._entries[gone]
-
-    def _update_entry(self, path: Path, *, trusted: bool = False) -> None:
-        """(Re)load one entry if it changed. Every error becomes this entry's rejection: scanning never
-        stops. ``trusted``: we wrote the file ourselves a moment ago (PUT), so it is whole."""
-        old = self._entries.get(path.name)
-        last_good = old.last_good if old else None
-        now = time.monotonic()
-        try:
-            sig = _signature(path, self.folder)
-        except OSError as exc:  # vanished or unreadable between listing and reading
-            reason = f"{path.name}: cannot read: {exc.strerror or exc}"
-            self._entries[path.name] = _Entry(
-                ("unreadable",), error=reason, last_good=last_good, first_seen=now
-            )
-            return
-        if old is not None and old.signature == sig and (old.settle_at is None or old.settle_at > now):
-            return
-        first_seen = old.first_seen if old is not None and old.signature == sig else now
-        settle = self.limits.settle_s
-        # Unchanged long enough: by its mtime (a local clock), or since we first saw this signature
-        # (immune to a network filesystem's clock skew).
-        age = max(time.time() - _newest_mtime(sig), now - first_seen)
-        settle_at = None if trusted or age >= settle else first_seen + settle
-        try:
-            prefix = load_prefix(path, self.spec, self.limits, root=self.folder)
-        except Exception as exc:  # noqa: BLE001 - any failure is this entry's rejection, never the scan's
-            if isinstance(exc, InvalidPrefixFile):
-                reason = exc.message
-            elif isinstance(exc, OSError):
-                reason = f"{path.name}: cannot read: {exc.strerror or exc}"
-            else:
-                reason = f"{path.name}: cannot load: {type(exc).__name__}: {str(exc)[:200]}"
-            if "pending:" in reason and settle_at is None:
-                settle_at = now + settle
-            log.warning("rejected prefix file: %s", reason)
-            self._entries[path.name] = _Entry(sig, None, reason, last_good, first_seen, settle_at)
-            return
-        if settle_at is not None and "content_sha256" not in prefix.metadata:
-            # Not proven whole by a checksum and changed a moment ago: maybe a copy in progress.
-            reason = (
-                f"{path.name}: pending: modified {max(age, 0.0):.1f} s ago; loaded once unchanged for "
-                f"{settle:g} s (or proven whole by its content_sha256)"
-            )
-            self._entries[path.name] = _Entry(sig, None, reason, last_good, first_seen, settle_at)
-            return
-        if last_good is not None and last_good.digest == prefix.digest:
-            prefix = last_good  # same content (touched, or re-written identically): keep loaded_at
-        else:
-            log.info("loaded prefix %s (%s) from %s", prefix.name, prefix.digest[:12], path.name)
-        self._entries[path.name] = _Entry(sig, prefix, last_good=prefix, first_seen=first_seen)
 
     def _collect(self) -> _Scan:
         scan = _Scan()
         for source in sorted(self._entries):
             entry = self._entries[source]
-            serving = entry.prefix or entry.last_good
+            serving = entry.serving
             if entry.error is not None:
                 scan.rejected.append(Rejected(source, entry.error))
             if serving is None:
@@ -258,40 +205,71 @@ class PrefixRegistry:
                 scan.stale.add(serving.name)
         return scan
 
+    def _state_in_force(self, scan: _Scan) -> tuple[frozenset[str], str | None]:
+        """The disabled names to apply now, and why the state file is not in force (None: it is)."""
+        read = self.state.read()
+        if read.disabled is not None:
+            self._disabled = read.disabled
+            return read.disabled, None
+        if self._disabled is not None:
+            kept = f"keeping the last good state ({len(self._disabled)} disabled)"
+            reason = f"{read.error}; {kept} until the file is fixed or a PATCH rewrites it"
+            return self._disabled, reason
+        reason = (
+            f"{read.error}; no good state was read since start, so every prefix is disabled until the "
+            "file is fixed or a PATCH rewrites it"
+        )
+        return frozenset(scan.prefixes), reason
+
     def _publish(self, scan: _Scan, disabled: frozenset[str] | None = None) -> Snapshot:
         old = self._snapshot
+        state_error = None
         if disabled is None:
-            disabled, state_error = read_state(self.folder)
+            disabled, state_error = self._state_in_force(scan)
             if state_error is not None:
                 scan.rejected.append(Rejected(STATE_FILE, state_error))
+                if state_error != old.state_error:
+                    log.error("state file %s not in force: %s", self.state.path, state_error)
         served = self._read_served(scan)
         base = self._calibrated_base(scan)
         members = {p.name: p.digest for p in scan.prefixes.values()}
-        if {p.name: p.digest for p in old.bank.prefixes if not p.builtin} == members and old.bank.prefixes[
-            0
-        ] is base:
+        same_files = {p.name: p.digest for p in old.bank.prefixes if not p.builtin} == members
+        if same_files and old.bank.prefixes[0] is base:
             bank = old.bank  # unchanged: keep the bank object, so encoders keep their device copy
         else:
             bank = PrefixBank.build(scan.prefixes.values(), self._shape, base=base)
         enabled = frozenset(bank.names) - (disabled - {BASE_NAME})  # base cannot be disabled
         rejected, stale = tuple(scan.rejected), frozenset(scan.stale)
+        state_read = self._disabled is not None or state_error is None
         if (
             bank is old.bank
-            and enabled == old.enabled
-            and rejected == old.rejected
-            and stale == old.stale
-            and served == old.served
+            and (enabled, rejected, stale, disabled) == (old.enabled, old.rejected, old.stale, old.disabled)
+            and (served, state_error, state_read) == (old.served, old.state_error, old.state_read)
         ):
             return old
-        self._snapshot = Snapshot(bank, enabled, rejected, stale, time.time(), old.version + 1, served)
+        snap = Snapshot(
+            bank,
+            enabled,
+            rejected,
+            stale,
+            time.time(),
+            old.version + 1,
+            served,
+            disabled,
+            state_error,
+            state_read,
+        )
+        for name in sorted((set(bank.names) - enabled) - (set(old.bank.names) - old.enabled)):
+            log.info("prefix %s is disabled: %s", name, snap.disabled_reason(name))
+        self._snapshot = snap
         log.info(
             "published prefixes v%d: %d loaded, %d enabled, %d rejected",
-            self._snapshot.version,
+            snap.version,
             len(bank),
             len(enabled),
             len(rejected),
         )
-        return self._snapshot
+        return snap
 
     def _calibrated_base(self, scan: _Scan) -> LoadedPrefix:
         """``base`` with the folder's base calibration file as of now (a new object only when it
@@ -330,78 +308,86 @@ class PrefixRegistry:
                 f"cannot {what}: prefix folder {self.folder} is not writable ({reason}); nothing was changed"
             ) from exc
 
-    @contextmanager
-    def _state_lock(self) -> Iterator[None]:
-        with self._lock, (self.folder / STATE_LOCK).open("a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+    def _current_disabled(self, scan: _Scan) -> set[str]:
+        """The state a change starts from: the file when it is good (another replica may have changed it
+        a moment ago), else what is in force (the last good state, or everything at a cold start)."""
+        read = self.state.read()
+        if read.disabled is not None:
+            return set(read.disabled)
+        return set(self._disabled if self._disabled is not None else scan.prefixes)
 
     def apply_patch(self, patch: object) -> Snapshot:
         """Apply a JSON merge patch ``{name: {"enabled": bool}}``: all of it or nothing, persisted."""
-        changes = _parse_patch(patch)
-        with self._writable("persist the prefix state"), self._state_lock():
+        changes = parse_patch(patch)
+        # The state lock first: waiting for another replica never holds up loading in this one.
+        with self.state.locked(), self._lock, self._writable("persist the prefix state"):
             self._rescan()  # a prefix dropped in a moment ago is known, even before the watcher fires
             scan = self._collect()
             known = sorted(scan.prefixes)
             unknown = [n for n in changes if n not in known]
             if unknown:
                 raise PrefixNotFound(
-                    f"unknown prefix(es) {', '.join(map(repr, unknown))}; "
-                    f"known prefixes: {', '.join(known) or 'none'}"
+                    f"unknown prefix(es) {shown_list(unknown)}; "
+                    f"known prefixes: {shown_list(known, quoted=False) or 'none'}"
                 )
-            # Read the file, not our copy: another replica may have changed it a moment ago.
-            disabled = set(read_disabled(self.folder))
+            disabled = self._current_disabled(scan)
             for name, enabled in changes.items():
                 if enabled:
                     disabled.discard(name)
                 else:
                     disabled.add(name)
-            write_disabled(self.folder, disabled)
-            return self._publish(scan, frozenset(disabled))
+            self.state.write(disabled)
+            self._disabled = frozenset(disabled)
+            return self._publish(scan, self._disabled)
 
     def put_prefix(self, name: str, data: bytes) -> PutResult:
-        """Validate native prefix bytes, write them atomically as ``NAME.safetensors``, publish."""
+        """Validate native prefix bytes, write them atomically as ``NAME.safetensors`` (with a
+        ``content_sha256`` recorded when the upload has none), publish."""
         source = f"{name}{NATIVE_SUFFIX}"
         # Validated in full (values, metadata, checksum) before anything is written.
         prefix = parse_native(name, data, self.spec, source=source, limits=self.limits)
+        data = with_checksum(data)
         with self._lock:
             for entry_name, entry in self._entries.items():
-                serving = entry.prefix or entry.last_good
+                serving = entry.serving
                 if entry_name != source and serving is not None and serving.name == name:
                     raise PrefixConflict(
                         f"prefix {name!r} is served from {entry_name}; remove that entry before uploading"
                     )
-            created = not (self.folder / source).exists()
+            created = not os.path.lexists(self.folder / source)
             with self._writable(f"write {source}"):
                 atomic_write(self.folder / source, data)
-            self._update_entry(self.folder / source, trusted=True)
+            old = self._entries.get(source)
+            entry = load_entry(self.folder / source, old, self.spec, self.limits, self.folder, self._clock())
+            self._entries[source] = entry
             self._publish(self._collect())
-            entry = self._entries[source]
         return PutResult(entry.prefix if entry.prefix is not None else prefix, created)
 
-
-def _parse_patch(patch: object) -> dict[str, bool]:
-    """``{name: {"enabled": true|false|null}}`` -> {name: enabled}; null resets to the default (on)."""
-    if not isinstance(patch, Mapping):
-        raise InvalidInput('a prefixes patch is a JSON object like {"sentiment": {"enabled": false}}')
-    changes: dict[str, bool] = {}
-    for name, body in patch.items():
-        if body is None:
-            raise InvalidInput(
-                f"prefix {name!r}: null would delete it; remove its file from the prefix folder instead"
+    def delete_prefix(self, name: str) -> DeleteResult:
+        """Remove every folder entry of prefix ``name`` (its file, link or PEFT folder; also a rejected
+        entry of that name), each in one atomic step; the name leaves the state's disabled list, so a
+        later upload of that name starts enabled like any new prefix."""
+        with self.state.locked(), self._lock, self._writable(f"delete prefix {shown(name)}"):
+            self._rescan()
+            sources = sorted(
+                src
+                for src, entry in self._entries.items()
+                if (entry.serving is not None and entry.serving.name == name)
+                or prefix_name(self.folder / src) == name
             )
-        if not isinstance(body, Mapping):
-            raise InvalidInput(f'prefix {name!r}: expected an object like {{"enabled": false}}')
-        extra = sorted(set(body) - {"enabled"})
-        if extra:
-            raise InvalidInput(f"prefix {name!r}: only 'enabled' can be changed, not {', '.join(extra)}")
-        enabled = body.get("enabled", True)
-        if enabled is None:
-            enabled = True
-        if not isinstance(enabled, bool):
-            raise InvalidInput(f"prefix {name!r}: 'enabled' must be true, false or null")
-        changes[str(name)] = enabled
-    return changes
+            if not sources:
+                known = shown_list(sorted(self._collect().prefixes), quoted=False) or "none"
+                raise PrefixNotFound(f"no prefix {shown(name)} in the prefix folder; known prefixes: {known}")
+            serving = next(
+                (s for src in sources if (s := self._entries[src].serving) and s.name == name), None
+            )
+            was_enabled = name in self._snapshot.enabled
+            for src in sources:
+                remove_entry(self.folder / src)
+                log.info("deleted prefix entry %s (prefix %s)", src, name)
+            read = self.state.read()
+            if read.disabled is not None and name in read.disabled:
+                self.state.write(read.disabled - {name})
+            self._rescan()
+            self._publish(self._collect())
+        return DeleteResult(name, serving.digest if serving else None, tuple(sources), was_enabled)

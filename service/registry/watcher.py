@@ -102,6 +102,7 @@ class FolderWatcher:
     ) -> None:
         self.registry = registry
         self.folder = registry.folder.resolve()
+        self.state_folder = registry.state.folder.resolve()
         self.debounce_ms = debounce_ms
         self.step_ms = step_ms
         self.retry_s = retry_s
@@ -117,15 +118,21 @@ class FolderWatcher:
     def relevant(self, change: Change, path: str) -> bool:
         """Only the folder's own entries count: not temp files of atomic writes, dot files, locks.
         The path is not resolved: a symlink dropped into the folder counts as the entry it is."""
+        where = Path(os.path.abspath(path))
+        if where.name == STATE_FILE and where.parent == self.state_folder:
+            return True
         try:
-            top = Path(os.path.abspath(path)).relative_to(self.folder).parts[0]
+            top = where.relative_to(self.folder).parts[0]
         except (ValueError, IndexError):
             return False
         return top == STATE_FILE or not top.startswith((".", "_"))
 
     def watch_paths(self) -> list[Path]:
-        """The folder and its real sub-folders (PEFT adapters), each watched without recursion."""
+        """The folder and its real sub-folders (PEFT adapters), each watched without recursion; and the
+        state folder when the state lives elsewhere (the ``state_dir`` setting)."""
         paths = [self.folder]
+        if self.state_folder != self.folder:
+            paths.append(self.state_folder)
         with contextlib.suppress(OSError):
             for entry in sorted(os.scandir(self.folder), key=lambda e: e.name):
                 if is_candidate(Path(entry.path)) and stat.S_ISDIR(entry.stat(follow_symlinks=False).st_mode):

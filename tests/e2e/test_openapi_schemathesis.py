@@ -6,12 +6,10 @@ The server is the real app (uvicorn, real HTTP) on the fake encoder, so the test
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -19,9 +17,9 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from service.app import create_app
 from service.config import Settings
-from service.server import build_server
 from tests.support.fake_encoder import FakeEncoder
-from tests.support.http import fill_folder
+from tests.support.http import fill_folder, wait_ready
+from tests.support.inthread import running_server
 
 pytestmark = pytest.mark.slow
 
@@ -30,29 +28,10 @@ pytestmark = pytest.mark.slow
 def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     folder = fill_folder(tmp_path_factory.mktemp("schemathesis-prefixes"))
     settings = Settings(prefix_dir=folder, log_level="warning", max_client_batch=16)
-    server = build_server(create_app(settings, encoder=FakeEncoder()), settings)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    deadline = time.monotonic() + 30
-    import httpx
-
-    while True:  # started, then ready (the fake encoder loads at once)
-        assert time.monotonic() < deadline, "server did not become ready"
-        try:
-            if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    try:
+    with running_server(create_app(settings, encoder=FakeEncoder()), settings) as base:
+        with httpx.Client(base_url=base, timeout=10) as client:
+            wait_ready(client)
         yield base
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
 
 
 # Excluded: "a schema-valid request must get a 2xx". Run-time limits the schema cannot state make

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
-import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -13,9 +10,10 @@ import pytest
 
 from service.app import create_app
 from service.config import Settings
-from service.server import ACCESS_LOGGER, REDACTED, build_server, redact_query
+from service.server import ACCESS_LOGGER, REDACTED, redact_query
 from tests.support.fake_encoder import FakeEncoder
 from tests.support.http import fill_folder
+from tests.support.inthread import running_server
 
 SECRET = "sk-very-secret-key-123"
 
@@ -24,27 +22,14 @@ def test_a_key_in_the_url_never_reaches_the_access_log(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = Settings(prefix_dir=fill_folder(tmp_path / "prefixes"), host="127.0.0.1", log_level="info")
-    server = build_server(create_app(settings, encoder=FakeEncoder()), settings)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert time.monotonic() < deadline, "server did not start"
-            assert thread.is_alive(), "server thread died"
-            time.sleep(0.02)
-        with httpx.Client(base_url=base, timeout=30) as client:
-            assert client.get(f"/health?api_key={SECRET}").status_code == 200
-            assert client.post(f"/embed?key={SECRET}&x=1", json={"inputs": "a b"}).status_code in (200, 503)
-            assert client.get(f"/nowhere?{SECRET}").status_code == 404
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
+    with (
+        running_server(create_app(settings, encoder=FakeEncoder()), settings) as base,
+        httpx.Client(base_url=base, timeout=30) as client,
+    ):
+        assert client.get(f"/health?api_key={SECRET}").status_code == 200
+        assert client.post(f"/embed?key={SECRET}&x=1", json={"inputs": "a b"}).status_code in (200, 503)
+        assert client.get(f"/nowhere?{SECRET}").status_code == 404
     access = [r for r in caplog.records if r.name == ACCESS_LOGGER]
     lines = [r.getMessage() for r in access]
     assert len(lines) >= 3, lines  # the requests were logged ...

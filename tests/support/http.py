@@ -16,7 +16,7 @@ from service.config import Settings
 from service.runtime import Runtime
 from service.wire.encodings import l2_normalize
 from tests.support.fake_encoder import FAKE_SPEC, FakeEncoder
-from tests.support.prefixes import prefix_bytes
+from tests.support.prefixes import prefix_bytes, random_kv
 from tests.support.waiting import wait_until
 
 PREFIXES = ("alpha", "beta", "gamma")
@@ -93,6 +93,16 @@ BAD_INPUTS: list[tuple[str, Any, int, str, tuple[str, ...]]] = [
 def fake_prefix_bytes(seed: int = 0, prefix_len: int = 4) -> bytes:
     """A native prefix file for the fake encoder's spec, metadata ``task = "seed <seed>"``."""
     return prefix_bytes(FAKE_SPEC, prefix_len, seed, task=f"seed {seed}")
+
+
+def unverified_prefix_bytes(seed: int = 0, scale: float = 0.5, **meta: str) -> bytes:
+    """A native file for the fake spec as a third party writes it: valid, but no content_sha256."""
+    from safetensors.torch import save as st_save
+
+    key, value = random_kv(FAKE_SPEC, 4, seed, scale)
+    return st_save(
+        {"key": key, "value": value}, metadata={"backbone_fingerprint": FAKE_SPEC.fingerprint, **meta}
+    )
 
 
 def fill_folder(folder: Path, names: tuple[str, ...] = PREFIXES) -> Path:

@@ -71,8 +71,11 @@ def test_mean_measure_ignores_slot_order_flat_does_not() -> None:
     b = LoadedPrefix("b", "b", a.key[:, :, perm], a.value[:, :, perm], "peft", "b", "native", {})
     assert similarity_matrix([a, b])[0, 1] == pytest.approx(1.0)
     assert similarity_matrix([a, b], measure="flat")[0, 1] < 0.99
-    with pytest.raises(ValueError, match="one shape"):
-        similarity_matrix([a, _prefix("c", 1, plen=4)], measure="flat")
+    # issue 22 item 8: a pair the flat measure cannot compare (different lengths) is NaN, not an error
+    flat = similarity_matrix([a, _prefix("c", 1, plen=4)], measure="flat")
+    assert np.isnan(flat[0, 1])
+    assert np.isnan(flat[1, 0])
+    assert flat[0, 0] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="unknown measure"):
         task_embedding(a, "cosine")
 
@@ -200,3 +203,68 @@ def test_transfer_report_ranks_sources_against_measured_transfer() -> None:
     assert rep["targets"]["tgt"]["variants"]["final"]["top1_is_best_gain"] is True
     # a variant that lacks a source or the target prefix is left out, not guessed
     assert transfer_report(evaluation, {"x": (sources[:2], [target])})["targets"]["tgt"]["variants"] == {}
+
+
+def _blocks_by_hand(key: torch.Tensor, value: torch.Tensor) -> np.ndarray:
+    """[layers, 2, hidden]: each layer's K and V averaged over slots, L2-normalized (no init metadata)."""
+    out = []
+    for k, v in zip(key.double(), value.double(), strict=True):
+        pair = [t.mean(dim=1).reshape(-1).numpy() for t in (k, v)]
+        out.append([x / np.linalg.norm(x) for x in pair])
+    return np.array(out)
+
+
+def test_prefixes_of_different_depths_compare_over_the_layers_they_share(tmp_path: Path) -> None:
+    """Issue 22 item 8: a folder with a trunk prefix (first_layer 1) beside all-layer ones used to make
+    /prefixes/similarity a 500 (numpy: all input arrays must have the same shape), disabled or not."""
+    from tests.support.fake_encoder import FAKE_SPEC
+    from tests.support.http import fake_prefix_bytes
+
+    folder = fill_folder(tmp_path / "prefixes")
+    g = torch.Generator().manual_seed(9)
+    shape = (FAKE_SPEC.num_layers - 1, FAKE_SPEC.num_heads, 6, FAKE_SPEC.head_dim)
+    tk, tv = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+    meta = {"backbone_fingerprint": FAKE_SPEC.fingerprint, "position_convention": "none"}
+    (folder / "trunk.safetensors").write_bytes(native_bytes(tk, tv, meta, first_layer=1))
+    with fake_app(folder) as (client, _fake, runtime):
+        assert client.patch("/prefixes/trunk", json={"enabled": False}).status_code == 200
+        r = client.get("/prefixes/similarity")
+        assert r.status_code == 200, r.text
+        doc = r.json()
+        names = [p["name"] for p in doc["prefixes"]]
+        assert names == ["alpha", "beta", "gamma", "trunk"]
+        assert [p["first_layer"] for p in doc["prefixes"]] == [0, 0, 0, 1]
+        assert doc["not_comparable"] == []
+        bank = runtime.registry.snapshot.bank
+        alpha = bank.get("alpha")
+        # the reference: mean of the K and V cosines of layer 1, the only layer both act in
+        a, t = _blocks_by_hand(alpha.key, alpha.value)[1], _blocks_by_hand(tk, tv)[0]
+        expected = float(np.mean([a[0] @ t[0], a[1] @ t[1]]))
+        assert doc["matrix"][0][3] == pytest.approx(expected, abs=1e-6)
+        assert doc["matrix"][3][0] == doc["matrix"][0][3]
+        # all-layer pairs keep the full-depth measure
+        beta = bank.get("beta")
+        full = np.mean(
+            np.sum(_blocks_by_hand(alpha.key, alpha.value) * _blocks_by_hand(beta.key, beta.value), axis=2)
+        )
+        assert doc["matrix"][0][1] == pytest.approx(float(full), abs=1e-6)
+        r = client.get("/prefixes/similarity", params={"target": "trunk"})
+        assert r.status_code == 200, r.text
+        assert {x["name"] for x in r.json()["ranking"]} == {"alpha", "beta", "gamma"}
+        # the flat measure cannot compare prefixes of different lengths: reported, not a 500
+        (folder / "long.safetensors").write_bytes(fake_prefix_bytes(seed=8, prefix_len=6))
+        runtime.registry.refresh()
+        r = client.get("/prefixes/similarity", params={"measure": "flat"})
+        assert r.status_code == 200, r.text
+        doc = r.json()
+        i = [p["name"] for p in doc["prefixes"]].index("long")
+        assert doc["matrix"][0][i] is None
+        assert (
+            doc["matrix"][i][[p["name"] for p in doc["prefixes"]].index("trunk")] is not None
+        )  # both 6 slots
+        pairs = {(x["a"], x["b"]) for x in doc["not_comparable"]}
+        assert ("alpha", "long") in pairs
+        assert all("slots" in x["reason"] for x in doc["not_comparable"])
+        r = client.get("/prefixes/similarity", params={"measure": "flat", "target": "long"})
+        assert r.status_code == 200, r.text
+        assert r.json()["ranking"][-1]["similarity"] is None

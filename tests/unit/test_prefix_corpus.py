@@ -332,7 +332,8 @@ def test_the_whole_corpus_at_once_through_the_app(tmp_path: Path) -> None:
         for source, reason in expected.items():
             assert reason in reasons[source], (source, reasons[source])
         assert served == {"good", "dup"}  # dup: the PEFT folder that won the name
-        r = client.patch("/prefixes/good", json={"enabled": False})
+        # the corpus's broken state.json disables every prefix at this cold start (issue 23): enable dup
+        r = client.patch("/prefixes", json={"good": {"enabled": False}, "dup": {"enabled": True}})
         assert r.status_code == 200, r.text
         assert client.put("/prefixes/fresh", content=fake_prefix_bytes(seed=4)).status_code == 201
         doc = client.post("/embed", json={"inputs": "the cat sat", "prefixes": ["fresh", "dup"]})

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -16,17 +15,9 @@ import torch
 from safetensors.torch import save as st_save
 
 from tests.support.fake_encoder import FAKE_SPEC
-from tests.support.http import assert_error, fake_app, fake_prefix_bytes, fill_folder
-
-
-def raw_prefix(scale: float = 0.5, seed: int = 0, **meta: str) -> bytes:
-    """A native file as a third party would write it (no content_sha256)."""
-    g = torch.Generator().manual_seed(seed)
-    shape = (FAKE_SPEC.num_layers, FAKE_SPEC.num_heads, 4, FAKE_SPEC.head_dim)
-    key, value = torch.randn(shape, generator=g) * scale, torch.randn(shape, generator=g) * scale
-    return st_save(
-        {"key": key, "value": value}, metadata={"backbone_fingerprint": FAKE_SPEC.fingerprint, **meta}
-    )
+from tests.support.http import assert_error, fake_app, fake_prefix_bytes, fill_folder, unverified_prefix_bytes
+from tests.support.registry import clocked_registry
+from tests.support.waiting import in_thread
 
 
 def peft_folder(folder: Path, config: dict[str, Any] | bytes) -> None:
@@ -62,11 +53,11 @@ def serving(client: Any) -> list[str]:
 
 def test_4_huge_finite_values_are_refused_on_put_and_in_the_folder(tmp_path: Path) -> None:
     folder = fill_folder(tmp_path / "prefixes")
-    (folder / "huge.safetensors").write_bytes(raw_prefix(scale=1e30))
+    (folder / "huge.safetensors").write_bytes(unverified_prefix_bytes(scale=1e30))
     with fake_app(folder, prefix_settle_ms=0) as (client, _, _):
         assert "magnitude" in rejected(client)["huge.safetensors"]
         assert_error(
-            client.put("/prefixes/big", content=raw_prefix(scale=1e30)),
+            client.put("/prefixes/big", content=unverified_prefix_bytes(scale=1e30)),
             422,
             "invalid_prefix_file",
             "limit is 100",
@@ -79,7 +70,7 @@ def test_5_nan_in_metadata_is_refused_before_anything_is_written(tmp_path: Path)
     folder = fill_folder(tmp_path / "prefixes")
     with fake_app(folder, prefix_settle_ms=0) as (client, _, _):
         for value in ("[NaN]", '{"x": Infinity}', "[-Infinity]"):
-            r = client.put("/prefixes/nan", content=raw_prefix(labels=value))
+            r = client.put("/prefixes/nan", content=unverified_prefix_bytes(labels=value))
             assert_error(r, 422, "invalid_prefix_file", "nan.safetensors", "is not JSON")
             assert not (folder / "nan.safetensors").exists()
         assert serving(client) == ["alpha", "beta", "gamma"]
@@ -90,7 +81,9 @@ BAD_ENTRIES: list[tuple[str, Any]] = [
     ("peft-tokens-null", lambda f: peft_folder(f / "pnull", PEFT_CONFIG | {"num_virtual_tokens": None})),
     (
         "deep-metadata",
-        lambda f: (f / "deep.safetensors").write_bytes(raw_prefix(x="[" * 100_000 + "]" * 100_000)),
+        lambda f: (f / "deep.safetensors").write_bytes(
+            unverified_prefix_bytes(x="[" * 100_000 + "]" * 100_000)
+        ),
     ),
     ("deep-peft-config", lambda f: peft_folder(f / "pdeep", b"[" * 100_000 + b"]" * 100_000)),
 ]
@@ -117,31 +110,25 @@ def test_6_a_broken_state_file_is_reported_and_patch_repairs_it(state: str, tmp_
     (folder / "state.json").write_text(state)
     with fake_app(folder, prefix_settle_ms=0) as (client, _, _):
         assert "state.json" in rejected(client)
-        assert serving(client) == ["alpha", "beta", "gamma"]  # everything stays enabled
-        r = client.patch("/prefixes/beta", json={"enabled": False})
+        # Issue 23: a broken state at a cold start never re-enables anything: every prefix starts disabled
+        # (it used to start with everything enabled, which silently served disabled prefixes).
+        assert "every prefix is disabled" in rejected(client)["state.json"]
+        assert serving(client) == []
+        r = client.patch("/prefixes", json={"alpha": {"enabled": True}, "gamma": {"enabled": True}})
         assert r.status_code == 200, r.text
         assert json.loads((folder / "state.json").read_text())["disabled"] == ["beta"]
         assert "state.json" not in rejected(client)
-
-
-def _in_thread(fn: Any, timeout: float) -> Any:
-    """Run ``fn`` in a thread; fail (instead of hanging the suite) if it does not return in time."""
-    out: dict[str, Any] = {}
-    t = threading.Thread(target=lambda: out.update(result=fn()), daemon=True)
-    t.start()
-    t.join(timeout)
-    assert not t.is_alive(), "blocked"
-    return out["result"]
+        assert serving(client) == ["alpha", "gamma"]
 
 
 def test_7_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
     folder = fill_folder(tmp_path / "prefixes")
     with fake_app(folder, prefix_settle_ms=0) as (client, _, _):
         os.mkfifo(folder / "x.safetensors")
-        r = _in_thread(lambda: client.patch("/prefixes/beta", json={"enabled": False}), 20)
+        r = in_thread(lambda: client.patch("/prefixes/beta", json={"enabled": False}), 20)
         assert r.status_code == 200, r.text
         assert "a FIFO, not a regular file" in rejected(client)["x.safetensors"]
-        r = _in_thread(lambda: client.put("/prefixes/delta", content=fake_prefix_bytes(seed=4)), 20)
+        r = in_thread(lambda: client.put("/prefixes/delta", content=fake_prefix_bytes(seed=4)), 20)
         assert r.status_code == 201
 
 
@@ -196,17 +183,20 @@ def test_10_a_torn_in_place_rewrite_is_never_served(tmp_path: Path) -> None:
 
 
 def test_10_an_unverified_file_waits_until_it_settled(tmp_path: Path) -> None:
+    # Issue 23 replaced "unchanged for the window by its mtime" (fooled by a writer that pauses) with
+    # two reads a window apart that must hash equal; the window passes on the registry's clock here.
     folder = fill_folder(tmp_path / "prefixes")
-    with fake_app(folder, prefix_settle_ms=3_600_000) as (client, _, runtime):
-        (folder / "fresh.safetensors").write_bytes(raw_prefix(seed=3))  # no checksum, written just now
-        runtime.registry.refresh()
-        assert "pending" in rejected(client)["fresh.safetensors"]
-        assert "fresh" not in serving(client)
-        an_hour_ago = time.time() - 3601
-        os.utime(folder / "fresh.safetensors", (an_hour_ago, an_hour_ago))  # unchanged for the window
-        runtime.registry.refresh()
-        assert "fresh" in serving(client)
-        assert rejected(client) == {}
+    registry, clock = clocked_registry(folder, settle_s=3600, require_checksum=False)
+    (folder / "fresh.safetensors").write_bytes(
+        unverified_prefix_bytes(seed=3)
+    )  # no checksum, written just now
+    snap = registry.refresh()
+    assert "pending" in {r.source: r.reason for r in snap.rejected}["fresh.safetensors"]
+    assert "fresh" not in snap.bank.names
+    clock.advance(3601)  # unchanged for the window
+    snap = registry.refresh()
+    assert "fresh" in snap.bank.names
+    assert snap.rejected == ()
 
 
 def test_11_symlinks_leaving_the_folder_are_refused_inside_ones_are_served(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import openai
 
-from service.api.schemas import DIGESTS_HEADER
+from service.digests import DIGESTS_HEADER
 from tests.support.http import SERVED, fake_app, fill_folder
 
 
