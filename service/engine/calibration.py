@@ -1,11 +1,13 @@
 """Calibration: per-dimension statistics of one prefix's vectors over a calibration corpus, what the
-calibrated encodings need (``int8``/``uint8`` ranges, the ``binary`` centre; service/wire/encodings.py).
+calibrated encodings need (``int8``/``uint8`` ranges, the ``binary`` transform; service/wire/encodings.py).
 
 The statistics are of the **L2-normalized** vectors, because every quantized encoding encodes each
-prefix's unit vector (the pipeline's per-prefix normalization, service/wire/document.py): the per-dimension
-``centre`` (mean) is the sign threshold of ``binary``/``ubinary``, and ``lo``/``hi`` (minimum and
-maximum) are the ``ranges`` sentence-transformers' ``quantize_embeddings`` computes from calibration
-embeddings (``np.vstack((min, max))``). A calibration is tied to what it measured: the backbone, the
+prefix's unit vector (the pipeline's per-prefix normalization, service/wire/document.py): ``lo``/``hi``
+(minimum and maximum) are the ``ranges`` sentence-transformers' ``quantize_embeddings`` computes from
+calibration embeddings (``np.vstack((min, max))``); ``centre`` (mean) and ``scale`` (standard
+deviation) standardize a vector before ``binary`` takes its signs, after a random ±1 projection of the
+prefix's own (``projection``, a seed drawn from the prefix's identity; None: the signs of the
+standardized dimensions themselves). Why the projection: RESULTS.md, "Calibrated encodings". A calibration is tied to what it measured: the backbone, the
 pooling and the prefix's tensors (:func:`vectors_identity`), so it is never applied to other vectors.
 The file format (prefix metadata ``calibration``, the base file) is service/registry/calibration.py.
 """
@@ -23,6 +25,8 @@ from service.engine.bank import PrefixBank
 from service.engine.direct import embed_sync, token_limit
 from service.engine.encoder import Encoder
 from service.engine.prefix import LoadedPrefix
+
+MIN_SCALE = 1e-6  # the scale of a dimension that did not vary over the corpus
 
 
 def pooling_id(pooling: str, layers: int) -> str:
@@ -44,6 +48,7 @@ def measures(cal: Calibration, prefix: LoadedPrefix, corpus: CalibrationCorpus, 
         cal.identity == vectors_identity(prefix)
         and cal.pooling == pooling
         and cal.corpus.get("sha256") == corpus.sha256
+        and cal.projection is not None  # made before the projection: measure again
     )
 
 
@@ -100,6 +105,12 @@ class Calibration:
     max_tokens: int  # token limit the corpus was embedded under
     corpus: dict[str, Any] = field(default_factory=dict)  # CalibrationCorpus.provenance()
     digest: str = ""
+    scale: np.ndarray | None = None  # float32 [dim] > 0: per-dimension standard deviation
+    projection: int | None = None  # seed of binary's ±1 projection (needs scale); None: no projection
+
+    def __post_init__(self) -> None:
+        if self.projection is not None and self.scale is None:
+            raise ValueError("a calibration with a projection needs its scale")
 
     @property
     def dim(self) -> int:
@@ -116,6 +127,7 @@ class Calibration:
             "digest": self.digest,
             "pooling": self.pooling,
             "max_tokens": self.max_tokens,
+            "projection": self.projection,
             "corpus": {k: v for k, v in self.corpus.items() if k != "sources"},
         }
 
@@ -125,12 +137,21 @@ def unit_vectors(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(norm, 1e-12)).astype(np.float32)
 
 
-def statistics(unit: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(centre, lo, hi), float32 [dim] each, of unit vectors [N, dim]."""
+def statistics(unit: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(centre, lo, hi, scale), float32 [dim] each, of unit vectors [N, dim] (a constant dimension gets
+    the scale :data:`MIN_SCALE`)."""
     if unit.ndim != 2 or len(unit) < 2:
         raise ValueError(f"calibration needs at least 2 vectors [N, dim], got shape {unit.shape}")
     x = unit.astype(np.float32, copy=False)
-    return x.mean(axis=0, dtype=np.float64).astype(np.float32), x.min(axis=0), x.max(axis=0)
+    scale = np.maximum(x.std(axis=0, dtype=np.float64), MIN_SCALE).astype(np.float32)
+    return x.mean(axis=0, dtype=np.float64).astype(np.float32), x.min(axis=0), x.max(axis=0), scale
+
+
+def projection_seed(identity: str) -> int:
+    """Binary's projection seed for the vectors named ``identity``: its first 64 bits, so every prefix
+    (and ``base``) of a concat projects differently (the same projection of their correlated vectors
+    would repeat the same bits)."""
+    return int(identity[:16], 16)
 
 
 def calibrate(
@@ -177,15 +198,18 @@ def calibrate_many(
             parts.append(unit_vectors(vectors))
         unit = np.concatenate(parts)
         for j, name in enumerate(names):
-            centre, lo, hi = statistics(unit[:, j])
+            centre, lo, hi, scale = statistics(unit[:, j])
+            identity = vectors_identity(bank.get(name))
             found[name] = Calibration(
                 centre=centre,
                 lo=lo,
                 hi=hi,
                 pooling=pooling,
                 fingerprint=encoder.spec.fingerprint,
-                identity=vectors_identity(bank.get(name)),
+                identity=identity,
                 max_tokens=limit,
                 corpus=corpus.provenance(),
+                scale=scale,
+                projection=projection_seed(identity),
             )
     return [found[p.name] for p in prefixes]

@@ -11,8 +11,8 @@ One JSON object, in two places:
 
     {"format": "prefix-embed-calibration/1", "dim": 384, "pooling": "mean",
      "backbone_fingerprint": "bert-L6-H384-...", "vectors": "<sha256: what was measured>",
-     "max_tokens": 256, "corpus": {"name", "texts", "sha256", "sources"},
-     "centre": "<base64 little-endian float32 [dim]>", "min": "<...>", "max": "<...>",
+     "max_tokens": 256, "corpus": {"name", "texts", "sha256", "sources"}, "projection": <seed | null>,
+     "centre": "<base64 little-endian float32 [dim]>", "min": "<...>", "max": "<...>", "scale": "<...>",
      "digest": "<sha256 of the canonical JSON of every other field>"}
 
 ``digest`` is verified on every read (a torn or altered record is refused, never applied) and is the
@@ -41,10 +41,20 @@ from service.registry.reading import read_limited
 
 FORMAT = "prefix-embed-calibration/1"
 METADATA_KEY = "calibration"  # in a native prefix file's metadata
-MAX_RECORD_BYTES = 256 * 1024  # 3 arrays of 4,096 dimensions in base64 are 66 KB
+MAX_RECORD_BYTES = 256 * 1024  # 4 arrays of 4,096 dimensions in base64 are 88 KB
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _ARRAYS = {"centre": "centre", "min": "lo", "max": "hi"}
-_FIELDS = {"format", "dim", "pooling", "backbone_fingerprint", "vectors", "max_tokens", "corpus", "digest"}
+_FIELDS = {
+    "format",
+    "dim",
+    "pooling",
+    "backbone_fingerprint",
+    "vectors",
+    "max_tokens",
+    "corpus",
+    "projection",
+    "digest",
+}
 
 
 def base_file_name(spec: BackboneSpec) -> str:
@@ -73,7 +83,9 @@ def _unsealed(cal: Calibration) -> dict[str, Any]:
         "vectors": cal.identity,
         "max_tokens": cal.max_tokens,
         "corpus": cal.corpus,
+        "projection": cal.projection,
         **{key: _array_text(getattr(cal, attr)) for key, attr in _ARRAYS.items()},
+        **({"scale": _array_text(cal.scale)} if cal.scale is not None else {}),
     }
 
 
@@ -145,6 +157,19 @@ def parse_record(text: str | bytes, spec: BackboneSpec, source: str) -> Calibrat
     centre, lo, hi = (_array(doc, key, dim, source) for key in _ARRAYS)
     if not ((lo <= centre) & (centre <= hi)).all():
         raise InvalidPrefixFile(f"{source}: calibration centre outside [min, max] in some dimension")
+    scale = _array(doc, "scale", dim, source) if "scale" in doc else None
+    projection = doc["projection"]
+    if scale is not None and not (scale > 0).all():
+        raise InvalidPrefixFile(f"{source}: calibration scale must be positive in every dimension")
+    if projection is not None and (
+        scale is None
+        or not isinstance(projection, int)
+        or isinstance(projection, bool)
+        or not 0 <= projection < 2**64
+    ):
+        raise InvalidPrefixFile(
+            f"{source}: calibration projection {shown(projection)} must be null or a seed in [0, 2^64) with a scale"
+        )
     return Calibration(
         centre=centre,
         lo=lo,
@@ -155,6 +180,8 @@ def parse_record(text: str | bytes, spec: BackboneSpec, source: str) -> Calibrat
         max_tokens=tokens,
         corpus=doc["corpus"],
         digest=digest,
+        scale=scale,
+        projection=projection,
     )
 
 

@@ -9,9 +9,12 @@
     dimension, from the prefix's calibrated ranges (a zero step counts as 1); ``int8`` is that minus
     128. Equal to ``quantize_embeddings(x, "uint8" | "int8", ranges=[min; max])`` (a value outside the
     calibrated range saturates at 0 or 255).
-  - ``ubinary``: ``numpy.packbits(x > centre)`` (MSB first), the sign of each dimension around its
-    calibrated centre, 8 dimensions per byte (32x smaller than float32); ``binary`` is those bytes
-    minus 128 as int8 (sentence-transformers' ``binary``).
+  - ``ubinary``: ``numpy.packbits(t > 0)`` (MSB first), 1 bit per dimension (32x smaller than
+    float32), of the calibrated transform ``t = ((x - centre) / scale) @ R``: the vector standardized
+    around its calibrated centre, then projected by the prefix's own random ±1 matrix ``R`` [dim, dim]
+    (:func:`projection_matrix` of the calibration's seed); a calibration without a projection takes
+    ``t = x - centre``. ``binary`` is those bytes minus 128 as int8: sentence-transformers'
+    ``ubinary``/``binary`` of ``t``.
 
 - **Fallback** for a prefix without a (usable) calibration, named ``"uncalibrated"`` in the response:
   ``int8`` = ``round(127 x / max|x|)`` per vector (its own scale, as before calibration), ``uint8`` =
@@ -24,6 +27,7 @@ bits are joined before they are packed).
 from __future__ import annotations
 
 import base64
+from functools import lru_cache
 from typing import TYPE_CHECKING, get_args
 
 import numpy as np
@@ -64,11 +68,31 @@ def scalar_levels(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return np.clip(np.floor((x.astype(np.float32, copy=False) - lo) / steps), 0, 255)
 
 
+@lru_cache(maxsize=64)
+def projection_matrix(dim: int, seed: int) -> np.ndarray:
+    """float32 [dim, dim] of ±1, exactly determined by ``seed``: bit k (row-major) of the raw 64-bit
+    words of ``numpy.random.PCG64(seed)`` (a stream numpy keeps stable), each word's bytes little-endian
+    and each byte's bits most significant first; 1 -> +1, 0 -> -1. Read-only (cached)."""
+    words = np.random.PCG64(seed).random_raw((dim * dim + 63) // 64)
+    bits = np.unpackbits(words.astype("<u8").view(np.uint8))[: dim * dim].reshape(dim, dim)
+    matrix = np.where(bits == 1, np.float32(1), np.float32(-1))
+    matrix.flags.writeable = False
+    return matrix
+
+
+def binary_transform(unit: np.ndarray, calibration: Calibration) -> np.ndarray:
+    """``t`` of unit vectors [..., d] under ``calibration``, whose signs ``binary``/``ubinary`` pack."""
+    centred = unit - calibration.centre
+    if calibration.projection is None or calibration.scale is None:
+        return centred
+    return (centred / calibration.scale) @ projection_matrix(calibration.dim, calibration.projection)
+
+
 def codes(unit: np.ndarray, encoding: str, calibration: Calibration | None) -> np.ndarray:
     """Codes of unit vectors [..., d]: int8/uint8 [..., d] levels, or for binary/ubinary the sign
     bits, bool [..., d] (packed by :func:`pack_bits` after a concat joins them)."""
     if encoding in BITS:
-        return unit > (0 if calibration is None else calibration.centre)
+        return (unit if calibration is None else binary_transform(unit, calibration)) > 0
     if calibration is None:
         q = int8_quantize(unit)
         return q if encoding == "int8" else (q.astype(np.int16) + 128).astype(np.uint8)

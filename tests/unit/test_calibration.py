@@ -62,6 +62,9 @@ def test_the_written_calibration_is_the_statistics_of_the_corpus_unit_vectors(tm
         assert cal.corpus["sha256"] == CORPUS.sha256
         assert cal.corpus["texts"] == 60
         assert cal.identity == vectors_identity(prefix)
+        np.testing.assert_allclose(cal.scale, unit.std(0), rtol=1e-5)
+        assert cal.projection == int(cal.identity[:16], 16)  # binary's projection: the prefix's own
+    assert snap.bank.get("alpha").calibration.projection != snap.bank.get("base").calibration.projection
     assert snap.bank.get("beta").calibration is None  # a file without one still serves
     assert "calibration" not in snap.bank.get("alpha").metadata  # its own field, not metadata
 

@@ -5,6 +5,7 @@ shape and names the calibration each prefix was quantized with."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 
@@ -18,13 +19,17 @@ from service.errors import InferenceFailed
 from service.wire.document import dumps_document, render_embed_document
 from service.wire.encodings import (
     UNCALIBRATED,
+    binary_transform,
     codes,
     decode_base64_float,
     encode_float,
     int8_quantize,
     pack_bits,
+    projection_matrix,
     unpack_bits,
 )
+
+PINNED_384_0 = "f8c29631c03b741b"  # sha256 prefix of projection_matrix(384, 0), float32 bytes
 
 
 def _prefix(name: str) -> LoadedPrefix:
@@ -32,9 +37,22 @@ def _prefix(name: str) -> LoadedPrefix:
     return LoadedPrefix(name, f"sha-{name}", kv, kv, "peft", f"{name}.safetensors", "native")
 
 
-def _calibration(unit: np.ndarray, digest: str = "c" * 64) -> Calibration:
-    centre, lo, hi = statistics(unit)
-    return Calibration(centre, lo, hi, "mean", "fp", "v" * 64, 32, digest=digest)
+def _calibration(unit: np.ndarray, digest: str = "c" * 64, projection: int | None = None) -> Calibration:
+    centre, lo, hi, scale = statistics(unit)
+    return Calibration(
+        centre, lo, hi, "mean", "fp", "v" * 64, 32, digest=digest, scale=scale, projection=projection
+    )
+
+
+def _reference_projection(dim: int, seed: int) -> np.ndarray:
+    """The documented ±1 matrix, entry by entry: bit k of PCG64(seed)'s raw 64-bit words (each word's
+    bytes little-endian, each byte's bits most significant first), 1 -> +1, 0 -> -1."""
+    words = [int(w) for w in np.random.PCG64(seed).random_raw((dim * dim + 63) // 64)]
+    out = np.empty((dim, dim), dtype=np.float32)
+    for k in range(dim * dim):
+        byte = (words[k // 64] >> (8 * ((k % 64) // 8))) & 0xFF
+        out[k // dim, k % dim] = 1.0 if (byte >> (7 - k % 8)) & 1 else -1.0
+    return out
 
 
 def _st_levels(x: np.ndarray, ranges: np.ndarray) -> np.ndarray:
@@ -90,12 +108,36 @@ def test_calibrated_encodings_equal_sentence_transformers_itself(vectors) -> Non
             codes(new, precision, cal),
             quantization.quantize_embeddings(new, precision, calibration_embeddings=cal_set),
         )
-    for precision in ("binary", "ubinary"):
-        want = quantization.quantize_embeddings(new - cal.centre, precision)
-        np.testing.assert_array_equal(pack_bits(codes(new, precision, cal), precision), want)
+    for each in (cal, _calibration(cal_set, projection=12345)):
+        for precision in ("binary", "ubinary"):
+            want = quantization.quantize_embeddings(binary_transform(new, each), precision)
+            np.testing.assert_array_equal(pack_bits(codes(new, precision, each), precision), want)
+
+
+def test_the_projection_is_exactly_its_seed_s_documented_matrix() -> None:
+    for dim, seed in ((48, 0), (48, 2**64 - 1), (13, 7)):
+        np.testing.assert_array_equal(projection_matrix(dim, seed), _reference_projection(dim, seed))
+    a, b = projection_matrix(48, 1), projection_matrix(48, 2)
+    assert abs(float((a * b).mean())) < 0.05  # another seed: another matrix
+    assert abs(float(a.mean())) < 0.05  # balanced signs
+    # pinned: stored codes must keep meaning what they meant (numpy keeps PCG64's raw stream stable)
+    assert hashlib.sha256(projection_matrix(384, 0).tobytes()).hexdigest()[:16] == PINNED_384_0
+
+
+def test_projected_binary_is_packbits_of_the_signs_of_the_projected_standardized_vector(vectors) -> None:
+    cal_set, new = vectors
+    cal = _calibration(cal_set, projection=99)
+    np.testing.assert_allclose(cal.scale, cal_set.std(0), rtol=1e-5)
+    t = ((new - cal_set.mean(0)) / cal_set.std(0)) @ _reference_projection(48, 99).astype(np.float64)
+    ubinary = pack_bits(codes(new, "ubinary", cal), "ubinary")
+    np.testing.assert_array_equal(ubinary, np.packbits(t > 0, axis=-1))
+    np.testing.assert_array_equal(
+        pack_bits(codes(new, "binary", cal), "binary").astype(np.int16), ubinary.astype(np.int16) - 128
+    )
 
 
 def test_binary_is_packbits_of_the_sign_around_the_calibrated_centre(vectors) -> None:
+    """A calibration without a projection: the signs of the dimensions around their centre."""
     cal_set, new = vectors
     cal = _calibration(cal_set)
     np.testing.assert_allclose(cal.centre, cal_set.mean(0), atol=1e-6)
