@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -13,6 +14,7 @@ from service.engine.torch_encoder import TorchEncoder
 
 if TYPE_CHECKING:
     from service.engine.onnx_encoder import OnnxEncoder
+    from service.engine.onnx_export import ExportResult
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,37 @@ def build_torch_encoder(settings: Settings, backbone: Backbone | None = None) ->
     )
 
 
+def onnx_exporter(settings: Settings) -> Callable[..., ExportResult]:
+    """``exporter(fan_out, force)``: the cached ONNX file of a fan-out depth for ``settings`` (model,
+    pooling, cache folder), exported when missing or stale; for dtype int8, the int8 file made from
+    the float32 one. What ``serve`` opens and ``export-onnx`` prepares."""
+    from transformers import AutoTokenizer
+
+    from service.engine.backbone import read_spec
+    from service.engine.onnx_export import ensure_onnx_export
+    from service.engine.onnx_int8 import ensure_int8_export
+
+    path = settings.model_path()
+    spec = read_spec(path)
+    vocab = len(AutoTokenizer.from_pretrained(path, local_files_only=True))
+
+    def exporter(fan_out: int, force: bool = False) -> ExportResult:
+        fp32 = ensure_onnx_export(
+            path,
+            settings.onnx_cache_dir,
+            pooling=settings.pooling,
+            pooling_layers=settings.pooling_layers,
+            force=force,
+            spec=spec,
+            fan_out=fan_out,
+        )
+        if settings.dtype != "int8":
+            return fp32
+        return ensure_int8_export(fp32, spec, vocab, force=force)
+
+    return exporter
+
+
 def build_onnx_encoder(
     settings: Settings, *, force_export: bool = False, threads: int | None = None
 ) -> OnnxEncoder:
@@ -38,30 +71,19 @@ def build_onnx_encoder(
 
     from service.engine.backbone import read_spec, trained_max_tokens
     from service.engine.onnx_encoder import OnnxEncoder
-    from service.engine.onnx_export import ExportResult, ensure_onnx_export
     from service.engine.ort_runtime import check_ort_install
 
     check_ort_install()
     path = settings.model_path()
     spec = read_spec(path)
-
-    def exporter(fan_out: int, force: bool = False) -> ExportResult:
-        return ensure_onnx_export(
-            path,
-            settings.onnx_cache_dir,
-            pooling=settings.pooling,
-            pooling_layers=settings.pooling_layers,
-            force=force,
-            spec=spec,
-            fan_out=fan_out,
-        )
-
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    exporter = onnx_exporter(settings)
     export = exporter(0, force_export)
     return OnnxEncoder(
         export.path,
         export.key,
         spec,
-        AutoTokenizer.from_pretrained(path, local_files_only=True),
+        tokenizer,
         default_max_tokens=trained_max_tokens(path, spec),
         device=settings.device,
         dtype=settings.dtype,
@@ -94,10 +116,14 @@ def choose_backend(requested: str, device: str, dtype: str, *, ort_installed: bo
     """
     if requested in ("torch", "onnx"):
         return BackendChoice(requested, f"backend {requested} was set explicitly")  # type: ignore[arg-type]
+    if dtype == "int8":
+        return BackendChoice("onnx", "auto: onnx for dtype int8 (ONNX Runtime's int8 MatMuls)")
     if device.startswith("cuda"):
         return BackendChoice("torch", "auto: torch on CUDA")
     if dtype not in ("auto", "float32"):
-        return BackendChoice("torch", f"auto: torch for dtype {dtype} on CPU (onnx runs float32 there)")
+        return BackendChoice(
+            "torch", f"auto: torch for dtype {dtype} on CPU (onnx runs float32 and int8 there)"
+        )
     if not ort_installed:
         return BackendChoice("torch", "auto: ONNX Runtime is not installed (extra `cpu`), so torch")
     return BackendChoice(
@@ -130,7 +156,7 @@ def build_encoder_for(settings: Settings) -> tuple[Encoder, BackendChoice]:
     try:
         return build_onnx_encoder(settings), choice
     except Exception as exc:
-        if settings.backend != "auto":
+        if settings.backend != "auto" or settings.dtype == "int8":  # torch has no int8 backbone
             raise
         log.warning("backend auto: the onnx backend failed to start (%s); serving with torch", exc)
         reason = f"auto: onnx failed to start ({type(exc).__name__}), so torch"

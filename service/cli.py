@@ -1,5 +1,5 @@
-"""``python -m service``: serve, ray-serve, embed, export-onnx, train, evaluate, similarity, calibrate,
-models, bench."""
+"""``python -m service``: serve, ray-serve, embed, predict, export-onnx, train, evaluate, similarity,
+calibrate, models, bench."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import typer
 
 from service.bench.commands import bench_app
 from service.config import Settings
+from service.heads.commands import predict
 from service.method.calibrate_command import calibrate_cmd
 from service.method.commands import evaluate_cmd, similarity_cmd, train_cmd
 from service.registry.commands import models_app
@@ -103,32 +104,28 @@ def export_onnx(
         ),
     ] = 0,
 ) -> None:
-    """Export the prefix-enabled backbone to ONNX (validated against torch) into the ONNX cache."""
-    from service.engine.onnx_export import ensure_onnx_export
+    """Export the prefix-enabled backbone to ONNX (validated against torch) into the ONNX cache;
+    with ``--dtype int8`` also its int8 graph (checked against the float32 one)."""
+    from service.backend import onnx_exporter
     from service.engine.ort_runtime import check_ort_install
     from service.errors import PrefixEmbedError
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     check_ort_install()
     try:
-        result = ensure_onnx_export(
-            settings.model_path(),
-            settings.onnx_cache_dir,
-            pooling=settings.pooling,
-            pooling_layers=settings.pooling_layers,
-            force=force,
-            fan_out=fan_out,
-        )
+        result = onnx_exporter(settings)(fan_out, force)
     except PrefixEmbedError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from None
     verb = "exported" if result.exported else "reused"
-    typer.echo(f"{verb} {result.path} (max |ORT - torch| = {result.max_abs_diff:.2g})")
+    what = "int8 - float32" if result.key.dtype == "int8" else "ORT - torch"
+    typer.echo(f"{verb} {result.path} (max |{what}| = {result.max_abs_diff:.2g})")
 
 
 app.command("serve")(settings_command(serve))
 app.command("ray-serve")(settings_command(ray_serve_cmd))
 app.command("embed")(settings_command(embed, (*ENGINE, *PREFIX_FOLDER, *EMBEDDING)))
+app.command("predict")(settings_command(predict, (*ENGINE, *PREFIX_FOLDER, *EMBEDDING)))
 app.command("export-onnx")(settings_command(export_onnx, ONNX_EXPORT))
 app.command("train")(settings_command(train_cmd, ("model",)))
 app.command("evaluate")(settings_command(evaluate_cmd, ("model",)))

@@ -9,13 +9,19 @@ import json
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.registry.limits import MAX_FILE_BYTES, MAX_PREFIX_LEN, SETTLE_S, PrefixLimits
 
 Backend = Literal["auto", "torch", "onnx"]
-DType = Literal["auto", "float32", "float16", "bfloat16"]
+DType = Literal["auto", "float32", "float16", "bfloat16", "int8"]
+# dtypes each backend serves (int8: ONNX Runtime on CPU only; float16 in ONNX: CUDA only).
+BACKEND_DTYPES = {
+    "torch": ("auto", "float32", "float16", "bfloat16"),
+    "onnx": ("auto", "float32", "float16", "int8"),
+    "auto": ("auto", "float32", "float16", "bfloat16", "int8"),
+}
 Pooling = Literal["mean", "cls", "multilayer"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
 
@@ -56,7 +62,11 @@ class Settings(BaseSettings):
         "exported on first start and cached), torch on CUDA. /info says which and why.",
     )
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
-    dtype: DType = Field("auto", description="auto = float32 on CPU, float16 on CUDA")
+    dtype: DType = Field(
+        "auto",
+        description="auto = float32 on CPU, float16 on CUDA; int8 = the ONNX backend's int8 backbone on "
+        "CPU (opt-in: accuracy cost in BENCHMARKS.md, int8); bfloat16 with torch only.",
+    )
     pooling: Pooling = Field("mean", description="How token states become one vector (see README).")
     pooling_layers: int = Field(4, ge=1, description="Layers averaged by `multilayer` pooling (the last k).")
     onnx_cache_dir: Path = Field(
@@ -209,6 +219,20 @@ class Settings(BaseSettings):
             except json.JSONDecodeError as exc:
                 raise ValueError(f"api_keys looks like a JSON list but is not valid JSON: {exc}") from None
         return [k.strip() for k in text.split(",") if k.strip()]
+
+    @field_validator("dtype")
+    @classmethod
+    def _dtype_for_backend(cls, value: str, info: ValidationInfo) -> str:
+        # backend and device are declared before dtype, so they are validated already.
+        backend, device = info.data.get("backend", "auto"), str(info.data.get("device", "auto"))
+        choices = BACKEND_DTYPES.get(str(backend), BACKEND_DTYPES["auto"])
+        if value not in choices:
+            raise ValueError(
+                f"dtype {value} is not served by backend {backend} (choose {' | '.join(choices)})"
+            )
+        if value == "int8" and device.startswith("cuda"):
+            raise ValueError("dtype int8 runs on the CPU only (choose device cpu or auto, or dtype float16)")
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -97,6 +97,35 @@ class InvalidPrefixFile(PrefixEmbedError):
     code = "invalid_prefix_file"
 
 
+class InvalidHeadFile(InvalidPrefixFile):
+    """A head file that cannot be served (``heads/NAME.safetensors``); the message names it and why."""
+
+    code = "invalid_head_file"
+
+
+class HeadNotFound(PrefixEmbedError):
+    status_code = 404
+    type = "not_found_error"
+    code = "head_not_found"
+
+
+class HeadDisabled(PrefixEmbedError):
+    status_code = 409
+    code = "head_disabled"
+
+
+class HeadUnavailable(PrefixEmbedError):
+    """A head whose input prefix is missing, disabled or has another digest than the head records."""
+
+    status_code = 409
+    code = "head_unavailable"
+
+
+class NoAvailableHeads(PrefixEmbedError):
+    status_code = 409
+    code = "no_available_heads"
+
+
 class PrefixPending(InvalidPrefixFile):
     """A prefix file that may still be being written (it changed while read, or is not settled yet):
     the registry looks at it again when its settle window ends instead of rejecting it for good."""

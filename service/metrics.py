@@ -1,6 +1,6 @@
 """Prometheus metrics of one app, in its own ``CollectorRegistry`` (two apps in one process never clash).
 
-HTTP requests, vectors returned, prefixes and readiness are here; the batcher adds its own
+HTTP requests, vectors and predictions returned, prefixes, heads and readiness are here; the batcher adds its own
 (forward calls, batch rows and tokens, queue depth and time) to the same registry at start-up.
 """
 
@@ -33,12 +33,19 @@ class Metrics:
         self.embeddings = Counter(
             "prefix_embed_embeddings", "Vectors returned (texts x prefixes) by route.", ["route"], registry=r
         )
+        self.predictions = Counter(
+            "prefix_embed_predictions", "Predictions returned (texts) by task head.", ["task"], registry=r
+        )
         self.prefixes_loaded = Gauge(
             "prefix_embed_prefixes_loaded", "Prefixes in the served bank.", registry=r
         )
         self.prefixes_enabled = Gauge("prefix_embed_prefixes_enabled", "Enabled prefixes.", registry=r)
         self.prefixes_rejected = Gauge(
             "prefix_embed_prefixes_rejected", "Prefix folder entries rejected as invalid.", registry=r
+        )
+        self.heads_loaded = Gauge("prefix_embed_heads_loaded", "Task heads loaded.", registry=r)
+        self.heads_available = Gauge(
+            "prefix_embed_heads_available", "Task heads enabled and available (inputs as fitted).", registry=r
         )
         self.ready = Gauge("prefix_embed_ready", "1 once the model is loaded and warmed up.", registry=r)
         self.cache_events = Counter(

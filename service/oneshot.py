@@ -27,9 +27,9 @@ def run_pipeline(
 ) -> T:
     """Load the encoder and the prefix folder as ``serve`` does, then ``await work(pipeline)``."""
     encoder = build_encoder(settings)
-    registry = PrefixRegistry(settings.prefix_dir, encoder.spec, settings.prefix_limits())
+    registry = PrefixRegistry.from_settings(settings, encoder.spec)
     snap = registry.scan()
-    for rejected in snap.rejected:
+    for rejected in (*snap.rejected, *snap.heads.rejected):
         if on_rejected is not None:
             on_rejected(rejected)
     # As serve does before /ready: every depth the folder needs is set up (ONNX: exported, which can

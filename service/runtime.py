@@ -16,7 +16,7 @@ from service.batching.prometheus import register_batcher_metrics
 from service.config import Settings
 from service.digests import PrefixSets
 from service.engine.bank import PrefixBank
-from service.engine.encoder import Encoder
+from service.engine.encoder import CallLoop, Encoder
 from service.engine.prefix import LoadedPrefix
 from service.errors import NotReady, PrefixEmbedError
 from service.metrics import Metrics
@@ -61,6 +61,14 @@ class Runtime:
         m.prefixes_loaded.set_function(lambda: len(self.registry.snapshot.bank) if self.registry else 0)
         m.prefixes_enabled.set_function(lambda: len(self.registry.snapshot.enabled) if self.registry else 0)
         m.prefixes_rejected.set_function(lambda: len(self.registry.snapshot.rejected) if self.registry else 0)
+        m.heads_loaded.set_function(lambda: len(self.registry.snapshot.heads.heads) if self.registry else 0)
+        m.heads_available.set_function(
+            lambda: (
+                sum(s.enabled and s.available for s in self.registry.snapshot.heads.heads)
+                if self.registry
+                else 0
+            )
+        )
         m.ready.set_function(lambda: float(self.ready))
 
     def serving(self) -> Serving:
@@ -86,7 +94,7 @@ class Runtime:
                 built, choice = await asyncio.to_thread(build_encoder_for, s)
                 self.encoder, self.backend_reason = built, choice.reason
             encoder = self.encoder
-            registry = PrefixRegistry(s.prefix_dir, encoder.spec, s.prefix_limits(), state_dir=s.state_dir)
+            registry = PrefixRegistry.from_settings(s, encoder.spec)
             await asyncio.to_thread(registry.load)
             self.registry = registry
             if s.default_prefixes == "model" and not registry.snapshot.served.present:
@@ -144,7 +152,7 @@ def warm_up(encoder: Encoder, bank: PrefixBank | None = None) -> None:
     """Prefixed calls before the first request, so that it does not pay for lazy initialization:
     a probe, then one call per distinct depth among ``bank``'s members (first layer, position
     shift), so that every fan-out depth a request can need is set up (for ONNX: exported) at start.
-    A prefix hot-loaded later at a new depth sets its depth up on first use."""
+    A prefix hot-loaded later at a new depth sets its depth up on first use, in the background."""
     spec = encoder.spec
     batch = encoder.tokenize(["warm up the encoder"], max_length=encoder.max_input_tokens, truncate=True)
     zeros = torch.zeros(spec.num_layers, spec.num_heads, 1, spec.head_dim)
@@ -157,3 +165,5 @@ def warm_up(encoder: Encoder, bank: PrefixBank | None = None) -> None:
         by_depth.setdefault((int(bank.firsts[slot]), bool(int(bank.shifts[slot]))), slot)
     for slot in by_depth.values():
         encoder.encode(batch, bank, [slot])
+    if isinstance(encoder, CallLoop):
+        encoder.wait_for_exports()  # the depths of the prefixes loaded at start, before /ready

@@ -43,7 +43,7 @@ TORCH_ENGINE = (
 )
 ONNX_ENGINE = (*TORCH_ENGINE, "onnx_cache_dir", "onnx_threads", "onnx_parallel_calls", "onnx_spinning")
 ENGINE = ("backend", *ONNX_ENGINE)  # service/backend.py build_encoder
-ONNX_EXPORT = ("model", "pooling", "pooling_layers", "onnx_cache_dir")
+ONNX_EXPORT = ("model", "pooling", "pooling_layers", "onnx_cache_dir", "dtype")
 PREFIX_FOLDER = ("prefix_dir", "max_prefix_len", "max_prefix_file_bytes", "prefix_settle_ms")
 # the embedding pipeline (service/pipeline.py) and its batcher, beyond the engine and the folder
 EMBEDDING = (

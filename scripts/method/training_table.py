@@ -18,7 +18,9 @@ def metadata(path: Path) -> dict:
 
 
 def main(paths: list[str]) -> None:
-    print("| prefix | task | train / dev | steps run (best) | dev macro-F1 step 0 -> best | dev acc (majority) | seconds | size |")
+    print(
+        "| prefix | task | train / dev | steps run (best) | dev macro-F1 step 0 -> best | dev acc (majority) | seconds | size |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for p in map(Path, paths):
         m = metadata(p)

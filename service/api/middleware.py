@@ -13,7 +13,7 @@ from service.metrics import Metrics
 class BodyLimitMiddleware:
     """413 for a body over the limit: at once from Content-Length, else while reading (chunked bodies).
 
-    ``PUT /prefixes/{name}`` (a prefix file upload) has its own, larger limit.
+    ``PUT /prefixes/{name}`` and ``PUT /heads/{name}`` (file uploads) have their own, larger limit.
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int, max_upload_bytes: int) -> None:
@@ -22,7 +22,7 @@ class BodyLimitMiddleware:
         self.max_upload_bytes = max_upload_bytes
 
     def _limit(self, scope: Scope) -> tuple[int, str]:
-        if scope["method"] == "PUT" and scope["path"].startswith("/prefixes/"):
+        if scope["method"] == "PUT" and scope["path"].startswith(("/prefixes/", "/heads/")):
             return self.max_upload_bytes, "max_prefix_file_bytes"
         return self.max_bytes, "max_request_bytes"
 

@@ -93,6 +93,11 @@ async def info(runtime: RuntimeDep) -> dict[str, Any]:
             "rejected": len(snap.rejected) if snap else 0,
             "bank_version": snap.bank.version if snap else None,
         },
+        "heads": {  # task heads of POST /predict (GET /heads lists them)
+            "loaded": len(snap.heads.heads) if snap else 0,
+            "available": sum(h.enabled and h.available for h in snap.heads.heads) if snap else 0,
+            "rejected": len(snap.heads.rejected) if snap else 0,
+        },
         # the state file (disabled prefixes): where, and why it is not in force (null: it is)
         "state": {
             "file": str(runtime.registry.state.path) if runtime.registry else None,

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 
 from service.api.auth import require_admin, require_api_key
 from service.api.deps import ServingDep
-from service.api.responses import ADMIN_ERRORS, READ_ERRORS, error_responses
+from service.api.responses import ADMIN_ERRORS, READ_ERRORS, error_responses, upload_body
 from service.engine.calibration import applicable
 from service.engine.prefix import BASE_NAME, LoadedPrefix
 from service.errors import InvalidInput
@@ -30,7 +30,7 @@ router = APIRouter(prefix="/prefixes", tags=["prefixes"])
 PatchBody = Annotated[Any, Body(description='JSON merge patch, e.g. {"sentiment": {"enabled": false}}')]
 
 
-def _iso(ts: float) -> str:
+def iso_time(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -45,7 +45,7 @@ def prefix_doc(prefix: LoadedPrefix, snap: Snapshot, pooling: str) -> dict[str, 
         "position_convention": prefix.position_convention,
         "kind": prefix.kind,
         "source": prefix.source,
-        "loaded_at": _iso(prefix.loaded_at),
+        "loaded_at": iso_time(prefix.loaded_at),
         # True while the file is rejected and the previous good version keeps serving.
         "stale": prefix.name in snap.stale,
         # False: no content_sha256 proved it whole (a PEFT folder; a native file with require_checksum off)
@@ -79,7 +79,7 @@ def listing(snap: Snapshot, pooling: str) -> dict[str, Any]:
         "disabled_without_file": sorted(snap.disabled - set(snap.bank.names)),
         "bank_version": snap.bank.version,
         "version": snap.version,
-        "updated_at": _iso(snap.loaded_at),
+        "updated_at": iso_time(snap.loaded_at),
     }
 
 
@@ -130,13 +130,9 @@ async def patch_prefix(name: str, patch: PatchBody, serving: ServingDep) -> dict
     dependencies=[Depends(require_admin)],
     status_code=201,
     responses={200: {"description": "Replaced an existing prefix file"}, **ADMIN_ERRORS},
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "description": "A native prefix file (safetensors with tensors `key` and `value`); see prefixes/README.md",
-            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
-        }
-    },
+    openapi_extra=upload_body(
+        "A native prefix file (safetensors with tensors `key` and `value`); see prefixes/README.md"
+    ),
 )
 async def put_prefix(name: str, request: Request, serving: ServingDep) -> JSONResponse:
     """Upload a native prefix file (the request body): validated, written atomically, hot-loaded.

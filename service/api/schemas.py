@@ -59,6 +59,16 @@ def check_text_inputs(value: Any) -> Any:
     raise ValueError(f"must be a string or a list of strings, not {_json_kind(value)}")
 
 
+def check_name_count(value: Any) -> Any:
+    """Checked before the items are validated: a 40,000-name list is refused at its length."""
+    if isinstance(value, list) and len(value) > MAX_REQUEST_PREFIXES:
+        raise ValueError(
+            f"lists {len(value)} names, over the limit of {MAX_REQUEST_PREFIXES} per request "
+            "(MAX_REQUEST_PREFIXES)"
+        )
+    return value
+
+
 class EmbedRequest(BaseModel):
     """``POST /embed``."""
 
@@ -74,17 +84,22 @@ class EmbedRequest(BaseModel):
     encoding: Encoding = "float"
 
     _inputs = field_validator("inputs", mode="before")(check_text_inputs)
+    _prefixes = field_validator("prefixes", mode="before")(check_name_count)
 
-    @field_validator("prefixes", mode="before")
-    @classmethod
-    def _bounded_prefixes(cls, value: Any) -> Any:
-        # Checked before the items are validated: a 40,000-name list is refused at its length.
-        if isinstance(value, list) and len(value) > MAX_REQUEST_PREFIXES:
-            raise ValueError(
-                f"lists {len(value)} names, over the limit of {MAX_REQUEST_PREFIXES} per request "
-                "(MAX_REQUEST_PREFIXES)"
-            )
-        return value
+
+class PredictRequest(BaseModel):
+    """``POST /predict``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: str | list[str] = Field(description="One text or a list of texts.")
+    tasks: list[str] | None = Field(
+        None, description="Head names (heads/NAME.safetensors), in output order; null = every available head."
+    )
+    truncate: StrictBool = True
+
+    _inputs = field_validator("inputs", mode="before")(check_text_inputs)
+    _tasks = field_validator("tasks", mode="before")(check_name_count)
 
 
 class OpenAIEmbeddingRequest(BaseModel):
@@ -123,11 +138,14 @@ def texts_of(inputs: str | list[str], max_inputs: int, field: str = "inputs") ->
     return texts
 
 
-def check_prefix_list(prefixes: Sequence[str] | None) -> list[str] | None:
+def check_prefix_list(
+    prefixes: Sequence[str] | None, field: str = "prefixes", every: str = "every enabled prefix"
+) -> list[str] | None:
+    """A list of names (``prefixes`` of /embed, ``tasks`` of /predict): null, or non-empty without repeats."""
     if prefixes is None:
         return None
     if not prefixes:
-        raise InvalidInput("prefixes is an empty list; send null (or omit it) for every enabled prefix")
+        raise InvalidInput(f"{field} is an empty list; send null (or omit it) for {every}")
     seen: set[str] = set()
     dupes: set[str] = set()
     for p in prefixes:  # linear: one pass with a set
@@ -135,5 +153,5 @@ def check_prefix_list(prefixes: Sequence[str] | None) -> list[str] | None:
             dupes.add(p)
         seen.add(p)
     if dupes:
-        raise InvalidInput(f"prefixes lists {shown_list(sorted(dupes))} more than once")
+        raise InvalidInput(f"{field} lists {shown_list(sorted(dupes))} more than once")
     return list(prefixes)

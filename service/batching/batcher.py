@@ -92,6 +92,16 @@ class Batcher:
     def accepting(self) -> bool:
         return self._accepting
 
+    def waiting_texts(self) -> int:
+        """Texts tokenized and waiting for the next batch (admitted, not yet handed to the encoder):
+        everything queued joins the next batch once this count covers it."""
+        return self._worker.waiting_texts()
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` has told the worker to take no further batch (the one in progress ends)."""
+        return self._worker.stopping
+
     async def start(self) -> None:
         self._worker.start()
 

@@ -69,6 +69,16 @@ class BatchWorker:
     def submit(self, req: EmbedJob) -> None:
         self._tok_queue.put(req)
 
+    def waiting_texts(self) -> int:
+        """Texts tokenized and waiting for the inference thread (of live requests), read under its lock."""
+        with self._cond:
+            return sum(r.size - r.next_text for r in self._ready if r.live)
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` has told the inference thread to take no further batch."""
+        return self._stopping
+
     def stop(self, timeout: float | None = None) -> int:
         """Stop both threads after the batch in progress; fail whatever is still queued.
 

@@ -1,4 +1,4 @@
-"""``python -m service bench ...``: engine, service, soak, onnx, ray (added to the CLI in service/cli.py).
+"""``python -m service bench ...``: engine, service, soak, onnx, ray, predict (added to the CLI in service/cli.py).
 
 The model, device, dtype, row-chunk, pooling and ONNX options are the ``serve`` flags (generated from
 Settings by :mod:`service.settings_cli`, with their ``PREFIX_EMBED_*`` variables); the rest are each
@@ -209,11 +209,14 @@ def ray_cmd(
     out: Annotated[Path, typer.Option(help="Write the results as JSON here (server logs beside it).")] = Path(
         "bench-results/ray.json"
     ),
-    rounds: Annotated[int, typer.Option(help="Interleaved rounds per configuration.")] = 3,
+    rounds: Annotated[
+        int, typer.Option(help="Interleaved rounds per configuration (and in-step rounds).")
+    ] = 3,
     texts: Annotated[int, typer.Option(help="Texts of the throughput phase.")] = 256,
 ) -> None:
     """Ray Serve (1 and 2 replicas) against ``serve`` alone, interleaved: start-up, latency at c=1,
-    throughput at c=8 (needs the ``ray`` extra; BENCHMARKS.md, "Ray Serve")."""
+    throughput at c=8; then how soon a change is in force on both replicas (target 2 s; ``--rounds``
+    rounds). Needs the ``ray`` extra; BENCHMARKS.md, "Ray Serve"."""
     try:
         import ray  # noqa: F401
     except ImportError:
@@ -228,6 +231,31 @@ def ray_cmd(
     typer.echo(json.dumps({"startup_s": result["startup_s"], "summary": result["summary"]}, indent=2))
 
 
+def predict_cmd(
+    settings: Settings,
+    out_dir: Annotated[
+        Path, typer.Option(help="Where predict.json, predict.md and the server log go.")
+    ] = Path("bench-results"),
+    rounds: Annotated[
+        int, typer.Option(help="Rounds: one wave (concurrency requests) of each variant.")
+    ] = 20,
+) -> None:
+    """POST /predict with every served head vs POST /embed of the same prefixes: texts/s side by side
+    (interleaved rounds), and the heads' own cost in-process (BENCHMARKS.md, Task heads)."""
+    from service.bench.predict import PredictBenchConfig, markdown, run_predict_bench
+
+    logging.basicConfig(level=logging.WARNING)
+    cfg = PredictBenchConfig(
+        settings.prefix_dir, settings.model_path(), out_dir, rounds=rounds,
+        # throughput, not deadlines: on a loaded machine a 32-text request can wait past the 30 s default
+        env={"PREFIX_EMBED_BACKEND": settings.backend, "PREFIX_EMBED_REQUEST_TIMEOUT_S": "600"},
+    )  # fmt: skip
+    result = run_predict_bench(cfg)
+    (out_dir / "predict.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out_dir / "predict.md").write_text(markdown(result))
+    typer.echo(markdown(result))
+
+
 bench_app.command("engine")(settings_command(engine_cmd, TORCH_ENGINE, defaults={"forward_chunk_rows": 0}))
 bench_app.command("service")(
     settings_command(
@@ -239,3 +267,4 @@ bench_app.command("service")(
 bench_app.command("soak")(settings_command(soak_cmd, ("model", "backend")))
 bench_app.command("onnx")(settings_command(onnx_cmd, ONNX_ENGINE))
 bench_app.command("ray")(settings_command(ray_cmd, ("model", "prefix_dir")))
+bench_app.command("predict")(settings_command(predict_cmd, ("model", "prefix_dir", "backend")))

@@ -1,95 +1,21 @@
-"""Start and stop benchmark servers on 127.0.0.1: our service and the infinity-emb peer."""
+"""The servers the benchmarks (and the end-to-end tests) start on 127.0.0.1: our ``serve``, our
+``ray-serve``, and the infinity-emb peer, each a :class:`service.procs.ServerProcess`."""
 
 from __future__ import annotations
 
 import os
-import signal
-import socket
+import re
 import subprocess
 import sys
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 
-import httpx
+from service.procs import ServerProcess
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class ServerProcess:
-    """``with ServerProcess(cmd, ready_url) as srv:`` runs ``cmd`` until ``ready_url`` answers 200,
-    and on exit sends SIGTERM (then SIGKILL after ``grace_s``). Output goes to ``log_path``."""
-
-    def __init__(
-        self,
-        cmd: Sequence[str],
-        ready_url: str,
-        *,
-        env: Mapping[str, str] | None = None,
-        log_path: Path,
-        start_timeout_s: float = 300.0,
-        grace_s: float = 20.0,
-        cwd: Path | None = None,
-    ) -> None:
-        self.cmd = list(cmd)
-        self.ready_url = ready_url
-        self.env = {**os.environ, **(env or {})}
-        self.log_path = log_path
-        self.start_timeout_s = start_timeout_s
-        self.grace_s = grace_s
-        self.cwd = cwd
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.startup_s = 0.0
-
-    def __enter__(self) -> ServerProcess:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("wb")
-        start = time.monotonic()
-        self.proc = subprocess.Popen(
-            self.cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd
-        )
-        log.close()
-        while True:
-            if self.proc.poll() is not None:
-                tail = self.log_path.read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"{self.cmd[0]} exited with {self.proc.returncode} before ready:\n{tail}")
-            if time.monotonic() - start > self.start_timeout_s:
-                self.stop()
-                raise TimeoutError(f"{self.cmd[0]} not ready after {self.start_timeout_s:g} s")
-            try:
-                if httpx.get(self.ready_url, timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        self.startup_s = time.monotonic() - start
-        return self
-
-    def rss_mb(self) -> float:
-        """Resident memory of the server and its child processes, in MB (0 when it is not running)."""
-        if self.proc is None or self.proc.poll() is not None:
-            return 0.0
-        return round(tree_rss_kb(self.proc.pid) / 1024, 1)
-
-    def stop(self) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return None if self.proc is None else self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(self.grace_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(10)
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+SERVE_COMMAND = (sys.executable, "-m", "service", "serve")
+RAY_SERVE_COMMAND = (sys.executable, "-m", "service", "ray-serve")
+# What ``ray-serve`` prints once every replica is ready (service/serving/ray_launch.py); group 1: the URL.
+RAY_READY = re.compile(r"ray-serve ready: \d+ replica\(s\) on (http://\S+) in [\d.]+ s")
 
 
 def our_server(
@@ -110,27 +36,22 @@ def our_server(
         "TOKENIZERS_PARALLELISM": "false",
         **env,
     }
+    return ServerProcess(SERVE_COMMAND, log_path=log_path, env=settings, url=f"http://127.0.0.1:{port}")
+
+
+def ray_serve_process(
+    log_path: Path,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    grace_s: float = 120.0,
+    cwd: Path | None = None,
+) -> ServerProcess:
+    """``python -m service ray-serve --host 127.0.0.1 --port 0 --device cpu *args`` (local Ray): its URL
+    is read from the ready line, printed once every replica has loaded; a kill ends Ray's processes too."""
+    command = [*RAY_SERVE_COMMAND, "--host", "127.0.0.1", "--port", "0", "--device", "cpu", *args]
     return ServerProcess(
-        [sys.executable, "-m", "service", "serve"],
-        f"http://127.0.0.1:{port}/ready",
-        env=settings,
-        log_path=log_path,
+        command, log_path=log_path, env=env, cwd=cwd, url_pattern=RAY_READY, own_group=True, grace_s=grace_s
     )
-
-
-def tree_rss_kb(pid: int) -> int:
-    """VmRSS of ``pid`` plus that of its descendants (from /proc; 0 where it cannot be read)."""
-    total = 0
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1])
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            for child in (task / "children").read_text().split():
-                total += tree_rss_kb(int(child))
-    except (OSError, ValueError):
-        pass
-    return total
 
 
 def infinity_server(
@@ -177,9 +98,10 @@ def infinity_server(
     }
     return ServerProcess(
         cmd,
-        f"http://127.0.0.1:{port}/health",
-        env=env,
         log_path=log_path,
+        env=env,
+        url=f"http://127.0.0.1:{port}",
+        ready_path="/health",
         cwd=model if optimum else None,
     )
 

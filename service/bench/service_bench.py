@@ -26,8 +26,9 @@ from service.backend import build_torch_encoder
 from service.bench.flops import batch_flops, peak_flops
 from service.bench.inproc import raw_encoder_rate, slot_policy_rates
 from service.bench.load import Call, fetch_json, run_load
-from service.bench.servers import ServerProcess, export_for_optimum, free_port, infinity_server, our_server
-from service.bench.shapes import Target, default_shapes, run_shapes, shape_summary
+from service.bench.many_tasks import ManyTaskTarget, many_task_summary, plot_many_tasks, run_many_tasks
+from service.bench.servers import export_for_optimum, infinity_server, our_server
+from service.bench.shapes import OUR_VARIANTS, Target, default_shapes, run_shapes, shape_summary
 from service.bench.workload import (
     bench_texts,
     bert_base_folder,
@@ -38,6 +39,7 @@ from service.bench.workload import (
 )
 from service.config import Settings, default_model_path
 from service.engine.bank import PrefixBank
+from service.procs import ServerProcess, free_port
 from service.registry.folder import scan_folder
 
 
@@ -65,11 +67,18 @@ class ServiceBenchConfig:
     shapes: bool = True  # the three load shapes against infinity's torch and optimum engines
     only_shapes: bool = False
     shape_scale: float = 1.0  # x the request counts of each shape
+    shape_concurrency: int | None = None  # (b) and (c) at this concurrency (the GPU check: 256)
     peer_onnx_dir: Path | None = None  # infinity's ONNX export (default: <out_dir>/infinity-onnx)
     # the vector cache at shape (b): these % of repeated texts, cache on vs off (empty: not run)
     cache_repeats: tuple[int, ...] = ()
     only_cache: bool = False
     cache_requests: int = 400  # requests per stream (90 % repeats: 40 new texts, more than c = 32)
+    # our servers in the shape comparison (labels of shapes.OUR_VARIANTS); "ours" = default settings
+    shape_variants: tuple[str, ...] = ("ours", "ours_int8", "ours_torch")
+    # the many-task request (issue 27 item 4): P = base + P-1 shipped prefixes vs P requests to the peer
+    many_tasks: bool = True
+    many_task_counts: tuple[int, ...] = (1, 2, 4, 6)
+    shipped_prefix_dir: Path = Path("prefixes")
 
 
 def _loadavg() -> list[float]:
@@ -279,7 +288,7 @@ class ServiceBench:
         if cfg.backbone != "minilm":
             self.result["shapes_error"] = "the shape comparison runs on the MiniLM backbone only"
             return
-        shapes = default_shapes(cfg.shape_scale)
+        shapes = default_shapes(cfg.shape_scale, cfg.shape_concurrency)
         texts = self.texts
         logs = cfg.out_dir
         base_env = {
@@ -288,17 +297,15 @@ class ServiceBench:
             "PREFIX_EMBED_MAX_QUEUE_REQUESTS": "4096",
         }
         specs: list[tuple[str, str, str, str, ServerProcess]] = []
-        for label, extra_env, log_name in (
-            ("ours", {}, "shapes-ours.log"),
-            ("ours_torch", {"PREFIX_EMBED_BACKEND": "torch"}, "shapes-ours-torch.log"),
-        ):
+        shipped = self.add_shipped_prefixes() if cfg.many_tasks else []
+        for label in cfg.shape_variants:
             port = free_port()
             server = our_server(
                 port,
                 model=self.model,
                 prefix_dir=self.prefix_dir,
-                env={**base_env, **extra_env},
-                log_path=logs / log_name,
+                env={**base_env, **OUR_VARIANTS[label]},
+                log_path=logs / f"shapes-{label}.log",
             )
             specs.append((label, "ours", f"http://127.0.0.1:{port}", self.names[0], server))
         found = shutil.which("infinity_emb")
@@ -351,6 +358,37 @@ class ServiceBench:
                 time_limit_s=cfg.time_limit_s,
             )
             self.result["shapes"] = shape_summary(self.result["phases"], targets)
+            if shipped:
+                self.run_many_tasks(targets, shipped)
+
+    def add_shipped_prefixes(self) -> list[str]:
+        """Copy the shipped prefixes beside the bench's random ones; their names, ``base`` first."""
+        names = []
+        for path in sorted(self.cfg.shipped_prefix_dir.glob("*.safetensors")):
+            shutil.copyfile(path, self.prefix_dir / path.name)
+            names.append(path.stem)
+        return ["base", *names]
+
+    def run_many_tasks(self, targets: list[Target], names: list[str]) -> None:
+        cfg = self.cfg
+        layers = self.spec.num_layers
+        loaded, _ = scan_folder(self.prefix_dir, self.spec, self.settings.prefix_limits())
+        depth = min((p.first_layer for p in loaded if p.name in names), default=0)
+        run_many_tasks(
+            [ManyTaskTarget(t.name, t.kind, t.base_url, t.model) for t in targets],
+            self.texts,
+            names,
+            prefix_counts=[p for p in cfg.many_task_counts if p <= len(names)],
+            layers=layers,
+            trunk_depth=depth,
+            rounds=cfg.rounds,
+            record=self.phase,
+            time_limit_s=cfg.time_limit_s,
+        )
+        peers = [t.name for t in targets if t.kind == "peer"]
+        self.result["many_tasks"] = many_task_summary(self.result["phases"], peers)
+        title = f"many-task request: P vectors per text, {self.result['machine'].get('cpu', '')}"
+        plot_many_tasks(self.result["many_tasks"], cfg.out_dir / "many_tasks.png", title)
 
     def run_cache(self) -> None:
         """The vector cache at shape (b): two servers alike but for the cache, up at once, interleaved

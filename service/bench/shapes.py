@@ -22,8 +22,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.bench.load import Call, run_load
-from service.bench.servers import ServerProcess
 from service.bench.workload import embed_calls
+from service.procs import ServerProcess
+
+# Our servers a shape comparison can run, by label: the environment each adds to the bench's settings.
+OUR_VARIANTS: dict[str, dict[str, str]] = {
+    "ours": {},  # default settings (backend auto: onnx, float32, the adaptive call plan on CPU)
+    "ours_int8": {"PREFIX_EMBED_DTYPE": "int8"},
+    "ours_torch": {"PREFIX_EMBED_BACKEND": "torch"},
+    # the plan before the adaptive one: every call on one thread, a lone call too
+    "ours_fixed_plan": {"PREFIX_EMBED_ONNX_THREADS": "1"},
+}
 
 
 @dataclass(frozen=True)
@@ -34,12 +43,14 @@ class Shape:
     requests: int
 
 
-def default_shapes(scale: float = 1.0) -> list[Shape]:
-    """Request counts sized for a few seconds to a minute each on a 2-core CPU (``scale`` x)."""
+def default_shapes(scale: float = 1.0, concurrency: int | None = None) -> list[Shape]:
+    """Request counts sized for a few seconds to a minute each on a 2-core CPU (``scale`` x).
+    ``concurrency``: (b) and (c) at that concurrency instead (a GPU: 256), with enough requests."""
+    b_c, c_c = (32, 4) if concurrency is None else (concurrency, concurrency)
     return [
         Shape("a", 1, 1, max(4, int(32 * scale))),
-        Shape("b", 1, 32, max(32, int(160 * scale))),
-        Shape("c", 32, 4, max(4, int(8 * scale))),
+        Shape("b", 1, b_c, max(32, int(160 * scale), 2 * b_c)),
+        Shape("c", 32, c_c, max(4, int(8 * scale), 2 * c_c if concurrency else 0)),
     ]
 
 
@@ -126,6 +137,18 @@ def shape_summary(phases: Sequence[dict[str, Any]], targets: Sequence[Target]) -
                     per_round.append(round(rate[(r, shape, mine)] / best, 3))
             if per_round:
                 out["ours_vs_fastest_peer"].setdefault(mine, {})[shape] = {
+                    "median": statistics.median(per_round),
+                    "rounds": per_round,
+                }
+    for mine in ours[1:]:  # each variant against the default server, per round
+        for shape in out["vectors_per_s"]:
+            per_round = [
+                round(rate[(r, shape, mine)] / rate[(r, shape, ours[0])], 3)
+                for r in rounds
+                if (r, shape, mine) in rate and rate.get((r, shape, ours[0]))
+            ]
+            if per_round:
+                out.setdefault("vs_default", {}).setdefault(mine, {})[shape] = {
                     "median": statistics.median(per_round),
                     "rounds": per_round,
                 }

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from service.backend import build_torch_encoder
-from service.bench.servers import free_port, our_server
+from service.bench.servers import our_server
 from service.bench.texts import sample_texts
 from service.config import Settings, default_model_path
 from service.engine.backbone import BackboneSpec
@@ -43,6 +43,7 @@ from service.engine.bank import PrefixBank
 from service.engine.direct import embed_sync
 from service.engine.encoder import Encoder
 from service.engine.prefix import LoadedPrefix
+from service.procs import free_port
 from service.registry.writer import native_bytes
 from service.wire.encodings import decode_base64_float, l2_normalize
 

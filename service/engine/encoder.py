@@ -109,6 +109,20 @@ def slot_groups(bank: PrefixBank, slots: Sequence[int], max_depth: int, by_depth
     return [SlotGroup(depth, tuple(cols), tuple(slots[i] for i in cols)) for depth, cols in calls]
 
 
+def fold_groups(groups: Sequence[SlotGroup], usable: Callable[[int], int]) -> list[SlotGroup]:
+    """``groups`` run at the depth ``usable`` gives for each (a backend may not have a depth yet: the
+    ONNX backend serves a depth that is still exporting in the deepest exported call at or below it,
+    which is exact because a prefix's slots are masked below its own first layer). Groups that land
+    on the same depth become one call."""
+    merged: dict[int, list[tuple[int, int]]] = {}
+    for g in groups:
+        merged.setdefault(usable(g.fan_out), []).extend(zip(g.columns, g.slots, strict=True))
+    return [
+        SlotGroup(depth, tuple(c for c, _ in pairs), tuple(s for _, s in pairs))
+        for depth, pairs in ((d, sorted(merged[d])) for d in sorted(merged))
+    ]
+
+
 def texts_per_call(
     chunk_rows: int, n_texts: int, n_prefixes: int, fan_out: int = 0, num_layers: int = 1
 ) -> int:
@@ -187,7 +201,14 @@ class CallLoop(ABC):
     def groups(self, bank: PrefixBank, slots: Sequence[int]) -> list[SlotGroup]:
         top = self.spec.num_layers - 1
         cap = top if self.max_fan_out is None else min(top, self.max_fan_out)
-        return slot_groups(bank, slots, cap, self.group_by_depth)
+        return fold_groups(slot_groups(bank, slots, cap, self.group_by_depth), self.usable_depth)
+
+    def usable_depth(self, depth: int) -> int:
+        """The fan-out depth a call that wants ``depth`` runs at now (a backend may lack it yet)."""
+        return depth
+
+    def wait_for_exports(self, timeout: float | None = None) -> None:  # noqa: B027 - optional hook
+        """Block until the depths a backend is still setting up are ready (nothing to wait for here)."""
 
     def _texts_per_model_call(self, n_texts: int, bank: PrefixBank, slots: Sequence[int]) -> int:
         layers = self.spec.num_layers
@@ -209,24 +230,28 @@ class CallLoop(ABC):
         jobs = [
             (group, first, part)
             for group in self.groups(bank, slots)
-            for first, part in _parts(batch, per_call)
+            for first, part in _parts(batch, per_call, self.parallel_calls)
         ]
-        results = self._map(lambda job: self._timed(job[2], bank, job[0]), jobs)
+        results = self._map(lambda job, alone: self._timed(job[2], bank, job[0], alone), jobs)
         for (group, first, part), vectors in zip(jobs, results, strict=True):
             out[first : first + part.size, list(group.columns)] = vectors
         return out
 
-    def _map(self, fn: Callable[[_Job], np.ndarray], jobs: Sequence[_Job]) -> list[np.ndarray]:
-        """``fn`` over ``jobs``: side by side on the pool when ``parallel_calls`` > 1, else in order."""
+    def _map(self, fn: Callable[[_Job, bool], np.ndarray], jobs: Sequence[_Job]) -> list[np.ndarray]:
+        """``fn(job, alone)`` over ``jobs``: side by side on the pool when ``parallel_calls`` > 1, else
+        in order. ``alone``: no other call of this encoder runs beside it (the batcher runs one encode
+        at a time), so a backend may give it every CPU (the adaptive call plan)."""
         if self.parallel_calls <= 1 or len(jobs) <= 1:
-            return [fn(job) for job in jobs]
+            return [fn(job, True) for job in jobs]
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.parallel_calls, thread_name_prefix="prefix-embed-call")
-        return list(self._pool.map(fn, jobs))
+        return list(self._pool.map(lambda job: fn(job, False), jobs))
 
-    def _timed(self, part: TokenizedBatch, bank: PrefixBank, group: SlotGroup) -> np.ndarray:
+    def _timed(
+        self, part: TokenizedBatch, bank: PrefixBank, group: SlotGroup, alone: bool = True
+    ) -> np.ndarray:
         start = time.perf_counter()
-        vectors = self._forward(part, bank, group)
+        vectors = self._forward(part, bank, group, alone)
         seconds = time.perf_counter() - start
         with self._observer_lock:  # calls may run side by side (parallel_calls)
             self.forward_calls += 1
@@ -246,9 +271,9 @@ class CallLoop(ABC):
         return vectors
 
     @abstractmethod
-    def _forward(self, part: TokenizedBatch, bank: PrefixBank, group: SlotGroup) -> np.ndarray:
+    def _forward(self, part: TokenizedBatch, bank: PrefixBank, group: SlotGroup, alone: bool) -> np.ndarray:
         """float32 [texts, len(group.slots), dim]: one model call; rows fan out from the texts at
-        ``group.fan_out``."""
+        ``group.fan_out``. ``alone``: no other call runs beside this one."""
 
     def describe(self) -> dict[str, object]:
         return {
@@ -258,8 +283,23 @@ class CallLoop(ABC):
         }
 
 
-def _parts(batch: TokenizedBatch, per_call: int) -> list[tuple[int, TokenizedBatch]]:
-    """``batch`` in consecutive parts of ``per_call`` texts (itself, not a re-padded copy, when it fits)."""
-    if per_call >= batch.size:
+def part_sizes(n_texts: int, per_call: int, calls: int = 1) -> list[int]:
+    """Texts per model call: at most ``per_call`` each; with ``calls`` > 1 side by side, as many parts
+    as a multiple of ``calls`` (at most one per text) and near-equal sizes, so that no call is left to
+    run alone at the end while the others' CPUs idle (5 texts, 4 per call, 2 calls: 3 + 2, not 4 + 1).
+    One text stays one call: it runs alone, with every CPU (the adaptive plan)."""
+    n_parts = -(-n_texts // max(1, per_call))
+    if calls > 1:
+        n_parts = min(n_texts, -(-n_parts // calls) * calls)
+    n_parts = max(1, n_parts)
+    base, extra = divmod(n_texts, n_parts)
+    return [base + (1 if i < extra else 0) for i in range(n_parts)]
+
+
+def _parts(batch: TokenizedBatch, per_call: int, calls: int = 1) -> list[tuple[int, TokenizedBatch]]:
+    """``batch`` in consecutive parts of :func:`part_sizes` (itself, not a re-padded copy, when it fits)."""
+    sizes = part_sizes(batch.size, per_call, calls)
+    if len(sizes) == 1:
         return [(0, batch)]
-    return [(i, batch.take(range(i, min(i + per_call, batch.size)))) for i in range(0, batch.size, per_call)]
+    starts = np.cumsum([0, *sizes[:-1]]).tolist()
+    return [(i, batch.take(range(i, i + n))) for i, n in zip(starts, sizes, strict=True)]

@@ -5,9 +5,9 @@ session's device (CUDA memory with onnxruntime-gpu), so a forward call moves onl
 mask, the per-row prefix index and each row's text. The plain backbone is the built-in ``base``
 member (length 0, every prefix slot masked) in the same graph.
 
-Shared-trunk prefixes: each graph holds one fan-out depth, so the encoder keeps one session per depth.
-Depth 0 is opened at start; a deeper one is exported (or read from the cache) on the first call that
-needs it, through ``exporter``; later prefixes of that depth reuse the session.
+Shared-trunk prefixes: one graph (and session) per fan-out depth, a new depth exported in the
+background while its calls run exactly at a shallower one (``onnx_depths``). On CPU a call that runs
+alone uses a second session of the same file with every CPU (the adaptive call plan).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from transformers import PreTrainedTokenizerBase
 from service.engine.backbone import BackboneSpec
 from service.engine.bank import PrefixBank
 from service.engine.encoder import CallLoop, SlotGroup, TokenizedBatch
+from service.engine.onnx_depths import DepthSessions, DepthSet
 from service.engine.onnx_export import META_PREFIX, ExportKey, ExportResult
 from service.engine.onnx_io import BANK_INPUTS, OUTPUT_NAME, rows_of
 from service.engine.ort_fp16 import fp16_session
@@ -31,6 +32,7 @@ from service.engine.ort_runtime import (
     active_device,
     cpu_threading,
     disabled_optimizers,
+    lone_call_threads,
     requested_providers,
     session_options,
     wants_cuda,
@@ -38,8 +40,11 @@ from service.engine.ort_runtime import (
 from service.engine.tokenize import tokenize
 from service.errors import ModelLoadError
 
-# The cached export of a fan-out depth (``ensure_onnx_export`` with the encoder's backbone and pooling).
+# The cached export of a fan-out depth (``ensure_onnx_export`` with the encoder's backbone and pooling,
+# quantized for int8).
 DepthExporter = Callable[[int], ExportResult]
+# dtypes of the ONNX backend per ORT device (float16 is converted in memory, int8 cached as its own file).
+ONNX_DTYPES = {"cpu": ("auto", "float32", "int8"), "cuda": ("auto", "float32", "float16")}
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +59,9 @@ CPU_CHUNK_ROWS = 4
 class OnnxEncoder(CallLoop):
     """B texts x P prefixes as one ORT call (or row chunks on CPU), like TorchEncoder.
 
-    ``onnx_path``/``key``: the depth-0 export. ``exporter``: exports deeper fan-out depths on first use
-    (None: depth 0 only, every prefix runs every layer)."""
+    ``onnx_path``/``key``: the depth-0 export (the int8 file for ``dtype`` int8). ``exporter``: exports
+    deeper fan-out depths on first use, in the background (None: depth 0 only, every prefix runs
+    every layer)."""
 
     backend = "onnx"
 
@@ -88,35 +94,45 @@ class OnnxEncoder(CallLoop):
         self.onnx_path = Path(onnx_path)
         self.max_input_tokens = min(max_input_tokens or default_max_tokens, spec.max_text_positions)
         self._requested = requested_providers(device)
+        lone_threads = None
         if wants_cuda(self._requested):
             parallel_calls = parallel_calls or 1
         else:
+            given = threads
             threads, parallel_calls = cpu_threading(threads, parallel_calls)
+            lone_threads = lone_call_threads(threads, given, parallel_calls)
         self.parallel_calls = parallel_calls
         self.intra_op_threads = threads
+        self.lone_call_threads = lone_threads
         self._options = session_options(threads, spinning=spinning)
+        self._lone_options = (
+            None if lone_threads is None else session_options(lone_threads, spinning=spinning)
+        )
         self._exporter = exporter
         self.max_fan_out = None if exporter is not None else 0
         if group_by_depth is not None:
             self.group_by_depth = group_by_depth
         session = self._open(self.onnx_path, key)
         self.device, self._ort_device, self._device_id = active_device(session, device, self._requested)
-        self.dtype = "float32"
+        if dtype not in ONNX_DTYPES[self._ort_device]:
+            raise ModelLoadError(
+                f"dtype {dtype} is not supported by the onnx backend on {self.device} "
+                f"(choose {' | '.join(ONNX_DTYPES[self._ort_device])})"
+            )
+        self.dtype = "int8" if dtype == "int8" else "float32"
+        if (key.dtype == "int8") != (dtype == "int8"):
+            raise ModelLoadError(f"{onnx_path} holds a {key.dtype} graph, dtype {dtype} was asked for")
         self._fp16 = self._ort_device == "cuda" and dtype in ("auto", "float16")
         if self._fp16:
             fp16 = fp16_session(self.onnx_path, session, self._options, spec, len(tokenizer))
             if fp16 is not None:
                 session, self.dtype = fp16, "float16"
             self._fp16 = fp16 is not None
-        elif dtype not in ("auto", "float32"):
-            raise ModelLoadError(
-                f"dtype {dtype} is not supported by the onnx backend on {self.device} "
-                "(float32; float16 on CUDA only)"
-            )
+        if self._ort_device != "cpu":
+            self._lone_options = self.lone_call_threads = None
         self.session = session  # depth 0
-        self._sessions: dict[int, Any] = {0: session}
-        self._paths: dict[int, Path] = {0: self.onnx_path}
-        self._session_lock = threading.Lock()
+        first = self._with_lone(self.onnx_path, session, key)
+        self._depths = DepthSet(first, self._open_depth if exporter is not None else None)
         self.providers: list[str] | None = list(session.get_providers())
         if chunk_rows is None:
             chunk_rows = CPU_CHUNK_ROWS if self._ort_device == "cpu" else 0
@@ -124,21 +140,24 @@ class OnnxEncoder(CallLoop):
         self._bank_version: str | None = None
         self._bank_lock = threading.Lock()
         self._bank_values: dict[str, Any] = {}
+        self.bank_uploads = 0  # bank snapshots copied to the device (once per new bank version)
         log.info(
-            "ONNX Runtime %s session on %s (%s), providers %s, file %s",
+            "ONNX Runtime %s session on %s (%s), providers %s, threads %s (alone: %s), file %s",
             ort.__version__,
             self.device,
             self.dtype,
             self.providers,
+            threads or "default",
+            lone_threads or "same",
             onnx_path,
         )
 
-    def _open(self, path: Path, key: ExportKey) -> Any:
+    def _open(self, path: Path, key: ExportKey, options: Any = None) -> Any:
         import onnxruntime as ort
 
         session = ort.InferenceSession(
             str(path),
-            self._options,
+            options or self._options,
             providers=self._requested,
             disabled_optimizers=disabled_optimizers(self._requested),
         )
@@ -147,32 +166,42 @@ class OnnxEncoder(CallLoop):
             raise ModelLoadError(f"{path} does not match the expected export ({', '.join(stale)})")
         return session
 
-    def session_for(self, fan_out: int) -> Any:
-        """The session of a fan-out depth, exported and opened on first use."""
-        found = self._sessions.get(fan_out)
-        if found is not None:
-            return found
-        if self._exporter is None:
-            raise ModelLoadError(f"no ONNX export of fan-out depth {fan_out} and no exporter")
-        with self._session_lock:
-            if fan_out not in self._sessions:
-                result = self._exporter(fan_out)
-                session = self._open(result.path, result.key)
-                if self._fp16:
-                    fp16 = fp16_session(
-                        result.path, session, self._options, self.spec, len(self.tokenizer), fan_out
-                    )
-                    if fp16 is None:
-                        raise ModelLoadError(f"float16 graph of fan-out depth {fan_out} failed its check")
-                    session = fp16
-                self._paths[fan_out] = result.path
-                self._sessions[fan_out] = session
-                log.info("ONNX fan-out depth %d ready (%s)", fan_out, result.path)
-        return self._sessions[fan_out]
+    def _with_lone(self, path: Path, shared: Any, key: ExportKey) -> DepthSessions:
+        lone = None if self._lone_options is None else self._open(path, key, self._lone_options)
+        return DepthSessions(path, shared, lone)
+
+    def _open_depth(self, fan_out: int) -> DepthSessions:
+        assert self._exporter is not None
+        result = self._exporter(fan_out)
+        session = self._open(result.path, result.key)
+        if self._fp16:
+            fp16 = fp16_session(result.path, session, self._options, self.spec, len(self.tokenizer), fan_out)
+            if fp16 is None:
+                raise ModelLoadError(f"float16 graph of fan-out depth {fan_out} failed its check")
+            return DepthSessions(result.path, fp16)
+        return self._with_lone(result.path, session, result.key)
+
+    def usable_depth(self, depth: int) -> int:
+        """``depth`` when its graph is open; else the deepest open depth below it, while ``depth``
+        exports in the background (``onnx_depths.DepthSet``)."""
+        return self._depths.usable(depth)
+
+    def wait_for_exports(self, timeout: float | None = None) -> None:
+        """Block until every background export started so far has landed or failed (warm-up)."""
+        self._depths.wait(timeout)
+
+    @property
+    def exporting(self) -> list[int]:
+        """Fan-out depths being exported in the background now."""
+        return self._depths.exporting
+
+    @property
+    def export_failures(self) -> dict[int, str]:
+        return dict(self._depths.failures)
 
     @property
     def exported_depths(self) -> list[int]:
-        return sorted(self._sessions)
+        return self._depths.depths
 
     def tokenize(self, texts: Sequence[str], *, max_length: int, truncate: bool) -> TokenizedBatch:
         return tokenize(self.tokenizer, texts, max_length=max_length, truncate=truncate)
@@ -193,10 +222,16 @@ class OnnxEncoder(CallLoop):
                 arrays = [t.numpy() for t in tensors]
                 self._bank_values = self._to_device(dict(zip(BANK_INPUTS, arrays, strict=True)))
                 self._bank_version = bank.version
+                self.bank_uploads += 1
             return self._bank_values
 
-    def _forward(self, part: TokenizedBatch, bank: PrefixBank, group: SlotGroup) -> np.ndarray:
-        session = self.session_for(group.fan_out)
+    @property
+    def bound_bank(self) -> dict[str, Any]:
+        """The last bank uploaded, as bound to every call: ORT values on the device, by graph input name."""
+        return dict(self._bank_values)
+
+    def _forward(self, part: TokenizedBatch, bank: PrefixBank, group: SlotGroup, alone: bool) -> np.ndarray:
+        session = self._depths[group.fan_out].pick(alone)
         values = self._device_bank(bank)
         slots = group.slots
         rows = rows_of(part.size, len(slots))
@@ -216,7 +251,10 @@ class OnnxEncoder(CallLoop):
         return {
             **super().describe(),
             "intra_op_threads": self.intra_op_threads or "ORT default (one per physical core)",
-            "onnx_files": {str(d): str(p) for d, p in sorted(self._paths.items())},
+            "lone_call_threads": self.lone_call_threads or "same as intra_op_threads",
+            "onnx_files": self._depths.files(),
+            "onnx_exporting": self.exporting,
+            "onnx_export_failures": {str(d): m for d, m in sorted(self.export_failures.items())},
         }
 
     @property

@@ -24,6 +24,7 @@ import contextlib
 import gc
 import logging
 import os
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -46,6 +47,11 @@ from service.engine.onnx_io import (
 from service.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
+
+# torch.export keeps global tracing state (fake tensor mode, symbolic shapes): two traces in one
+# process at once, e.g. a background depth export of one service and a foreground export of
+# another, fail with "Unable to cast ... NotImplementedType". Every trace in the process takes this.
+_TRACE_LOCK = threading.Lock()
 
 FORMAT = "prefix-embed-onnx/3"  # 2: texts + row_text inputs, prefix_first, one fan-out depth per graph; 3: float key masks
 OPSET = 18
@@ -91,13 +97,17 @@ class ExportKey:
     exporter: str
     fan_out: int = 0
     format: str = FORMAT
+    dtype: str = "float32"  # int8: quantized from the float32 export (``onnx_int8``)
+    quantizer: str = ""  # the quantization recipe and ONNX Runtime version of an int8 file
 
     def metadata(self) -> dict[str, str]:
         return {META_PREFIX + k: str(v) for k, v in asdict(self).items()}
 
     def mismatches(self, found: dict[str, str]) -> list[str]:
-        """Fields of ``found`` (a file's metadata) that differ from this key."""
-        return [k for k, v in self.metadata().items() if found.get(k) != v]
+        """Fields of ``found`` (a file's metadata) that differ from this key. Files written before
+        ``dtype``/``quantizer`` existed are float32 exports: a missing field reads as its default."""
+        absent = {META_PREFIX + "dtype": "float32", META_PREFIX + "quantizer": ""}
+        return [k for k, v in self.metadata().items() if found.get(k, absent.get(k)) != v]
 
 
 @dataclass(frozen=True)
@@ -126,7 +136,8 @@ def export_key(spec: BackboneSpec, pooling: str, pooling_layers: int, fan_out: i
 
 def cache_path(cache_dir: Path, key: ExportKey) -> Path:
     layers = f"{key.pooling_layers}" if key.pooling == "multilayer" else ""
-    return Path(cache_dir) / f"{key.fingerprint}-{key.pooling}{layers}-fan{key.fan_out}.onnx"
+    dtype = "" if key.dtype == "float32" else f"-{key.dtype}"
+    return Path(cache_dir) / f"{key.fingerprint}-{key.pooling}{layers}-fan{key.fan_out}{dtype}.onnx"
 
 
 def read_export_metadata(path: Path) -> dict[str, str] | None:
@@ -143,7 +154,10 @@ def read_export_metadata(path: Path) -> dict[str, str] | None:
     return {p.key: p.value for p in model.metadata_props}
 
 
-def _trace(forward: FixedDepth) -> object:
+def trace_forward(forward: FixedDepth) -> object:
+    """The ONNX graph of ``forward`` (torch.onnx dynamo export with dynamic axes), not yet validated:
+    :func:`export_onnx` compares it with torch before anything is written (tests replace this
+    function to feed that check a wrong graph)."""
     from torch.export import Dim
 
     texts, rows, seq = Dim("texts"), Dim("rows"), Dim("seq")
@@ -164,7 +178,7 @@ def _trace(forward: FixedDepth) -> object:
         forward.spec, model_vocab(forward), texts_n, seq_n, lengths, plen_n, seed=0, fan_out=forward.fan_out
     )
     # The exporter's own warnings (axis renames, pytree deprecations) are not actionable here.
-    with warnings.catch_warnings(record=True) as caught, torch.inference_mode(False):
+    with _TRACE_LOCK, warnings.catch_warnings(record=True) as caught, torch.inference_mode(False):
         warnings.simplefilter("always")
         program = torch.onnx.export(
             forward,
@@ -183,7 +197,7 @@ def _trace(forward: FixedDepth) -> object:
     return program.model_proto
 
 
-def _write_atomically(data: bytes, target: Path) -> None:
+def write_atomically(data: bytes, target: Path) -> None:
     """Temp file in the same folder + fsync + rename: readers see the old file or the new one, whole."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
@@ -208,7 +222,7 @@ def export_onnx(model_path: Path, target: Path, key: ExportKey) -> ExportResult:
     inner = PrefixedForward(backbone.model, backbone.spec, key.pooling, key.pooling_layers)
     forward = FixedDepth(inner, key.fan_out).eval()
     with _quiet_exporters():
-        proto = _trace(forward)
+        proto = trace_forward(forward)
     try:
         data = proto.SerializeToString()  # type: ignore[attr-defined]
     except ValueError as exc:  # the 2 GiB protobuf limit: models this size are out of scope
@@ -217,7 +231,7 @@ def export_onnx(model_path: Path, target: Path, key: ExportKey) -> ExportResult:
     if not diff <= PARITY_TOL:
         raise OnnxExportError(f"ONNX export differs from torch by {diff:.3g} (tolerance {PARITY_TOL})")
     onnx.helper.set_model_props(proto, {**key.metadata(), DIFF_FIELD: f"{diff:.3g}"})  # type: ignore[arg-type]
-    _write_atomically(proto.SerializeToString(), target)  # type: ignore[attr-defined]
+    write_atomically(proto.SerializeToString(), target)  # type: ignore[attr-defined]
     del backbone, inner, forward, proto, data
     gc.collect()
     seconds = time.perf_counter() - start
@@ -242,17 +256,31 @@ def ensure_onnx_export(
         raise OnnxExportError(f"fan-out depth {fan_out} outside 0..{spec.num_layers - 1}")
     key = export_key(spec, pooling, pooling_layers, fan_out)
     path = cache_path(cache_dir, key)
-    found = None if force else read_export_metadata(path)
-    if found is not None:
-        stale = key.mismatches(found)
-        if not stale:
-            log.info("reusing ONNX export %s", path)
-            return ExportResult(path, key, exported=False, max_abs_diff=float(found.get(DIFF_FIELD, "nan")))
-        log.warning(
-            "cached ONNX export %s does not match this backbone/pooling/exporter (%s); re-exporting",
-            path,
-            ", ".join(
-                f"{k.removeprefix(META_PREFIX)}: {found.get(k)!r} != {key.metadata()[k]!r}" for k in stale
-            ),
-        )
+    cached = None if force else cached_export(path, key)
+    if cached is not None:
+        return cached
+    # A first start's progress (README "Two commands"): one line per graph before its export.
+    log.info(
+        "exporting the ONNX graph of fan-out depth %d to %s: once per model and depth (a first start "
+        "exports each depth its prefixes use, about 15-25 s each on 2 CPUs; later starts reuse them)",
+        fan_out,
+        path,
+    )
     return export_onnx(model_path, path, key)
+
+
+def cached_export(path: Path, key: ExportKey) -> ExportResult | None:
+    """The file at ``path`` when its recorded key is ``key`` (else None, the reason logged)."""
+    found = read_export_metadata(path)
+    if found is None:
+        return None
+    stale = key.mismatches(found)
+    if not stale:
+        log.info("reusing ONNX export %s", path)
+        return ExportResult(path, key, exported=False, max_abs_diff=float(found.get(DIFF_FIELD, "nan")))
+    log.warning(
+        "cached ONNX export %s does not match this backbone/pooling/exporter (%s); re-exporting",
+        path,
+        ", ".join(f"{k.removeprefix(META_PREFIX)}: {found.get(k)!r} != {key.metadata()[k]!r}" for k in stale),
+    )
+    return None

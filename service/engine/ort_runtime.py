@@ -105,6 +105,19 @@ def cpu_threading(threads: int | None, parallel_calls: int | None) -> tuple[int 
     return threads, calls
 
 
+def lone_call_threads(threads: int | None, given: int | None, calls: int) -> int | None:
+    """Intra-op threads of a call that runs alone (the adaptive plan), or None for a fixed plan.
+
+    Calls side by side share the CPUs (``threads`` each); a call with nothing beside it (one text at
+    c = 1, the last chunk of a batch) would leave the others idle, so it runs on a second session with
+    every CPU. Only when the threads were not ``given`` explicitly and sharing left CPUs unused by a
+    lone call (BENCHMARKS.md, "Request path": 1.2-1.3x at one text per request on 2 cores)."""
+    cpus = available_cpus()
+    if given is not None or calls <= 1 or threads is None or cpus <= threads:
+        return None
+    return cpus
+
+
 def session_options(threads: int | None = None, *, spinning: bool = False) -> Any:
     """Session options. Spinning is off by default: on a shared CPU, busy-waiting intra-op threads
     steal cores from the tokenizer, the event loop and other processes (measured in BENCHMARKS.md)."""

@@ -33,3 +33,9 @@ def pool(
         chosen = hidden_states[-layers:]
         return torch.stack([mean_pool(h, mask) for h in chosen]).mean(0)
     raise ValueError(f"unknown pooling {method!r}; expected one of {', '.join(POOLINGS)}")
+
+
+def pooling_label(method: str, layers: int = 4) -> str:
+    """What a vector's pooling is called in a head file's metadata (``multilayer`` names its layers): a
+    head is served only where the server pools as the head was fitted."""
+    return f"multilayer-{layers}" if method == "multilayer" else method

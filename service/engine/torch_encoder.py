@@ -71,7 +71,7 @@ class TorchEncoder(CallLoop):
         return self._bank_tensors
 
     @torch.inference_mode()
-    def _forward(self, part: TokenizedBatch, bank: PrefixBank, group: SlotGroup) -> np.ndarray:
+    def _forward(self, part: TokenizedBatch, bank: PrefixBank, group: SlotGroup, alone: bool) -> np.ndarray:
         dev = self.backbone.device
         ids = torch.from_numpy(part.input_ids).to(dev)
         mask = torch.from_numpy(part.attention_mask).to(dev)

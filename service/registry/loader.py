@@ -22,6 +22,16 @@ class Rejected:
     reason: str
 
 
+def rejection_reason(exc: Exception, source: str) -> str:
+    """Why a folder entry (a prefix, a head file) was not loaded: the file's own error message, or a
+    short one naming ``source`` (any failure rejects the entry, never the scan)."""
+    if isinstance(exc, InvalidPrefixFile):
+        return exc.message
+    if isinstance(exc, OSError):
+        return f"{source}: cannot read: {exc.strerror or exc}"
+    return f"{source}: cannot load: {type(exc).__name__}: {str(exc)[:200]}"
+
+
 def load_prefix(
     path: Path, spec: BackboneSpec, limits: PrefixLimits | None = None, *, root: Path | None = None
 ) -> LoadedPrefix:

@@ -18,6 +18,8 @@ STATE_FILE = "state.json"
 # Held (flock) while a change reads, changes and writes the state file: replicas sharing the folder
 # must not lose each other's changes. A dot file: ignored by the folder scan and the watcher.
 STATE_LOCK = ".state.lock"
+# The task heads' sub-folder (service/heads/): not a prefix, scanned by the registry beside the prefixes.
+HEADS_DIR = "heads"
 # Not prefixes and not errors: documentation, the state file, temp files of atomic writes.
 IGNORED_SUFFIXES = (".md", ".txt", ".tmp", ".json", ".lock")
 
@@ -52,4 +54,6 @@ def is_candidate(path: Path) -> bool:
         is_dir = stat.S_ISDIR(path.lstat().st_mode)
     except OSError:
         return True  # vanished or unreadable: reported by the loader
+    if is_dir and name == HEADS_DIR:
+        return False  # the heads' folder (service/heads/folder.py reads it)
     return is_dir or not name.endswith(IGNORED_SUFFIXES)

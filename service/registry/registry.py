@@ -10,6 +10,9 @@ the registry keeps the last good state it read, and at a cold start (no good sta
 disables every prefix until the file is fixed or a PATCH rewrites it. Starting with everything
 disabled rather than refusing ``/ready`` keeps the admin routes up, so a PATCH can repair it; and a
 prefix an operator disabled (say, for its data's licence) is never served because a file broke.
+
+The task heads of ``heads/`` (service/heads/) are scanned with the prefixes and published in the same
+snapshot, checked against its bank; the state file's ``disabled_heads`` lists the disabled ones.
 """
 
 from __future__ import annotations
@@ -22,11 +25,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from service.engine.backbone import BackboneSpec
 from service.engine.bank import PrefixBank
+from service.engine.pooling import pooling_label
 from service.engine.prefix import BASE_NAME, LoadedPrefix, base_prefix
 from service.errors import (
+    HeadNotFound,
     InvalidPrefixFile,
     PrefixConflict,
     PrefixNotFound,
@@ -34,6 +40,9 @@ from service.errors import (
     shown,
     shown_list,
 )
+from service.heads.folder import HeadFolder
+from service.heads.head import TaskHead
+from service.heads.table import HeadTable
 from service.registry.calibration import base_file_name, read_base_calibration
 from service.registry.entries import Entry, load_entry
 from service.registry.limits import PrefixLimits
@@ -42,8 +51,11 @@ from service.registry.names import NATIVE_SUFFIX, STATE_FILE, is_candidate, pref
 from service.registry.native import parse_native
 from service.registry.patch import parse_patch
 from service.registry.served import MODELS_FILE, NONE, ServedModels, read_served_models
-from service.registry.state import StateStore
+from service.registry.state import StateRead, StateStore
 from service.registry.writer import atomic_write, remove_entry, remove_orphans, with_checksum
+
+if TYPE_CHECKING:
+    from service.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +74,7 @@ class Snapshot:
     disabled: frozenset[str] = frozenset()  # the names the state disables (with or without a file)
     state_error: str | None = None  # why the state file is not in force (None: it is, or it is absent)
     state_read: bool = True  # a good state was read since start (False: everything is disabled)
+    heads: HeadTable = HeadTable()  # the task heads, checked against this bank (service/heads/)
 
     def enabled_names(self) -> list[str]:
         return [n for n in self.bank.names if n in self.enabled]
@@ -113,10 +126,16 @@ class PrefixRegistry:
         *,
         state_dir: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
+        pooling: str | None = None,
     ) -> None:
         self.folder = Path(folder)
         self.spec = spec
         self.limits = limits or PrefixLimits()
+        # The heads/ sub-folder, scanned with the prefixes; a head fitted on another pooling than the
+        # server's (``pooling``) is unavailable.
+        self.heads = HeadFolder(self.folder, spec, self.limits)
+        self.pooling = pooling
+        self._disabled_heads: frozenset[str] | None = None  # the last good state's heads (None: none yet)
         self.state = StateStore(Path(state_dir) if state_dir is not None else self.folder)
         self._clock = clock
         self._lock = threading.RLock()
@@ -128,6 +147,15 @@ class PrefixRegistry:
             PrefixBank.build([], self._shape, base=self._base), frozenset(), (), frozenset(), time.time(), 0
         )
         self._served_good: ServedModels | None = None  # the last models.json that parsed
+
+    @classmethod
+    def from_settings(cls, settings: Settings, spec: BackboneSpec) -> PrefixRegistry:
+        """The registry of ``settings.prefix_dir`` as the server opens it (limits, state folder, the
+        pooling its heads are checked against)."""
+        pooling = pooling_label(settings.pooling, settings.pooling_layers)
+        return cls(
+            settings.prefix_dir, spec, settings.prefix_limits(), state_dir=settings.state_dir, pooling=pooling
+        )
 
     @property
     def snapshot(self) -> Snapshot:
@@ -184,6 +212,7 @@ class PrefixRegistry:
         for gone in self._entries.keys() - seen:
             log.info("prefix entry %s removed", gone)
             del self._entries[gone]
+        self.heads.rescan()
 
     def _collect(self) -> _Scan:
         scan = _Scan()
@@ -205,31 +234,33 @@ class PrefixRegistry:
                 scan.stale.add(serving.name)
         return scan
 
-    def _state_in_force(self, scan: _Scan) -> tuple[frozenset[str], str | None]:
-        """The disabled names to apply now, and why the state file is not in force (None: it is)."""
+    def _state_in_force(self, scan: _Scan) -> tuple[StateRead, str | None]:
+        """The disabled prefixes and heads to apply now, and why the state file is not in force (None:
+        it is). A broken file keeps the last good state; at a cold start every prefix and head is off."""
         read = self.state.read()
         if read.disabled is not None:
-            self._disabled = read.disabled
-            return read.disabled, None
+            self._disabled, self._disabled_heads = read.disabled, read.disabled_heads
+            return read, None
         if self._disabled is not None:
             kept = f"keeping the last good state ({len(self._disabled)} disabled)"
             reason = f"{read.error}; {kept} until the file is fixed or a PATCH rewrites it"
-            return self._disabled, reason
+            return StateRead(self._disabled, None, self._disabled_heads), reason
         reason = (
             f"{read.error}; no good state was read since start, so every prefix is disabled until the "
             "file is fixed or a PATCH rewrites it"
         )
-        return frozenset(scan.prefixes), reason
+        return StateRead(frozenset(scan.prefixes), None, frozenset(self.heads.collect().heads)), reason
 
-    def _publish(self, scan: _Scan, disabled: frozenset[str] | None = None) -> Snapshot:
+    def _publish(self, scan: _Scan, state: StateRead | None = None) -> Snapshot:
         old = self._snapshot
         state_error = None
-        if disabled is None:
-            disabled, state_error = self._state_in_force(scan)
+        if state is None:
+            state, state_error = self._state_in_force(scan)
             if state_error is not None:
                 scan.rejected.append(Rejected(STATE_FILE, state_error))
                 if state_error != old.state_error:
                     log.error("state file %s not in force: %s", self.state.path, state_error)
+        disabled = state.disabled or frozenset()
         served = self._read_served(scan)
         base = self._calibrated_base(scan)
         members = {p.name: p.digest for p in scan.prefixes.values()}
@@ -241,10 +272,12 @@ class PrefixRegistry:
         enabled = frozenset(bank.names) - (disabled - {BASE_NAME})  # base cannot be disabled
         rejected, stale = tuple(scan.rejected), frozenset(scan.stale)
         state_read = self._disabled is not None or state_error is None
+        heads = HeadTable.build(self.heads.collect(), bank, enabled, state.disabled_heads or (), self.pooling)
         if (
             bank is old.bank
             and (enabled, rejected, stale, disabled) == (old.enabled, old.rejected, old.stale, old.disabled)
-            and (served, state_error, state_read) == (old.served, old.state_error, old.state_read)
+            and (served, state_error, state_read, heads)
+            == (old.served, old.state_error, old.state_read, old.heads)
         ):
             return old
         snap = Snapshot(
@@ -258,6 +291,7 @@ class PrefixRegistry:
             disabled,
             state_error,
             state_read,
+            heads,
         )
         for name in sorted((set(bank.names) - enabled) - (set(old.bank.names) - old.enabled)):
             log.info("prefix %s is disabled: %s", name, snap.disabled_reason(name))
@@ -308,37 +342,54 @@ class PrefixRegistry:
                 f"cannot {what}: prefix folder {self.folder} is not writable ({reason}); nothing was changed"
             ) from exc
 
-    def _current_disabled(self, scan: _Scan) -> set[str]:
-        """The state a change starts from: the file when it is good (another replica may have changed it
-        a moment ago), else what is in force (the last good state, or everything at a cold start)."""
+    def _current_state(self, scan: _Scan) -> tuple[set[str], set[str]]:
+        """The state a change starts from (disabled prefixes, disabled heads): the file when it is good
+        (another replica may have changed it a moment ago), else what is in force (the last good state,
+        or everything at a cold start)."""
         read = self.state.read()
         if read.disabled is not None:
-            return set(read.disabled)
-        return set(self._disabled if self._disabled is not None else scan.prefixes)
+            return set(read.disabled), set(read.disabled_heads or ())
+        if self._disabled is not None:
+            return set(self._disabled), set(self._disabled_heads or ())
+        return set(scan.prefixes), set(self.heads.collect().heads)
+
+    def _write_state(self, scan: _Scan, disabled: set[str], disabled_heads: set[str]) -> Snapshot:
+        self.state.write(disabled, disabled_heads)
+        self._disabled, self._disabled_heads = frozenset(disabled), frozenset(disabled_heads)
+        return self._publish(scan, StateRead(self._disabled, None, self._disabled_heads))
 
     def apply_patch(self, patch: object) -> Snapshot:
         """Apply a JSON merge patch ``{name: {"enabled": bool}}``: all of it or nothing, persisted."""
-        changes = parse_patch(patch)
+        return self._patch_state("prefix", parse_patch(patch))
+
+    def apply_head_patch(self, patch: object) -> Snapshot:
+        """The same for the task heads (``disabled_heads`` of the same state file)."""
+        return self._patch_state("head", parse_patch(patch, "head"))
+
+    def _patch_state(self, kind: Literal["prefix", "head"], changes: dict[str, bool]) -> Snapshot:
         # The state lock first: waiting for another replica never holds up loading in this one.
-        with self.state.locked(), self._lock, self._writable("persist the prefix state"):
-            self._rescan()  # a prefix dropped in a moment ago is known, even before the watcher fires
+        with self.state.locked(), self._lock, self._writable(f"persist the {kind} state"):
+            self._rescan()  # a file dropped in a moment ago is known, even before the watcher fires
             scan = self._collect()
-            known = sorted(scan.prefixes)
+            known = sorted(scan.prefixes) if kind == "prefix" else sorted(self.heads.collect().heads)
             unknown = [n for n in changes if n not in known]
             if unknown:
-                raise PrefixNotFound(
-                    f"unknown prefix(es) {shown_list(unknown)}; "
-                    f"known prefixes: {shown_list(known, quoted=False) or 'none'}"
+                error: type[PrefixNotFound | HeadNotFound] = (
+                    PrefixNotFound if kind == "prefix" else HeadNotFound
                 )
-            disabled = self._current_disabled(scan)
+                which, plural = ("prefix(es)", "prefixes") if kind == "prefix" else ("head(s)", "heads")
+                raise error(
+                    f"unknown {which} {shown_list(unknown)}; "
+                    f"known {plural}: {shown_list(known, quoted=False) or 'none'}"
+                )
+            disabled, disabled_heads = self._current_state(scan)
+            target = disabled if kind == "prefix" else disabled_heads
             for name, enabled in changes.items():
                 if enabled:
-                    disabled.discard(name)
+                    target.discard(name)
                 else:
-                    disabled.add(name)
-            self.state.write(disabled)
-            self._disabled = frozenset(disabled)
-            return self._publish(scan, self._disabled)
+                    target.add(name)
+            return self._write_state(scan, disabled, disabled_heads)
 
     def put_prefix(self, name: str, data: bytes) -> PutResult:
         """Validate native prefix bytes, write them atomically as ``NAME.safetensors`` (with a
@@ -387,7 +438,25 @@ class PrefixRegistry:
                 log.info("deleted prefix entry %s (prefix %s)", src, name)
             read = self.state.read()
             if read.disabled is not None and name in read.disabled:
-                self.state.write(read.disabled - {name})
+                self.state.write(read.disabled - {name}, read.disabled_heads or ())
             self._rescan()
             self._publish(self._collect())
         return DeleteResult(name, serving.digest if serving else None, tuple(sources), was_enabled)
+
+    def put_head(self, name: str, data: bytes) -> tuple[TaskHead, bool]:
+        """Validate head bytes, write them atomically as ``heads/NAME.safetensors``, publish:
+        (the head, whether it is new)."""
+        with self._lock, self._writable(f"write heads/{name}{NATIVE_SUFFIX}"):
+            result = self.heads.write(name, data)
+            self._publish(self._collect())
+        return result
+
+    def delete_head(self, name: str) -> Snapshot:
+        """Remove ``heads/NAME.safetensors`` (and its entry in ``disabled_heads``), publish."""
+        with self.state.locked(), self._lock, self._writable(f"delete heads/{name}{NATIVE_SUFFIX}"):
+            self._rescan()
+            self.heads.remove(name)
+            read = self.state.read()
+            if read.disabled is not None and name in (read.disabled_heads or ()):
+                self.state.write(read.disabled, (read.disabled_heads or frozenset()) - {name})
+            return self._publish(self._collect())

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,18 +154,29 @@ def _parse_member(model: str, item: object) -> Member:
     )
 
 
-def unavailable_reason(model: ServedModel, bank: PrefixBank, enabled: frozenset[str], dim: int) -> str | None:
-    """Why ``model`` cannot be served from this snapshot (None: it can), naming every member at fault."""
+def member_problems(
+    members: Iterable[tuple[str, str | None]], bank: PrefixBank, enabled: Collection[str], *, pins: str
+) -> list[str]:
+    """Each member ``(name, digest or None)`` that is not loaded, disabled, or at another version than
+    the digest it pins (``pins`` words it: "the model pins"). Served models and task heads (a head's
+    inputs) alike: neither ever serves from other vectors than it names."""
     known = {p.name: p for p in bank.prefixes}
     problems: list[str] = []
-    for m in model.members:
-        prefix = known.get(m.name)
+    for name, digest in members:
+        prefix = known.get(name)
         if prefix is None:
-            problems.append(f"{m.name} is not loaded")
-        elif m.name not in enabled:
-            problems.append(f"{m.name} is disabled")
-        elif m.digest is not None and prefix.digest != m.digest:
-            problems.append(f"{m.name} is at version {prefix.digest[:12]}, the model pins {m.digest[:12]}")
+            problems.append(f"{name} is not loaded")
+        elif name not in enabled:
+            problems.append(f"{name} is disabled")
+        elif digest is not None and prefix.digest != digest:
+            problems.append(f"{name} is at version {prefix.digest[:12]}, {pins} {digest[:12]}")
+    return problems
+
+
+def unavailable_reason(model: ServedModel, bank: PrefixBank, enabled: frozenset[str], dim: int) -> str | None:
+    """Why ``model`` cannot be served from this snapshot (None: it can), naming every member at fault."""
+    members = ((m.name, m.digest) for m in model.members)
+    problems = member_problems(members, bank, enabled, pins="the model pins")
     if model.dim is not None and model.dim != dim * len(model.members):
         problems.append(
             f"it states dim {model.dim}, its {len(model.members)} prefixes give {dim * len(model.members)}"
@@ -204,6 +215,7 @@ __all__ = [
     "MODELS_FILE",
     "NONE",
     "Member",
+    "member_problems",
     "ServedModel",
     "ServedModels",
     "parse_served_models",

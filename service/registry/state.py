@@ -1,4 +1,6 @@
-"""The registry state: which prefixes are disabled (``state.json``), and the lock that guards changes.
+"""The registry state: which prefixes and which task heads are disabled (``state.json``), and the lock
+that guards changes. A file without ``disabled_heads`` (written before heads existed) reads as no head
+disabled.
 
 Both live in the state folder (the ``state_dir`` setting; default: the prefix folder itself, so that
 replicas sharing the folder share the state; ``prefixes/.gitignore`` keeps them out of git). The file
@@ -17,7 +19,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,11 +41,12 @@ _LOCK_POLL_S = 0.01
 
 @dataclass(frozen=True)
 class StateRead:
-    """``disabled``: the names the file disables, or None when the file is broken (``error`` says why).
-    A missing file is a good, empty state."""
+    """``disabled`` / ``disabled_heads``: the prefix and head names the file disables, both None when
+    the file is broken (``error`` says why). A missing file is a good, empty state."""
 
     disabled: frozenset[str] | None
     error: str | None = None
+    disabled_heads: frozenset[str] | None = frozenset()
 
 
 def state_checksum(doc: dict[str, Any]) -> str:
@@ -66,26 +69,33 @@ class StateStore:
         except FileNotFoundError:
             return StateRead(frozenset())
         except InvalidPrefixFile as exc:
-            return StateRead(None, exc.message)
+            return StateRead(None, exc.message, None)
         except OSError as exc:
-            return StateRead(None, f"{STATE_FILE}: unreadable: {exc.strerror or exc}")
+            return StateRead(None, f"{STATE_FILE}: unreadable: {exc.strerror or exc}", None)
         try:
             data = json.loads(raw)
         except ValueError as exc:
-            return StateRead(None, f"{STATE_FILE}: unreadable: not JSON: {str(exc)[:120]}")
-        disabled = data.get("disabled", []) if isinstance(data, dict) else None
-        if not isinstance(disabled, list) or not all(isinstance(n, str) for n in disabled):
-            got = json.dumps(disabled if isinstance(data, dict) else data)[:80]
-            return StateRead(None, f"{STATE_FILE}: 'disabled' must be a list of names, got {got}")
+            return StateRead(None, f"{STATE_FILE}: unreadable: not JSON: {str(exc)[:120]}", None)
+        lists = []
+        for key in ("disabled", "disabled_heads"):
+            names = data.get(key, []) if isinstance(data, dict) else None
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                got = json.dumps(names if isinstance(data, dict) else data)[:80]
+                return StateRead(None, f"{STATE_FILE}: {key!r} must be a list of names, got {got}", None)
+            lists.append(frozenset(names))
         checksum = data.get("content_sha256")
         if checksum is not None and checksum != state_checksum(data):
             return StateRead(
-                None, f"{STATE_FILE}: content_sha256 does not match the content (altered or torn)"
+                None, f"{STATE_FILE}: content_sha256 does not match the content (altered or torn)", None
             )
-        return StateRead(frozenset(disabled))
+        return StateRead(lists[0], None, lists[1])
 
-    def write(self, disabled: frozenset[str] | set[str]) -> None:
-        doc: dict[str, Any] = {"version": 1, "disabled": sorted(disabled)}
+    def write(self, disabled: Collection[str], disabled_heads: Collection[str]) -> None:
+        doc: dict[str, Any] = {
+            "version": 1,
+            "disabled": sorted(disabled),
+            "disabled_heads": sorted(disabled_heads),
+        }
         doc["content_sha256"] = state_checksum(doc)
         atomic_write(self.path, (json.dumps(doc, indent=2) + "\n").encode())
 

@@ -30,7 +30,7 @@ from typing import Literal
 
 from watchfiles import Change, awatch
 
-from service.registry.names import STATE_FILE, is_candidate
+from service.registry.names import HEADS_DIR, STATE_FILE, is_candidate
 from service.registry.registry import PrefixRegistry
 
 log = logging.getLogger(__name__)
@@ -128,15 +128,18 @@ class FolderWatcher:
         return top == STATE_FILE or not top.startswith((".", "_"))
 
     def watch_paths(self) -> list[Path]:
-        """The folder and its real sub-folders (PEFT adapters), each watched without recursion; and the
-        state folder when the state lives elsewhere (the ``state_dir`` setting)."""
+        """The folder and its real sub-folders (PEFT adapters, the heads' folder), each watched without
+        recursion; and the state folder when the state lives elsewhere (the ``state_dir`` setting)."""
         paths = [self.folder]
         if self.state_folder != self.folder:
             paths.append(self.state_folder)
         with contextlib.suppress(OSError):
             for entry in sorted(os.scandir(self.folder), key=lambda e: e.name):
-                if is_candidate(Path(entry.path)) and stat.S_ISDIR(entry.stat(follow_symlinks=False).st_mode):
-                    paths.append(Path(entry.path))
+                path = Path(entry.path)
+                if (is_candidate(path) or entry.name == HEADS_DIR) and stat.S_ISDIR(
+                    entry.stat(follow_symlinks=False).st_mode
+                ):
+                    paths.append(path)
         return paths
 
     def start(self) -> None:

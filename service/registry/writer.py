@@ -47,14 +47,12 @@ def native_bytes(
         "key": key.detach().to(torch.float32).contiguous(),
         "value": value.detach().to(torch.float32).contiguous(),
     }
-    meta = {"format": FORMAT_VERSION}
-    for k, v in metadata.items():
-        meta[k] = v if isinstance(v, str) else json.dumps(v, sort_keys=True, allow_nan=False)
+    meta = {"format": FORMAT_VERSION, **metadata_strings(metadata)}
     meta["first_layer"] = str(first_layer)
     meta["content_sha256"] = content_sha256(
         tensors["key"].numpy().tobytes(), tensors["value"].numpy().tobytes()
     )
-    return _canonical(st_save(tensors, metadata=meta))
+    return canonical_safetensors(tensors, meta)
 
 
 def with_checksum(data: bytes) -> bytes:
@@ -82,6 +80,20 @@ def _canonical(raw: bytes, metadata: dict[str, str] | None = None) -> bytes:
     canonical = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
     canonical += b" " * (-len(canonical) % 8)
     return len(canonical).to_bytes(8, "little") + canonical + raw[8 + header_len :]
+
+
+def metadata_strings(metadata: dict[str, Any]) -> dict[str, str]:
+    """safetensors metadata is strings: other values are stored as JSON (NaN/Infinity refused)."""
+    return {
+        k: v if isinstance(v, str) else json.dumps(v, sort_keys=True, allow_nan=False)
+        for k, v in metadata.items()
+    }
+
+
+def canonical_safetensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """safetensors bytes with the header's keys sorted (same offsets, padded to 8 bytes), so the same
+    content always gives the same bytes and digest."""
+    return _canonical(st_save(tensors, metadata=metadata))
 
 
 def atomic_write(path: Path, data: bytes) -> None:

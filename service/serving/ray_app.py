@@ -22,16 +22,16 @@ from typing import Any
 from fastapi import FastAPI
 from ray import serve
 from ray.serve.config import AutoscalingConfig
-from ray.serve.deployment import Application
+from ray.serve.deployment import Application, Deployment
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.app import create_app
 from service.config import Settings
 from service.runtime import Runtime
+from service.serving import REPLICA_HEADER
 
 APP_NAME = "prefix-embed"
 DEPLOYMENT_NAME = "PrefixEmbed"
-REPLICA_HEADER = b"x-replica-id"
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ class ReplicaHeader:
 
     def __init__(self, app: ASGIApp, replica_id: str) -> None:
         self.app = app
-        self.value = replica_id.encode()
+        self.header = (REPLICA_HEADER.encode(), replica_id.encode())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -91,7 +91,7 @@ class ReplicaHeader:
 
         async def with_header(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (REPLICA_HEADER, self.value)]
+                message["headers"] = [*message.get("headers", []), self.header]
             await send(message)
 
         await self.app(scope, receive, with_header)
@@ -147,9 +147,16 @@ class PrefixEmbedReplica:
 PrefixEmbedDeployment = serve.deployment(name=DEPLOYMENT_NAME)(serve.ingress()(PrefixEmbedReplica))
 
 
+def build_deployment(settings: Settings, scaling: Scaling) -> Deployment:
+    """The deployment with ``scaling``'s options, as Ray validated them (read its public properties:
+    ``num_replicas``, ``max_ongoing_requests``, ``ray_actor_options``)."""
+    return PrefixEmbedDeployment.options(**scaling.deployment_options(settings))
+
+
 def build_application(settings: Settings, scaling: Scaling) -> Application:
-    """The Serve application for ``serve.run`` (used by ``python -m service ray-serve``)."""
-    return PrefixEmbedDeployment.options(**scaling.deployment_options(settings)).bind(settings)
+    """The Serve application for ``serve.run`` (used by ``python -m service ray-serve``): every replica
+    is built from ``settings``."""
+    return build_deployment(settings, scaling).bind(settings)
 
 
 def app_builder(args: dict[str, Any]) -> Application:

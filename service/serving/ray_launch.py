@@ -12,7 +12,6 @@ import logging
 import math
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -26,17 +25,12 @@ log = logging.getLogger(__name__)
 PROXY_CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
 
 
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 def run(settings: Settings, scaling: Any, address: str | None = None) -> int:
     """Start (or join) Ray, deploy, serve until SIGINT/SIGTERM, drain, stop. Returns the exit status."""
     import ray
     from ray import serve
 
+    from service.procs import free_port
     from service.serving.ray_app import APP_NAME, build_application
     from service.serving.ray_proxy import CALLBACK_PATH
 

@@ -11,17 +11,13 @@ import pytest
 
 from service.bench.texts import sample_texts
 from service.engine.backbone import Backbone
-from tests.support.metrics import metric_value
+from tests.support.metrics import scrape
 from tests.support.server_process import ServerProcess
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
 PREFIXES = ["p0", "p1", "p2", "p3"]
-
-
-def metric(base: str, name: str) -> float:
-    return metric_value(httpx.get(f"{base}/metrics", timeout=10).text, name)
 
 
 def test_sigterm_finishes_in_flight_requests_then_exits(
@@ -36,7 +32,10 @@ def test_sigterm_finishes_in_flight_requests_then_exits(
     for i, name in enumerate(PREFIXES):
         write_prefix(folder, name, minilm.spec, prefix_len=8, seed=i)
     # Large requests (32 texts x 4 prefixes each) so that they are still running at SIGTERM.
-    bodies = [{"inputs": sample_texts(32, seed=i), "encoding": "base64"} for i in range(4)]
+    bodies = [
+        {"inputs": sample_texts(32, seed=i), "prefixes": ["base", *PREFIXES], "encoding": "base64"}
+        for i in range(4)
+    ]
     results: list[httpx.Response | Exception] = [RuntimeError("no answer")] * len(bodies)
 
     def post(i: int) -> None:
@@ -45,13 +44,17 @@ def test_sigterm_finishes_in_flight_requests_then_exits(
         except Exception as exc:  # recorded and asserted below
             results[i] = exc
 
-    args = ("--model", str(minilm_path), "--prefix-dir", str(folder))
+    # `prefixes: null` = every enabled prefix and base (no models.json in the folder)
+    args = ("--model", str(minilm_path), "--prefix-dir", str(folder), "--default-prefixes", "enabled")
     server = server_process(*args, env={"PREFIX_EMBED_WATCH": "false"}).wait_ready()
     base = server.url
     threads = [threading.Thread(target=post, args=(i,)) for i in range(len(bodies))]
     for t in threads:
         t.start()
-    wait_until(lambda: metric(base, "prefix_embed_queue_depth") >= len(bodies), what="all in the batcher")
+    with server.client() as client:
+        wait_until(
+            lambda: scrape(client, "prefix_embed_queue_depth") >= len(bodies), what="all in the batcher"
+        )
     server.terminate()
     for t in threads:
         t.join(120)

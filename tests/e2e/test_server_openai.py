@@ -19,7 +19,7 @@ from service.engine.prefix import base_prefix
 from service.registry.folder import scan_folder
 from service.registry.limits import PrefixLimits
 from service.wire.encodings import l2_normalize
-from tests.support.server_process import ServerProcess
+from tests.support.server_process import ServerProcess, serve_process, stop_gracefully
 
 pytestmark = pytest.mark.slow
 
@@ -43,13 +43,13 @@ def prefix_dir(tmp_path_factory: pytest.TempPathFactory, minilm: Backbone) -> Pa
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, prefix_dir: Path) -> Iterator[ServerProcess]:
     log = tmp_path_factory.mktemp("logs") / "server.log"
-    proc = ServerProcess(
+    proc = serve_process(
         log, "--prefix-dir", str(prefix_dir), "--api-key", KEY, "--default-prefixes", "enabled"
     ).start()
     try:
         yield proc.wait_ready()
     finally:
-        proc.stop()
+        stop_gracefully(proc)
 
 
 @pytest.fixture(scope="module")

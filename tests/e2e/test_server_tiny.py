@@ -22,7 +22,7 @@ from service.registry.limits import PrefixLimits
 from service.wire.encodings import decode_base64_float, l2_normalize, unpack_bits
 from tests.support import prefixes
 from tests.support.http import BAD_INPUTS
-from tests.support.server_process import ServerProcess
+from tests.support.server_process import serve_process, stop_gracefully
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
@@ -43,13 +43,13 @@ class Servers:
         args += ("--max-input-tokens", "32", "--max-request-bytes", "4096")
         self.args = args
         self.logs = logs
-        self.a = ServerProcess(logs / "a.log", *args)
+        self.a = serve_process(logs / "a.log", *args)
         # B gets a setting from the environment instead of a flag
-        self.b = ServerProcess(logs / "b.log", *args, env={"PREFIX_EMBED_SERVED_MODEL_NAME": "tiny-b"})
+        self.b = serve_process(logs / "b.log", *args, env={"PREFIX_EMBED_SERVED_MODEL_NAME": "tiny-b"})
 
     def restart_a(self) -> None:
-        self.a.stop()
-        self.a = ServerProcess(self.logs / "a2.log", *self.args).start().wait_ready()
+        stop_gracefully(self.a)
+        self.a = serve_process(self.logs / "a2.log", *self.args).start().wait_ready()
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +68,8 @@ def servers(
         s.b.wait_ready()
         yield s
     finally:
-        s.a.stop()
-        s.b.stop()
+        stop_gracefully(s.a)
+        stop_gracefully(s.b)
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ import pytest
 
 from service.engine.backbone import Backbone
 from tests.support.metrics import metric_value
-from tests.support.server_process import ServerProcess
+from tests.support.server_process import ServerProcess, stop_gracefully
 from tests.support.waiting import in_thread, wait_until
 
 pytestmark = pytest.mark.slow
@@ -115,4 +115,4 @@ def test_a_slow_client_flood_is_bounded_and_sigterm_still_works(
         r = in_thread(lambda: client.patch("/prefixes/alpha", json={"enabled": False}), 20, "PATCH")
         assert r.status_code == 503, r.text
         assert "a FIFO" in r.json()["error"]["message"]
-    server.stop(60)  # SIGTERM: exits 0 after a graceful shutdown
+    stop_gracefully(server, 60)  # SIGTERM: exits 0 after a graceful shutdown

@@ -22,7 +22,7 @@ from service.registry.folder import scan_folder
 from service.registry.limits import PrefixLimits
 from service.wire.encodings import decode_base64_float, l2_normalize
 from tests.support.http import assert_error, wait_ready
-from tests.support.metrics import metric_value
+from tests.support.metrics import scrape
 from tests.support.waiting import wait_until
 
 TEXTS = [
@@ -80,20 +80,16 @@ def engine_vectors(encoder: TorchEncoder, folder: Path, names: list[str], texts:
     return l2_normalize(vectors)
 
 
-def metric(client: TestClient, name: str) -> float:
-    return metric_value(client.get("/metrics").text, name)
-
-
 def test_per_prefix_vectors_equal_the_engine(
     client: TestClient, reference: TorchEncoder, prefix_dir: Path
 ) -> None:
-    calls = metric(client, "prefix_embed_forward_calls_total")
-    rows = metric(client, "prefix_embed_batch_rows_total")
+    calls = scrape(client, "prefix_embed_forward_calls_total")
+    rows = scrape(client, "prefix_embed_batch_rows_total")
     doc = client.post("/embed", json={"inputs": TEXTS}).json()
     # 3 texts x (base + 3 prefixes) = 12 rows in ONE model call: base (first_layer = L, acts in no
     # layer) rides in the file prefixes' depth-0 call (slot_groups: no more layer rows than its own)
-    assert metric(client, "prefix_embed_forward_calls_total") == calls + 1
-    assert metric(client, "prefix_embed_batch_rows_total") == rows + 12
+    assert scrape(client, "prefix_embed_forward_calls_total") == calls + 1
+    assert scrape(client, "prefix_embed_batch_rows_total") == rows + 12
     want = engine_vectors(reference, prefix_dir, NAMES, TEXTS)
     assert [p["name"] for p in doc["prefixes"]] == ["base", *NAMES]
     assert all(p["dim"] == 32 for p in doc["prefixes"])

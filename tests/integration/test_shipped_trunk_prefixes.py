@@ -7,6 +7,8 @@ from pathlib import Path
 
 from service.engine.backbone import Backbone
 from service.method.prefix_io import load_prefixes
+from service.method.repo_corpora import REPO_BUILTIN
+from service.method.repos import REPOS
 
 PREFIXES = Path(__file__).resolve().parents[2] / "prefixes"
 # the five source tasks of issue 11, shipped as shared-trunk prefixes (RESULTS.md)
@@ -29,3 +31,25 @@ def test_shipped_prefixes_load_and_carry_their_measurements(minilm: Backbone) ->
         assert abs(value["prefix"]["accuracy"] - value["base"]["accuracy"] - value["gain"]) < 1e-9
         assert value["gain"] > 0  # a shipped prefix beats base on its own task's test split
         assert value["n_test"] > 0
+
+
+def test_issue24_sources_pass_the_ship_rule_and_name_their_pinned_data(minilm: Backbone) -> None:
+    """The prefixes trained on data kept in public repositories (issue 24): each beats base on its own
+    test split by more than the paired standard error, and names the repository, the pinned commit
+    and the digest of the files read, as docs/DATA.md records them."""
+    docs = (PREFIXES.parent / "docs" / "DATA.md").read_text()
+    pinned = {r.name: r.commit for r in REPOS.values()}
+    new = [
+        p
+        for p in load_prefixes([PREFIXES], minilm.spec)
+        if p.metadata.get("data", {}).get("registry") == "github"
+    ]
+    assert new, "no issue-24 prefix is shipped"
+    for p in new:
+        data, value = p.metadata["data"], p.metadata["source_value"]
+        assert value["gain"] > value["gain_se"], p.name
+        assert data["commit"] == pinned[data["repository"]], p.name
+        assert data["files_sha256"] in docs, p.name
+        assert data["loader"] in REPO_BUILTIN
+        assert data["licence"]
+        assert p.metadata["recipe"] == "S=3 init=normal preserve=0 schedule=cosine"

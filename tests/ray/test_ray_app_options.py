@@ -1,5 +1,6 @@
 """How ``ray-serve``'s options become the Serve deployment's (no cluster: Ray validates the options
-when the application is built)."""
+when the deployment is built). That every replica runs with the settings is checked on a cluster
+(``tests/ray/test_ray_serve.py``: each replica's ``/info``)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,9 @@ import pytest
 pytest.importorskip("ray.serve", reason="needs the `ray` extra: pip install .[ray]")
 
 from service.config import Settings  # noqa: E402
-from service.serving.ray_app import Scaling, build_application  # noqa: E402
+from service.serving.ray_app import Scaling, build_deployment  # noqa: E402
 
 pytestmark = pytest.mark.ray
-
-
-def deployment_config(app):  # the one deployment of the application, as Ray will run it
-    return app._bound_deployment._deployment_config
 
 
 @pytest.mark.parametrize(("text", "bounds"), [("1:4", (1, 4)), ("0:2", (0, 2)), (" 2 : 2 ", (2, 2))])
@@ -30,25 +27,21 @@ def test_bad_autoscale_bounds_are_refused(text: str) -> None:
 
 def test_fixed_replicas_and_resources_reach_the_deployment() -> None:
     settings = Settings(request_timeout_s=12)
-    app = build_application(settings, Scaling(replicas=3, replica_cpus=0.5, replica_gpus=1))
-    cfg = deployment_config(app)
-    assert cfg.num_replicas == 3
-    assert cfg.autoscaling_config is None
-    assert cfg.graceful_shutdown_timeout_s == 13  # in-flight requests get their whole deadline
-    assert cfg.max_ongoing_requests == 64
-    options = app._bound_deployment._replica_config.ray_actor_options
-    assert (options["num_cpus"], options["num_gpus"]) == (0.5, 1)
+    scaling = Scaling(replicas=3, replica_cpus=0.5, replica_gpus=1)
+    deployment = build_deployment(settings, scaling)  # Ray accepted the options
+    assert deployment.num_replicas == 3
+    assert deployment.max_ongoing_requests == 64
+    assert deployment.ray_actor_options == {"num_cpus": 0.5, "num_gpus": 1}
+    options = scaling.deployment_options(settings)  # what build_deployment gave Ray
+    assert "autoscaling_config" not in options
+    assert options["graceful_shutdown_timeout_s"] == 13  # in-flight requests get their whole deadline
 
 
 def test_autoscaling_reaches_the_deployment() -> None:
-    app = build_application(Settings(), Scaling(autoscale=(0, 4)))
-    cfg = deployment_config(app)
-    assert (cfg.autoscaling_config.min_replicas, cfg.autoscaling_config.max_replicas) == (0, 4)
-    assert cfg.autoscaling_config.initial_replicas == 1
-    assert cfg.autoscaling_config.target_ongoing_requests == 16
-
-
-def test_the_settings_travel_to_every_replica() -> None:
-    settings = Settings(watch_mode="poll", watch_poll_ms=250, max_client_batch=9)
-    app = build_application(settings, Scaling())
-    assert app._bound_deployment.init_args == (settings,)
+    scaling = Scaling(autoscale=(0, 4))
+    build_deployment(Settings(), scaling)  # Ray accepted the options
+    auto = scaling.deployment_options(Settings())["autoscaling_config"]
+    assert "num_replicas" not in scaling.deployment_options(Settings())
+    assert (auto.min_replicas, auto.max_replicas) == (0, 4)
+    assert auto.initial_replicas == 1
+    assert auto.target_ongoing_requests == 16

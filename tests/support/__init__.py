@@ -4,12 +4,21 @@
 - ``prefixes``: random prefix tensors and files for a ``BackboneSpec`` (``random_kv``, ``prefix_bytes``, ...)
 - ``models``: tiny random-weight BERT/RoBERTa folders (``save_tiny``)
 - ``http``: an app on the fake encoder (``fake_app``), error-body checks, the table of bad inputs
-- ``metrics``: ``metric_value(text, name, labels)`` over Prometheus text (``prometheus_client.parser``)
-- ``waiting``: ``wait_until`` / ``async_wait_until``: poll a condition with a deadline (never sleep to sync)
-- ``server_process``: a real ``python -m service serve`` process on 127.0.0.1 (``ServerProcess``)
-- ``batching``: ``waiting_texts(batcher)``; ``watching``: ``until_watching(watcher, folder)``
+- ``metrics``: ``metric_value(text, name, labels)`` over Prometheus text (``prometheus_client.parser``);
+  ``scrape(client, name, **labels)`` reads it from a server's ``GET /metrics``
+- ``waiting``: ``wait_until`` / ``async_wait_until``: poll a condition with a deadline (never sleep to
+  sync; ``TimeoutError`` naming what). One implementation: ``service/waiting.py``, re-exported
+- ``server_process``: real server processes through the one launcher ``service.procs.ServerProcess``
+  (shared with the benchmarks): ``serve_process(log, *args)``, ``ray_process(log, *args)``,
+  ``stop_gracefully(server)``; ``free_port`` (``service.procs``) for a server that must be told its port
+- ``inthread``: ``running_server(app, settings)``: the real uvicorn server in a thread, base URL on port 0
+- ``registry``: ``clocked_registry(folder, **limits)`` on a ``ManualClock``
+- ``batching``: ``run_scenario(coro_fn, timeout)``, ``held_request(batcher, fake, bank, slots)``;
+  ``watching``: ``until_watching(watcher, folder)``; ``imports``: ``loaded_after(imports, *packages)``.
+  What a ``Batcher`` holds is public: ``batcher.waiting_texts()``, ``batcher.stopping``, ``queue_depth``
 - ``fixtures``: the pytest fixtures, registered by ``tests/conftest.py`` through ``pytest_plugins``
 
 Helpers are imported from here (``from tests.support.http import fake_app``); fixtures are requested by
-name. Nothing is imported from ``tests.conftest``.
+name. Nothing is imported from ``tests.conftest``. No test reads a ``_private`` attribute of another
+object, patches or imports a private name, or sleeps (``tests/unit/test_tests_house.py`` checks).
 """

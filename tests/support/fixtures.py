@@ -17,7 +17,7 @@ from service.engine.backbone import Backbone, load_backbone
 from tests.support import prefixes
 from tests.support.fake_encoder import FakeEncoder
 from tests.support.models import save_tiny
-from tests.support.server_process import ServerProcess
+from tests.support.server_process import ServerProcess, serve_process
 
 TESTS = Path(__file__).resolve().parents[1]
 # What a unit test may not use: a real model (loading one) or a real server process.
@@ -104,7 +104,7 @@ def server_process(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     started: list[ServerProcess] = []
 
     def start(*args: str, env: dict[str, str] | None = None, name: str = "server") -> ServerProcess:
-        proc = ServerProcess(tmp_path / f"{name}-{len(started)}.log", *args, env=env).start()
+        proc = serve_process(tmp_path / f"{name}-{len(started)}.log", *args, env=env).start()
         started.append(proc)
         return proc
 

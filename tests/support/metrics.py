@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 
@@ -19,3 +20,9 @@ def metric_value(text: str, name: str, labels: Mapping[str, str] | None = None) 
     ]
     assert len(found) == 1, f"{len(found)} samples of {name} with labels {want} in /metrics"
     return float(found[0])
+
+
+def scrape(client: httpx.Client, name: str, **labels: str) -> float:
+    """:func:`metric_value` of ``name`` (with ``labels``) in ``GET /metrics`` of ``client``'s server
+    (an ``httpx.Client`` with its base URL, or a ``TestClient``)."""
+    return metric_value(client.get("/metrics").text, name, labels)

@@ -8,8 +8,10 @@ from typing import Any, Literal
 import torch
 
 
-def save_tiny(folder: Path, family: Literal["bert", "roberta"], tokenizer_from: Path) -> Path:
-    """A 2-layer, hidden-32, 4-head ``family`` model with seeded random weights and the tokenizer of
+def save_tiny(
+    folder: Path, family: Literal["bert", "roberta"], tokenizer_from: Path, *, layers: int = 2
+) -> Path:
+    """A ``layers``-layer (default 2), hidden-32, 4-head ``family`` model with seeded random weights and the tokenizer of
     ``tokenizer_from``, saved to ``folder`` (a BERT takes 64 positions; a RoBERTa 64 after its offset)."""
     from transformers import AutoTokenizer, BertConfig, BertModel, RobertaConfig, RobertaModel
 
@@ -18,7 +20,7 @@ def save_tiny(folder: Path, family: Literal["bert", "roberta"], tokenizer_from: 
     common: dict[str, Any] = dict(
         vocab_size=tok.vocab_size,
         hidden_size=32,
-        num_hidden_layers=2,
+        num_hidden_layers=layers,
         num_attention_heads=4,
         intermediate_size=64,
         hidden_dropout_prob=0.0,

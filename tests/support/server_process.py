@@ -1,129 +1,47 @@
-"""A real server process on 127.0.0.1 for end-to-end tests: started, awaited, stopped gracefully.
+"""Real server processes for the end-to-end and Ray tests, through the one launcher of the tree,
+:class:`service.procs.ServerProcess` (the benchmarks start theirs with it too), with the tests'
+defaults: this checkout on ``PYTHONPATH``, offline, loopback, port 0 (the URL is read from the log).
 
-By default ``python -m service serve`` with ``--port 0`` (the OS picks a free port; the URL is read
-from uvicorn's log line, so no port can be taken between choosing and binding it). A test that must
-run another command line (the container's CMD) passes ``command`` and ``url``.
+- :func:`serve_process`: ``python -m service serve`` (not started: ``.start()``, then ``.wait_ready()``,
+  so that several servers can load at once)
+- :func:`ray_process`: ``python -m service ray-serve`` on a local Ray (not started)
+- :func:`stop_gracefully`: SIGTERM, and check the shutdown was graceful
 """
 
 from __future__ import annotations
 
-import os
-import re
-import signal
-import subprocess
-import sys
-from collections.abc import Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
-import httpx
+from service.bench.servers import SERVE_COMMAND, ray_serve_process
+from service.procs import ServerProcess, free_port
 
-from tests.support.waiting import wait_until
+__all__ = ["REPO", "ServerProcess", "free_port", "ray_process", "serve_process", "stop_gracefully"]
 
 REPO = Path(__file__).resolve().parents[2]
-_URL_RE = re.compile(r"Uvicorn running on (http://127\.0\.0\.1:\d+)")
-SERVE = (sys.executable, "-m", "service", "serve")
+TEST_ENV = {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
 SERVE_DEFAULTS = ("--host", "127.0.0.1", "--port", "0", "--device", "cpu", "--log-level", "info")
 
 
-class ServerProcess:
-    """``start()`` launches it, ``wait_ready()`` waits for its URL and ``/ready``; ``terminate()``
-    sends SIGTERM; ``stop()`` sends it unless sent, waits, and checks the shutdown was graceful."""
+def serve_process(log_path: Path, *args: str, env: Mapping[str, str] | None = None) -> ServerProcess:
+    """``python -m service serve`` on 127.0.0.1, port 0, CPU, log level info (uvicorn logs its URL),
+    then ``args``; ``env`` on top of this process's environment."""
+    return ServerProcess(
+        [*SERVE_COMMAND, *SERVE_DEFAULTS, *args], log_path=log_path, env={**TEST_ENV, **(env or {})}, cwd=REPO
+    )
 
-    def __init__(
-        self,
-        log_path: Path,
-        *args: str,
-        env: dict[str, str] | None = None,
-        command: Sequence[str] | None = None,
-        url: str = "",
-        cwd: Path = REPO,
-        inherit_env: bool = True,
-    ) -> None:
-        self.log_path = log_path
-        self.command = [*(command or (*SERVE, *SERVE_DEFAULTS)), *args]
-        base = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"} if inherit_env else {}
-        self.env = {**base, **(env or {})}
-        self.cwd = cwd
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.url = url
-        self.signalled = False
 
-    def start(self) -> ServerProcess:
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                self.command, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT
-            )
-        return self
+def ray_process(log_path: Path, *args: str, env: Mapping[str, str] | None = None) -> ServerProcess:
+    """``python -m service ray-serve`` on 127.0.0.1, port 0, CPU, then ``args`` (needs the ``ray`` extra);
+    ready once every replica is (``.start().wait_ready()``)."""
+    return ray_serve_process(log_path, *args, env={**TEST_ENV, **(env or {})}, cwd=REPO)
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
-    def running(self) -> bool:
-        assert self.proc is not None, "not started"
-        return self.proc.poll() is None
-
-    def _alive(self) -> None:
-        assert self.running(), f"server exited early:\n{self.log()}"
-
-    def wait_url(self, timeout: float = 120.0) -> str:
-        """The URL uvicorn logs once it listens (the real port, also when started with port 0)."""
-
-        def url() -> str:
-            self._alive()
-            match = _URL_RE.search(self.log())
-            return match.group(1) if match else ""
-
-        if not self.url:
-            self.url = wait_until(url, timeout, "the server's URL in its log", poll=0.05)
-        return self.url
-
-    @property
-    def port(self) -> int:
-        return int(self.url.rsplit(":", 1)[1])
-
-    def wait_ready(self, timeout: float = 120.0) -> ServerProcess:
-        def ready() -> bool:
-            self._alive()
-            try:
-                return httpx.get(f"{self.url}/ready", timeout=10).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        self.wait_url(timeout)
-        wait_until(ready, timeout, "server /ready", poll=0.05)
-        return self
-
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30)
-
-    def terminate(self) -> None:
-        """SIGTERM once (a second one would cut the graceful shutdown short)."""
-        assert self.proc is not None
-        if not self.signalled and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        self.signalled = True
-
-    def wait_exit(self, timeout: float = 30.0) -> int:
-        assert self.proc is not None
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(f"server ignored SIGTERM for {timeout} s:\n{self.log()}") from None
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM, and check that the server shut down gracefully (lifespan shutdown completed).
-
-        A clean drain exits 0 (service/server.py; stock uvicorn re-raised SIGTERM: -15).
-        """
-        self.terminate()
-        code = self.wait_exit(timeout)
-        log = self.log()
-        assert code == 0, f"exit status {code}:\n{log}"
-        assert "Application shutdown complete" in log, log
-        assert "Traceback" not in log, log
+def stop_gracefully(server: ServerProcess, timeout: float = 30.0) -> None:
+    """SIGTERM; the server must exit 0 within ``timeout`` after a complete lifespan shutdown, with no
+    traceback in its log (a clean drain exits 0: service/server.py; stock uvicorn re-raised SIGTERM)."""
+    code = server.stop(timeout)
+    log = server.log()
+    assert code == 0, f"exit status {code} (negative: killed by that signal):\n{log}"
+    assert "Application shutdown complete" in log, log
+    assert "Traceback" not in log, log

@@ -1,43 +1,22 @@
 """Wait for a condition with a deadline: the one way tests synchronise (never a bare sleep).
 
-The poll interval only bounds how soon a met condition is noticed; the deadline only bounds how long
-a test hangs on a bug. Neither is asserted on.
+``wait_until(cond, timeout, what, poll)`` and ``async_wait_until`` are :mod:`service.waiting`'s (the
+server launcher and the benchmarks wait through them too), re-exported here for the tests: they
+return ``cond()``'s first truthy value, or raise ``TimeoutError`` naming ``what``. ``in_thread`` runs a
+call that might block with a deadline.
 """
 
 from __future__ import annotations
 
-import asyncio
 import threading
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from service.waiting import DEFAULT_TIMEOUT_S, POLL_S, async_wait_until, wait_until
+
+__all__ = ["DEFAULT_TIMEOUT_S", "POLL_S", "async_wait_until", "in_thread", "wait_until"]
+
 T = TypeVar("T")
-
-DEFAULT_TIMEOUT_S = 10.0
-POLL_S = 0.005
-
-
-def wait_until(
-    cond: Callable[[], T], timeout: float = DEFAULT_TIMEOUT_S, what: str = "condition", poll: float = POLL_S
-) -> T:
-    """Poll ``cond()`` until it is truthy; return its value. AssertionError naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not (value := cond()):
-        assert time.monotonic() < deadline, f"{what} not reached after {timeout:g} s"
-        time.sleep(poll)
-    return value
-
-
-async def async_wait_until(
-    cond: Callable[[], T], timeout: float = DEFAULT_TIMEOUT_S, what: str = "condition", poll: float = POLL_S
-) -> T:
-    """:func:`wait_until` for a coroutine: yields to the event loop between polls."""
-    deadline = time.monotonic() + timeout
-    while not (value := cond()):
-        assert time.monotonic() < deadline, f"{what} not reached after {timeout:g} s"
-        await asyncio.sleep(poll)
-    return value
 
 
 def in_thread(fn: Callable[[], T], timeout: float = DEFAULT_TIMEOUT_S, what: str = "call") -> T:

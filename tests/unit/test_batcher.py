@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import TypeVar
 
 import numpy as np
@@ -14,19 +14,12 @@ from service.batching import Batcher
 from service.batching.prometheus import register_batcher_metrics
 from service.engine.bank import PrefixBank
 from service.errors import DeadlineExceeded, InferenceFailed, InputTooLong, NotReady, QueueFull
-from tests.support.batching import waiting_texts
+from tests.support.batching import held_request, run_scenario
 from tests.support.fake_encoder import FakeEncoder, fake_bank
 from tests.support.waiting import async_wait_until as wait_until
 
 T = TypeVar("T")
 BANK = fake_bank(["alpha", "beta", "gamma"])
-
-
-def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
-    async def main() -> T:
-        return await asyncio.wait_for(coro_fn(), timeout=20)
-
-    return asyncio.run(main())
 
 
 def want(enc: FakeEncoder, text: str, slots: Sequence[int], bank: PrefixBank = BANK) -> np.ndarray:
@@ -46,18 +39,16 @@ def test_concurrent_requests_are_coalesced_and_each_gets_its_own_vectors() -> No
 
     async def scenario() -> list[np.ndarray]:
         await batcher.start()
-        hold(enc)
-        first = asyncio.ensure_future(batcher.embed(["warm up"], BANK, [0, 2]))
-        await wait_until(enc.entered.is_set)  # the worker is busy with `first`
+        first = await held_request(batcher, enc, BANK, [0, 2], "warm up")  # the worker is busy with it
         rest = [asyncio.ensure_future(batcher.embed([t], BANK, [0, 2])) for t in texts]
-        await wait_until(lambda: waiting_texts(batcher) == 32)  # all tokenized, ready to coalesce
+        await wait_until(lambda: batcher.waiting_texts() == 32)  # all tokenized, ready to coalesce
         enc.release()
         await first
         outs = [o.vectors for o in await asyncio.gather(*rest)]
         await batcher.stop()
         return outs
 
-    outs = run(scenario)
+    outs = run_scenario(scenario)
     for text, vec in zip(texts, outs, strict=True):
         np.testing.assert_array_equal(vec, want(enc, text, [0, 2])[None])
     assert batcher.stats.forward_calls == 2 < 32  # the warm-up alone, then all 32 together
@@ -75,7 +66,7 @@ def test_one_request_with_all_prefixes_costs_one_forward_call() -> None:
         assert out.prompt_tokens == sum(len(enc.ids(t)) for t in texts)
         return out.vectors
 
-    vectors = run(scenario)
+    vectors = run_scenario(scenario)
     assert batcher.stats.forward_calls == 1
     assert enc.calls[0].slots == (2, 0, 1)
     for i, text in enumerate(texts):  # input order and slot order restored after sorting by length
@@ -93,7 +84,7 @@ def test_token_budget_splits_a_large_request_between_texts_never_between_prefixe
         await batcher.stop()
         return out.vectors
 
-    vectors = run(scenario)
+    vectors = run_scenario(scenario)
     assert [c.size for c in enc.calls] == [2, 2, 1]
     assert all(c.slots == (0, 1, 2) for c in enc.calls)
     for i, text in enumerate(texts):
@@ -112,11 +103,9 @@ def test_row_chunks_answer_each_request_as_soon_as_its_chunk_is_done() -> None:
         done.append(text)
 
     async def scenario() -> None:
-        hold(enc)
-        blocker = asyncio.ensure_future(batcher.embed(["hold"], BANK, [0, 1]))
-        await wait_until(enc.entered.is_set)
+        blocker = await held_request(batcher, enc, BANK, [0, 1])
         futs = [asyncio.ensure_future(one(t)) for t in reversed(texts)]  # longest first
-        await wait_until(lambda: waiting_texts(batcher) == 6)
+        await wait_until(lambda: batcher.waiting_texts() == 6)
         enc.release(calls=2)  # the blocker and the first chunk; the second is held
         for n in (2, 4, 6):  # a chunk's requests are answered while the next chunk is still held
             await wait_until(lambda: len(done) == n)  # noqa: B023 (awaited before n changes)
@@ -126,7 +115,7 @@ def test_row_chunks_answer_each_request_as_soon_as_its_chunk_is_done() -> None:
         await asyncio.gather(blocker, *futs)
         await batcher.stop()
 
-    run(scenario)
+    run_scenario(scenario)
     # one planned batch of 6 texts, sorted by length, run as 3 calls of 2 texts
     assert [list(c.texts) for c in enc.calls[1:]] == [
         ["a", "b b"],
@@ -142,12 +131,10 @@ def test_failing_batch_fails_its_requests_and_the_next_batch_succeeds() -> None:
     batcher = Batcher(enc)
 
     async def scenario() -> None:
-        hold(enc)
-        blocker = asyncio.ensure_future(batcher.embed(["hold"], BANK, [0]))
-        await wait_until(enc.entered.is_set)
+        blocker = await held_request(batcher, enc, BANK, [0])
         bad = asyncio.ensure_future(batcher.embed(["boom now"], BANK, [0]))
         mate = asyncio.ensure_future(batcher.embed(["innocent bystander"], BANK, [0]))
-        await wait_until(lambda: waiting_texts(batcher) == 2)
+        await wait_until(lambda: batcher.waiting_texts() == 2)
         enc.release()
         await blocker
         for fut in (bad, mate):  # the same forward call: both fail, with a generic 500
@@ -159,7 +146,7 @@ def test_failing_batch_fails_its_requests_and_the_next_batch_succeeds() -> None:
         np.testing.assert_array_equal(after.vectors[0, 0], want(enc, "all good", [1])[0])
         await batcher.stop()
 
-    run(scenario)
+    run_scenario(scenario)
     assert batcher.stats.failed_batches == 1
     assert batcher.stats.failed_requests == 2
 
@@ -182,7 +169,7 @@ def test_full_queue_answers_429_with_retry_after() -> None:
         await batcher.embed(["fits again"], BANK, [0])
         await batcher.stop()
 
-    run(scenario)
+    run_scenario(scenario)
     assert batcher.stats.dropped == {"queue_full": 1}
 
 
@@ -191,9 +178,7 @@ def test_request_past_its_deadline_gets_504_and_never_runs() -> None:
     batcher = Batcher(enc, timeout_s=0.3)
 
     async def scenario() -> None:
-        hold(enc)
-        blocker = asyncio.ensure_future(batcher.embed(["hold"], BANK, [0]))
-        await wait_until(enc.entered.is_set)
+        blocker = await held_request(batcher, enc, BANK, [0])
         with pytest.raises(DeadlineExceeded) as err:
             await batcher.embed(["too late"], BANK, [0])
         assert err.value.status_code == 504
@@ -203,7 +188,7 @@ def test_request_past_its_deadline_gets_504_and_never_runs() -> None:
         await batcher.embed(["next"], BANK, [0])
         await batcher.stop()
 
-    run(scenario)
+    run_scenario(scenario)
     assert [c.texts for c in enc.calls] == [("hold",), ("next",)]
     assert batcher.stats.dropped == {"deadline": 2}
 
@@ -213,21 +198,19 @@ def test_cancelled_request_is_dropped_from_the_queue() -> None:
     batcher = Batcher(enc)
 
     async def scenario() -> None:
-        hold(enc)
-        blocker = asyncio.ensure_future(batcher.embed(["hold"], BANK, [0]))
-        await wait_until(enc.entered.is_set)
+        blocker = await held_request(batcher, enc, BANK, [0])
         gone = asyncio.ensure_future(batcher.embed(["client went away"], BANK, [0]))
         stays = asyncio.ensure_future(batcher.embed(["client stays"], BANK, [0]))
         await wait_until(lambda: batcher.queue_depth == 3)
         gone.cancel()
-        await wait_until(lambda: batcher.queue_depth == 2 and waiting_texts(batcher) == 1)
+        await wait_until(lambda: batcher.queue_depth == 2 and batcher.waiting_texts() == 1)
         enc.release()
         await blocker
         await stays
         assert gone.cancelled()
         await batcher.stop()
 
-    run(scenario)
+    run_scenario(scenario)
     assert [c.texts for c in enc.calls] == [("hold",), ("client stays",)]
     assert batcher.stats.dropped == {"cancelled": 1}
 
@@ -238,13 +221,11 @@ def test_too_long_input_fails_only_its_own_request() -> None:
     long_text = " ".join(["w"] * 80)  # over the encoder's 64 tokens
 
     async def scenario() -> None:
-        hold(enc)
-        blocker = asyncio.ensure_future(batcher.embed(["hold"], BANK, [0]))
-        await wait_until(enc.entered.is_set)
+        blocker = await held_request(batcher, enc, BANK, [0])
         strict = asyncio.ensure_future(batcher.embed([long_text], BANK, [0], truncate=False))
         fine = asyncio.ensure_future(batcher.embed(["fine"], BANK, [0], truncate=False))
         truncated = asyncio.ensure_future(batcher.embed([long_text], BANK, [0]))
-        await wait_until(lambda: strict.done() and waiting_texts(batcher) == 2)
+        await wait_until(lambda: strict.done() and batcher.waiting_texts() == 2)
         enc.release()
         with pytest.raises(InputTooLong):
             await strict
@@ -252,7 +233,7 @@ def test_too_long_input_fails_only_its_own_request() -> None:
         assert (await truncated).prompt_tokens == 64
         await batcher.stop()
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_different_bank_snapshots_never_share_a_forward_call() -> None:
@@ -261,18 +242,16 @@ def test_different_bank_snapshots_never_share_a_forward_call() -> None:
     other = fake_bank(["alpha", "beta", "delta"])
 
     async def scenario() -> None:
-        hold(enc)
-        blocker = asyncio.ensure_future(batcher.embed(["hold"], BANK, [0]))
-        await wait_until(enc.entered.is_set)
+        blocker = await held_request(batcher, enc, BANK, [0])
         futs = [
             asyncio.ensure_future(batcher.embed([f"t{i}"], BANK if i % 2 else other, [0])) for i in range(6)
         ]
-        await wait_until(lambda: waiting_texts(batcher) == 6)
+        await wait_until(lambda: batcher.waiting_texts() == 6)
         enc.release()
         await asyncio.gather(blocker, *futs)
         await batcher.stop()
 
-    run(scenario)
+    run_scenario(scenario)
     assert sorted(sorted(c.texts) for c in enc.calls[1:]) == [["t0", "t2", "t4"], ["t1", "t3", "t5"]]
 
 
@@ -283,18 +262,16 @@ def test_slot_policy_groups_or_unions_prefix_sets(policy: str, calls: int) -> No
     asks = [[0], [2], [0], [2, 0]]
 
     async def scenario() -> list[np.ndarray]:
-        hold(enc)
-        blocker = asyncio.ensure_future(batcher.embed(["hold"], BANK, [1]))
-        await wait_until(enc.entered.is_set)
+        blocker = await held_request(batcher, enc, BANK, [1])
         futs = [asyncio.ensure_future(batcher.embed([f"t{i}"], BANK, s)) for i, s in enumerate(asks)]
-        await wait_until(lambda: waiting_texts(batcher) == 4)
+        await wait_until(lambda: batcher.waiting_texts() == 4)
         enc.release()
         await blocker
         outs = [o.vectors for o in await asyncio.gather(*futs)]
         await batcher.stop()
         return outs
 
-    outs = run(scenario)
+    outs = run_scenario(scenario)
     assert len(enc.calls) == calls
     for i, (slots, vec) in enumerate(zip(asks, outs, strict=True)):
         np.testing.assert_array_equal(vec[0], want(enc, f"t{i}", slots))
@@ -320,7 +297,7 @@ def test_drain_finishes_admitted_requests_and_refuses_new_ones() -> None:
         assert [o.vectors[0, 0, 0] for o in outs] == [want(enc, f"t{i}", [0])[0, 0] for i in range(5)]
         await batcher.stop()
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_stop_fails_what_could_not_drain_in_time() -> None:
@@ -328,20 +305,18 @@ def test_stop_fails_what_could_not_drain_in_time() -> None:
     batcher = Batcher(enc)
 
     async def scenario() -> None:
-        hold(enc)
-        blocker = asyncio.ensure_future(batcher.embed(["hold"], BANK, [0]))
-        await wait_until(enc.entered.is_set)
+        blocker = await held_request(batcher, enc, BANK, [0])
         queued = asyncio.ensure_future(batcher.embed(["queued"], BANK, [0]))
-        await wait_until(lambda: waiting_texts(batcher) == 1)
+        await wait_until(lambda: batcher.waiting_texts() == 1)
         stopping = asyncio.ensure_future(batcher.stop(timeout=0.1))  # the drain gives up: one is held
-        await wait_until(lambda: batcher._worker._stopping)  # the worker will take no further batch
+        await wait_until(lambda: batcher.stopping)  # the worker will take no further batch
         enc.release()  # the running batch ends after the drain gave up
         await stopping
         await blocker  # the batch in progress still completes
         with pytest.raises(NotReady):
             await queued
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_prometheus_metrics_follow_the_batches() -> None:
@@ -355,7 +330,7 @@ def test_prometheus_metrics_follow_the_batches() -> None:
         assert registry.get_sample_value("prefix_embed_queue_depth") == 0
         await batcher.stop()
 
-    run(scenario)
+    run_scenario(scenario)
     s = batcher.stats
     assert registry.get_sample_value("prefix_embed_forward_calls_total") == s.forward_calls
     assert registry.get_sample_value("prefix_embed_batch_rows_total") == s.forward_rows == 16

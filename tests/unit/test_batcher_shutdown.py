@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -12,16 +10,11 @@ from prometheus_client import CollectorRegistry
 from service.batching import Batcher
 from service.batching.prometheus import register_batcher_metrics
 from service.errors import NotReady
+from tests.support.batching import held_request, run_scenario
 from tests.support.fake_encoder import FakeEncoder, fake_bank
+from tests.support.waiting import async_wait_until as wait_until
 
 BANK = fake_bank(["alpha", "beta"])
-
-
-async def wait_until(cond: Callable[[], bool], timeout: float = 30.0) -> None:
-    end = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < end, "condition not reached"
-        await asyncio.sleep(0.005)
 
 
 def test_requests_left_in_the_queue_at_shutdown_are_dropped_as_shutdown() -> None:
@@ -32,13 +25,11 @@ def test_requests_left_in_the_queue_at_shutdown_are_dropped_as_shutdown() -> Non
 
     async def scenario() -> None:
         await batcher.start()
-        enc.hold()
-        running = asyncio.ensure_future(batcher.embed(["hold the worker"], BANK, [0]))
-        await wait_until(enc.entered.is_set)  # the worker is inside encode()
+        running = await held_request(batcher, enc, BANK, [0], "hold the worker")
         queued = [asyncio.ensure_future(batcher.embed([f"queued {i}"], BANK, [1])) for i in range(2)]
         await wait_until(lambda: batcher.queue_depth == 3)
         stopping = asyncio.ensure_future(batcher.stop(timeout=0))  # no time to drain
-        await wait_until(lambda: batcher._worker._stopping)  # told to stop after the current batch
+        await wait_until(lambda: batcher.stopping)  # told to stop after the current batch
         enc.release()  # the batch in progress finishes; the queued ones never run
         await stopping
         assert (await running).vectors.shape[0] == 1
@@ -46,7 +37,7 @@ def test_requests_left_in_the_queue_at_shutdown_are_dropped_as_shutdown() -> Non
             with pytest.raises(NotReady, match="shutting down"):
                 await q
 
-    asyncio.run(asyncio.wait_for(scenario(), 90))
+    run_scenario(scenario, 90)
     assert batcher.stats.dropped == {"shutdown": 2}
     value = registry.get_sample_value("prefix_embed_requests_dropped_total", {"reason": "shutdown"})
     assert value == 2

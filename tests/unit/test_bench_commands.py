@@ -4,7 +4,6 @@ benchmarks themselves are replaced by recorders: they run for minutes); ``bench 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import types
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from service.cli import app
+from tests.support.imports import loaded_after
 
 
 @pytest.fixture(autouse=True)
@@ -115,11 +115,4 @@ def test_bench_ray_passes_model_folder_and_writes_the_result(
 
 
 def test_the_bench_commands_import_no_ray() -> None:
-    code = (
-        "import sys, service.cli, service.bench.commands, service.bench.ray_serve\n"
-        "print(','.join(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.'))))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
-    )
-    assert out.stdout.strip() == ""
+    assert loaded_after("service.cli, service.bench.commands, service.bench.ray_serve", "ray") == []

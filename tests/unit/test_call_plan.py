@@ -3,10 +3,11 @@ grouping of mixed depths, and the texts per call under the CPU row budget."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from service.engine.bank import PrefixBank
-from service.engine.encoder import call_depth, slot_depth, slot_groups, texts_per_call
+from service.engine.encoder import call_depth, part_sizes, slot_depth, slot_groups, texts_per_call
 from service.engine.forward import layer_rows
 from service.engine.prefix import LoadedPrefix
 
@@ -86,3 +87,25 @@ def test_texts_per_call_budgets_layer_rows() -> None:
     # a trunk to layer 4: 4 + 2 x 8 = 20 layer-rows per text, budget 32 x 6 -> 9 texts
     assert texts_per_call(32, 100, 8, 4, LAYERS) == 32 * LAYERS // layer_rows(LAYERS, 4, 1, 8) == 9
     assert texts_per_call(0, 100, 8, 4, LAYERS) == 100  # 0 = one call
+
+
+@pytest.mark.parametrize(
+    ("n", "per_call", "calls", "sizes"),
+    [
+        (5, 4, 2, [3, 2]),  # balanced pairs, not 4 + 1
+        (6, 4, 2, [3, 3]),
+        (8, 4, 2, [4, 4]),
+        (9, 4, 2, [3, 2, 2, 2]),  # 3 parts of <= 4 rounded up to 4: both calls busy to the end
+        (2, 4, 2, [1, 1]),  # two texts: side by side, one thread each
+        (1, 4, 2, [1]),  # one text: one call, alone (every CPU)
+        (5, 4, 1, [3, 2]),  # one call at a time: as few parts as the budget allows, near-equal
+        (3, 8, 3, [1, 1, 1]),
+    ],
+)
+def test_part_sizes_keep_side_by_side_calls_balanced(
+    n: int, per_call: int, calls: int, sizes: list[int]
+) -> None:
+    got = part_sizes(n, per_call, calls)
+    assert got == sizes
+    assert sum(got) == n
+    assert max(got) <= per_call

@@ -8,6 +8,7 @@ pyproject.toml (made by the same `make install` as local development).
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -56,15 +57,22 @@ class Dockerfile:
     def final(self) -> Stage:
         return list(self.stages.values())[-1]
 
-    def base_of(self, stage: Stage, variant: str) -> str:
-        return stage.base.replace("${VARIANT}", variant)
+    def resolve(self, text: str, variant: str, overrides: dict[str, str] | None = None) -> str:
+        """``text`` with ``${NAME}`` replaced by the build arguments: VARIANT, then ``overrides``
+        (``--build-arg``), then the global ARG defaults."""
+        values = {**self.global_args, "VARIANT": variant, **(overrides or {})}
+        return re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], text)
 
-    def env(self, name: str, variant: str) -> dict[str, str]:
-        """ENV of a stage, with what it inherits from the stage it is built FROM."""
+    def base_of(self, stage: Stage, variant: str, overrides: dict[str, str] | None = None) -> str:
+        return self.resolve(stage.base, variant, overrides)
+
+    def env(self, name: str, variant: str, overrides: dict[str, str] | None = None) -> dict[str, str]:
+        """ENV of a stage (build arguments resolved), with what it inherits from the stage it is built FROM."""
         stage = self.stages[name]
-        base = self.base_of(stage, variant)
-        inherited = self.env(base, variant) if base in self.stages else {}
-        return {**inherited, **stage.own_env()}
+        base = self.base_of(stage, variant, overrides)
+        inherited = self.env(base, variant, overrides) if base in self.stages else {}
+        own = {k: self.resolve(v, variant, overrides) for k, v in stage.own_env().items()}
+        return {**inherited, **own}
 
     def arg_default(self, stage: Stage, name: str) -> str:
         for value in stage.values("ARG"):
@@ -106,12 +114,12 @@ def pyproject() -> dict:
 
 def test_bases_are_cuda_runtime_and_plain_ubuntu_of_one_release(dockerfile: Dockerfile) -> None:
     assert dockerfile.global_args["VARIANT"] == "gpu"
-    cuda = re.fullmatch(
-        r"nvidia/cuda:(\d+)\.\d+\.\d+-runtime-ubuntu(\d+\.\d+)", dockerfile.stages["os-gpu"].base
-    )
-    ubuntu = re.fullmatch(r"ubuntu:(\d+\.\d+)", dockerfile.stages["os-cpu"].base)
-    assert cuda, dockerfile.stages["os-gpu"].base
-    assert ubuntu, dockerfile.stages["os-cpu"].base
+    gpu_base = dockerfile.base_of(dockerfile.stages["os-gpu"], "gpu")
+    cpu_base = dockerfile.base_of(dockerfile.stages["os-cpu"], "cpu")
+    cuda = re.fullmatch(r"nvidia/cuda:(\d+)\.\d+\.\d+-runtime-ubuntu(\d+\.\d+)", gpu_base)
+    ubuntu = re.fullmatch(r"ubuntu:(\d+\.\d+)", cpu_base)
+    assert cuda, gpu_base
+    assert ubuntu, cpu_base
     # The venv built in `builder` runs in `runtime`: same OS release (same Python) for both variants.
     assert cuda.group(2) == ubuntu.group(1)
     for variant in VARIANTS:
@@ -222,12 +230,21 @@ def _make_install_commands(assignments: list[str]) -> list[list[str]]:
     return [shlex.split(line)[4:] for line in out.splitlines() if " -m pip install " in line]
 
 
-def _image_make_assignments(dockerfile: Dockerfile, variant: str) -> list[str]:
+def _image_make_assignments(
+    dockerfile: Dockerfile, variant: str, overrides: dict[str, str] | None = None
+) -> list[str]:
     builder = dockerfile.stages["builder"]
-    [run] = [v for v in builder.values("RUN") if "make install" in v]
-    argv = shlex.split(run.replace("\\\n", " "))
-    argv = argv[argv.index("make") + 2 :]
-    env = {**dockerfile.env("builder", variant), "VARIANT": variant}
+    runs = [v for v in builder.values("RUN") if "make install" in v]
+    make_args = []
+    for run in runs:
+        argv = shlex.split(run.replace("\\\n", " "))
+        start = argv.index("make") + 2
+        make_args.append(argv[start : argv.index("&&", start) if "&&" in argv[start:] else None])
+    # the dependencies' layer and the project's layer run the same install (test below)
+    assert len(runs) == 2, runs
+    assert make_args[0] == make_args[1], runs
+    argv = make_args[1]
+    env = {**dockerfile.env("builder", variant, overrides), "VARIANT": variant}
     return [re.sub(r"\$\{(\w+)\}", lambda m: env[m.group(1)], a) for a in argv]
 
 
@@ -253,6 +270,22 @@ def test_image_installs_exactly_the_pinned_set(dockerfile: Dockerfile, pyproject
     assert [p.split("==")[0] for p in pyproject["project"]["optional-dependencies"][variant]] == [ort]
 
 
+def test_the_pinned_dependencies_are_a_layer_of_their_own(dockerfile: Dockerfile) -> None:
+    """Layer cache: a change of the code or the README must not reinstall torch and every pin."""
+    builder = dockerfile.stages["builder"]
+    steps = [(i, v.replace("\\\n", " ")) for i, v in builder.steps]
+    deps, project = (n for n, (i, v) in enumerate(steps) if i == "RUN" and "make install" in v)
+    copied_before = {src for i, v in steps[:deps] if i == "COPY" for src in shlex.split(v)[:-1]}
+    copied_between = {src for i, v in steps[deps:project] if i == "COPY" for src in shlex.split(v)[:-1]}
+    assert copied_before == {"pyproject.toml", "Makefile"}  # the pins and the install recipe only
+    assert {"README.md", "service/"} <= copied_between
+    stub = steps[deps][1]
+    # a stand-in project for the first pass, gone afterwards with the stamp, so the second pass installs
+    assert "touch service/__init__.py README.md" in stub
+    assert "rm -rf service README.md build ./*.egg-info /opt/venv/.installed-*" in stub
+    assert stub.index("touch") < stub.index("make install") < stub.index("rm -rf")
+
+
 def test_make_reads_pins_copied_into_the_build_and_nothing_else_installs(dockerfile: Dockerfile) -> None:
     builder = dockerfile.stages["builder"]
     assert builder.values("WORKDIR") == ["/src"]
@@ -264,9 +297,81 @@ def test_make_reads_pins_copied_into_the_build_and_nothing_else_installs(dockerf
                 assert not re.search(r"\b(pip|uv|conda)\b", run), run
 
 
-def test_local_install_stays_editable_with_test_and_dev_tools() -> None:
-    commands = _make_install_commands(["VENV=/nonexistent/venv"])
-    assert ["-q", "-e", ".[cpu,test,dev]"] in commands
+def test_each_variant_base_is_a_build_argument_defaulting_to_the_production_base(
+    dockerfile: Dockerfile,
+) -> None:
+    local = "localhost/debian:bookworm"
+    for variant in VARIANTS:
+        arg = f"{variant.upper()}_BASE_IMAGE"
+        stage = dockerfile.stages[f"os-{variant}"]
+        assert stage.base == f"${{{arg}}}"
+        assert dockerfile.global_args[arg], f"{arg} has no default"
+        # an override moves only its own variant
+        assert dockerfile.base_of(stage, variant, {arg: local}) == local
+        other = dockerfile.stages[f"os-{'cpu' if variant == 'gpu' else 'gpu'}"]
+        assert dockerfile.base_of(other, variant, {arg: local}) != local
+
+
+def test_the_torch_index_and_the_pip_wheel_folder_are_build_arguments(
+    dockerfile: Dockerfile, pyproject: dict
+) -> None:
+    [torch_pin] = [p for p in pyproject["project"]["dependencies"] if p.startswith("torch==")]
+
+    def torch_install(variant: str, overrides: dict[str, str] | None = None) -> list[str]:
+        commands = _make_install_commands(_image_make_assignments(dockerfile, variant, overrides))
+        [torch] = [c for c in commands if torch_pin in c]
+        return torch
+
+    # production: the CPU image from the PyTorch CPU index, the GPU image from pip's sources (CUDA)
+    assert torch_install("cpu") == ["-q", "--index-url", CPU_TORCH_INDEX, torch_pin]
+    assert torch_install("gpu") == ["-q", torch_pin]
+    # emptied (scripts/image_check): pip's configured sources, i.e. the wheel folder of PIP_FIND_LINKS
+    assert torch_install("cpu", {"CPU_TORCH_INDEX": ""}) == ["-q", torch_pin]
+    assert torch_install("cpu", {"CPU_TORCH_INDEX": "https://mirror.example/cpu"})[1:3] == [
+        "--index-url",
+        "https://mirror.example/cpu",
+    ]
+    # PIP_FIND_LINKS reaches pip as a variable of the builder's RUN steps, empty unless given
+    builder = dockerfile.stages["builder"]
+    assert "PIP_FIND_LINKS=" in builder.values("ARG")
+    install = next(n for n, (i, v) in enumerate(builder.steps) if i == "RUN" and "make install" in v)
+    assert builder.steps.index(("ARG", "PIP_FIND_LINKS=")) < install
+
+
+def test_the_image_checks_the_python_version_the_project_requires(
+    dockerfile: Dockerfile, pyproject: dict
+) -> None:
+    need = re.fullmatch(r">=(\d+)\.(\d+)", pyproject["project"]["requires-python"])
+    assert need, pyproject["project"]["requires-python"]
+    builder = dockerfile.stages["builder"]
+    [check] = [v for v in builder.values("RUN") if "sys.version_info" in v]
+    assert f"sys.version_info < ({need.group(1)}, {need.group(2)})" in check
+    # before the install it guards, and it really fails on an older Python
+    runs = builder.values("RUN")
+    assert runs.index(check) < next(i for i, v in enumerate(runs) if "make install" in v)
+    code = shlex.split(check)[-1]
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+    older = code.replace(f"({need.group(1)}, {need.group(2)})", "(99, 0)")
+    failed = subprocess.run([sys.executable, "-c", older], capture_output=True, text=True)
+    assert failed.returncode == 1
+    assert "the project needs Python" in failed.stderr
+
+
+def test_every_copied_path_exists_and_reaches_the_build() -> None:
+    """A COPY of a missing path, or of one .dockerignore keeps out, breaks the build: caught here."""
+    rules = _dockerignore_rules()
+    for stage in parse_dockerfile(REPO / "Dockerfile").stages.values():
+        for value in stage.values("COPY"):
+            argv = [a for a in shlex.split(value) if not a.startswith("--")]
+            if any(a.startswith("--from=") for a in shlex.split(value)):
+                continue
+            for source in argv[:-1]:
+                path = REPO / source
+                assert path.exists(), f"COPY {source}: not in the repository"
+                files = [path] if path.is_file() else [f for f in path.rglob("*") if f.is_file()]
+                sent = [f for f in files if not _ignored(str(f.relative_to(REPO)), rules)]
+                assert sent, f"COPY {source}: .dockerignore keeps it out of the build context"
+    assert os.access(REPO / "docker" / "seed-prefixes.sh", os.X_OK), "COPY keeps the mode: must be executable"
 
 
 def test_hadolint_finds_nothing() -> None:
@@ -294,12 +399,16 @@ def _ignored(path: str, rules: list[str]) -> bool:
     return ignored
 
 
-def test_dockerignore_sends_what_the_build_copies_and_nothing_heavy() -> None:
-    rules = [
+def _dockerignore_rules() -> list[str]:
+    return [
         line.strip()
         for line in (REPO / ".dockerignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
+
+
+def test_dockerignore_sends_what_the_build_copies_and_nothing_heavy() -> None:
+    rules = _dockerignore_rules()
     sent = [
         "pyproject.toml",
         "Makefile",
@@ -307,6 +416,7 @@ def test_dockerignore_sends_what_the_build_copies_and_nothing_heavy() -> None:
         "service/__init__.py",
         "service/engine/bank.py",
         "prefixes/.gitkeep",
+        "docker/seed-prefixes.sh",
     ]
     sent += [str(p.relative_to(REPO)) for p in (REPO / "prefixes").rglob("*") if p.is_file()]
     assert [p for p in sent if _ignored(p, rules)] == []
@@ -315,5 +425,23 @@ def test_dockerignore_sends_what_the_build_copies_and_nothing_heavy() -> None:
         ".venv/bin/python",
         "tests/conftest.py",
         "service/__pycache__/cli.cpython-312.pyc",
+        "docker/docker-compose.yml",
+        "scripts/image_check.sh",
     ]
     assert [p for p in kept_out if not _ignored(p, rules)] == []
+
+
+def test_the_recorded_image_check_ran_on_the_current_build_inputs() -> None:
+    """`make image-check` builds the image with podman and checks it end to end (README, "Deploy"):
+    about 25 minutes from nothing, so it is not part of `make test`. Its last passing run is recorded
+    in docs/image-check.txt with the digest of the build inputs; a Dockerfile (or .dockerignore, or
+    seed script) changed since then fails here until the check passes again on it."""
+    from scripts.image_check.build import BUILD_INPUTS, build_inputs_digest
+
+    record = (REPO / "docs" / "image-check.txt").read_text()
+    assert "image-check: PASSED" in record
+    recorded = set(re.findall(r"build inputs: sha256 (\w+)", record))  # the step and the summary
+    assert recorded == {build_inputs_digest()}, (
+        f"{', '.join(BUILD_INPUTS)} changed since the last passing `make image-check` "
+        "(docs/image-check.txt): run it again (as root, on a machine that reaches PyPI and Debian)"
+    )

@@ -128,7 +128,8 @@ def test_environment_holds_valid_settings_only(config: dict[str, Any], variant: 
     values = {k.removeprefix("PREFIX_EMBED_").lower(): v for k, v in env.items()}
     assert set(values) <= set(Settings.model_fields)
     settings = Settings(**{k: v for k, v in values.items() if v is not None})
-    # the compose defaults are the service's own defaults
+    # the compose defaults are the service's own defaults (backend auto: onnx on CPU, torch on CUDA)
+    assert settings.backend == Settings.model_fields["backend"].default == "auto"
     assert settings.max_batch_tokens == Settings.model_fields["max_batch_tokens"].default
     assert settings.request_timeout_s == Settings.model_fields["request_timeout_s"].default
     # keys are never written in the file: unset unless exported on the host
@@ -138,13 +139,18 @@ def test_environment_holds_valid_settings_only(config: dict[str, Any], variant: 
 
 def test_host_variables_reach_the_container() -> None:
     env = compose_config(
-        PREFIX_EMBED_ADMIN_KEY="s3cret", PREFIX_EMBED_BACKEND="onnx", PREFIX_EMBED_UID="1234"
+        PREFIX_EMBED_ADMIN_KEY="s3cret",
+        PREFIX_EMBED_BACKEND="onnx",
+        PREFIX_EMBED_UID="1234",
+        PREFIX_EMBED_PREFIX_FOLDER="/srv/prefixes",
     )
     for name in SERVICES.values():
         service = env["services"][name]
         assert service["environment"]["PREFIX_EMBED_ADMIN_KEY"] == "s3cret"
         assert service["environment"]["PREFIX_EMBED_BACKEND"] == "onnx"
         assert service["build"]["args"]["APP_UID"] == "1234"
+        [bind] = [v for v in service["volumes"] if v["type"] == "bind"]
+        assert bind["source"] == "/srv/prefixes"  # another host folder (make image-check uses it)
 
 
 @pytest.mark.parametrize("variant", ["gpu", "cpu"])

@@ -12,17 +12,12 @@ from typing import Any, TypeVar
 import httpx
 from fastapi.testclient import TestClient
 
-from tests.support.batching import waiting_texts
 from tests.support.http import PREFIXES, SERVED, assert_error, expected_vectors, fake_app, fill_folder
-from tests.support.metrics import metric_value
+from tests.support.metrics import scrape
 from tests.support.waiting import async_wait_until as until
 from tests.support.waiting import wait_until
 
 T = TypeVar("T")
-
-
-def metric(client: TestClient, name: str, **labels: str) -> float:
-    return metric_value(client.get("/metrics").text, name, labels)
 
 
 def in_app_loop(client: TestClient, fn: Callable[[httpx.AsyncClient], Awaitable[T]]) -> T:
@@ -40,7 +35,7 @@ def in_app_loop(client: TestClient, fn: Callable[[httpx.AsyncClient], Awaitable[
 def test_32_concurrent_requests_take_fewer_than_32_forward_calls(tmp_path: Path) -> None:
     texts = [f"request number {i} " + "word " * (i % 5) for i in range(32)]
     with fake_app(fill_folder(tmp_path / "p")) as (client, fake, runtime):
-        before = metric(client, "prefix_embed_forward_calls_total")
+        before = scrape(client, "prefix_embed_forward_calls_total")
         batcher = runtime.batcher
         assert batcher is not None
 
@@ -48,13 +43,13 @@ def test_32_concurrent_requests_take_fewer_than_32_forward_calls(tmp_path: Path)
             fake.hold()  # while the first batch runs, all the others queue up behind it
             posts = [asyncio.ensure_future(ac.post("/embed", json={"inputs": t})) for t in texts]
             await until(fake.entered.is_set)
-            await until(lambda: waiting_texts(batcher) == 32 - fake.calls[0].size)
+            await until(lambda: batcher.waiting_texts() == 32 - fake.calls[0].size)
             fake.release()
             return list(await asyncio.gather(*posts))
 
         responses = in_app_loop(client, burst)
-        calls = metric(client, "prefix_embed_forward_calls_total") - before
-        rows = metric(client, "prefix_embed_batch_rows_total")
+        calls = scrape(client, "prefix_embed_forward_calls_total") - before
+        rows = scrape(client, "prefix_embed_batch_rows_total")
         encoded = list(fake.calls)  # before expected_vectors() adds its own calls
         for text, r in zip(texts, responses, strict=True):
             assert r.status_code == 200, r.text
@@ -69,10 +64,10 @@ def test_32_concurrent_requests_take_fewer_than_32_forward_calls(tmp_path: Path)
 
 def test_a_request_with_every_prefix_costs_one_forward_call(tmp_path: Path) -> None:
     with fake_app(fill_folder(tmp_path / "p")) as (client, fake, _):
-        before = metric(client, "prefix_embed_forward_calls_total")
+        before = scrape(client, "prefix_embed_forward_calls_total")
         r = client.post("/embed", json={"inputs": ["one text", "and another", "third"]})
         assert r.status_code == 200, r.text
-        assert metric(client, "prefix_embed_forward_calls_total") - before == 1
+        assert scrape(client, "prefix_embed_forward_calls_total") - before == 1
         assert [(c.size, c.names) for c in fake.calls] == [(3, SERVED)]
 
 
@@ -93,7 +88,7 @@ def test_a_full_queue_is_429_with_retry_after(tmp_path: Path) -> None:
         assert_error(refused, 429, "queue_full", "queue is full")
         assert int(refused.headers["Retry-After"]) >= 1
         assert [r.status_code for r in admitted] == [200, 200]
-        assert metric(client, "prefix_embed_requests_dropped_total", reason="queue_full") == 1
+        assert scrape(client, "prefix_embed_requests_dropped_total", reason="queue_full") == 1
 
 
 def test_a_request_past_its_deadline_is_504(tmp_path: Path) -> None:
@@ -157,4 +152,4 @@ def test_a_disconnected_client_is_dropped_from_the_queue(tmp_path: Path) -> None
         assert [c.texts for c in fake.calls] == [("holds the worker",), ("still serving",)]
         assert sent[0]["status"] == 499
         assert batcher.stats.dropped == {"cancelled": 1}
-        assert metric(client, "prefix_embed_requests_dropped_total", reason="cancelled") == 1
+        assert scrape(client, "prefix_embed_requests_dropped_total", reason="cancelled") == 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import typing
 from typing import Any
 
@@ -13,17 +12,13 @@ from typer.testing import CliRunner
 from service.cli import app
 from service.config import Settings
 from service.settings_cli import env_name, flag_name, settings_from_flags
+from tests.support.cli_output import flat
 
 
 def serve_options() -> dict[str, Any]:
     """Flag -> its click option (typer's own click: duck-typed)."""
     serve = typer.main.get_command(app).commands["serve"]  # type: ignore[attr-defined]
     return {opt: p for p in serve.params for opt in (*p.opts, *p.secondary_opts)}
-
-
-def flat(output: str) -> str:
-    """The CLI's message without rich's box and line wrapping."""
-    return " ".join(re.sub("[│╭╮╰╯─]", " ", output).split())
 
 
 def literal_fields() -> list[str]:

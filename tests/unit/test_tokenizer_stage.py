@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import TypeVar
 
 import numpy as np
@@ -17,24 +16,12 @@ from service.batching import Batcher
 from service.batching.tokenizing import SLICE_CHARS, default_max_input_chars, text_problem
 from service.engine.encoder import TokenizedBatch
 from service.errors import InputTooLong, InvalidInput
+from tests.support.batching import run_scenario
 from tests.support.fake_encoder import FakeEncoder, fake_bank
+from tests.support.waiting import async_wait_until as wait_until
 
 T = TypeVar("T")
 BANK = fake_bank(["alpha", "beta"])
-
-
-def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
-    async def main() -> T:
-        return await asyncio.wait_for(coro_fn(), timeout=20)
-
-    return asyncio.run(main())
-
-
-async def wait_until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
-    end = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < end, "condition not reached"
-        await asyncio.sleep(0.005)
 
 
 class RecordingEncoder(FakeEncoder):
@@ -85,7 +72,7 @@ def test_a_lone_surrogate_fails_only_its_own_request_tokenized_in_the_same_call(
             )
         await batcher.stop()
 
-    run(scenario)
+    run_scenario(scenario)
     # the bad request was first tokenized together with the good ones (then alone)
     assert any(any("\ud800" in t for t in call) and "good text number 0" in call for call in enc.tokenized)
 
@@ -116,7 +103,7 @@ def test_input_over_the_character_cap_is_refused_without_tokenizing_or_cut_when_
         np.testing.assert_array_equal(cut.vectors[0, 0], enc.expected(huge, BANK.prefixes[0]))
         await batcher.stop()
 
-    run(scenario)
+    run_scenario(scenario)
     assert not any(huge in call for call in enc.tokenized)  # never tokenized in full
     assert max(len(t) for call in enc.tokenized for t in call) == cap
 
@@ -140,7 +127,7 @@ def test_a_small_request_is_served_between_the_slices_of_a_large_one() -> None:
         assert (await big).vectors.shape == (len(large), 1, enc.dim)
         await batcher.stop()
 
-    run(scenario)
+    run_scenario(scenario)
     calls = [c for c in enc.tokenized if c != ["small request"]]
     small_at = enc.tokenized.index(["small request"])
     assert len(calls) >= 3

@@ -3,26 +3,15 @@ so that the first request after start pays for none of it."""
 
 from __future__ import annotations
 
-import torch
-
 from service.engine.bank import PrefixBank
 from service.engine.prefix import LoadedPrefix, base_prefix
 from service.runtime import warm_up
 from tests.support.fake_encoder import FAKE_SPEC, FakeEncoder
+from tests.support.prefixes import trunk_prefix
 
 
 def member(name: str, first: int, convention: str = "none", length: int = 2) -> LoadedPrefix:
-    shape = (FAKE_SPEC.num_layers - first, FAKE_SPEC.num_heads, length, FAKE_SPEC.head_dim)
-    return LoadedPrefix(
-        name,
-        f"d-{name}",
-        torch.zeros(shape),
-        torch.zeros(shape),
-        convention,
-        "<t>",
-        "native",
-        first_layer=first,
-    )
+    return trunk_prefix(FAKE_SPEC, name, first, length, seed=0, convention=convention)
 
 
 def test_one_call_per_distinct_member_depth() -> None:

@@ -1,5 +1,5 @@
 """Shared-trunk experiments: the depth table (issue 10), the recipe rows, the shipped prefixes and
-their transfer (issue 11). ``python -m service.method.experiments --help``; RESULTS.md has the
+their transfer (issue 11), the shipped prefixes' task heads (issue 21, ``heads.py``). ``python -m service.method.experiments --help``; RESULTS.md has the
 commands that produced its numbers.
 
 One process per source task; the task's texts (and, for rows with transfer, the three targets'

@@ -1,9 +1,10 @@
-"""``python -m service.method.experiments``: bench, run, targets, report, ship, quantization (see the
-package doc)."""
+"""``python -m service.method.experiments``: bench, run, targets, report, ship, heads, quantization
+(see the package doc)."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -54,11 +55,15 @@ def targets(
     depth: Annotated[int, typer.Option(help="The depth whose target trunk is built first.")] = 3,
     wait: Annotated[bool, typer.Option(help="Keep polling for new prefix files until --minutes.")] = False,
     minutes: Annotated[float, typer.Option(help="How long to keep going.")] = 60,
+    seeds: Annotated[
+        str, typer.Option(help="Comma-separated seeds whose files get vectors (default: all).")
+    ] = "",
 ) -> None:
     """The three targets' vectors under base and under each prefix of the rows (1,500/750 texts each)."""
     from service.method.experiments.targets import target_vectors
 
-    target_vectors(threads, time.time() + 60 * minutes, _split(rows) or None, wait, depth)
+    chosen = [int(s) for s in _split(seeds)] or None
+    target_vectors(threads, time.time() + 60 * minutes, _split(rows) or None, wait, depth, chosen)
 
 
 @app.command()
@@ -96,3 +101,18 @@ def quantization(
     from service.method.experiments.quantization import quantization as measure
 
     measure(Path(prefix_dir), threads)
+
+
+def heads(
+    tasks: Annotated[str, typer.Option(help="Comma-separated prefixes (default: every shipped one).")] = "",
+    prefix_dir: Annotated[Path, typer.Option(help="The prefix folder; heads go to its heads/.")] = Path(
+        "prefixes"
+    ),
+    cache: Annotated[Path, typer.Option(help="Where the vectors are cached.")] = Path(".cache/heads"),
+    threads: Annotated[int, typer.Option(help="torch threads.")] = 1,
+) -> None:
+    """Fit each shipped prefix's task head as its source value probe is fitted, on the served vectors
+    (prefixes/heads/TASK.safetensors; results/heads/shipped.{json,md})."""
+    from service.method.experiments.heads import fit_heads
+
+    fit_heads(prefix_dir, _split(tasks), cache, threads)

@@ -28,6 +28,19 @@ SOURCES = {
     "sentiment": ("vader-reviews", 64),
     "news-topic": ("bbc-news", 128),
     "editorial-sentiment": ("vader-nyt", 64),
+    # issue 24: sets kept in public repositories (service/method/repo_corpora.py, docs/DATA.md)
+    "tweet-emotion": ("tweeteval-emotion", 64),
+    "tweet-irony": ("tweeteval-irony", 64),
+    "tweet-offensive": ("tweeteval-offensive", 64),
+    "tweet-hate": ("tweeteval-hate", 64),
+    "tweet-emoji": ("tweeteval-emoji", 64),
+    "subjectivity": ("subjectivity", 64),
+    "review-polarity": ("review-polarity", 64),
+    "opinion-polarity": ("opinion-polarity", 32),
+    "banking-intent": ("banking77", 48),
+    "assistant-intent": ("clinc150", 48),
+    "acceptability": ("cola", 48),
+    "ag-news-topic": ("ag-news", 64),
 }
 N_TARGET = (1500, 750)  # probe-training / test texts per target
 TVEC = VEC / f"targets{N_TARGET[0]}x{N_TARGET[1]}"  # the targets' vectors (base and per prefix)

@@ -63,17 +63,28 @@ def _claim(todo: list[Path]) -> Path | None:
 
 
 def target_vectors(
-    threads: int, until: float, rows: list[str] | None = None, wait: bool = False, depth: int = 3
+    threads: int,
+    until: float,
+    rows: list[str] | None = None,
+    wait: bool = False,
+    depth: int = 3,
+    seeds: list[int] | None = None,
 ) -> None:
     """Vectors of the three targets' texts (:data:`N_TARGET` probe-training + test texts each) under
-    base and under every prefix of ``rows`` (default: the rows with transfer). With ``wait``, keeps
-    polling for new files until ``until`` (unix time); otherwise returns when none is left."""
+    base and under every prefix of ``rows`` (default: the rows with transfer), of ``seeds`` only if
+    given (transfer is measured on the shipped seed). With ``wait``, keeps polling for new files
+    until ``until`` (unix time); otherwise returns when none is left."""
     torch.set_num_threads(threads)
     backbone = load_backbone(default_model_path(), device="cpu", dtype="float32")
     caches = {depth: _target_cache(backbone, depth)}  # the targets' trunk now, while the rows train
     rows = rows or [r for r, (_, transfer) in ROWS.items() if transfer]
     while time.time() < until:
-        files = [f for row in rows for f in sorted((PREFIX_OUT / row).glob("*.safetensors"))]
+        files = [
+            f
+            for row in rows
+            for f in sorted((PREFIX_OUT / row).glob("*.safetensors"))
+            if seeds is None or any(f.stem.endswith(f".seed{s}") for s in seeds)
+        ]
         todo = [
             f
             for f in files

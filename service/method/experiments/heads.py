@@ -1,0 +1,149 @@
+"""The shipped prefixes' task heads (issue 21): ``prefixes/heads/TASK.safetensors``.
+
+Each head is fitted as RESULTS.md's "source value" probe is: the one probe (``search_probe``: C in
+{0.001, 0.01, 0.1} by stratified 3-fold CV on the training split), trained on the prefix's training
+split and scored on its held-out test split, the same data and splits as RESULTS.md (``SplitRecipe``;
+the train split is checked against the digest the prefix file records). The vectors are the served
+ones (the engine, torch backend, the server's token limit), unnormalized, so a head's recorded test
+accuracy is what ``POST /predict`` reproduces on the same texts (tests/e2e/test_shipped_heads.py). The
+same probe on ``base`` (same examples) is fitted and reported beside it, not shipped.
+
+``python -m service.method.experiments heads [--tasks question-type,sentiment]``; vectors are cached
+under ``.cache/heads``; results go to ``results/heads/shipped.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from service.backend import build_torch_encoder
+from service.config import Settings
+from service.engine.direct import embed_sync
+from service.engine.encoder import Encoder
+from service.engine.pooling import pooling_label
+from service.engine.prefix import BASE_NAME
+from service.heads.head import HeadInput
+from service.heads.writer import build_head, write_head
+from service.method.head_fit import SplitRecipe, head_accuracy, probe_head
+from service.method.probes import search_probe
+from service.registry.registry import PrefixRegistry
+
+CS = (0.001, 0.01, 0.1)  # RESULTS.md's source-value grid
+OUT = Path("results") / "heads"
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def vectors(encoder: Encoder, bank: Any, names: list[str], texts: list[str], cache: Path) -> np.ndarray:
+    """[N, len(names), dim] served vectors (unnormalized), by length-sorted batches; cached."""
+    if cache.is_file():
+        return np.load(cache)
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out = np.empty((len(texts), len(names), encoder.dim), dtype=np.float32)
+    for start in range(0, len(order), 32):
+        idx = order[start : start + 32]
+        out[idx] = embed_sync(encoder, bank, names, [texts[i] for i in idx])[0]
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.save(cache, out)
+    return out
+
+
+def fit_task(
+    task: str, prefix_dir: Path, encoder: Encoder, settings: Settings, cache_dir: Path
+) -> dict[str, Any]:
+    snap = PrefixRegistry.from_settings(settings, encoder.spec).scan()
+    prefix = snap.bank.get(task)
+    meta = prefix.metadata
+    recipe = SplitRecipe(meta["data"]["loader"], seed=int(meta["init"]["seed"]))
+    train, _, test = recipe.splits(task)
+    if train.digest() != meta["data"]["train_digest"]:
+        raise SystemExit(
+            f"{task}: the train split's digest {train.digest()} is not the prefix's {meta['data']['train_digest']}"
+        )
+    names = [BASE_NAME, task]
+    tag = f"{task}-{prefix.digest[:12]}-{encoder.spec.fingerprint}-{encoder.max_input_tokens}"
+    t0 = time.perf_counter()
+    x_train = vectors(encoder, snap.bank, names, train.texts, cache_dir / f"{tag}-train.npy")
+    x_test = vectors(encoder, snap.bank, names, test.texts, cache_dir / f"{tag}-test.npy")
+    log(f"{task}: vectors of {len(train)} + {len(test)} texts in {time.perf_counter() - t0:.0f} s")
+    pooling = pooling_label(settings.pooling, settings.pooling_layers)
+    data = recipe.metadata() | {"train_digest": train.digest(), "test_digest": test.digest()}
+    result: dict[str, Any] = {"task": task, "n_train": len(train), "n_test": len(test)}
+    for column, name in enumerate(names):
+        fitted = search_probe(x_train[:, column], train.labels, cs=CS, seed=0)
+        c, cv = fitted.c, fitted.cv_accuracy
+        fit = {
+            "method": "standardized logistic regression (service/method/probes.py search_probe)",
+            "cs": list(CS), "c": c, "cv": "stratified 3-fold on the training split", "cv_accuracy": cv,
+            "seed": 0, "n_train": len(train), "backend": encoder.backend, "max_input_tokens": encoder.max_input_tokens,
+            "command": "python -m service.method.experiments heads",
+        }  # fmt: skip
+        meta_out = {"description": meta.get("description", task), "pooling": pooling, "fit": fit, "data": data,
+                    "provenance": meta.get("data", {})}  # fmt: skip
+        inputs = [HeadInput(name, snap.bank.get(name).digest)]
+        params = probe_head(fitted, inputs, task=task, normalize=False, metadata=meta_out)
+        head, _ = build_head(task, params, encoder.spec)  # as the server loads it
+        acc = head_accuracy(head, x_test[:, [column]], test.labels)
+        sk = float(np.mean(fitted.predict(x_test[:, column]) == np.asarray(test.labels)))
+        result["base" if name == BASE_NAME else "prefix"] = {
+            "c": c, "cv_accuracy": cv, "test": acc.metadata(), "sklearn_test_accuracy": sk
+        }  # fmt: skip
+        if name == task:  # the base head is only measured, never shipped
+            write_head(
+                prefix_dir,
+                task,
+                replace(params, metadata=meta_out | {"metrics": {"test": acc.metadata()}}),
+                encoder.spec,
+            )
+    result["source_value"] = meta.get("source_value")
+    log(f"{task}: head test {result['prefix']['test']['accuracy']:.3f} (base head {result['base']['test']['accuracy']:.3f}; "
+        f"RESULTS source value {meta['source_value']['prefix']['accuracy']:.3f} vs {meta['source_value']['base']['accuracy']:.3f})")  # fmt: skip
+    return result
+
+
+def markdown(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "| head | train/test | C (CV acc) | test acc | base head test acc | gain (pt) | RESULTS source value (prefix / base) |",
+        "|---|---|---|---:|---:|---:|---|",
+    ]
+    for r in results:
+        p, b, sv = r["prefix"], r["base"], r["source_value"]
+        gain = 100 * (p["test"]["accuracy"] - b["test"]["accuracy"])
+        lines.append(
+            f"| {r['task']} | {r['n_train']}/{r['n_test']} | {p['c']:g} ({p['cv_accuracy']:.3f}) | {p['test']['accuracy']:.3f} | "
+            f"{b['test']['accuracy']:.3f} | {gain:+.1f} | {sv['prefix']['accuracy']:.3f} / {sv['base']['accuracy']:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def fit_heads(prefix_dir: Path, tasks: list[str], cache: Path, threads: int = 1) -> list[dict[str, Any]]:
+    """Fit and write the heads of ``tasks`` (default: every prefix whose metadata names its built-in
+    data set); write the results table."""
+    torch.set_num_threads(threads)
+    chosen: dict[str, Any] = {
+        "prefix_dir": prefix_dir,
+        "backend": "torch",
+        "device": "cpu",
+        "dtype": "float32",
+    }
+    settings = Settings(**chosen)
+    encoder = build_torch_encoder(settings)
+    snap = PrefixRegistry.from_settings(settings, encoder.spec).scan()
+    tasks = tasks or [
+        p.name for p in snap.bank.prefixes if not p.builtin and "loader" in p.metadata.get("data", {})
+    ]
+    results = [fit_task(t, prefix_dir, encoder, settings, cache) for t in tasks]
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "shipped.json").write_text(json.dumps(results, indent=2) + "\n")
+    (OUT / "shipped.md").write_text(markdown(results))
+    log(f"wrote {OUT / 'shipped.json'} and shipped.md")
+    return results
