@@ -36,7 +36,7 @@ def calibrate_cmd(
     from service.engine.calibration import pooling_id
     from service.errors import PrefixEmbedError
     from service.method.calibration_corpus import default_corpus
-    from service.registry.calibration_files import calibrate_files
+    from service.registry.calibration_files import calibrate_files, repairable
     from service.registry.folder import scan_folder
     from service.registry.served import read_served_models
 
@@ -44,24 +44,30 @@ def calibrate_cmd(
     encoder = build_torch_encoder(settings)
     folder = settings.prefix_dir
     loaded, rejected = scan_folder(folder, encoder.spec, settings.prefix_limits())
+    limits = settings.prefix_limits()
+    sources = {p.name: p.source for p in loaded if p.kind == "native"}
     for r in rejected:
-        typer.echo(f"rejected {r.reason}", err=True)
-    by_name = {p.name: p for p in loaded}
-    names = prefix or [p.name for p in loaded if p.kind == "native"]
-    problems = [n for n in names if n not in by_name or by_name[n].kind != "native"]
+        path = folder / r.source
+        if repairable(path, encoder.spec, limits):  # refused only for its calibration: calibrating repairs it
+            sources[path.stem] = r.source
+            typer.echo(f"rejected (calibrating repairs it): {r.reason}", err=True)
+        else:
+            typer.echo(f"rejected {r.reason}", err=True)
+    names = prefix or sorted(sources)
+    problems = [n for n in names if n not in sources]
     if problems:
-        typer.echo(f"error: not a loaded native prefix file of {folder}: {', '.join(problems)}", err=True)
+        typer.echo(f"error: not a native prefix file of {folder}: {', '.join(problems)}", err=True)
         raise typer.Exit(2)
     corpus = default_corpus()
     t0 = time.perf_counter()
     try:
         written = calibrate_files(
-            [folder / by_name[n].source for n in names],
+            [folder / sources[n] for n in names],
             encoder,
             corpus,
             pooling=pooling_id(settings.pooling, settings.pooling_layers),
             base_folder=folder if base else None,
-            limits=settings.prefix_limits(),
+            limits=limits,
             batch=batch,
             force=force,
         )

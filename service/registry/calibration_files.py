@@ -128,6 +128,20 @@ def calibrate_files(
     return done
 
 
+def repairable(path: Path, spec: BackboneSpec, limits: PrefixLimits | None = None) -> bool:
+    """Whether the native prefix file ``path`` is valid once its calibration is taken out: a file the
+    server refuses only for its calibration record (stale format, torn) that calibrating repairs."""
+    limits = limits or PrefixLimits()
+    name = prefix_name(path)
+    if name is None or path.suffix != NATIVE_SUFFIX:
+        return False
+    try:
+        _uncalibrated(_read(path, limits), name, spec, limits)
+    except (InvalidPrefixFile, OSError):
+        return False
+    return True
+
+
 def _recorded(data: bytes, name: str, spec: BackboneSpec, limits: PrefixLimits) -> Calibration | None:
     """The file's valid calibration, or None (none, or one the server would refuse)."""
     try:

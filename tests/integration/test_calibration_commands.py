@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 from typer.testing import CliRunner
 
@@ -82,3 +83,38 @@ def test_train_then_calibrate_a_folder_then_embed_quantized(tiny_bert_path: Path
                 code = codes(unit, enc, prefix.calibration)
                 code = pack_bits(code, enc) if enc in ("binary", "ubinary") else code
                 assert got["embeddings"][name] == code.tolist(), (enc, name)
+
+
+def test_calibrate_repairs_a_file_refused_for_its_record(tiny_bert_path: Path, tmp_path: Path) -> None:
+    """A native file whose calibration record the server refuses (here: an older record without
+    ``projection``) is listed as rejected; ``calibrate`` re-measures it and the server loads it again,
+    its tensors unchanged. A file that is bad for another reason is not touched."""
+    from service.registry.limits import PrefixLimits
+    from service.registry.tensors import parse_safetensors
+    from service.registry.writer import native_bytes
+
+    folder = tmp_path / "prefixes"
+    folder.mkdir()
+    spec = read_spec(tiny_bert_path)
+    good = folder / "p.safetensors"
+    key = torch.randn(spec.num_layers, spec.num_heads, 2, spec.head_dim)
+    value = torch.randn(spec.num_layers, spec.num_heads, 2, spec.head_dim)
+    good.write_bytes(native_bytes(key, value, {"description": "p"}))
+    model = ["--model", str(tiny_bert_path)]
+    _run("calibrate", "--prefix-dir", str(folder), *model, "--no-base")
+    tensors, meta, _ = parse_safetensors(good.read_bytes(), good.name, PrefixLimits())
+    record = json.loads(meta["calibration"])
+    del record["projection"]
+    stale = {k: v for k, v in meta.items() if k not in ("format", "content_sha256")}
+    good.write_bytes(native_bytes(tensors["key"], tensors["value"], stale | {"calibration": json.dumps(record)}))
+    (folder / "junk.safetensors").write_bytes(b"not a safetensors file")
+    registry = PrefixRegistry(folder, spec)
+    snap = registry.load()
+    assert "p" not in snap.bank.names
+    assert {r.source for r in snap.rejected} == {"p.safetensors", "junk.safetensors"}
+    printed = _run("calibrate", "--prefix-dir", str(folder), *model, "--no-base")
+    assert "calibrated p.safetensors" in printed
+    assert (folder / "junk.safetensors").read_bytes() == b"not a safetensors file"
+    repaired = registry.refresh().bank.get("p")
+    assert repaired.calibration is not None and repaired.calibration.projection is not None
+    assert torch.equal(repaired.key, key) and torch.equal(repaired.value, value)
