@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from service.cli import app
@@ -106,7 +106,9 @@ def test_calibrate_repairs_a_file_refused_for_its_record(tiny_bert_path: Path, t
     record = json.loads(meta["calibration"])
     del record["projection"]
     stale = {k: v for k, v in meta.items() if k not in ("format", "content_sha256")}
-    good.write_bytes(native_bytes(tensors["key"], tensors["value"], stale | {"calibration": json.dumps(record)}))
+    good.write_bytes(
+        native_bytes(tensors["key"], tensors["value"], stale | {"calibration": json.dumps(record)})
+    )
     (folder / "junk.safetensors").write_bytes(b"not a safetensors file")
     registry = PrefixRegistry(folder, spec)
     snap = registry.load()
@@ -116,5 +118,7 @@ def test_calibrate_repairs_a_file_refused_for_its_record(tiny_bert_path: Path, t
     assert "calibrated p.safetensors" in printed
     assert (folder / "junk.safetensors").read_bytes() == b"not a safetensors file"
     repaired = registry.refresh().bank.get("p")
-    assert repaired.calibration is not None and repaired.calibration.projection is not None
-    assert torch.equal(repaired.key, key) and torch.equal(repaired.value, value)
+    assert repaired.calibration is not None
+    assert repaired.calibration.projection is not None
+    assert torch.equal(repaired.key, key)
+    assert torch.equal(repaired.value, value)
