@@ -79,11 +79,14 @@ def calibrate_cmd(
     for w in written:
         verb = "calibrated" if w.written else "up to date"
         typer.echo(f"{verb} {w.path.name}: calibration {w.calibration.digest}")
-    if (
-        any(w.written and w.path.suffix == ".safetensors" for w in written)
-        and read_served_models(folder).present
-    ):
-        typer.echo(
-            "prefix digests changed: re-pin models.json (python -m service models pin --prefix-dir "
-            f"{folder} --description '...')"
-        )
+    if any(w.written and w.path.suffix == ".safetensors" for w in written):
+        if read_served_models(folder).present:
+            typer.echo(
+                "prefix digests changed: re-pin models.json (python -m service models pin --prefix-dir "
+                f"{folder} --description '...')"
+            )
+        if any((folder / "heads").glob("*.safetensors")):  # heads pin their inputs' digests
+            typer.echo(
+                "heads reading these prefixes are unavailable until re-fitted on the new digests "
+                "(train writes its own; the shipped ones: python -m service.method.experiments heads)"
+            )
