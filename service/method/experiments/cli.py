@@ -103,6 +103,7 @@ def quantization(
     measure(Path(prefix_dir), threads)
 
 
+@app.command()
 def heads(
     tasks: Annotated[str, typer.Option(help="Comma-separated prefixes (default: every shipped one).")] = "",
     prefix_dir: Annotated[Path, typer.Option(help="The prefix folder; heads go to its heads/.")] = Path(
