@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 def calibrate_written(path: Path, settings: Settings, *, encoder: Encoder | None = None) -> LoadedPrefix:
     """Calibrate the native prefix file ``path`` in place over the default calibration corpus, with
     the pooling of ``settings`` (the encoder: ``encoder``, or a torch encoder built from ``settings``),
-    and return the file's prefix as the server loads it now (calibrated, with its new digest)."""
+    and return the file's prefix as the server loads it now (calibrated, with its new digest).
+    FileNotFoundError (the file left as it was) when the corpus's data packages are not installed."""
     from service.backend import build_torch_encoder
     from service.engine.calibration import pooling_id
     from service.method.calibration_corpus import default_corpus

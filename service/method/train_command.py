@@ -163,9 +163,14 @@ def train_cmd(
         result.metadata["source_value"] = source_value(result, splits[0].train, tests[0])
     prefix = write_native(out, result.key, result.value, result.metadata, result.learner.spec)
     if calibrate:  # before the heads: they pin the calibrated file's digest
-        prefix = calibrate_written(out, settings)
-        cal = prefix.calibration
-        typer.echo(f"calibrated {out.name} over {cal.corpus['name'] if cal else '?'}", err=True)
+        try:
+            prefix = calibrate_written(out, settings)
+        except FileNotFoundError as exc:  # a serve install has no data packages: the corpus is theirs
+            typer.echo(f"warning: {out.name} not calibrated ({exc}); it serves with the uncalibrated "
+                       "int8/binary fallback until `python -m service calibrate` runs", err=True)  # fmt: skip
+        else:
+            cal = prefix.calibration
+            typer.echo(f"calibrated {out.name} over {cal.corpus['name'] if cal else '?'}", err=True)
     heads = [write_trained_head(prefix, out.parent, result, s, t) for s, t in zip(splits, tests, strict=True)]
     for step, (k, v) in sorted(result.checkpoints.items()):
         meta = result.metadata | {"checkpoint_step": step, "dev_metrics": "n/a (checkpoint)"}

