@@ -152,9 +152,12 @@ def warm_up(encoder: Encoder, bank: PrefixBank | None = None) -> None:
     """Prefixed calls before the first request, so that it does not pay for lazy initialization:
     a probe, then one call per distinct depth among ``bank``'s members (first layer, position
     shift), so that every fan-out depth a request can need is set up (for ONNX: exported) at start.
-    A prefix hot-loaded later at a new depth sets its depth up on first use, in the background."""
+    A prefix hot-loaded later at a new depth sets its depth up on first use, in the background.
+    Two texts: the calls run side by side (the common plan), not alone, so the ONNX backend's
+    lone-call sessions (a second copy of the weights) open only when a request runs alone."""
     spec = encoder.spec
-    batch = encoder.tokenize(["warm up the encoder"], max_length=encoder.max_input_tokens, truncate=True)
+    texts = ["warm up the encoder", "and its calls side by side"]
+    batch = encoder.tokenize(texts, max_length=encoder.max_input_tokens, truncate=True)
     zeros = torch.zeros(spec.num_layers, spec.num_heads, 1, spec.head_dim)
     probe = LoadedPrefix("warmup", "warmup", zeros, zeros.clone(), "none", "<warm-up>", "native")
     encoder.encode(batch, PrefixBank.build([probe]), [0])
