@@ -19,6 +19,7 @@ from service.engine.bank import PrefixBank
 from service.engine.encoder import CallLoop, Encoder
 from service.engine.prefix import LoadedPrefix
 from service.errors import NotReady, PrefixEmbedError
+from service.fitting.jobs import FitJobs
 from service.metrics import Metrics
 from service.pipeline import EmbeddingPipeline
 from service.registry.registry import PrefixRegistry
@@ -45,6 +46,7 @@ class Runtime:
         self.settings = settings
         self.metrics = Metrics()
         self.prefix_sets = PrefixSets()  # sets too long for a response header, for their lookup route
+        self.fit_jobs = FitJobs(settings.fit_max_running)  # POST /heads/{name}/fit
         self.encoder = encoder
         self.backend_reason = "an encoder given by the caller" if encoder is not None else "loading"
         self.registry: PrefixRegistry | None = None
@@ -142,6 +144,7 @@ class Runtime:
 
     async def stop(self) -> None:
         self.ready = False
+        await self.fit_jobs.close()
         if self.watcher is not None:
             await self.watcher.stop()
         if self.batcher is not None:
