@@ -1,5 +1,5 @@
 """``python -m service``: serve, ray-serve, embed, predict, fit, export-onnx, train, evaluate,
-similarity, models, backbones, bench."""
+similarity, calibrate, models, backbones, bench."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from service.bench.commands import bench_app
 from service.config import Settings
 from service.fitting.command import fit_cmd
 from service.heads.commands import predict
+from service.method.calibrate_command import calibrate_cmd
 from service.method.commands import evaluate_cmd, similarity_cmd, train_cmd
 from service.registry.commands import models_app
 from service.serving.ray_launch import ray_serve_cmd
@@ -23,6 +24,7 @@ from service.settings_cli import (
     FIT,
     ONNX_EXPORT,
     PREFIX_FOLDER,
+    TORCH_ENGINE,
     settings_command,
 )
 from service.wire import Combine, Encoding
@@ -86,6 +88,7 @@ def embed(
         prefixes=out.prefixes,
         vectors=out.vectors,
         prompt_tokens=out.prompt_tokens,
+        calibrations=out.calibrations,
         combine=combine,
         normalize=normalize,
         encoding=encoding,
@@ -139,6 +142,7 @@ app.command("export-onnx")(settings_command(export_onnx, ONNX_EXPORT))
 app.command("train")(settings_command(train_cmd, BACKBONE))
 app.command("evaluate")(settings_command(evaluate_cmd, BACKBONE))
 app.command("similarity")(settings_command(similarity_cmd, BACKBONE))
+app.command("calibrate")(settings_command(calibrate_cmd, (*TORCH_ENGINE, *PREFIX_FOLDER)))
 app.add_typer(models_app, name="models")
 app.add_typer(backbones_app, name="backbones")
 app.add_typer(bench_app, name="bench")

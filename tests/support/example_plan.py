@@ -54,6 +54,12 @@ UNRUNNABLE: tuple[Unrunnable, ...] = (
     Unrunnable(r"kubectl .*", _KUBE),
     Unrunnable(r"make install-mpnet( .*)?", _MPNET),
     Unrunnable(r"python -m service (serve --model|backbones verify) all-mpnet-base-v2", _MPNET),
+    Unrunnable(
+        r"python -m service calibrate .*",
+        "needs the data packages of the calibration corpus (`make install-dev`; the serve install has "
+        "none) and about 15 min of CPU for the shipped folder; tests/integration/"
+        "test_calibration_commands.py runs calibrate and train's calibration on a tiny model",
+    ),
 )
 
 # Files an example uses as the reader's own (`--data-binary @spam.safetensors`): the test puts a copy

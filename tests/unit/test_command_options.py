@@ -39,6 +39,7 @@ _TAKES = {
     "bench ray": {"model", "prefix_dir"},
     "bench predict": {"model", "prefix_dir", "backend"},
     "train": {"model"},
+    "calibrate": {"model", "prefix_dir", "device", "dtype", "pooling", "pooling_layers", "max_input_tokens"},
     "evaluate": {"model"},
     "similarity": {"model"},
     "models pin": {"model", "prefix_dir", "served_model_name"},

@@ -1,4 +1,5 @@
-"""``python -m service.method.experiments``: bench, run, targets, report, ship, heads (see the package doc)."""
+"""``python -m service.method.experiments``: bench, run, targets, report, ship, heads, quantization
+(see the package doc)."""
 
 from __future__ import annotations
 
@@ -110,6 +111,22 @@ def ship(
     from service.method.experiments.report import ship as ship_row
 
     ship_row(row, _split(tasks), seed, _study(model), require_gain, float_only)
+
+
+@app.command()
+def quantization(
+    prefix_dir: Annotated[
+        str, typer.Option(help="The folder whose default served model is measured.")
+    ] = "prefixes",
+    threads: Annotated[int, typer.Option(help="torch threads.")] = 1,
+) -> None:
+    """Every encoding of the served default concat on the three targets, calibrated and not
+    (results/quantization.{json,md})."""
+    from pathlib import Path
+
+    from service.method.experiments.quantization import quantization as measure
+
+    measure(Path(prefix_dir), threads)
 
 
 @app.command()

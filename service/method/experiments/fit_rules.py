@@ -34,7 +34,7 @@ from service.fitting.probe import CrossValidated
 from service.fitting.rules import Choice, Trial
 from service.fitting.sources import Evaluator, Sources, paired_se
 from service.method.data import TaskData, split
-from service.method.experiments.rows import TARGETS, TVEC, log
+from service.method.experiments.rows import TARGETS, TVEC, log, study
 from service.method.experiments.targets import _target_cache, target_labels
 from service.method.prefix_io import load_prefixes
 from service.method.recipe import TrainConfig
@@ -149,7 +149,7 @@ def run_rules(
     results/fit/rules.json as they come (a rerun skips the rows it has)."""
     torch.set_num_threads(threads)
     backbone = load_backbone(default_model_path(), device="cpu", dtype="float32")
-    caches = _target_cache(backbone, depth)
+    caches = _target_cache(backbone, depth, study())  # the default backbone (MiniLM)
     loaded = load_prefixes(sorted(Path(prefix_dir).glob("*.safetensors")), backbone.spec)
     prefixes = {
         p.name: p
