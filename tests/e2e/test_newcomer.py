@@ -108,7 +108,11 @@ def run(install: ServeInstall, env: dict[str, str], *args: str, timeout: float =
     command = [str(install.python), "-m", "service", *args]
     done = subprocess.run(command, cwd=install.root, env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "warning" not in done.stderr, done.stderr  # no all-layer, small-class, ... warning
+    # No all-layer, small-class, ... warning. The one expected warning: the serve install has no data
+    # packages, so `train` cannot calibrate (issue 25) and says how to, and the file serves uncalibrated.
+    warnings = [line for line in done.stderr.splitlines() if "warning" in line]
+    unexpected = [w for w in warnings if "not calibrated" not in w or "python -m service calibrate" not in w]
+    assert not unexpected, done.stderr
     return done.stdout
 
 
