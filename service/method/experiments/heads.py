@@ -127,7 +127,7 @@ def markdown(results: list[dict[str, Any]]) -> str:
 
 def fit_heads(prefix_dir: Path, tasks: list[str], cache: Path, threads: int = 1) -> list[dict[str, Any]]:
     """Fit and write the heads of ``tasks`` (default: every prefix whose metadata names its built-in
-    data set); write the results table."""
+    data set); update the results table (rows of other tasks recorded earlier are kept)."""
     torch.set_num_threads(threads)
     chosen: dict[str, Any] = {
         "prefix_dir": prefix_dir,
@@ -143,7 +143,11 @@ def fit_heads(prefix_dir: Path, tasks: list[str], cache: Path, threads: int = 1)
     ]
     results = [fit_task(t, prefix_dir, encoder, settings, cache) for t in tasks]
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "shipped.json").write_text(json.dumps(results, indent=2) + "\n")
-    (OUT / "shipped.md").write_text(markdown(results))
+    # a run over some tasks keeps the recorded rows of the others (heads are fitted a few at a time)
+    earlier = json.loads((OUT / "shipped.json").read_text()) if (OUT / "shipped.json").is_file() else []
+    by_task = {r["task"]: r for r in earlier} | {r["task"]: r for r in results}
+    table = [by_task[t] for t in sorted(by_task)]
+    (OUT / "shipped.json").write_text(json.dumps(table, indent=2) + "\n")
+    (OUT / "shipped.md").write_text(markdown(table))
     log(f"wrote {OUT / 'shipped.json'} and shipped.md")
     return results
