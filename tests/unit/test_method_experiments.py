@@ -39,7 +39,9 @@ def test_a_trunk_cache_claim_left_by_an_exited_process_is_taken_over(tmp_path: P
 
     from service.method.experiments.rows import built_once
 
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     file = tmp_path / "task.pt"
     file.with_suffix(".lock").write_text(gone.stdout.strip())
     assert built_once(file, lambda: {"built": 1}, wait_s=0) == {"built": 1}
