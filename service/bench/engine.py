@@ -97,11 +97,7 @@ def run_engine_bench(
     batched()
     calls_one = enc.forward_calls - calls_before
     return {
-        "device": torch.cuda.get_device_name()
-        if enc.device.startswith("cuda")
-        else platform.processor() or "cpu",
-        "torch_threads": torch.get_num_threads(),
-        "dtype": enc.dtype,
+        **torch_device_record(enc.device, enc.dtype),
         "B": n_texts,
         "P": n_prefixes,
         "prefix_len": prefix_len,
@@ -122,3 +118,9 @@ def run_engine_bench(
             else {}
         ),
     }
+
+
+def torch_device_record(device: str, dtype: str) -> dict[str, Any]:
+    """Where a torch benchmark ran: the card (or CPU) by name, torch's threads and the dtype."""
+    name = torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or "cpu"
+    return {"device": name, "torch_threads": torch.get_num_threads(), "dtype": dtype}

@@ -9,7 +9,6 @@ speed-up the layer count predicts, printed beside the measured one.
 from __future__ import annotations
 
 import concurrent.futures
-import platform
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import torch
 
 from service.backend import build_torch_encoder
-from service.bench.engine import time_interleaved
+from service.bench.engine import time_interleaved, torch_device_record
 from service.bench.texts import sample_texts
 from service.config import Settings
 from service.engine.bank import PrefixBank
@@ -111,11 +110,7 @@ def run_trunk_bench(
                 }
             )
     return {
-        "device": torch.cuda.get_device_name()
-        if enc.device.startswith("cuda")
-        else platform.processor() or "cpu",
-        "torch_threads": torch.get_num_threads(),
-        "dtype": enc.dtype,
+        **torch_device_record(enc.device, enc.dtype),
         "model": _model_name(settings.model_path()),
         "layers": layers,
         "B": n_texts,

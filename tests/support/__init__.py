@@ -16,6 +16,14 @@
 - ``batching``: ``run_scenario(coro_fn, timeout)``, ``held_request(batcher, fake, bank, slots)``;
   ``watching``: ``until_watching(watcher, folder)``; ``imports``: ``loaded_after(imports, *packages)``.
   What a ``Batcher`` holds is public: ``batcher.waiting_texts()``, ``batcher.stopping``, ``queue_depth``
+- ``heads``: head files with seeded weights; ``reference_predictions`` (scikit-learn with a head's
+  weights), ``head_file`` (a head file read by safetensors), ``check_predictions`` (a /predict document
+  held to both)
+- documentation examples: ``doc_examples`` (read from the Markdown), ``example_plan`` (run, or listed
+  with the reason it cannot run here), ``example_live`` (``Live``: the server and shell they run in),
+  ``example_routes`` (``curl`` checks per route), ``example_checks`` (``run_example``; commands, python)
+- ``install``: a newcomer's clone of HEAD and its serve install (``clone_and_install``,
+  ``assert_lean_cpu_install``, ``newcomer_env``)
 - ``fixtures``: the pytest fixtures, registered by ``tests/conftest.py`` through ``pytest_plugins``
 
 Helpers are imported from here (``from tests.support.http import fake_app``); fixtures are requested by

@@ -2,11 +2,13 @@
 
 Models: ``minilm_path``/``minilm`` (the default model), ``tiny_bert_path``/``tiny_bert`` and
 ``tiny_roberta_path`` (random weights, seconds to load). Files: ``write_prefix``. Fakes:
-``fake_encoder``. Processes: ``server_process`` (started servers are stopped at teardown).
+``fake_encoder``. Processes: ``server_process`` (started servers are stopped at teardown). A
+newcomer's checkout: ``serve_install`` (a clone of HEAD with ``make install``, once per session).
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,13 +18,22 @@ from service.config import default_model_path
 from service.engine.backbone import Backbone, load_backbone
 from tests.support import prefixes
 from tests.support.fake_encoder import FakeEncoder
+from tests.support.install import ServeInstall, clone_and_install
 from tests.support.models import save_tiny
 from tests.support.server_process import ServerProcess, serve_process
 
 TESTS = Path(__file__).resolve().parents[1]
 # What a unit test may not use: a real model (loading one) or a real server process.
 NOT_IN_UNIT = frozenset(
-    {"minilm", "minilm_path", "tiny_bert", "tiny_bert_path", "tiny_roberta_path", "server_process"}
+    {
+        "minilm",
+        "minilm_path",
+        "tiny_bert",
+        "tiny_bert_path",
+        "tiny_roberta_path",
+        "server_process",
+        "serve_install",
+    }
 )
 
 
@@ -116,6 +127,15 @@ def server_process(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
                 proc.wait_exit()
             finally:
                 proc.kill()
+
+
+@pytest.fixture(scope="session")
+def serve_install(tmp_path_factory: pytest.TempPathFactory) -> ServeInstall:
+    """A ``git clone`` of HEAD with ``make install`` (the serve install) into its ``.venv``: made once
+    per session, for every test that checks what a newcomer gets (tests/support/install.py)."""
+    if shutil.which("nvidia-smi") is not None:
+        pytest.skip("checks the install of a machine without a GPU (with one, pip's CUDA build of torch)")
+    return clone_and_install(tmp_path_factory.mktemp("newcomer") / "prefix-embed")
 
 
 @pytest.fixture
