@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from service import __version__
-from service.api import embed, heads, openai, ops, predict, prefixes
+from service.api import embed, fit, heads, openai, ops, predict, prefixes
 from service.api.errors import install_error_handlers
 from service.api.middleware import BodyLimitMiddleware, MetricsMiddleware
 from service.config import Settings
@@ -54,6 +54,6 @@ def create_app(settings: Settings, encoder: Encoder | None = None) -> FastAPI:
         max_upload_bytes=settings.max_prefix_file_bytes,
     )
     app.add_middleware(MetricsMiddleware, metrics=runtime.metrics)  # outermost: counts 413s too
-    for module in (embed, predict, openai, prefixes, heads, ops):
+    for module in (embed, predict, openai, prefixes, heads, fit, ops):
         app.include_router(module.router)
     return app

@@ -1,5 +1,5 @@
-"""``python -m service``: serve, ray-serve, embed, predict, export-onnx, train, evaluate, similarity,
-models, bench."""
+"""``python -m service``: serve, ray-serve, embed, predict, fit, export-onnx, train, evaluate,
+similarity, calibrate, models, bench."""
 
 from __future__ import annotations
 
@@ -10,11 +10,21 @@ import typer
 
 from service.bench.commands import bench_app
 from service.config import Settings
+from service.fitting.command import fit_cmd
 from service.heads.commands import predict
+from service.method.calibrate_command import calibrate_cmd
 from service.method.commands import evaluate_cmd, similarity_cmd, train_cmd
 from service.registry.commands import models_app
 from service.serving.ray_launch import ray_serve_cmd
-from service.settings_cli import EMBEDDING, ENGINE, ONNX_EXPORT, PREFIX_FOLDER, settings_command
+from service.settings_cli import (
+    EMBEDDING,
+    ENGINE,
+    FIT,
+    ONNX_EXPORT,
+    PREFIX_FOLDER,
+    TORCH_ENGINE,
+    settings_command,
+)
 from service.wire import Combine, Encoding
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -76,6 +86,7 @@ def embed(
         prefixes=out.prefixes,
         vectors=out.vectors,
         prompt_tokens=out.prompt_tokens,
+        calibrations=out.calibrations,
         combine=combine,
         normalize=normalize,
         encoding=encoding,
@@ -124,9 +135,11 @@ app.command("serve")(settings_command(serve))
 app.command("ray-serve")(settings_command(ray_serve_cmd))
 app.command("embed")(settings_command(embed, (*ENGINE, *PREFIX_FOLDER, *EMBEDDING)))
 app.command("predict")(settings_command(predict, (*ENGINE, *PREFIX_FOLDER, *EMBEDDING)))
+app.command("fit")(settings_command(fit_cmd, (*ENGINE, *PREFIX_FOLDER, *EMBEDDING, *FIT)))
 app.command("export-onnx")(settings_command(export_onnx, ONNX_EXPORT))
 app.command("train")(settings_command(train_cmd, ("model",)))
 app.command("evaluate")(settings_command(evaluate_cmd, ("model",)))
 app.command("similarity")(settings_command(similarity_cmd, ("model",)))
+app.command("calibrate")(settings_command(calibrate_cmd, (*TORCH_ENGINE, *PREFIX_FOLDER)))
 app.add_typer(models_app, name="models")
 app.add_typer(bench_app, name="bench")

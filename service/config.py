@@ -194,6 +194,30 @@ class Settings(BaseSettings):
         description="Open client connections at most; a connection beyond it gets 503 at once and is closed.",
     )
 
+    # --- fitting heads (python -m service fit, POST /heads/{name}/fit) ---------------------------
+    fit_max_examples: int = Field(20_000, ge=3, description="Most labelled examples one fit takes (413).")
+    fit_max_labels: int = Field(100, ge=2, description="Most distinct labels one fit takes (422).")
+    fit_max_vector_bytes: int = Field(
+        512 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Most bytes of vectors one fit holds (examples x inputs x dim x 4; 413 above): with the "
+        "choice's copies, a fit's memory stays within a few times this.",
+    )
+    fit_timeout_s: float = Field(
+        900.0,
+        gt=0,
+        description="A fit (embedding, choice, probe) that runs longer fails; nothing is written.",
+    )
+    fit_chunk_texts: int = Field(
+        32,
+        ge=1,
+        description="Texts per embedding request of a fit: the fit never queues more than this many texts "
+        "ahead of other requests.",
+    )
+    fit_max_running: int = Field(
+        1, ge=1, description="Fit jobs one server runs at once; another gets 429 with Retry-After."
+    )
+
     # --- auth --------------------------------------------------------------------------------
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,

@@ -193,3 +193,45 @@ class NotReady(PrefixEmbedError):
     status_code = 503
     type = "unavailable_error"
     code = "not_ready"
+
+
+class InvalidExamples(PrefixEmbedError):
+    """A fit's example set that cannot make a head (one class, empty texts, too many labels, ...):
+    refused before anything is embedded or written."""
+
+    status_code = 422
+    code = "invalid_examples"
+
+
+class TooManyExamples(PrefixEmbedError):
+    status_code = 413
+    code = "too_many_examples"
+
+
+class FitRunning(PrefixEmbedError):
+    """A fit of this head is running (409), or the server runs as many fits as it allows (429)."""
+
+    status_code = 409
+    code = "fit_running"
+
+    def __init__(self, message: str, status_code: int = 409) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "5"} if self.status_code == 429 else {}
+
+
+class FitJobNotFound(PrefixEmbedError):
+    status_code = 404
+    type = "not_found_error"
+    code = "fit_job_not_found"
+
+
+class FitTimedOut(PrefixEmbedError):
+    """A fit ran past ``fit_timeout_s``; nothing was written."""
+
+    status_code = 504
+    type = "timeout_error"
+    code = "fit_timed_out"

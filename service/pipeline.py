@@ -18,6 +18,7 @@ import numpy as np
 
 from service.cache import VectorCache, keys_for, variant_key
 from service.engine.bank import PrefixBank
+from service.engine.calibration import Calibration, applicable, pooling_id
 from service.engine.direct import token_limit
 from service.engine.prefix import BASE_NAME, LoadedPrefix
 from service.errors import (
@@ -57,11 +58,13 @@ class Selection:
 
 @dataclass(frozen=True)
 class Embedded:
-    """Vectors of every text under every selected prefix: float32 [B, P, dim], unnormalized."""
+    """Vectors of every text under every selected prefix: float32 [B, P, dim], unnormalized; per
+    prefix, the calibration that applies to them (None: the quantized encodings' fallback)."""
 
     selection: Selection
     vectors: np.ndarray
     prompt_tokens: int
+    calibrations: tuple[Calibration | None, ...]
 
     @property
     def prefixes(self) -> tuple[LoadedPrefix, ...]:
@@ -85,6 +88,8 @@ class EmbeddingPipeline:
         cache_bytes: int = 0,
         pooling: str = "mean",
     ) -> None:
+        """``pooling``: the vectors' pooling id (``engine.calibration.pooling_id``), part of the cache
+        key and what a calibration must have measured to apply."""
         self.registry = registry
         self.batcher = batcher
         self.served_name = served_name
@@ -107,7 +112,7 @@ class EmbeddingPipeline:
             include_base=settings.include_base,
             metrics=metrics,
             cache_bytes=settings.vector_cache_bytes,
-            pooling=f"{settings.pooling}:{settings.pooling_layers}",
+            pooling=pooling_id(settings.pooling, settings.pooling_layers),
         )
 
     def snapshot(self) -> Snapshot:
@@ -191,7 +196,8 @@ class EmbeddingPipeline:
             vectors, tokens = out.vectors, out.prompt_tokens
         if self.metrics is not None and route is not None:
             self.metrics.embeddings.labels(route).inc(len(texts) * len(selection.slots))
-        return Embedded(selection, vectors, tokens)
+        calibrations = tuple(applicable(p, self.pooling) for p in selection.prefixes)
+        return Embedded(selection, vectors, tokens, calibrations)
 
     async def _embed_cached(
         self, texts: Sequence[str], selection: Selection, truncate: bool

@@ -19,6 +19,7 @@ from service.engine.bank import PrefixBank
 from service.engine.encoder import CallLoop, Encoder
 from service.engine.prefix import LoadedPrefix
 from service.errors import NotReady, PrefixEmbedError
+from service.fitting.jobs import FitJobs
 from service.metrics import Metrics
 from service.pipeline import EmbeddingPipeline
 from service.registry.registry import PrefixRegistry
@@ -45,6 +46,7 @@ class Runtime:
         self.settings = settings
         self.metrics = Metrics()
         self.prefix_sets = PrefixSets()  # sets too long for a response header, for their lookup route
+        self.fit_jobs = FitJobs(settings.fit_max_running)  # POST /heads/{name}/fit
         self.encoder = encoder
         self.backend_reason = "an encoder given by the caller" if encoder is not None else "loading"
         self.registry: PrefixRegistry | None = None
@@ -142,6 +144,7 @@ class Runtime:
 
     async def stop(self) -> None:
         self.ready = False
+        await self.fit_jobs.close()
         if self.watcher is not None:
             await self.watcher.stop()
         if self.batcher is not None:
@@ -152,9 +155,12 @@ def warm_up(encoder: Encoder, bank: PrefixBank | None = None) -> None:
     """Prefixed calls before the first request, so that it does not pay for lazy initialization:
     a probe, then one call per distinct depth among ``bank``'s members (first layer, position
     shift), so that every fan-out depth a request can need is set up (for ONNX: exported) at start.
-    A prefix hot-loaded later at a new depth sets its depth up on first use, in the background."""
+    A prefix hot-loaded later at a new depth sets its depth up on first use, in the background.
+    Two texts: the calls run side by side (the common plan), not alone, so the ONNX backend's
+    lone-call sessions (a second copy of the weights) open only when a request runs alone."""
     spec = encoder.spec
-    batch = encoder.tokenize(["warm up the encoder"], max_length=encoder.max_input_tokens, truncate=True)
+    texts = ["warm up the encoder", "and its calls side by side"]
+    batch = encoder.tokenize(texts, max_length=encoder.max_input_tokens, truncate=True)
     zeros = torch.zeros(spec.num_layers, spec.num_heads, 1, spec.head_dim)
     probe = LoadedPrefix("warmup", "warmup", zeros, zeros.clone(), "none", "<warm-up>", "native")
     encoder.encode(batch, PrefixBank.build([probe]), [0])

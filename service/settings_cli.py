@@ -55,6 +55,9 @@ EMBEDDING = (
     "request_timeout_s",
 )
 
+# fitting a head (service/fitting/): the bounds of one fit
+FIT = ("fit_max_examples", "fit_max_labels", "fit_max_vector_bytes", "fit_timeout_s", "fit_chunk_texts")
+
 
 def flag_name(field: str) -> str:
     return FLAG_NAMES.get(field, "--" + field.replace("_", "-"))

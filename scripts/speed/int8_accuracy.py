@@ -1,10 +1,11 @@
 """int8 against float32 (issue 27 item 2): the served ONNX encoders, the shipped prefixes, paired SEs.
 
 - Own task: for every shipped prefix, a probe on its own vector (base for comparison) trained on its
-  data set's training part (at most N_OWN[0] texts) and tested on its fixed 30 % holdout (at most
-  N_OWN[1]); int8 minus float32 accuracy with the paired SE over the same test texts.
+  data set's training part (at most N_OWN[0] texts, ``--n-own``) and tested on its fixed 30 % holdout
+  (at most N_OWN[1]); int8 minus float32 accuracy with the paired SE over the same test texts.
 - Transfer: the three targets (text-genre, tweet-sentiment, email-spam), 1,500 probe-training / 750
-  test texts, the served default concat (base + the shipped prefixes); int8 minus float32, paired.
+  test texts, the served default concat (base + the prefixes of the default model in models.json);
+  int8 minus float32, paired. ``--tasks`` runs only the named tasks.
 - Per-vector cosine int8 vs float32 (min, mean) on every text encoded, and on the load-test texts.
 
 Every vector comes from the served encoder (``build_onnx_encoder`` with dtype float32 / int8), one
@@ -39,6 +40,7 @@ from service.method.features import concat  # noqa: E402
 from service.method.probes import paired_gain  # noqa: E402
 from service.method.probes import score_probe as probe  # noqa: E402
 from service.registry.folder import scan_folder  # noqa: E402
+from service.registry.served import read_served_models  # noqa: E402
 
 CS = (0.001, 0.01, 0.1)
 N_OWN = (1000, 1000)
@@ -86,9 +88,16 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "prefix-embed" / "onnx")
     ap.add_argument("--parts", default="own,transfer", help="own, transfer or both (comma-separated)")
     ap.add_argument("--n-target", default=f"{N_TARGET[0]},{N_TARGET[1]}", help="probe-training,test texts")
+    ap.add_argument("--n-own", default=f"{N_OWN[0]},{N_OWN[1]}", help="own task: probe-training,test texts")
+    ap.add_argument("--tasks", default="", help="only these tasks (comma-separated names), default every one")
     args = ap.parse_args()
     parts = set(args.parts.split(","))
+    chosen = set(filter(None, args.tasks.split(",")))
+    unknown = chosen - set(SOURCES) - set(TARGETS)
+    if unknown:
+        ap.error(f"--tasks: unknown {sorted(unknown)}; choose from {sorted([*SOURCES, *TARGETS])}")
     n_target = tuple(int(x) for x in args.n_target.split(","))
+    n_own = tuple(int(x) for x in args.n_own.split(","))
     common = {
         "backend": "onnx",
         "device": "cpu",
@@ -100,6 +109,10 @@ def main() -> None:
     spec = encs["float32"].spec
     loaded, rejected = scan_folder(Path("prefixes"), spec, Settings().prefix_limits())
     assert not rejected, rejected
+    # The default served model (models.json): what `/embed` returns with prefixes: null.
+    served = read_served_models(Path("prefixes"))
+    default = set(served.models[served.default].names) if served.default else {p.name for p in loaded}
+    loaded = [p for p in loaded if p.name in default]
     bank = PrefixBank.build(loaded, base=base_prefix(spec))
     names = list(bank.names)  # base first, then the shipped prefixes by name
     result: dict[str, Any] = {
@@ -124,9 +137,14 @@ def main() -> None:
     }
     log(f"load texts: cosine min {c.min():.4f} mean {c.mean():.4f}")
 
+    def wanted(task: str) -> bool:
+        return not chosen or task in chosen
+
     for task, (ds, length) in SOURCES.items() if "own" in parts else ():
+        if not wanted(task):
+            continue
         pool, test = holdout(load_builtin(ds), 0.3)
-        train, test = subsample(pool, N_OWN[0], 0), subsample(test, N_OWN[1], 0)
+        train, test = subsample(pool, n_own[0], 0), subsample(test, n_own[1], 0)
         reps = both(train.texts + test.texts, length)
         n = len(train.texts)
         row: dict[str, Any] = {"n_train": n, "n_test": len(test.texts)}
@@ -144,6 +162,8 @@ def main() -> None:
         log(f"own {task}: {row}")
 
     for task, (ds, length) in TARGETS.items() if "transfer" in parts else ():
+        if not wanted(task):
+            continue
         t = make_target(load_builtin(ds), test_fraction=0.3, n_train=n_target[0], n_test=n_target[1])
         reps = both(t.train.texts + t.test.texts, length)
         n = len(t.train.texts)

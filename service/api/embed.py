@@ -32,6 +32,7 @@ async def embed(body: EmbedRequest, request: Request, serving: ServingDep, runti
             prefixes=out.prefixes,
             vectors=out.vectors,
             prompt_tokens=out.prompt_tokens,
+            calibrations=out.calibrations,
             combine=body.combine,
             normalize=body.normalize,
             encoding=body.encoding,

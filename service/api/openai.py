@@ -45,6 +45,7 @@ async def create_embeddings(
             prefixes=out.prefixes,
             vectors=out.vectors,
             prompt_tokens=out.prompt_tokens,
+            calibrations=out.calibrations,
             combine="concat",
             normalize=True,
             encoding=body.encoding_format,

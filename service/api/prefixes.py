@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from service.api.auth import require_admin, require_api_key
 from service.api.deps import ServingDep
 from service.api.responses import ADMIN_ERRORS, READ_ERRORS, error_responses, upload_body
+from service.engine.calibration import applicable
 from service.engine.prefix import BASE_NAME, LoadedPrefix
 from service.errors import InvalidInput
 from service.registry.native import is_verified
@@ -33,7 +34,8 @@ def iso_time(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def prefix_doc(prefix: LoadedPrefix, snap: Snapshot) -> dict[str, Any]:
+def prefix_doc(prefix: LoadedPrefix, snap: Snapshot, pooling: str) -> dict[str, Any]:
+    """One prefix as listed; ``pooling``: the server's pooling id (a calibration applies only to it)."""
     return {
         "name": prefix.name,
         "enabled": prefix.name in snap.enabled,
@@ -49,6 +51,9 @@ def prefix_doc(prefix: LoadedPrefix, snap: Snapshot) -> dict[str, Any]:
         # False: no content_sha256 proved it whole (a PEFT folder; a native file with require_checksum off)
         "verified": prefix.builtin or is_verified(prefix),
         "disabled_reason": snap.disabled_reason(prefix.name),
+        # the quantized encodings use its calibration (else the "uncalibrated" fallback)
+        "calibrated": applicable(prefix, pooling) is not None,
+        "calibration": prefix.calibration.summary() if prefix.calibration is not None else None,
         "metadata": prefix.metadata,
     }
 
@@ -66,9 +71,9 @@ def without_base(patch: object) -> object:
     raise InvalidInput(f"{BUILT_IN} and cannot be disabled (choose prefixes per request instead)")
 
 
-def listing(snap: Snapshot) -> dict[str, Any]:
+def listing(snap: Snapshot, pooling: str) -> dict[str, Any]:
     return {
-        "prefixes": [prefix_doc(p, snap) for p in snap.bank.prefixes],
+        "prefixes": [prefix_doc(p, snap, pooling) for p in snap.bank.prefixes],
         "rejected": [{"source": r.source, "reason": r.reason} for r in snap.rejected],
         # names the state file disables that have no file now: they come back disabled if it returns
         "disabled_without_file": sorted(snap.disabled - set(snap.bank.names)),
@@ -81,7 +86,7 @@ def listing(snap: Snapshot) -> dict[str, Any]:
 @router.get("", dependencies=[Depends(require_api_key)], responses=READ_ERRORS)
 async def list_prefixes(serving: ServingDep) -> dict[str, Any]:
     """Every served prefix, and every rejected folder entry with its reason."""
-    return listing(serving.registry.snapshot)
+    return listing(serving.registry.snapshot, serving.pipeline.pooling)
 
 
 @router.get(
@@ -110,14 +115,14 @@ async def prefix_similarity(
 async def patch_prefixes(patch: PatchBody, serving: ServingDep) -> dict[str, Any]:
     """Enable or disable prefixes: all of the patch or none of it; unknown names -> 404."""
     snap = await asyncio.to_thread(serving.registry.apply_patch, without_base(patch))
-    return listing(snap)
+    return listing(snap, serving.pipeline.pooling)
 
 
 @router.patch("/{name}", dependencies=[Depends(require_admin)], responses=ADMIN_ERRORS)
 async def patch_prefix(name: str, patch: PatchBody, serving: ServingDep) -> dict[str, Any]:
     """``{"enabled": false}`` for one prefix."""
     snap = await asyncio.to_thread(serving.registry.apply_patch, without_base({name: patch}))
-    return prefix_doc(snap.bank.get(name), snap)
+    return prefix_doc(snap.bank.get(name), snap, serving.pipeline.pooling)
 
 
 @router.put(
@@ -139,7 +144,9 @@ async def put_prefix(name: str, request: Request, serving: ServingDep) -> JSONRe
     data = await request.body()
     result = await asyncio.to_thread(serving.registry.put_prefix, name, data)
     snap = serving.registry.snapshot
-    return JSONResponse(prefix_doc(result.prefix, snap), status_code=201 if result.created else 200)
+    return JSONResponse(
+        prefix_doc(result.prefix, snap, serving.pipeline.pooling), status_code=201 if result.created else 200
+    )
 
 
 @router.delete("/{name}", dependencies=[Depends(require_admin)], responses=ADMIN_ERRORS)

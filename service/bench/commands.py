@@ -111,6 +111,16 @@ def service_cmd(
     peer_onnx_dir: Annotated[
         Path | None, typer.Option(help="infinity's ONNX export folder (made once if missing).")
     ] = None,
+    cache_repeats: Annotated[
+        str,
+        typer.Option(
+            help="Also the vector cache at shape (b): % of repeated texts, comma-separated (e.g. 0,50,90), "
+            "cache on vs off side by side; empty: not run."
+        ),
+    ] = "",
+    only_cache: Annotated[
+        bool, typer.Option(help="Run only the cache comparison (--cache-repeats).")
+    ] = False,
 ) -> None:
     """The service under loopback load: throughput and latency, ratios, P scaling plot, peer.
     Runs on the CPU unless --device (or PREFIX_EMBED_DEVICE) says otherwise."""
@@ -125,7 +135,10 @@ def service_cmd(
         encoding=encoding, seq_len=seq_len, max_batch_tokens=settings.max_batch_tokens,
         chunk_rows=settings.forward_chunk_rows, peer=peer, peer_exe=peer_exe, policy=policy, rounds=rounds,
         shapes=shapes, only_shapes=only_shapes, shape_scale=shape_scale, peer_onnx_dir=peer_onnx_dir,
+        cache_repeats=tuple(int(x) for x in cache_repeats.split(",") if x.strip()), only_cache=only_cache,
     )  # fmt: skip
+    if only_cache and not cfg.cache_repeats:
+        raise typer.BadParameter("--only-cache needs --cache-repeats (e.g. 0,50,90)")
     result = ServiceBench(cfg).run()
     (out_dir / "service.json").write_text(json.dumps(result, indent=2) + "\n")
     plot_scaling(result, out_dir / "service_scaling.png")

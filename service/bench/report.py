@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from service.bench.cache_bench import cache_markdown
+
 
 def _rows(result: dict[str, Any], name: str) -> list[dict[str, Any]]:
     return [p for p in result["phases"] if p["phase"] == name]
@@ -42,7 +44,7 @@ def plot_scaling(result: dict[str, Any], path: Path) -> Path:
 
 def markdown(result: dict[str, Any]) -> str:
     """The tables that go into BENCHMARKS.md."""
-    out = shapes_markdown(result)
+    out = shapes_markdown(result) + cache_markdown(result)
     head = "| phase | round | P | c | vectors/s | p50 ms | p99 ms | ok/sent | load avg after |"
     out += [head, "|---|---|---|---|---|---|---|---|---|"]
     for p in result["phases"]:

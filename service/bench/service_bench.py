@@ -69,6 +69,10 @@ class ServiceBenchConfig:
     shape_scale: float = 1.0  # x the request counts of each shape
     shape_concurrency: int | None = None  # (b) and (c) at this concurrency (the GPU check: 256)
     peer_onnx_dir: Path | None = None  # infinity's ONNX export (default: <out_dir>/infinity-onnx)
+    # the vector cache at shape (b): these % of repeated texts, cache on vs off (empty: not run)
+    cache_repeats: tuple[int, ...] = ()
+    only_cache: bool = False
+    cache_requests: int = 400  # requests per stream (90 % repeats: 40 new texts, more than c = 32)
     # our servers in the shape comparison (labels of shapes.OUR_VARIANTS); "ours" = default settings
     shape_variants: tuple[str, ...] = ("ours", "ours_int8", "ours_torch")
     # the many-task request (issue 27 item 4): P = base + P-1 shipped prefixes vs P requests to the peer
@@ -386,9 +390,50 @@ class ServiceBench:
         title = f"many-task request: P vectors per text, {self.result['machine'].get('cpu', '')}"
         plot_many_tasks(self.result["many_tasks"], cfg.out_dir / "many_tasks.png", title)
 
+    def run_cache(self) -> None:
+        """The vector cache at shape (b): two servers alike but for the cache, up at once, interleaved
+        (service/bench/cache_bench.py)."""
+        import contextlib
+
+        from service.bench.cache_bench import CacheTarget, cache_summary, run_cache_rounds
+
+        cfg = self.cfg
+        env = {"PREFIX_EMBED_DEVICE": cfg.device, "PREFIX_EMBED_REQUEST_TIMEOUT_S": "600",
+               "PREFIX_EMBED_MAX_QUEUE_REQUESTS": "4096"}  # fmt: skip
+        default_bytes = str(Settings.model_fields["vector_cache_bytes"].default)
+        with contextlib.ExitStack() as stack:
+            targets = []
+            for name, cache_bytes in (("cache_off", "0"), ("cache_on", default_bytes)):
+                port = free_port()
+                srv = stack.enter_context(
+                    our_server(
+                        port,
+                        model=self.model,
+                        prefix_dir=self.prefix_dir,
+                        env={**env, "PREFIX_EMBED_VECTOR_CACHE_BYTES": cache_bytes},
+                        log_path=cfg.out_dir / f"{name}.log",
+                    )  # fmt: skip
+                )
+                self.result.setdefault("startup_s", {})[name] = round(srv.startup_s, 1)
+                targets.append(CacheTarget(name, f"http://127.0.0.1:{port}", self.names[0]))
+            shape_b = next(s for s in default_shapes(cfg.shape_scale) if s.name == "b")
+            run_cache_rounds(
+                targets,
+                levels=cfg.cache_repeats,
+                requests=cfg.cache_requests,
+                concurrency=shape_b.concurrency,
+                rounds=cfg.rounds,
+                record=self.phase,
+                time_limit_s=cfg.time_limit_s,
+            )
+        self.result["cache"] = cache_summary(self.result["phases"])
+
     def run(self) -> dict[str, Any]:
-        if self.cfg.only_shapes:
-            self.run_shapes()
+        if self.cfg.only_shapes or self.cfg.only_cache:
+            if self.cfg.only_shapes:
+                self.run_shapes()
+            if self.cfg.cache_repeats:
+                self.run_cache()
             self.result["machine"]["loadavg_end"] = _loadavg()
             return self.result
         self.run_raw()
@@ -397,6 +442,8 @@ class ServiceBench:
         self.run_service()
         if self.cfg.shapes:
             self.run_shapes()
+        if self.cfg.cache_repeats:
+            self.run_cache()
         self.result["ratios"] = ratios(self.result["phases"], self.cfg)
         self.result["machine"]["loadavg_end"] = _loadavg()
         return self.result

@@ -23,6 +23,7 @@ from typing import Any
 
 from service.bench.load import Call, run_load
 from service.bench.workload import embed_calls
+from service.engine.ort_runtime import available_cpus
 from service.procs import ServerProcess
 
 # Our servers a shape comparison can run, by label: the environment each adds to the bench's settings.
@@ -32,6 +33,11 @@ OUR_VARIANTS: dict[str, dict[str, str]] = {
     "ours_torch": {"PREFIX_EMBED_BACKEND": "torch"},
     # the plan before the adaptive one: every call on one thread, a lone call too
     "ours_fixed_plan": {"PREFIX_EMBED_ONNX_THREADS": "1"},
+    # one session per depth with every CPU's thread, for a lone call and for calls side by side alike
+    # (no second copy of the weights): the memory-free alternative to the adaptive plan
+    "ours_one_session": {"PREFIX_EMBED_ONNX_THREADS": str(available_cpus())},
+    # the adaptive plan with spinning intra-op threads (off by default on a shared CPU)
+    "ours_spinning": {"PREFIX_EMBED_ONNX_SPINNING": "true"},
 }
 
 

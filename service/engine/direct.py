@@ -22,9 +22,18 @@ def token_limit(encoder: Encoder, bank: PrefixBank, slots: Sequence[int]) -> int
 
 
 def embed_sync(
-    encoder: Encoder, bank: PrefixBank, names: Sequence[str], texts: Sequence[str], *, truncate: bool = True
+    encoder: Encoder,
+    bank: PrefixBank,
+    names: Sequence[str],
+    texts: Sequence[str],
+    *,
+    truncate: bool = True,
+    max_tokens: int | None = None,
 ) -> tuple[np.ndarray, int]:
-    """Vectors [B, P, dim] (unnormalized) and the prompt token count, in one encoder call."""
+    """Vectors [B, P, dim] (unnormalized) and the prompt token count, in one encoder call; texts are
+    cut at the service's token limit, or at ``max_tokens`` when that is lower."""
     slots = bank.indices(names)
-    batch = encoder.tokenize(texts, max_length=token_limit(encoder, bank, slots), truncate=truncate)
+    limit = token_limit(encoder, bank, slots)
+    limit = limit if max_tokens is None else min(limit, max_tokens)
+    batch = encoder.tokenize(texts, max_length=limit, truncate=truncate)
     return encoder.encode(batch, bank, slots), sum(batch.lengths)

@@ -13,24 +13,69 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
 class DepthSessions:
-    """The sessions of one fan-out depth: ``shared`` for calls side by side, ``lone`` (None: use
-    ``shared``) for a call that runs alone, with every CPU (the adaptive call plan)."""
+    """The sessions of one fan-out depth: ``shared`` for calls side by side, and a ``lone`` one, with
+    every CPU, for a call that runs alone (the adaptive call plan).
 
-    path: Path
-    shared: Any
-    lone: Any | None = None
+    The lone session is a second copy of the weights (ORT prepacks them per session: ~85 MB per depth
+    for fp32 MiniLM), so it is opened on demand: the first lone call of this depth starts opening it in
+    the background and runs on ``shared`` meanwhile (no call waits on it), later lone calls use it. A
+    deployment that never sends a lone call (every request beside another, or several prefix depths
+    per request) never pays for it. ``open_lone`` None: no lone session (a fixed plan, CUDA)."""
+
+    def __init__(self, path: Path, shared: Any, open_lone: Callable[[], Any] | None = None) -> None:
+        self.path = path
+        self.shared = shared
+        self._open_lone = open_lone
+        self._lone: Any | None = None
+        self._lock = threading.Lock()
+        self._opening: threading.Thread | None = None
+        self.lone_failure: str | None = None
 
     def pick(self, alone: bool) -> Any:
-        return self.lone if alone and self.lone is not None else self.shared
+        """The session for a call: the lone one for a call that runs alone once it is open."""
+        if not alone or self._open_lone is None:
+            return self.shared
+        lone = self._lone
+        if lone is None:
+            self._start_opening()
+            return self.shared
+        return lone
+
+    @property
+    def lone_open(self) -> bool:
+        return self._lone is not None
+
+    def _start_opening(self) -> None:
+        with self._lock:
+            if self._opening is not None or self.lone_failure is not None or self._lone is not None:
+                return
+            self._opening = threading.Thread(target=self._open, name="onnx-lone-session", daemon=True)
+            self._opening.start()
+
+    def _open(self) -> None:
+        assert self._open_lone is not None
+        try:
+            self._lone = self._open_lone()
+            log.info("ONNX session for lone calls open (%s)", self.path)
+        except Exception as exc:  # the shared session keeps serving lone calls
+            self.lone_failure = f"{type(exc).__name__}: {exc}"
+            log.exception(
+                "opening the lone-call session of %s failed; lone calls use the shared one", self.path
+            )
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until a lone session being opened is open (or failed)."""
+        with self._lock:
+            thread = self._opening
+        if thread is not None:
+            thread.join(timeout)
 
 
 class DepthSet:
@@ -78,16 +123,17 @@ class DepthSet:
                 self._exporting.pop(depth, None)
 
     def wait(self, timeout: float | None = None) -> None:
-        """Block until every export started so far has landed or failed (``timeout``: one pass)."""
+        """Block until every export started so far has landed or failed (``timeout``: one pass), and
+        every lone session being opened is open."""
         while True:
             with self._lock:
                 threads = list(self._exporting.values())
-            if not threads:
-                return
             for thread in threads:
                 thread.join(timeout)
-            if timeout is not None:
-                return
+            if not threads or timeout is not None:
+                break
+        for sessions in list(self._sessions.values()):
+            sessions.wait(timeout)
 
     @property
     def exporting(self) -> list[int]:
@@ -97,6 +143,11 @@ class DepthSet:
     @property
     def depths(self) -> list[int]:
         return sorted(self._sessions)
+
+    @property
+    def lone_depths(self) -> list[int]:
+        """Depths whose lone-call session is open."""
+        return sorted(d for d, s in list(self._sessions.items()) if s.lone_open)
 
     def files(self) -> dict[str, str]:
         return {str(d): str(s.path) for d, s in sorted(self._sessions.items())}

@@ -7,7 +7,8 @@ member (length 0, every prefix slot masked) in the same graph.
 
 Shared-trunk prefixes: one graph (and session) per fan-out depth, a new depth exported in the
 background while its calls run exactly at a shallower one (``onnx_depths``). On CPU a call that runs
-alone uses a second session of the same file with every CPU (the adaptive call plan).
+alone uses a second session of the same file with every CPU (the adaptive call plan), opened on the
+first lone call of its depth.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from service.engine.ort_runtime import (
     cpu_threading,
     disabled_optimizers,
     lone_call_threads,
+    release_free_heap,
     requested_providers,
     session_options,
     wants_cuda,
@@ -161,14 +163,17 @@ class OnnxEncoder(CallLoop):
             providers=self._requested,
             disabled_optimizers=disabled_optimizers(self._requested),
         )
+        release_free_heap()  # the parsed model and graph rewrites: freed, but still mapped
         stale = key.mismatches(session.get_modelmeta().custom_metadata_map)
         if stale:  # the file was replaced between the cache check and now
             raise ModelLoadError(f"{path} does not match the expected export ({', '.join(stale)})")
         return session
 
     def _with_lone(self, path: Path, shared: Any, key: ExportKey) -> DepthSessions:
-        lone = None if self._lone_options is None else self._open(path, key, self._lone_options)
-        return DepthSessions(path, shared, lone)
+        options = self._lone_options
+        if options is None:
+            return DepthSessions(path, shared)
+        return DepthSessions(path, shared, lambda: self._open(path, key, options))
 
     def _open_depth(self, fan_out: int) -> DepthSessions:
         assert self._exporter is not None
@@ -187,7 +192,8 @@ class OnnxEncoder(CallLoop):
         return self._depths.usable(depth)
 
     def wait_for_exports(self, timeout: float | None = None) -> None:
-        """Block until every background export started so far has landed or failed (warm-up)."""
+        """Block until every background export started so far has landed or failed (warm-up), and
+        every lone-call session being opened is open."""
         self._depths.wait(timeout)
 
     @property
@@ -202,6 +208,12 @@ class OnnxEncoder(CallLoop):
     @property
     def exported_depths(self) -> list[int]:
         return self._depths.depths
+
+    @property
+    def lone_session_depths(self) -> list[int]:
+        """Fan-out depths whose session for lone calls (every CPU) is open: opened on the first call
+        of the depth that ran alone (``onnx_depths.DepthSessions``)."""
+        return self._depths.lone_depths
 
     def tokenize(self, texts: Sequence[str], *, max_length: int, truncate: bool) -> TokenizedBatch:
         return tokenize(self.tokenizer, texts, max_length=max_length, truncate=truncate)
@@ -252,6 +264,7 @@ class OnnxEncoder(CallLoop):
             **super().describe(),
             "intra_op_threads": self.intra_op_threads or "ORT default (one per physical core)",
             "lone_call_threads": self.lone_call_threads or "same as intra_op_threads",
+            "lone_call_sessions": self.lone_session_depths,
             "onnx_files": self._depths.files(),
             "onnx_exporting": self.exporting,
             "onnx_export_failures": {str(d): m for d, m in sorted(self.export_failures.items())},

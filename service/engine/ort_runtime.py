@@ -8,8 +8,12 @@ GPU or not.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import logging
 import os
+from collections.abc import Callable
 from importlib import metadata
 from typing import Any
 
@@ -116,6 +120,28 @@ def lone_call_threads(threads: int | None, given: int | None, calls: int) -> int
     if given is not None or calls <= 1 or threads is None or cpus <= threads:
         return None
     return cpus
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    try:
+        return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    except OSError:  # pragma: no cover - no C library to load
+        return None
+
+
+def release_free_heap() -> bool:
+    """Hand the C heap's free pages back to the OS (glibc ``malloc_trim``; False where there is none).
+
+    Opening a session parses the model and rewrites its graph; glibc keeps the freed temporaries
+    mapped (free pages below a live chunk are not trimmed on their own): ~90 MB per session of float32
+    MiniLM, measured in BENCHMARKS.md ("Memory" of issue 27). Called after each session is opened."""
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
 
 
 def session_options(threads: int | None = None, *, spinning: bool = False) -> Any:

@@ -16,6 +16,7 @@ import torch
 
 if TYPE_CHECKING:
     from service.engine.backbone import BackboneSpec
+    from service.engine.calibration import Calibration
 
 # The reserved name of the built-in vector: the backbone without any prefix.
 BASE_NAME = "base"
@@ -36,6 +37,8 @@ class LoadedPrefix:
     metadata: dict[str, Any] = field(default_factory=dict)
     loaded_at: float = field(default_factory=time.time)
     first_layer: int = 0  # layers below this run without the prefix (the shared trunk)
+    # statistics of its unit vectors for the calibrated encodings (None: served with the fallback)
+    calibration: Calibration | None = None
 
     @property
     def prefix_len(self) -> int:
@@ -50,9 +53,10 @@ class LoadedPrefix:
         return self.kind == "builtin"
 
 
-def base_prefix(spec: BackboneSpec) -> LoadedPrefix:
+def base_prefix(spec: BackboneSpec, calibration: Calibration | None = None) -> LoadedPrefix:
     """The built-in ``base`` member: the backbone with no prefix. prefix_len 0 and first_layer = L,
-    so it acts in no layer (and joins a call at any trunk depth); its digest names the backbone."""
+    so it acts in no layer (and joins a call at any trunk depth); its digest names the backbone (its
+    calibration, read from the base calibration file, is not part of it: the vectors do not change)."""
     empty = torch.zeros(0, spec.num_heads, 0, spec.head_dim)
     # a full sha256 hex digest, the format of every file prefix's digest
     digest = hashlib.sha256(f"{BASE_NAME}:{spec.fingerprint}".encode()).hexdigest()
@@ -66,4 +70,5 @@ def base_prefix(spec: BackboneSpec) -> LoadedPrefix:
         kind="builtin",
         metadata={"description": "the backbone's own vector, without any prefix"},
         first_layer=spec.num_layers,
+        calibration=calibration,
     )

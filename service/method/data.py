@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from service.fitting.task import examples_digest
+
 
 @dataclass(frozen=True)
 class TaskData:
@@ -58,11 +60,9 @@ class TaskData:
         )
 
     def digest(self) -> str:
-        """Content hash of the examples (texts, pairs, labels), for caches and provenance."""
-        h = hashlib.sha256()
-        for i, t in enumerate(self.texts):
-            h.update(f"{t}\x1f{self.pairs[i] if self.pairs else ''}\x1f{self.labels[i]}\x1e".encode())
-        return h.hexdigest()[:16]
+        """Content hash of the examples (texts, pairs, labels), for caches and provenance (the data
+        digest ``fit`` records too)."""
+        return examples_digest(self.texts, self.labels, self.pairs)
 
 
 def load_table(path: Path, name: str | None = None) -> TaskData:

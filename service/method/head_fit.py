@@ -24,11 +24,12 @@ import numpy as np
 
 from service.engine.backbone import BackboneSpec
 from service.engine.prefix import LoadedPrefix
+from service.fitting.model import probe_model
+from service.fitting.probe import FittedProbe
 from service.heads.head import HeadInput, TaskHead
 from service.heads.writer import HeadParams, build_head, write_head
 from service.method.corpora import load_builtin
 from service.method.data import TEST_CAP, TaskData, protocol_splits
-from service.method.probes import FittedProbe
 
 if TYPE_CHECKING:
     from service.method.train import TaskSplit, TrainResult
@@ -37,23 +38,10 @@ if TYPE_CHECKING:
 def probe_head(
     fitted: FittedProbe, inputs: Sequence[HeadInput], *, task: str, normalize: bool, metadata: dict[str, Any]
 ) -> HeadParams:
-    """Head parameters carrying a fitted probe (:func:`service.method.probes.search_probe`): its
+    """Head parameters carrying a fitted probe (:func:`service.fitting.probe.search_probe`): its
     standardization, and for two classes the one logit scikit-learn fits (a sigmoid head), else its
-    rows (softmax)."""
-    lr = fitted.pipeline[-1]
-    binary = len(fitted.labels) == 2
-    return HeadParams(
-        weight=np.asarray(lr.coef_) if binary else fitted.weight,
-        bias=np.asarray(lr.intercept_) if binary else fitted.bias,
-        labels=fitted.labels,
-        inputs=list(inputs),
-        normalize=normalize,
-        activation="sigmoid" if binary else "softmax",
-        task=task,
-        mean=fitted.mean,
-        scale=fitted.scale,
-        metadata=metadata,
-    )
+    rows (softmax): :func:`service.fitting.model.probe_model`."""
+    return probe_model(fitted).head_params(inputs, task=task, normalize=normalize, metadata=metadata)
 
 
 def linear_head(

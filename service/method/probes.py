@@ -1,11 +1,9 @@
-"""The one probe of the method: standardize + logistic regression, C chosen by stratified CV.
+"""Probes scored on a test split: :func:`score_probe` (the one probe, :func:`search_probe`, fitted on the
+training part and scored on the test part) and :func:`paired_gain` (two probes on the same test texts).
 
-Every light model on fixed vectors goes through :func:`search_probe`: ``evaluate``'s table, the
-transfer and source-value measures, the experiments, and the task heads. C is chosen by stratified
-k-fold cross-validation on the training part only (a validation score: choices are made on it, never
-on a test split). The fitted probe gives the arrays of a head file (``weight`` [classes, dim],
-``bias`` [classes], ``mean``/``scale`` [dim]): the probability of class k is
-``softmax(weight @ ((x - mean) / scale) + bias)[k]``, equal to scikit-learn's ``predict_proba``.
+The probe itself (standardize + logistic regression, C by stratified CV) lives in
+:mod:`service.fitting.probe`, where the server's fit job uses it too; its names are importable from
+here for the method's callers.
 """
 
 from __future__ import annotations
@@ -15,95 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
-from sklearn.model_selection import GridSearchCV, StratifiedKFold
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
 
-CS = (0.01, 0.1, 1.0)  # the default grid of C
+from service.fitting.probe import CS, FittedProbe, class_rows, search_probe
 
-
-def class_rows(
-    coef: np.ndarray, intercept: np.ndarray, classes: Sequence[int], n_classes: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """A logistic regression's weights as one row per class (float32 [n_classes, dim], [n_classes]).
-
-    A binary fit has one logit z for its second class; the rows -z/2 and +z/2 give the same
-    probabilities under softmax. ``classes``: the row of each fitted class (a class the fit never
-    saw keeps a zero row)."""
-    if coef.shape[0] == 1 and len(classes) == 2:
-        coef = np.concatenate([-coef / 2, coef / 2])
-        intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
-    weight = np.zeros((n_classes, coef.shape[1]), dtype=np.float32)
-    bias = np.zeros(n_classes, dtype=np.float32)
-    weight[list(classes)], bias[list(classes)] = coef, intercept
-    return weight, bias
-
-
-@dataclass(frozen=True)
-class FittedProbe:
-    """A standardized logistic regression fitted on all training examples with the chosen C."""
-
-    pipeline: Pipeline  # StandardScaler + LogisticRegression (scikit-learn)
-    c: float  # the chosen C
-    cv_accuracy: float  # its mean stratified-CV accuracy on the training part
-
-    @property
-    def labels(self) -> list[str]:
-        return [str(c) for c in self._lr.classes_]
-
-    @property
-    def weight(self) -> np.ndarray:
-        """float32 [classes, dim], one row per label (binary fits too), on standardized inputs."""
-        lr = self._lr
-        return class_rows(lr.coef_, lr.intercept_, range(len(lr.classes_)), len(lr.classes_))[0]
-
-    @property
-    def bias(self) -> np.ndarray:
-        lr = self._lr
-        return class_rows(lr.coef_, lr.intercept_, range(len(lr.classes_)), len(lr.classes_))[1]
-
-    @property
-    def mean(self) -> np.ndarray:
-        """float32 [dim]: subtracted before the weights."""
-        return np.asarray(self._scaler.mean_, dtype=np.float32)
-
-    @property
-    def scale(self) -> np.ndarray:
-        """float32 [dim]: divided by after the mean (1 where a feature is constant)."""
-        return np.asarray(self._scaler.scale_, dtype=np.float32)
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.pipeline.predict(x))
-
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """[n, classes] in the order of :attr:`labels`."""
-        return np.asarray(self.pipeline.predict_proba(x))
-
-    @property
-    def _lr(self) -> LogisticRegression:
-        return self.pipeline[-1]
-
-    @property
-    def _scaler(self) -> StandardScaler:
-        return self.pipeline[0]
-
-
-def search_probe(
-    x_train: np.ndarray, y_train: Sequence[str], *, cs: Sequence[float] = CS, seed: int = 0, folds: int = 3
-) -> FittedProbe:
-    """Standardize + logistic regression, C from ``cs`` by stratified ``folds``-fold CV on
-    (``x_train``, ``y_train``), then refitted on all of them."""
-    pipe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
-    cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    search = GridSearchCV(pipe, {"logisticregression__C": list(cs)}, cv=cv, scoring="accuracy")
-    search.fit(x_train, list(y_train))
-    return FittedProbe(
-        search.best_estimator_,
-        float(search.best_params_["logisticregression__C"]),
-        float(search.best_score_),
-    )
+__all__ = ["CS", "FittedProbe", "ProbeScore", "class_rows", "paired_gain", "score_probe", "search_probe"]
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """Fixed representations of a target task's texts: the plain backbone and every prefix, via the engine.
 
 All prefixes of a text are computed in the engine's batched forward (the served vectors, exactly).
-Vectors are cached per (texts, prefix digest, backbone, pooling, max length) in ``cache_dir`` as .npy,
-so adding one prefix encodes only that prefix.
+Vectors are cached per (texts, prefix tensors, backbone, pooling, max length) in ``cache_dir`` as .npy,
+so adding one prefix encodes only that prefix (and a re-calibrated file, whose digest changed but not
+its tensors, none).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from service.engine.bank import PrefixBank
+from service.engine.calibration import vectors_identity
 from service.engine.prefix import LoadedPrefix, base_prefix
 from service.engine.torch_encoder import TorchEncoder
 
@@ -47,7 +49,7 @@ def encode_all(
     out: dict[str, np.ndarray] = {}
     todo: list[LoadedPrefix] = []
     for p in prefixes:
-        f = cache_file(p.digest)
+        f = cache_file(vectors_identity(p))
         if f is not None and f.is_file():
             out[p.name] = np.load(f)
         else:
@@ -70,8 +72,7 @@ def encode_all(
                 chunks[k].append(vec[:, j])
     for n, parts in chunks.items():
         out[n] = np.concatenate(parts).astype(np.float32)
-        digest = PLAIN if n == PLAIN else bank.get(n).digest
-        f = cache_file(digest)
+        f = cache_file(PLAIN if n == PLAIN else vectors_identity(bank.get(n)))
         if f is not None:
             f.parent.mkdir(parents=True, exist_ok=True)
             np.save(f, out[n])

@@ -104,12 +104,20 @@ def train_cmd(
     holdout: Annotated[
         float | None, _opt("Test fraction kept out first (source value measured on it); 0: none.")
     ] = None,
+    calibrate: Annotated[
+        bool,
+        typer.Option(
+            help="Calibrate the written file over the calibration corpus (the int8/uint8/binary/ubinary "
+            "statistics; python -m service calibrate does it later)."
+        ),
+    ] = True,
 ) -> None:
     """Train ONE prefix and write it as a native prefix file (by default the shipped prefixes' recipe:
     a shared-trunk prefix from layer 3; see --recipe and --like)."""
     given = {k: v for k, v in locals().items() if v is not None and k in _config_fields()}
     from dataclasses import replace
 
+    from service.method.calibration_hook import calibrate_written
     from service.method.head_fit import write_trained_head
     from service.method.prefix_io import write_native
     from service.method.recipe import RECIPES
@@ -154,6 +162,15 @@ def train_cmd(
     if len(splits) == 1 and tests[0] is not None:
         result.metadata["source_value"] = source_value(result, splits[0].train, tests[0])
     prefix = write_native(out, result.key, result.value, result.metadata, result.learner.spec)
+    if calibrate:  # before the heads: they pin the calibrated file's digest
+        try:
+            prefix = calibrate_written(out, settings)
+        except FileNotFoundError as exc:  # a serve install has no data packages: the corpus is theirs
+            typer.echo(f"warning: {out.name} not calibrated ({exc}); it serves with the uncalibrated "
+                       "int8/binary fallback until `python -m service calibrate` runs", err=True)  # fmt: skip
+        else:
+            cal = prefix.calibration
+            typer.echo(f"calibrated {out.name} over {cal.corpus['name'] if cal else '?'}", err=True)
     heads = [write_trained_head(prefix, out.parent, result, s, t) for s, t in zip(splits, tests, strict=True)]
     for step, (k, v) in sorted(result.checkpoints.items()):
         meta = result.metadata | {"checkpoint_step": step, "dev_metrics": "n/a (checkpoint)"}

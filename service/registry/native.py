@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import replace
 
 from service.engine.backbone import BackboneSpec
 from service.engine.prefix import LoadedPrefix
 from service.errors import InvalidPrefixFile
+from service.registry.calibration import METADATA_KEY, file_calibration
 from service.registry.limits import PrefixLimits
 from service.registry.names import check_name
 from service.registry.tensors import check_tensor, decode_metadata, parse_safetensors, tensor_bytes
@@ -92,8 +94,10 @@ def parse_native(
         position_convention=convention,
         source=source,
         kind="native",
-        metadata=decode_metadata(meta, source, limits),
+        # the calibration is the prefix's `calibration` (GET /prefixes shows its summary), not metadata
+        metadata=decode_metadata({k: v for k, v in meta.items() if k != METADATA_KEY}, source, limits),
         first_layer=first_layer,
     )
     check_positions(prefix, spec)
-    return prefix
+    calibration = file_calibration(meta, prefix, spec, source)
+    return prefix if calibration is None else replace(prefix, calibration=calibration)

@@ -33,6 +33,7 @@ from service.engine.pooling import pooling_label
 from service.engine.prefix import BASE_NAME, LoadedPrefix, base_prefix
 from service.errors import (
     HeadNotFound,
+    InvalidPrefixFile,
     PrefixConflict,
     PrefixNotFound,
     PrefixStoreUnwritable,
@@ -42,6 +43,7 @@ from service.errors import (
 from service.heads.folder import HeadFolder
 from service.heads.head import TaskHead
 from service.heads.table import HeadTable
+from service.registry.calibration import base_file_name, read_base_calibration
 from service.registry.entries import Entry, load_entry
 from service.registry.limits import PrefixLimits
 from service.registry.loader import Rejected
@@ -260,11 +262,13 @@ class PrefixRegistry:
                     log.error("state file %s not in force: %s", self.state.path, state_error)
         disabled = state.disabled or frozenset()
         served = self._read_served(scan)
+        base = self._calibrated_base(scan)
         members = {p.name: p.digest for p in scan.prefixes.values()}
-        if {p.name: p.digest for p in old.bank.prefixes if not p.builtin} == members:
+        same_files = {p.name: p.digest for p in old.bank.prefixes if not p.builtin} == members
+        if same_files and old.bank.prefixes[0] is base:
             bank = old.bank  # unchanged: keep the bank object, so encoders keep their device copy
         else:
-            bank = PrefixBank.build(scan.prefixes.values(), self._shape, base=self._base)
+            bank = PrefixBank.build(scan.prefixes.values(), self._shape, base=base)
         enabled = frozenset(bank.names) - (disabled - {BASE_NAME})  # base cannot be disabled
         rejected, stale = tuple(scan.rejected), frozenset(scan.stale)
         state_read = self._disabled is not None or state_error is None
@@ -300,6 +304,20 @@ class PrefixRegistry:
             len(rejected),
         )
         return snap
+
+    def _calibrated_base(self, scan: _Scan) -> LoadedPrefix:
+        """``base`` with the folder's base calibration file as of now (a new object only when it
+        changed); a bad file is listed as rejected and the last good calibration kept."""
+        try:
+            calibration = read_base_calibration(self.folder, self.spec)
+        except InvalidPrefixFile as exc:
+            scan.rejected.append(Rejected(base_file_name(self.spec), exc.message))
+            log.error("base calibration rejected: %s", exc.message)
+            return self._base
+        old = self._base.calibration
+        if (old.digest if old else None) != (calibration.digest if calibration else None):
+            self._base = base_prefix(self.spec, calibration)
+        return self._base
 
     def _read_served(self, scan: _Scan) -> ServedModels:
         """models.json as of now; a broken file is listed as rejected and its last good version kept."""

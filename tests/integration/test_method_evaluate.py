@@ -94,7 +94,16 @@ def test_cli_train_then_similarity_on_a_tiny_model(tiny_bert_path: Path, tmp_pat
     outs = []
     for name, seed in (("spam-a", 0), ("spam-b", 1)):
         out = tmp_path / "prefixes" / f"{name}.safetensors"
-        args = ["train", "--data", str(DATA / "sms_spam_200.jsonl"), "--out", str(out), "--name", name]
+        args = [
+            "train",
+            "--data",
+            str(DATA / "sms_spam_200.jsonl"),
+            "--out",
+            str(out),
+            "--name",
+            name,
+            "--no-calibrate",
+        ]
         args += [
             "--model",
             str(tiny_bert_path),

@@ -197,7 +197,8 @@ def test_cli_train_first_layer(tiny_bert_path: Path, tmp_path: Path) -> None:
         app,
         ["train", "--data", str(DATA / "sms_spam_200.jsonl"), "--out", str(out), "--model", str(tiny_bert_path),
          "--first-layer", "1", "--prefix-len", "2", "--max-length", "16", "--max-steps", "2", "--eval-every", "2",
-         "--max-examples", "60", "--init", "tokens", "--preserve", "0.5", "--schedule", "cosine", "--no-progress"],
+         "--max-examples", "60", "--init", "tokens", "--preserve", "0.5", "--schedule", "cosine", "--no-progress",
+         "--no-calibrate"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output[result.output.index("{") :])

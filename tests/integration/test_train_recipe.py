@@ -29,7 +29,9 @@ FAST = ["--max-steps", "2", "--eval-every", "2", "--max-examples", "60", "--pref
 
 
 def _train(*args: str) -> tuple[dict, str]:
-    result = CliRunner().invoke(app, ["train", *args])
+    result = CliRunner().invoke(
+        app, ["train", *args, "--no-calibrate"]
+    )  # calibrating: test_calibration_commands
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout[result.stdout.index("{") :]), result.stderr
 

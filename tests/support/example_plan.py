@@ -51,6 +51,12 @@ UNRUNNABLE: tuple[Unrunnable, ...] = (
     ),
     Unrunnable(r"(RAY_ADDRESS=\S+ )?python -m service ray-serve .*", _RAY),
     Unrunnable(r"kubectl .*", _KUBE),
+    Unrunnable(
+        r"python -m service calibrate .*",
+        "needs the data packages of the calibration corpus (`make install-dev`; the serve install has "
+        "none) and about 15 min of CPU for the shipped folder; tests/integration/"
+        "test_calibration_commands.py runs calibrate and train's calibration on a tiny model",
+    ),
 )
 
 # Files an example uses as the reader's own (`--data-binary @spam.safetensors`): the test puts a copy

@@ -218,7 +218,17 @@ TABLE: list[tuple[str, str, str, Any, dict[str, str], int, str, tuple[str, ...]]
         JSON,
         422,
         "validation_error",
-        ("encoding", "'hex'"),
+        ("encoding", "'hex'", "'int8'", "'uint8'", "'binary'", "'ubinary'"),
+    ),
+    (
+        "a quantized encoding on the OpenAI route",
+        "POST",
+        "/v1/embeddings",
+        {"input": "x", "model": "alpha", "encoding_format": "ubinary"},
+        JSON,
+        422,
+        "validation_error",
+        ("encoding_format", "'float'", "'base64'"),
     ),
     (
         "bad encoding_format",

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.config import Settings
 from service.runtime import Runtime
-from service.wire.encodings import decode_base64_float, decode_binary, int8_quantize
+from service.wire.encodings import ENCODINGS, decode_base64_float, int8_quantize, l2_normalize, unpack_bits
 from tests.support.fake_encoder import FAKE_SPEC, FakeEncoder
 from tests.support.http import (
     SERVED,
@@ -77,16 +77,24 @@ def test_unnormalized_and_encoded_vectors_decode_to_the_float_vectors(served) ->
         enc: client.post(
             "/embed", json={"inputs": TEXTS, "prefixes": ["beta"], "encoding": enc, "normalize": False}
         ).json()
-        for enc in ("float", "base64", "binary", "int8")
+        for enc in ("float", "base64", "binary", "ubinary", "int8", "uint8")
     }
     for i in range(len(TEXTS)):
         np.testing.assert_allclose(docs["float"]["data"][i]["embeddings"]["beta"], raw[i], rtol=1e-6)
         np.testing.assert_array_equal(
             decode_base64_float(docs["base64"]["data"][i]["embeddings"]["beta"]), raw[i]
         )
-        bits = decode_binary(docs["binary"]["data"][i]["embeddings"]["beta"], 8)
-        np.testing.assert_array_equal(bits, raw[i] > 0)
-        assert docs["int8"]["data"][i]["embeddings"]["beta"] == int8_quantize(raw[i]).tolist()
+        # uncalibrated (the fake folder's files carry none): signs at 0, the per-vector int8 scale
+        for enc in ("binary", "ubinary"):
+            bits = unpack_bits(docs[enc]["data"][i]["embeddings"]["beta"], 8, enc)
+            np.testing.assert_array_equal(bits, raw[i] > 0)
+        unit = l2_normalize(raw[i])
+        assert docs["int8"]["data"][i]["embeddings"]["beta"] == int8_quantize(unit).tolist()
+        assert (
+            docs["uint8"]["data"][i]["embeddings"]["beta"] == (int8_quantize(unit).astype(int) + 128).tolist()
+        )
+    for enc in ("binary", "ubinary", "int8", "uint8"):
+        assert [p["calibration"] for p in docs[enc]["prefixes"]] == ["uncalibrated"]
 
 
 def test_openai_route_serves_a_prefix_or_the_concat_of_enabled_prefixes(served) -> None:
@@ -287,3 +295,11 @@ def test_a_model_that_fails_to_load_keeps_ready_at_503_with_the_reason(tmp_path:
         assert_error(client.get("/ready"), 503, "not_ready", "model failed to load", "no config.json")
         assert_error(client.post("/embed", json={"inputs": "x"}), 503, "not_ready")
         assert client.get("/health").status_code == 200
+
+
+def test_the_schema_lists_every_encoding_and_openai_keeps_float_and_base64(served) -> None:
+    client, _, _ = served
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    assert schemas["EmbedRequest"]["properties"]["encoding"]["enum"] == list(ENCODINGS)
+    assert list(ENCODINGS) == ["float", "base64", "int8", "uint8", "binary", "ubinary"]
+    assert schemas["OpenAIEmbeddingRequest"]["properties"]["encoding_format"]["enum"] == ["float", "base64"]

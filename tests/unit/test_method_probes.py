@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from service.engine.calibration import Calibration
 from service.method.features import concat, encodings
 from service.method.probes import ProbeScore, class_rows, paired_gain, score_probe, search_probe
 
@@ -32,9 +33,25 @@ def test_concat_normalizes_each_member_and_encodings_match_the_service() -> None
     y = np.array([[1.0, 0.0], [0.0, 5.0]], dtype=np.float32)
     full = concat([x, y])
     assert np.allclose(full, [[0.6, 0.8, 1.0, 0.0], [0.0, -1.0, 0.0, 1.0]])
-    enc = encodings(full)
+    enc = encodings([x, y])  # uncalibrated: the fallback, per prefix
+    assert np.array_equal(enc["float"], full)
     assert np.array_equal(enc["binary"], (full > 0).astype(np.float32))
-    assert np.array_equal(enc["int8"], np.round(127 * full / np.abs(full).max(axis=1, keepdims=True)))
+    per_prefix = [
+        np.round(127 * v / np.abs(v).max(axis=1, keepdims=True)) for v in (full[:, :2], full[:, 2:])
+    ]
+    assert np.array_equal(enc["int8"], np.concatenate(per_prefix, axis=1))
+    cal = Calibration(
+        np.zeros(2, np.float32) + 0.5,
+        np.full(2, -1, np.float32),
+        np.ones(2, np.float32),
+        "mean",
+        "f",
+        "v",
+        64,
+    )
+    calibrated = encodings([x, y], [cal, None], which=("ubinary", "uint8"))
+    assert np.array_equal(calibrated["ubinary"][:, :2], (full[:, :2] > 0.5).astype(np.float32))
+    assert np.array_equal(calibrated["uint8"][:, :2], np.floor((full[:, :2] + 1) / (2 / 255)).clip(0, 255))
 
 
 def test_probe_separates_a_separable_task_and_reports_validation() -> None:

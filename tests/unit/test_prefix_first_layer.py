@@ -109,9 +109,9 @@ def test_listing_shows_first_layer_of_a_trunk_prefix(tmp_path: Path) -> None:
         native_bytes(key, value, {"position_convention": "none"}, first_layer=3)
     )
     snap = PrefixRegistry(tmp_path, SPEC).load()
-    assert [(d["name"], d["first_layer"]) for d in listing(snap)["prefixes"] if d["kind"] != "builtin"] == [
-        ("top", 3)
-    ]
+    assert [
+        (d["name"], d["first_layer"]) for d in listing(snap, "mean")["prefixes"] if d["kind"] != "builtin"
+    ] == [("top", 3)]
 
 
 def test_get_prefixes_shows_first_layer_for_every_prefix(tmp_path: Path) -> None:

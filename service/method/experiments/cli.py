@@ -1,4 +1,5 @@
-"""``python -m service.method.experiments``: bench, run, targets, report, ship, heads (see the package doc)."""
+"""``python -m service.method.experiments``: bench, run, targets, report, ship, heads, quantization
+(see the package doc)."""
 
 from __future__ import annotations
 
@@ -87,6 +88,22 @@ def ship(
 
 
 @app.command()
+def quantization(
+    prefix_dir: Annotated[
+        str, typer.Option(help="The folder whose default served model is measured.")
+    ] = "prefixes",
+    threads: Annotated[int, typer.Option(help="torch threads.")] = 1,
+) -> None:
+    """Every encoding of the served default concat on the three targets, calibrated and not
+    (results/quantization.{json,md})."""
+    from pathlib import Path
+
+    from service.method.experiments.quantization import quantization as measure
+
+    measure(Path(prefix_dir), threads)
+
+
+@app.command()
 def heads(
     tasks: Annotated[str, typer.Option(help="Comma-separated prefixes (default: every shipped one).")] = "",
     prefix_dir: Annotated[Path, typer.Option(help="The prefix folder; heads go to its heads/.")] = Path(
@@ -100,3 +117,26 @@ def heads(
     from service.method.experiments.heads import fit_heads
 
     fit_heads(prefix_dir, _split(tasks), cache, threads)
+
+
+@app.command("fit-rules")
+def fit_rules(
+    prefix_dir: Annotated[Path, typer.Option(help="The source prefixes (first_layer 3).")] = Path("prefixes"),
+    rules: Annotated[
+        str, typer.Option(help="Comma-separated: base, all, greedy, weighted, stacked, similarity.")
+    ] = ("base,all,greedy,weighted,stacked,similarity"),
+    draws: Annotated[
+        int, typer.Option(help="Dev draws (1,000 fit / 500 dev of the 1,500) beside the test row.")
+    ] = 3,
+    quick_steps: Annotated[int, typer.Option(help="Steps of similarity's early-checkpoint prefix.")] = 50,
+    threads: Annotated[int, typer.Option(help="torch threads.")] = 1,
+    prefixes: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated source prefixes (default: every prefix of the folder)."),
+    ] = None,
+) -> None:
+    """The input rules of ``fit --select`` on the three targets (results/fit/rules.{json,md})."""
+    from service.method.experiments.fit_rules import report_rules, run_rules
+
+    run_rules(prefix_dir, _split(rules), draws, quick_steps, threads, _split(prefixes) if prefixes else None)
+    report_rules()

@@ -25,6 +25,7 @@ import torch
 
 from service.backend import build_torch_encoder
 from service.config import Settings
+from service.engine.calibration import vectors_identity
 from service.engine.direct import embed_sync
 from service.engine.encoder import Encoder
 from service.engine.pooling import pooling_label
@@ -70,7 +71,8 @@ def fit_task(
             f"{task}: the train split's digest {train.digest()} is not the prefix's {meta['data']['train_digest']}"
         )
     names = [BASE_NAME, task]
-    tag = f"{task}-{prefix.digest[:12]}-{encoder.spec.fingerprint}-{encoder.max_input_tokens}"
+    # by the prefix's tensors, not its digest: a re-calibrated file has the same vectors
+    tag = f"{task}-{vectors_identity(prefix)[:12]}-{encoder.spec.fingerprint}-{encoder.max_input_tokens}"
     t0 = time.perf_counter()
     x_train = vectors(encoder, snap.bank, names, train.texts, cache_dir / f"{tag}-train.npy")
     x_test = vectors(encoder, snap.bank, names, test.texts, cache_dir / f"{tag}-test.npy")

@@ -25,7 +25,7 @@ from service.method.experiments.rows import (
     built_once,
     log,
 )
-from service.method.features import concat, encodings
+from service.method.features import encodings
 from service.method.prefix_io import load_prefixes
 from service.method.probes import paired_gain, score_probe
 from service.method.trunk import TrunkCache, build_trunk_cache, pooled_all
@@ -131,14 +131,13 @@ def transfer(
     for name, (y_train, y_test) in labels.items():
         base = np.load(TVEC / f"base.{name}.npy")
         vecs = [np.load(TVEC / folder / f"{stem}.{name}.npy") for folder, stem in members]
-        full = concat(([base] if with_base else []) + vecs)
         n = len(y_train)
         base_p = score_probe(base[:n], y_train, base[n:], y_test, cs=CS)
         res: dict[str, Any] = {
             "base": {"accuracy": base_p.accuracy, "cv_accuracy": base_p.cv_accuracy, "se": base_p.stderr}
         }
         float_p = None
-        for enc, x in encodings(full).items():
+        for enc, x in encodings(([base] if with_base else []) + vecs).items():
             if float_only and enc != "float":
                 continue
             p = score_probe(x[:n], y_train, x[n:], y_test, cs=CS)

@@ -1,0 +1,156 @@
+"""Which inputs a head reads (``fit --select``): every rule chooses from ``base`` and the enabled
+prefixes by cross-validation on the examples only, never on a test split.
+
+- ``all`` / ``base`` / ``NAME,NAME``: a fixed set.
+- ``greedy``: forward selection from ``base``; a prefix joins only when it raises the CV accuracy by
+  more than :data:`MIN_GAIN` and by more than one paired standard error (CV noise at a thousand
+  examples is larger than most single-source gains).
+- ``weighted``: every source, each block scaled by ``exp((acc_b - best) / tau)`` from its own CV
+  accuracy (a scale per block is a penalty per block); tau from :data:`TAUS` by CV, the one-SE rule
+  preferring the least tuned (``tau = inf`` is ``all``); blocks scaled below :data:`MIN_WEIGHT` dropped.
+- ``stacked``: one probe per source, a probe over their out-of-fold logits on top; both linear, so
+  the head is one linear map (:func:`service.fitting.model.stacked_model`).
+
+Each rule returns a :class:`Choice` and the :class:`Trial` rows of what it tried.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from service.engine.prefix import BASE_NAME
+from service.fitting.probe import CrossValidated, cross_validate
+from service.fitting.sources import Evaluator, paired_se
+from service.fitting.task import FOLDS
+
+MIN_GAIN = 0.005  # greedy: half a point at least, and more than one paired SE
+TAUS = (math.inf, 0.05, 0.02, 0.01, 0.005)  # weighted: inf = every block at 1 (the ``all`` set)
+MIN_WEIGHT = 0.05  # weighted: a block scaled below this costs a prefix per text for nothing
+META_CS = (0.001, 0.01, 0.1, 1.0)  # stacked: the meta-probe reads a few logits per source
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One row of the table a fit prints: what was tried and its CV accuracy."""
+
+    rule: str
+    inputs: tuple[str, ...]
+    cv_accuracy: float
+    note: str = ""
+
+    def doc(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "inputs": list(self.inputs),
+            "cv_accuracy": self.cv_accuracy,
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The inputs a rule chose, their per-input scales (``weighted``) or stacking, and its CV score."""
+
+    rule: str
+    inputs: tuple[str, ...]
+    cv: CrossValidated
+    weights: tuple[float, ...] | None = None
+    stacked: bool = False
+    trials: tuple[Trial, ...] = ()
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cv_accuracy(self) -> float:
+        return self.cv.cv_accuracy
+
+
+def fixed(ev: Evaluator, names: tuple[str, ...], rule: str) -> Choice:
+    ev.plan(rule, 1)
+    cv = ev.cv(names)
+    return Choice(rule, names, cv, trials=(Trial(rule, names, cv.cv_accuracy),))
+
+
+def greedy(ev: Evaluator) -> Choice:
+    names = ev.sources.names
+    current: tuple[str, ...] = (BASE_NAME,)
+    ev.plan("greedy", len(names))
+    cur = ev.cv(current)
+    trials = [Trial("greedy", current, cur.cv_accuracy, "start")]
+    remaining = [n for n in names if n != BASE_NAME]
+    while remaining:
+        ev.plan("greedy", len(remaining) - 1)
+        tried = {n: ev.cv((*current, n)) for n in remaining}
+        best = max(remaining, key=lambda n: (tried[n].cv_accuracy, -remaining.index(n)))
+        gain = tried[best].cv_accuracy - cur.cv_accuracy
+        se = paired_se(tried[best].correct, cur.correct)
+        kept = gain > max(MIN_GAIN, se)
+        note = f"{'+' if kept else 'stop: '}{best} gain {gain * 100:+.1f} pt (SE {se * 100:.1f})"
+        trials.append(Trial("greedy", (*current, best), tried[best].cv_accuracy, note))
+        if not kept:
+            break
+        current, cur = (*current, best), tried[best]
+        remaining.remove(best)
+    return Choice("greedy", current, cur, trials=tuple(trials), detail={"min_gain": MIN_GAIN})
+
+
+def per_source(ev: Evaluator) -> dict[str, CrossValidated]:
+    """Each source alone (shared by ``weighted`` and ``stacked``)."""
+    ev.plan("sources", len(ev.sources.names))
+    return {n: ev.cv((n,)) for n in ev.sources.names}
+
+
+def block_weights(alone: dict[str, CrossValidated], tau: float) -> dict[str, float]:
+    """``exp((acc - best) / tau)`` per source, those under :data:`MIN_WEIGHT` left out."""
+    best = max(cv.cv_accuracy for cv in alone.values())
+    if math.isinf(tau):
+        return dict.fromkeys(alone, 1.0)
+    w = {n: math.exp((cv.cv_accuracy - best) / tau) for n, cv in alone.items()}
+    return {n: round(x, 6) for n, x in w.items() if x >= MIN_WEIGHT}
+
+
+def weighted(ev: Evaluator) -> Choice:
+    alone = per_source(ev)
+    ev.plan("weighted", len(TAUS))
+    tried: list[tuple[float, tuple[str, ...], tuple[float, ...], CrossValidated]] = []
+    for tau in TAUS:
+        w = block_weights(alone, tau)
+        names = tuple(n for n in ev.sources.names if n in w)
+        weights = tuple(w[n] for n in names)
+        cv = ev.cv(names) if all(x == 1.0 for x in weights) else ev.cv(names, weights)
+        tried.append((tau, names, weights, cv))
+    best = max(tried, key=lambda t: t[3].cv_accuracy)
+    # one-SE rule: the least tuned scale (largest tau) within one paired SE of the best
+    tau, names, weights, cv = next(
+        t for t in tried if t[3].cv_accuracy >= best[3].cv_accuracy - paired_se(best[3].correct, t[3].correct)
+    )
+    trials = tuple(
+        Trial("weighted", t[1], t[3].cv_accuracy, f"tau {t[0]:g}" + (" (chosen)" if t[0] == tau else ""))
+        for t in tried
+    )
+    flat = all(x == 1.0 for x in weights)
+    detail = {"tau": None if math.isinf(tau) else tau, "alone": {n: c.cv_accuracy for n, c in alone.items()}}
+    return Choice("weighted", names, cv, None if flat else weights, trials=trials, detail=detail)
+
+
+def stacked(ev: Evaluator) -> Choice:
+    alone = per_source(ev)
+    names = ev.sources.names
+    meta_x = np.concatenate([alone[n].decision for n in names], axis=1)
+    ev.plan("stacked", 1)
+    meta = cross_validate(meta_x, ev.sources.labels, cs=META_CS, seed=ev.seed, folds=FOLDS)
+    trial = Trial("stacked", names, meta.cv_accuracy, f"meta-probe on {meta_x.shape[1]} out-of-fold logits")
+    return Choice("stacked", names, meta, stacked=True, trials=(trial,), detail={"meta_c": meta.c})
+
+
+RULES: dict[str, Callable[[Evaluator], Choice]] = {
+    "greedy": greedy,
+    "weighted": weighted,
+    "stacked": stacked,
+    "all": lambda ev: fixed(ev, ev.sources.names, "all"),
+    "base": lambda ev: fixed(ev, (BASE_NAME,), "base"),
+}
