@@ -57,10 +57,15 @@ def test_the_shipped_heads_reproduce_their_recorded_test_accuracy_over_http(
         listed = {h["name"]: h for h in client.get("/heads").json()["heads"]}
         assert sorted(listed) == names
         assert all(h["available"] and h["enabled"] for h in listed.values()), listed
+        absent: dict[str, str] = {}
         for name in names:
             meta = heads[name].metadata
             recipe = SplitRecipe.from_metadata(meta["data"])
-            _, _, test = recipe.splits(meta["task"])
+            try:
+                _, _, test = recipe.splits(meta["task"])
+            except FileNotFoundError as e:  # a repository set's checkout (docs/DATA.md) is not here
+                absent[name] = str(e)
+                continue
             assert test.digest() == meta["data"]["test_digest"], f"{name}: not the recorded test split"
             correct = 0
             for start in range(0, len(test), BATCH):
@@ -74,3 +79,5 @@ def test_the_shipped_heads_reproduce_their_recorded_test_accuracy_over_http(
             print(f"{name}: {correct}/{len(test)} correct over HTTP; recorded {recorded}")
             assert (correct, len(test)) == (recorded["correct"], recorded["n"]), name
     server.stop()
+    if absent:  # the others were checked above; these sets' licences keep them out of tests/data
+        pytest.skip(f"not checked, data checkout absent: {absent}")

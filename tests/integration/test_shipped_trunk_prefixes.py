@@ -53,3 +53,38 @@ def test_issue24_sources_pass_the_ship_rule_and_name_their_pinned_data(minilm: B
         assert data["loader"] in REPO_BUILTIN
         assert data["licence"]
         assert p.metadata["recipe"] == "S=3 init=normal preserve=0 schedule=cosine"
+
+
+def test_the_default_model_is_pinned_and_every_shipped_prefix_has_a_head_on_its_digest(
+    minilm: Backbone,
+) -> None:
+    """prefixes/models.json's default model (what ``prefixes: null`` serves) is base + the five prefixes
+    it was measured with (RESULTS.md, issue 24: base + the ten that pass the ship rule transfers worse,
+    +1.07 against +2.04 points, at 36 against 21 layer-rows, so the default stays), each pinned at its
+    file's digest; every shipped prefix, in the default model or served by name, has a head in
+    prefixes/heads/ fitted on its file's digest."""
+    from service.heads.format import parse_head
+    from service.registry.limits import PrefixLimits
+    from service.registry.names import HEADS_DIR
+    from service.registry.served import read_served_models
+
+    loaded = {p.name: p for p in load_prefixes([PREFIXES], minilm.spec)}
+    served = read_served_models(PREFIXES)
+    assert served.default is not None
+    members = served.models[served.default].members
+    assert [m.name for m in members] == [
+        "base",
+        "editorial-sentiment",
+        "news-topic",
+        "question-type",
+        "sentiment",
+        "sms-spam",
+    ]
+    for m in members[1:]:
+        assert m.digest == loaded[m.name].digest, m.name
+    assert len(loaded) >= 11
+    for name, prefix in loaded.items():
+        path = PREFIXES / HEADS_DIR / f"{name}.safetensors"
+        head = parse_head(name, path.read_bytes(), minilm.spec, source=path.name, limits=PrefixLimits())
+        assert [i.name for i in head.inputs] == [name]
+        assert head.inputs[0].digest == prefix.digest, f"{name}: head fitted on another version"

@@ -4,6 +4,7 @@ the committed tables, and its shipped row is ``train``'s default recipe."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -42,3 +43,24 @@ def test_every_command_renders_its_help(command: str) -> None:
     out = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"})
     assert out.exit_code == 0, out.output
     assert ("--model" in out.output) == (command != "bench")
+
+
+def test_a_trunk_cache_claim_left_by_an_exited_process_is_taken_over(tmp_path: Path) -> None:
+    """A stopped run leaves its lock behind: the next run builds the cache instead of waiting an
+    hour for a file nobody writes; a live holder's claim is still waited for."""
+    import subprocess
+    import sys
+
+    from service.method.experiments.rows import built_once
+
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    file = tmp_path / "task.pt"
+    file.with_suffix(".lock").write_text(gone.stdout.strip())
+    assert built_once(file, lambda: {"built": 1}, wait_s=0) == {"built": 1}
+    assert file.with_suffix(".lock").read_text() == str(os.getpid())
+    live = tmp_path / "other.pt"
+    live.with_suffix(".lock").write_text(str(os.getpid()))  # held by a running process (this one)
+    with pytest.raises(TimeoutError):
+        built_once(live, lambda: {"built": 2}, wait_s=0)

@@ -132,8 +132,8 @@ def fit_heads(
     prefix_dir: Path, tasks: list[str], cache: Path, threads: int = 1, model: str = DEFAULT_BACKBONE
 ) -> list[dict[str, Any]]:
     """Fit and write the heads of ``tasks`` (default: every prefix whose metadata names its built-in
-    data set) on the known backbone ``model``; write the results table (the default backbone's under
-    results/heads, another's under results/heads/NAME)."""
+    data set) on the known backbone ``model``; update the results table (the default backbone's under
+    results/heads, another's under results/heads/NAME; rows of other tasks recorded earlier are kept)."""
     torch.set_num_threads(threads)
     chosen: dict[str, Any] = {
         "model": Path(model),
@@ -151,7 +151,11 @@ def fit_heads(
     results = [fit_task(t, prefix_dir, encoder, settings, cache) for t in tasks]
     out = OUT if model == DEFAULT_BACKBONE else OUT / model
     out.mkdir(parents=True, exist_ok=True)
-    (out / "shipped.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "shipped.md").write_text(markdown(results))
+    # a run over some tasks keeps the recorded rows of the others (heads are fitted a few at a time)
+    earlier = json.loads((out / "shipped.json").read_text()) if (out / "shipped.json").is_file() else []
+    by_task = {r["task"]: r for r in earlier} | {r["task"]: r for r in results}
+    table = [by_task[t] for t in sorted(by_task)]
+    (out / "shipped.json").write_text(json.dumps(table, indent=2) + "\n")
+    (out / "shipped.md").write_text(markdown(table))
     log(f"wrote {out / 'shipped.json'} and shipped.md")
     return results

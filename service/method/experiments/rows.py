@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -144,22 +145,47 @@ def source_splits(task: str, cfg: TrainConfig) -> tuple[TaskData, TaskData, Task
     return train, dev, test
 
 
+def _holder_gone(lock: Path) -> bool:
+    """Whether the process whose pid ``lock`` holds has exited (a stopped run left the lock behind)."""
+    try:
+        pid = int(lock.read_text().strip() or "0")
+    except (OSError, ValueError):
+        return False  # an older empty lock, or one being written: keep waiting
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def built_once(file: Path, build: Callable[[], Any], wait_s: float = 3600) -> Any:
-    """``build()``, saved to ``file`` by the first process that claims it (a lock file beside it);
-    the others wait for the file. Every caller gets what the file holds."""
+    """``build()``, saved to ``file`` by the first process that claims it (a lock file beside it,
+    holding its pid); the others wait for the file, and take the claim over when its holder has
+    exited without writing it. Every caller gets what the file holds."""
     lock = file.with_suffix(".lock")
     file.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        lock.touch(exist_ok=False)
-        if not file.is_file():
-            torch.save(build(), file.with_suffix(".tmp"))
-            file.with_suffix(".tmp").rename(file)
-    except FileExistsError:
-        deadline = time.time() + wait_s
-        while not file.is_file():
+    deadline = time.time() + wait_s
+    while not file.is_file():
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            if _holder_gone(lock):
+                lock.unlink(missing_ok=True)
+                continue
             if time.time() > deadline:
                 raise TimeoutError(f"{file} did not appear") from None
             time.sleep(10)
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(str(os.getpid()))
+        if not file.is_file():
+            tmp = file.with_suffix(f".{os.getpid()}.tmp")
+            torch.save(build(), tmp)
+            tmp.rename(file)
     return torch.load(file)
 
 
