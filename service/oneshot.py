@@ -11,10 +11,11 @@ from typing import TypeVar
 from service.backend import build_encoder
 from service.batching import Batcher
 from service.config import Settings
+from service.engine.encoder import CallLoop
 from service.pipeline import EmbeddingPipeline
 from service.registry.loader import Rejected
 from service.registry.registry import PrefixRegistry
-from service.runtime import warm_up
+from service.runtime import BACKGROUND_WORK_WAIT_S, warm_up
 
 T = TypeVar("T")
 
@@ -43,5 +44,9 @@ def run_pipeline(
             return await work(EmbeddingPipeline.from_settings(registry, batcher, settings))
         finally:
             await batcher.stop()
+            # a lone-call session opened in the background by a one-text call must land before the
+            # interpreter exits, or ONNX Runtime aborts the process (exit -6) after the output
+            if isinstance(encoder, CallLoop):
+                await asyncio.to_thread(encoder.wait_for_exports, BACKGROUND_WORK_WAIT_S)
 
     return asyncio.run(main())

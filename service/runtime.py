@@ -27,6 +27,8 @@ from service.registry.watcher import FolderWatcher
 
 log = logging.getLogger(__name__)
 
+BACKGROUND_WORK_WAIT_S = 60.0  # at shutdown, the most we wait for an export or session in flight
+
 
 @dataclass(frozen=True)
 class Serving:
@@ -149,6 +151,11 @@ class Runtime:
             await self.watcher.stop()
         if self.batcher is not None:
             await self.batcher.stop()
+        if isinstance(self.encoder, CallLoop):
+            # A lone-call session or a depth export still being built in a background thread when the
+            # process exits aborts it in ONNX Runtime's C++ ("terminate called without an active
+            # exception", exit -6, not 0): let it land first (seconds; bounded).
+            await asyncio.to_thread(self.encoder.wait_for_exports, BACKGROUND_WORK_WAIT_S)
 
 
 def warm_up(encoder: Encoder, bank: PrefixBank | None = None) -> None:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from service.cli import app
@@ -16,6 +19,8 @@ from service.engine.torch_encoder import TorchEncoder
 from service.registry.folder import scan_folder
 from service.registry.limits import PrefixLimits
 from service.wire.encodings import l2_normalize
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_embed_json_matches_engine(
@@ -73,3 +78,38 @@ def test_embed_unknown_prefix_is_a_clear_error(
     )
     assert result.exit_code == 2
     assert "unknown prefix(es) 'nope'; known prefixes: base, topic" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_one_text_onnx_command_exits_0(
+    minilm: Backbone, minilm_path: Path, tmp_path: Path, write_prefix: Callable[..., Path]
+) -> None:
+    """One text runs alone, so the ONNX backend starts opening its lone-call session in a background
+    thread; the command must let it land before the interpreter exits. It did not: ONNX Runtime
+    aborted the process after the output ("terminate called without an active exception", exit -6;
+    MiniLM: its session takes long enough to open that the exit always caught it)."""
+    folder = tmp_path / "prefixes"
+    folder.mkdir()
+    write_prefix(folder, "topic", minilm.spec, prefix_len=3, seed=1)
+    command = [
+        sys.executable,
+        "-m",
+        "service",
+        "embed",
+        "--model",
+        str(minilm_path),
+        "--prefix-dir",
+        str(folder),
+        "--backend",
+        "onnx",
+        "--onnx-cache-dir",
+        str(tmp_path / "onnx"),
+        "--prefix",
+        "topic",
+        "--json",
+        "one text alone",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "terminate called" not in done.stderr
+    assert [p["name"] for p in json.loads(done.stdout)["prefixes"]] == ["topic"]
