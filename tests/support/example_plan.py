@@ -67,6 +67,7 @@ UNRUNNABLE: tuple[Unrunnable, ...] = (
 GIVEN_FILES: dict[str, str] = {
     "spam.safetensors": "prefixes/sms-spam.safetensors",  # PUT /prefixes/spam
     "topic.safetensors": "prefixes/heads/news-topic.safetensors",  # PUT /heads/topic
+    "mood.jsonl": "docs/examples/mood.jsonl",  # fit --data mood.jsonl
 }
 
 _PYTHON = re.compile(r"(\S*/)?python3?$")
