@@ -3,7 +3,7 @@
     python scripts/data/sources.py ship --tasks tweet-emotion,...   # gate on own-task gain > 1 SE
     python scripts/data/sources.py seeds --tasks tweet-emotion,...  # gains over seeds 0-2, mean and SD
     python scripts/data/sources.py transfer                          # default concat vs 5-set vs base
-    python scripts/data/sources.py cost                              # texts/s: default vs 5 vs base
+    python scripts/data/sources.py cost                              # texts/s: all vs default vs base
     python -m service similarity --prefix prefixes --heatmap results/sources/similarity.png
 
 Training itself is ``python -m service.method.experiments run --task T --rows s3full-cos`` (the
@@ -173,12 +173,12 @@ def transfer_markdown(rep: dict[str, Any], targets: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def cost(n_texts: int, repeats: int, small: list[str]) -> None:
-    """Texts/s of the default request (the default model of prefixes/models.json) against the same
-    set at S = 4, base + ``small`` and base alone, through the served encoder (the backend ``auto``
-    picks), variants interleaved in ONE run; layer-rows per text from each set's depths; the load
-    average before and after."""
-    import os
+def cost(n_texts: int, repeats: int) -> None:
+    """Texts/s of base + every prefix in prefixes/ (the 13-vector request a client gets by naming them
+    all) against the default request (the default model of prefixes/models.json), the same full set
+    were every S = 3 member at S = 4 (timing only) and base alone, through the served encoder (the
+    backend ``auto`` picks), variants interleaved in ONE run after every depth's background export has
+    landed; layer-rows per text from each set's depths; the load average before and after."""
     import platform
     from dataclasses import replace
 
@@ -201,46 +201,57 @@ def cost(n_texts: int, repeats: int, small: list[str]) -> None:
     served = read_served_models(settings.prefix_dir)
     if served.default is None:
         raise SystemExit("no default model in prefixes/models.json")
-    every = served.models[served.default].names  # what a default request (prefixes: null) computes
-    # the S = 4 question, timing only: each default member without its layer-3 rows, acting from
-    # layer 4 (what the default would cost were every prefix trained at S = 4)
+    default = served.models[served.default].names  # what a default request (prefixes: null) computes
+    every = [BASE_NAME, *sorted(p.name for p in loaded)]
+    # the S = 4 question, timing only: each S = 3 member without its layer-3 rows, acting from layer 4
+    # (what the full set would cost were every prefix trained at S = 4)
     deeper = [
         replace(p, name=f"{p.name}.s4", key=p.key[1:], value=p.value[1:], first_layer=p.first_layer + 1)
+        if p.first_layer == 3
+        else p
         for p in loaded
-        if p.name in every and p.first_layer == 3
     ]
-    loaded = [*loaded, *deeper]
-    bank = PrefixBank.build(loaded, base=base_prefix(encoder.spec))
+    bank = PrefixBank.build(
+        [*loaded, *(p for p in deeper if p.name.endswith(".s4"))], base=base_prefix(encoder.spec)
+    )
     variants = {
-        f"base + {len(every) - 1} prefixes (default)": every,
-        f"base + {len(deeper)} prefixes at S = 4 (timing only)": [BASE_NAME, *(p.name for p in deeper)],
-        f"base + {len(small)} prefixes": [BASE_NAME, *small],
+        f"base + all {len(every) - 1} prefixes": every,
+        f"base + {len(default) - 1} prefixes (default)": default,
+        f"base + all {len(every) - 1}, S = 3 members at S = 4 (timing only)": [
+            BASE_NAME,
+            *(p.name for p in deeper),
+        ],
         "base alone": [BASE_NAME],
     }
     texts = sample_texts(n_texts)
     layers = encoder.spec.num_layers
-    by_name = {p.name: p for p in loaded}
+    by_name = {p.name: p for p in [*loaded, *deeper]}
 
     def layer_rows(names: list[str]) -> int:
-        depths = [by_name[n].first_layer for n in names if n != BASE_NAME]
+        """One trunk up to the shallowest depth, then every member's own rows from its depth (base
+        fans out with the shallowest group): what the engine computes with depth groups."""
+        depths = sorted(by_name[n].first_layer for n in names if n != BASE_NAME)
         if not depths:
             return layers
-        s = min(depths)  # one trunk up to the shallowest depth; base fans out with the prefixes there
-        return s + len(names) * (layers - s)
+        return depths[0] + (layers - depths[0]) + sum(layers - d for d in depths)
 
     def call(names: list[str]) -> Callable[[], object]:
         return lambda: embed_sync(encoder, bank, names, texts)
 
+    for names in variants.values():
+        embed_sync(encoder, bank, names, texts[:2])  # starts each depth's background export
+    encoder.wait_for_exports()  # else a new depth times the shallower graph it falls back to
     secs = time_interleaved({k: call(v) for k, v in variants.items()}, repeats)
     rates: dict[str, dict[str, Any]] = {
-        k: {"vectors": len(v), "dims": 384 * len(v), "layer_rows_per_text": layer_rows(v),
+        k: {"names": v, "vectors": len(v), "dims": 384 * len(v), "layer_rows_per_text": layer_rows(v),
             "median_s": secs[k], "texts_per_s": n_texts / secs[k]} for k, v in variants.items()
     }  # fmt: skip
-    ref = rates[f"base + {len(small)} prefixes"]["texts_per_s"]
+    ref = rates[f"base + {len(default) - 1} prefixes (default)"]["texts_per_s"]
     for v in rates.values():
-        v["rate_vs_small_set"] = v["texts_per_s"] / ref
+        v["rate_vs_default"] = v["texts_per_s"] / ref
     res = {
         "backend": str(choice), "n_texts": n_texts, "repeats": repeats, "machine": platform.platform(),
+        "exported_depths": getattr(encoder, "exported_depths", None),
         "loadavg_before": load0, "loadavg_after": os.getloadavg(),
         "variants": rates,
     }  # fmt: skip
@@ -262,7 +273,6 @@ def main() -> None:
     c = sub.add_parser("cost")
     c.add_argument("--texts", type=int, default=64)
     c.add_argument("--repeats", type=int, default=7)
-    c.add_argument("--small", default=",".join(OLD), help="the smaller set to compare with")
     args = ap.parse_args()
     if args.cmd == "ship":
         ship(args.tasks.split(","), args.seed)
@@ -274,7 +284,7 @@ def main() -> None:
         )
         transfer(names)
     else:
-        cost(args.texts, args.repeats, args.small.split(","))
+        cost(args.texts, args.repeats)
 
 
 if __name__ == "__main__":

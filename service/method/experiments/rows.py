@@ -71,7 +71,8 @@ ROWS: dict[str, tuple[dict[str, object], bool]] = {
         {"first_layer": 3, "max_steps": 300, "eval_every": 50, "max_examples": 8000, "schedule": "cosine"},
         True,
     ),
-    # 12-layer backbones (mpnet): the shipped recipe at the depth its own depth table chooses
+    # the shipped recipe at other depths: S = 0 (every layer; issue 24's topic attempt, compared
+    # with s3full-cos on the same dev split), and 12-layer backbones' (mpnet) depth-table choices
     **{
         f"s{s}full-cos": (
             {
@@ -83,7 +84,7 @@ ROWS: dict[str, tuple[dict[str, object], bool]] = {
             },
             True,
         )
-        for s in (6, 8, 9, 10)
+        for s in (0, 6, 8, 9, 10)
     },
 }
 LEGACY_DEPTHS = (0, 3, 4, 5)  # the trunk depths cached for the 2,000-example pool (the depth table)
