@@ -225,15 +225,12 @@ def cost(n_texts: int, repeats: int) -> None:
     }
     texts = sample_texts(n_texts)
     layers = encoder.spec.num_layers
-    by_name = {p.name: p for p in [*loaded, *deeper]}
 
     def layer_rows(names: list[str]) -> int:
-        """One trunk up to the shallowest depth, then every member's own rows from its depth (base
-        fans out with the shallowest group): what the engine computes with depth groups."""
-        depths = sorted(by_name[n].first_layer for n in names if n != BASE_NAME)
-        if not depths:
-            return layers
-        return depths[0] + (layers - depths[0]) + sum(layers - d for d in depths)
+        """Per text, what the engine's calls compute once every depth is exported: each call's trunk
+        to its fan-out depth, then each of its members from there (``Encoder.groups``)."""
+        groups = encoder.groups(bank, bank.indices(names))
+        return sum(g.fan_out + len(g.slots) * (layers - g.fan_out) for g in groups)
 
     def call(names: list[str]) -> Callable[[], object]:
         return lambda: embed_sync(encoder, bank, names, texts)
