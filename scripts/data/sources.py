@@ -4,6 +4,7 @@
     python scripts/data/sources.py seeds --tasks tweet-emotion,...  # gains over seeds 0-2, mean and SD
     python scripts/data/sources.py transfer                          # default concat vs 5-set vs base
     python scripts/data/sources.py cost                              # texts/s: all vs default vs base
+    python scripts/data/sources.py served --file F --task T          # engine vector == training path
     python -m service similarity --prefix prefixes --heatmap results/sources/similarity.png
 
 Training itself is ``python -m service.method.experiments run --task T --rows s3full-cos`` (the
@@ -257,6 +258,45 @@ def cost(n_texts: int, repeats: int) -> None:
     print(json.dumps(res, indent=2))
 
 
+def served(file: Path, task: str, n_texts: int, other: str) -> None:
+    """The prefix in ``file`` served by the engine (torch and onnx, one call together with base and
+    the shipped ``other``, so a prefix of another depth shares the call: mixed depths) against the
+    training path (the trunk cache + top layers that its source value was measured on), over the
+    first ``n_texts`` texts of ``task``'s test split (read, not chosen on); max |difference|."""
+    from service.backend import build_encoder_for
+    from service.config import Settings
+    from service.engine.bank import PrefixBank
+    from service.engine.direct import embed_sync
+    from service.engine.prefix import BASE_NAME, base_prefix
+    from service.method.experiments.rows import cfg_for, source_splits, study
+    from service.method.prefix_io import load_prefixes
+    from service.method.trunk import build_trunk_cache, pooled_all
+
+    backbone = study().load()
+    prefix, second = load_prefixes([file, ROOT / "prefixes" / f"{other}.safetensors"], backbone.spec)
+    cfg = cfg_for(str(prefix.metadata.get("experiment_row", ROW)), 0, task)
+    texts = source_splits(task, cfg)[2].texts[:n_texts]
+    cache = build_trunk_cache(backbone, texts, None, sorted({prefix.first_layer, 0}), cfg.max_length)
+    trunk = pooled_all(backbone, cache, prefix.first_layer, prefix.key, prefix.value).numpy()
+    res: dict[str, Any] = {"file": str(file), "first_layer": prefix.first_layer, "n_texts": len(texts),
+                           "together_with": f"{other} (first_layer {second.first_layer})"}  # fmt: skip
+    for backend in ("torch", "onnx"):
+        encoder, _ = build_encoder_for(Settings(prefix_dir=ROOT / "prefixes", backend=backend))
+        bank = PrefixBank.build([prefix, second], base=base_prefix(encoder.spec))
+        names = [BASE_NAME, prefix.name, second.name]
+        embed_sync(encoder, bank, names, texts[:2], max_tokens=cfg.max_length)
+        encoder.wait_for_exports()  # the prefix's own depth, not the shallower graph it falls back to
+        vec, _ = embed_sync(encoder, bank, names, texts, max_tokens=cfg.max_length)
+        res[backend] = {
+            "prefix_max_abs_diff": float(abs(vec[:, 1] - trunk).max()),
+            "base_max_abs_diff": float(abs(vec[:, 0] - cache.base.numpy()).max()),
+            "prefix_vs_base_max_abs": float(abs(vec[:, 1] - vec[:, 0]).max()),
+        }
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"served.{prefix.name}.json").write_text(json.dumps(res, indent=2) + "\n")
+    print(json.dumps(res, indent=2))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -270,6 +310,11 @@ def main() -> None:
     c = sub.add_parser("cost")
     c.add_argument("--texts", type=int, default=64)
     c.add_argument("--repeats", type=int, default=7)
+    v = sub.add_parser("served")
+    v.add_argument("--file", type=Path, required=True)
+    v.add_argument("--task", required=True)
+    v.add_argument("--texts", type=int, default=64)
+    v.add_argument("--other", default="sentiment", help="a shipped prefix served in the same call")
     args = ap.parse_args()
     if args.cmd == "ship":
         ship(args.tasks.split(","), args.seed)
@@ -280,6 +325,8 @@ def main() -> None:
             p.stem for p in (ROOT / "prefixes").glob("*.safetensors")
         )
         transfer(names)
+    elif args.cmd == "served":
+        served(args.file, args.task, args.texts, args.other)
     else:
         cost(args.texts, args.repeats)
 
