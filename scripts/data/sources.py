@@ -40,15 +40,16 @@ ROW = "s3full-cos"
 OLD = ["editorial-sentiment", "news-topic", "question-type", "sentiment", "sms-spam"]
 
 
-def ship(tasks: list[str], seed: int) -> None:
-    """Copy each task's prefix into prefixes/ iff its own-task gain over base exceeds its paired SE."""
+def ship(tasks: list[str], seed: int, row: str = ROW) -> None:
+    """Copy each task's prefix of ``row`` into prefixes/ iff its own-task gain over base exceeds its
+    paired SE (a row other than the shipped recipe only after it won on dev: RESULTS.md)."""
     OUT.mkdir(parents=True, exist_ok=True)
     table = []
     for t in tasks:
-        rec = json.loads((RUNS_OUT / "runs" / ROW / f"{t}.seed{seed}.json").read_text())
+        rec = json.loads((RUNS_OUT / "runs" / row / f"{t}.seed{seed}.json").read_text())
         v = rec["source_value"]
         ok = v["gain"] > v["gain_se"]
-        table.append({"task": t, "seed": seed, "gain": v["gain"], "gain_se": v["gain_se"], "shipped": ok,
+        table.append({"task": t, "row": row, "seed": seed, "gain": v["gain"], "gain_se": v["gain_se"], "shipped": ok,
                       "base": v["base"]["accuracy"], "prefix": v["prefix"]["accuracy"],
                       "dev": rec["dev"]["accuracy"], "n_train": rec["n_train"], "n_dev": rec["n_dev"],
                       "n_test": v["n_test"], "seconds": rec["seconds"]})  # fmt: skip
@@ -57,12 +58,12 @@ def ship(tasks: list[str], seed: int) -> None:
         log(
             f"{t}: gain {100 * v['gain']:+.1f} +- {100 * v['gain_se']:.1f} pt -> {'shipped' if ok else 'NOT shipped'}"
         )
-    done = (
-        {r["task"]: r for r in json.loads((OUT / "ship.json").read_text())}
-        if (OUT / "ship.json").is_file()
-        else {}
-    )
-    done |= {r["task"]: r for r in table}  # earlier decisions of other tasks are kept
+
+    def key(r: dict[str, Any]) -> str:
+        return f"{r['task']}/{r.get('row', ROW)}"
+
+    earlier = json.loads((OUT / "ship.json").read_text()) if (OUT / "ship.json").is_file() else []
+    done = {key(r): r for r in earlier} | {key(r): r for r in table}  # other decisions are kept
     (OUT / "ship.json").write_text(json.dumps(list(done.values()), indent=2) + "\n")
 
 
@@ -303,6 +304,7 @@ def main() -> None:
     s = sub.add_parser("ship")
     s.add_argument("--tasks", required=True)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--row", default=ROW, help="the recipe row (default: the shipped s3full-cos)")
     sd = sub.add_parser("seeds")
     sd.add_argument("--tasks", required=True)
     t = sub.add_parser("transfer")
@@ -317,7 +319,7 @@ def main() -> None:
     v.add_argument("--other", default="sentiment", help="a shipped prefix served in the same call")
     args = ap.parse_args()
     if args.cmd == "ship":
-        ship(args.tasks.split(","), args.seed)
+        ship(args.tasks.split(","), args.seed, args.row)
     elif args.cmd == "seeds":
         seeds(args.tasks.split(","))
     elif args.cmd == "transfer":
