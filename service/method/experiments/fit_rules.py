@@ -26,15 +26,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from service.config import default_model_path
-from service.engine.backbone import Backbone, load_backbone
+from service.backbones.catalog import DEFAULT_BACKBONE
+from service.engine.backbone import Backbone
+from service.engine.calibration import vectors_identity
 from service.engine.prefix import BASE_NAME, LoadedPrefix
 from service.fitting.fit import Fitted, select_and_fit
 from service.fitting.probe import CrossValidated
 from service.fitting.rules import Choice, Trial
 from service.fitting.sources import Evaluator, Sources, paired_se
 from service.method.data import TaskData, split
-from service.method.experiments.rows import TARGETS, TVEC, log, study
+from service.method.experiments.rows import TARGETS, Study, log, study
 from service.method.experiments.targets import _target_cache, target_labels
 from service.method.prefix_io import load_prefixes
 from service.method.recipe import TrainConfig
@@ -43,19 +44,37 @@ from service.method.trunk import TrunkCache, pooled_all
 from service.registry.similarity import similarity
 
 OUT = Path("results/fit")
-BY_DIGEST = TVEC / "by-digest"
 N_FIT = 1000
 TOP_KS = (1, 2, 3, 5)
 RULES = ("base", "all", "greedy", "weighted", "stacked", "similarity")
 
 
+def rules_out(st: Study) -> Path:
+    """Where the rules' table goes: results/fit, another backbone NAME's under results/fit/NAME."""
+    return OUT if st.model == DEFAULT_BACKBONE else OUT / st.model
+
+
+def _row_vectors(st: Study, backbone: Backbone, prefix: LoadedPrefix, target: str) -> Path | None:
+    """The ``targets`` step's vectors of the experiment row this file was shipped from, when that
+    row's file has the same tensors (a calibrated copy has another digest, the same vectors)."""
+    row, seed = prefix.metadata.get("experiment_row"), prefix.metadata.get("init", {}).get("seed")
+    source = st.prefix_out / str(row) / f"{prefix.name}.seed{seed}.safetensors"
+    found = st.tvec / str(row) / f"{source.stem}.{target}.npy"
+    if row is None or not source.is_file() or not found.is_file():
+        return None
+    (trained,) = load_prefixes([source], backbone.spec)
+    return found if vectors_identity(trained) == vectors_identity(prefix) else None
+
+
 def prefix_vectors(
-    backbone: Backbone, caches: dict[str, TrunkCache], prefix: LoadedPrefix
+    backbone: Backbone, caches: dict[str, TrunkCache], prefix: LoadedPrefix, st: Study
 ) -> dict[str, np.ndarray]:
     """{target: [1500 + 750, dim]} of ``prefix`` (cached by digest)."""
     out = {}
     for target, cache in caches.items():
-        f = BY_DIGEST / f"{prefix.digest}.{target}.npy"
+        f = st.tvec / "by-digest" / f"{prefix.digest}.{target}.npy"
+        if not f.is_file():
+            f = _row_vectors(st, backbone, prefix, target) or f
         if not f.is_file():
             t0 = time.perf_counter()
             f.parent.mkdir(parents=True, exist_ok=True)
@@ -143,24 +162,28 @@ def run_rules(
     quick_steps: int,
     threads: int,
     only: list[str] | None = None,
-    depth: int = 3,
+    st: Study | None = None,
 ) -> dict[str, Any]:
     """Every rule on every target: test (draw 0) and dev (draws 1..``draws``) rows, written to
-    results/fit/rules.json as they come (a rerun skips the rows it has)."""
+    results/fit/rules.json as they come (a rerun skips the rows it has); the sources are the
+    folder's prefixes at its shallowest depth (MiniLM's 3, mpnet's 8), over that depth's target trunk."""
     torch.set_num_threads(threads)
-    backbone = load_backbone(default_model_path(), device="cpu", dtype="float32")
-    caches = _target_cache(backbone, depth, study())  # the default backbone (MiniLM)
+    st = st or study()
+    backbone = st.load()
     loaded = load_prefixes(sorted(Path(prefix_dir).glob("*.safetensors")), backbone.spec)
+    depth = min((p.first_layer for p in loaded), default=3)
+    caches = _target_cache(backbone, depth, st)
     prefixes = {
         p.name: p
         for p in loaded
         if p.first_layer == depth and not p.position_shift and (not only or p.name in only)
     }
     names = (BASE_NAME, *sorted(prefixes))
-    vectors = {n: prefix_vectors(backbone, caches, prefixes[n]) for n in sorted(prefixes)}
+    vectors = {n: prefix_vectors(backbone, caches, prefixes[n], st) for n in sorted(prefixes)}
     labels = target_labels()
-    OUT.mkdir(parents=True, exist_ok=True)
-    out_file = OUT / "rules.json"
+    out_dir = rules_out(st)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out_file = out_dir / "rules.json"
     doc: dict[str, Any] = json.loads(out_file.read_text()) if out_file.is_file() else {}
     doc["prefixes"] = {n: prefixes[n].digest for n in sorted(prefixes)}
     rows: list[dict[str, Any]] = doc.setdefault("rows", [])
@@ -264,10 +287,12 @@ def auto_line(means: dict[str, dict[str, list[float]]]) -> str:
     return f"auto (no dev rows; chosen on the fit's CV accuracy, optimistic for selecting rules): **{best}**"
 
 
-def report_rules() -> str:
-    """results/fit/rules.md from rules.json: per target, each rule's test accuracy with paired SEs
-    against base and all, its mean dev accuracy, what it kept, and seconds; then the means."""
-    doc = json.loads((OUT / "rules.json").read_text())
+def report_rules(st: Study | None = None) -> str:
+    """results/fit/rules.md (another backbone's under results/fit/NAME) from rules.json: per target,
+    each rule's test accuracy with paired SEs against base and all, its mean dev accuracy, what it
+    kept, and seconds; then the means."""
+    out_dir = rules_out(st or study())
+    doc = json.loads((out_dir / "rules.json").read_text())
     names = [BASE_NAME, *doc["prefixes"]]
     rows = [r for r in doc["rows"] if r["prefixes"] == names]
     rules = [r for r in RULES if any(x["rule"] == r for x in rows)]
@@ -326,5 +351,5 @@ def report_rules() -> str:
         )
     lines += ["", auto_line(means)]
     text = "\n".join(lines) + "\n"
-    (OUT / "rules.md").write_text(text)
+    (out_dir / "rules.md").write_text(text)
     return text
