@@ -371,7 +371,7 @@ class ServiceBench:
                 time_limit_s=cfg.time_limit_s,
             )
             self.result["shapes"] = shape_summary(self.result["phases"], targets)
-            if shipped:
+            if shipped and cfg.many_tasks:  # shape_models alone copies them too
                 self.run_many_tasks(targets, shipped)
 
     def add_shipped_prefixes(self) -> list[str]:
