@@ -138,9 +138,12 @@ def measure(points: tuple[Point, ...], n_texts: int, repeats: int, backbones_dir
             if served.default is None:
                 raise SystemExit(f"{settings.prefix_dir}: no default served model (models.json)")
             sets = [served.models[served.default].names]
+        for names in sets:  # warm-up: a first call starts the ONNX export of a new depth in the background
+            embed_sync(encoder, bank, names, texts)
+        encoder.wait_for_exports()  # until then calls run at a shallower depth (no trunk shared)
         counted: list[ForwardCall] = []
         encoder.set_observer(counted.append)
-        for names in sets:  # warm-up (exports a depth on first use) and the count
+        for names in sets:  # the count, at the depths as served
             embed_sync(encoder, bank, names, texts)
         encoder.set_observer(None)
         runs[p.label] = lambda e=encoder, b=bank, ns=sets: [embed_sync(e, b, n, texts) for n in ns]
