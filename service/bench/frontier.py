@@ -26,7 +26,7 @@ from typing import Any
 
 from service.bench.engine import time_interleaved
 from service.bench.texts import sample_texts
-from service.engine.encoder import ForwardCall
+from service.engine.encoder import CallLoop, ForwardCall
 from service.engine.prefix import BASE_NAME
 
 
@@ -140,7 +140,8 @@ def measure(points: tuple[Point, ...], n_texts: int, repeats: int, backbones_dir
             sets = [served.models[served.default].names]
         for names in sets:  # warm-up: a first call starts the ONNX export of a new depth in the background
             embed_sync(encoder, bank, names, texts)
-        encoder.wait_for_exports()  # until then calls run at a shallower depth (no trunk shared)
+        if isinstance(encoder, CallLoop):  # until then calls run at a shallower depth (no trunk shared)
+            encoder.wait_for_exports()
         counted: list[ForwardCall] = []
         encoder.set_observer(counted.append)
         for names in sets:  # the count, at the depths as served
