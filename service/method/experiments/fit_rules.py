@@ -7,19 +7,18 @@ rule fits on 1,000 of the 1,500 (draw 0) and scores the 750 test texts; the **de
 1,000 drawn with seeds 1..D and score the other 500 of the 1,500. ``auto`` is the rule with the best
 mean dev accuracy that meets the targets on dev (within 0.5 points of base and of all everywhere).
 
-``similarity`` (Zhou et al. 2022, "Efficiently Tuned Parameters are Task Embeddings"): a quick prefix
-(the shipped recipe, ``--quick-steps`` steps, the shipped prefixes' seed, so the same recorded start)
-trained on the 1,000 examples; the sources ranked by the registry's similarity to it; ``base`` + the
-top k, k from :data:`TOP_KS` by CV (one-SE rule toward fewer).
+``similarity`` is the service's rule (:func:`service.fitting.rules.similarity`, its quick prefix
+:mod:`service.fitting.quick`) with ``--quick-steps`` steps, its trunk taken from the targets' cache.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,31 +30,36 @@ from service.engine.backbone import Backbone, load_backbone
 from service.engine.prefix import BASE_NAME, LoadedPrefix
 from service.fitting.fit import Fitted, select_and_fit
 from service.fitting.probe import CrossValidated
-from service.fitting.rules import Choice, Trial
+from service.fitting.quick import TaskEmbedding
 from service.fitting.sources import Evaluator, Sources, paired_se
-from service.method.data import TaskData, split
 from service.method.experiments.rows import TARGETS, TVEC, log, study
 from service.method.experiments.targets import _target_cache, target_labels
 from service.method.prefix_io import load_prefixes
-from service.method.recipe import TrainConfig
-from service.method.train import TaskSplit, train_prefix
 from service.method.trunk import TrunkCache, pooled_all
-from service.registry.similarity import similarity
 
 OUT = Path("results/fit")
-BY_DIGEST = TVEC / "by-digest"
+BY_TENSORS = TVEC / "by-tensors"  # keyed by what decides the vectors: a re-calibration keeps them
 N_FIT = 1000
-TOP_KS = (1, 2, 3, 5)
 RULES = ("base", "all", "greedy", "weighted", "stacked", "similarity")
+
+
+def tensors_key(prefix: LoadedPrefix) -> str:
+    """sha256 of a prefix's depth and K/V tensors: all its vectors depend on (the file's digest also
+    covers its metadata, which a re-calibration changes)."""
+    h = hashlib.sha256(f"{prefix.first_layer}:{tuple(prefix.key.shape)}:{prefix.key.dtype}".encode())
+    for t in (prefix.key, prefix.value):
+        h.update(t.detach().contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()
 
 
 def prefix_vectors(
     backbone: Backbone, caches: dict[str, TrunkCache], prefix: LoadedPrefix
 ) -> dict[str, np.ndarray]:
-    """{target: [1500 + 750, dim]} of ``prefix`` (cached by digest)."""
+    """{target: [1500 + 750, dim]} of ``prefix`` (cached by :func:`tensors_key`)."""
     out = {}
+    key = tensors_key(prefix)
     for target, cache in caches.items():
-        f = BY_DIGEST / f"{prefix.digest}.{target}.npy"
+        f = BY_TENSORS / f"{key}.{target}.npy"
         if not f.is_file():
             t0 = time.perf_counter()
             f.parent.mkdir(parents=True, exist_ok=True)
@@ -63,46 +67,6 @@ def prefix_vectors(
             log(f"{prefix.name} on {target}: {time.perf_counter() - t0:.0f}s")
         out[target] = np.load(f)
     return out
-
-
-def _subset(cache: TrunkCache, idx: np.ndarray, depth: int) -> TrunkCache:
-    return TrunkCache({depth: [cache.states[depth][i] for i in idx]}, cache.base[torch.as_tensor(idx)])
-
-
-def quick_prefix(
-    backbone: Backbone, texts: list[str], labels: list[str], cache: TrunkCache, steps: int, depth: int
-) -> tuple[LoadedPrefix, float]:
-    """An early-checkpoint prefix (the shipped recipe, ``steps`` steps) trained on the examples
-    (90/10 train/dev), as a loaded prefix with its recorded start; and the seconds it took."""
-    t0 = time.perf_counter()
-    data = TaskData("quick", list(texts), list(labels), groups=[str(i) for i in range(len(texts))])
-    train, dev = split(data, 0.1, 0)
-    where = {t: i for i, t in enumerate(texts)}
-    caches = {d.digest(): _subset(cache, np.array([where[t] for t in d.texts]), depth) for d in (train, dev)}
-    cfg = TrainConfig(max_steps=steps, eval_every=max(1, steps // 2), max_length=64, first_layer=depth)
-    result = train_prefix(backbone, [TaskSplit(train, dev)], cfg, progress=False, caches=caches)
-    meta = result.metadata
-    prefix = LoadedPrefix(
-        "quick", "quick", result.key, result.value, "none", "<quick>", "native", meta, first_layer=depth
-    )
-    return prefix, time.perf_counter() - t0
-
-
-def similarity_choice(ev: Evaluator, quick: LoadedPrefix, prefixes: dict[str, LoadedPrefix]) -> Choice:
-    """``base`` + the k sources most similar to ``quick``, k by CV (one SE toward fewer)."""
-    ranked = sorted(prefixes, key=lambda n: (-(similarity(quick, prefixes[n]) or -2.0), n))
-    tried = []
-    for k in TOP_KS:
-        top = set(ranked[:k])
-        names = tuple(n for n in ev.sources.names if n == BASE_NAME or n in top)
-        tried.append((k, names, ev.cv(names)))
-    best = max(tried, key=lambda t: t[2].cv_accuracy)
-    k, names, cv = next(
-        t for t in tried if t[2].cv_accuracy >= best[2].cv_accuracy - paired_se(best[2].correct, t[2].correct)
-    )
-    sims = {n: round(similarity(quick, prefixes[n]) or float("nan"), 4) for n in ranked}
-    trials = tuple(Trial("similarity", t[1], t[2].cv_accuracy, f"top {t[0]}") for t in tried)
-    return Choice("similarity", names, cv, trials=trials, detail={"k": k, "ranking": sims})
 
 
 @dataclass
@@ -180,32 +144,23 @@ def run_rules(
             eval_idx = np.arange(n_train, len(y)) if draw == 0 else perm[N_FIT:]
             src = Sources(names, digests, stacked[fit_idx], tuple(y[fit_idx]))
             held = Sources(names, digests, stacked[eval_idx], tuple(y[eval_idx]))
-            shared = TimedEvaluator(src)
+            # similarity's quick prefix over the fit texts' cached trunk (their indices are its keys)
+            embedding = TaskEmbedding(
+                backbone,
+                tuple(str(i) for i in fit_idx),
+                tuple(y[fit_idx]),
+                prefixes,
+                steps=quick_steps,
+                cache=caches[target].rows(fit_idx.tolist()),
+            )
+            shared = TimedEvaluator(src, task_embedding=embedding)
             for rule in rules:
                 if (target, draw, rule) in have:
                     continue
                 shared.reused()  # counts from here
-                t0, extra = time.perf_counter(), 0.0
-                if rule == "similarity":
-                    fit_texts = [str(i) for i in fit_idx]  # unique keys: the cache is indexed, not read
-                    quick, extra = quick_prefix(
-                        backbone,
-                        fit_texts,
-                        list(y[fit_idx]),
-                        _subset(caches[target], fit_idx, depth),
-                        quick_steps,
-                        depth,
-                    )
-                    choice = similarity_choice(shared, quick, prefixes)
-                    fitted = select_and_fit(src, ",".join(choice.inputs), evaluator=shared)
-                    fitted = replace(
-                        fitted,
-                        choice=replace(
-                            fitted.choice, rule="similarity", trials=choice.trials, detail=choice.detail
-                        ),
-                    )
-                else:
-                    fitted = select_and_fit(src, rule, evaluator=shared)
+                t0 = time.perf_counter()
+                fitted = select_and_fit(src, rule, evaluator=shared)
+                extra = float(fitted.choice.detail.get("quick_seconds", 0.0))
                 seconds = time.perf_counter() - t0 + shared.reused()
                 correct = _predict(fitted, held) == y[eval_idx]
                 rows.append(
