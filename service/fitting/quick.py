@@ -35,7 +35,7 @@ StepHook = Callable[[int, int], None]  # (steps done, steps planned); may raise 
 
 
 def quick_prefix(
-    model: Backbone | Path,
+    backbone: Backbone,
     texts: Sequence[str],
     labels: Sequence[str],
     *,
@@ -44,14 +44,17 @@ def quick_prefix(
     cache: TrunkCache | None = None,
     on_step: StepHook | None = None,
 ) -> tuple[LoadedPrefix, float]:
-    """An early-checkpoint prefix of the shipped recipe trained on (``texts``, ``labels``), as a loaded
+    """An early-checkpoint prefix of the shipped recipe trained on (``texts``, ``labels``) over
+    ``backbone`` (float32, CPU), as a loaded
     prefix (with the metadata of its recorded start), and the seconds it took. ``seed`` draws the
     subsample and the train/dev split (the prefix's own seed stays the recipe's). ``cache``: the
     texts' trunk at the recipe's depth, in order (an experiment's; the texts are then only keys and
     must be unique), else the trunk is run here."""
     t0 = time.perf_counter()
-    cfg = replace(RECIPES["shipped"], max_steps=steps, eval_every=max(1, steps // 2))
-    depth = int(cfg.first_layer or 0)
+    shipped = RECIPES["shipped"]
+    # the recipe's depth, or the last layer of a shallower backbone (a test's tiny model)
+    depth = min(int(shipped.first_layer or 0), backbone.spec.num_layers - 1)
+    cfg = replace(shipped, first_layer=depth, max_steps=steps, eval_every=max(1, steps // 2))
     idx = list(range(len(texts)))
     if len(idx) > QUICK_EXAMPLES:
         idx = sorted(np.random.default_rng(seed).permutation(len(idx))[:QUICK_EXAMPLES].tolist())
@@ -62,7 +65,7 @@ def quick_prefix(
         where = {t: i for i, t in enumerate(texts)}
         caches = {d.digest(): cache.rows([where[t] for t in d.texts]) for d in (train, dev)}
     result = train_prefix(
-        model,
+        backbone,
         [TaskSplit(train, dev)],
         cfg,
         progress=False,
