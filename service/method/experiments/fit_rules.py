@@ -263,7 +263,7 @@ def report_rules() -> str:
                 f"| {rule} | {test['accuracy']:.4f} | {vb:+.1f} ± {paired_se(c, base_c) * 100:.1f} | "
                 f"{va:+.1f} ± {paired_se(c, all_c) * 100:.1f} | {_mean(dev):.4f} | {test['cv_accuracy']:.4f} | "
                 f"{_kept(test)} | {secs:.0f}"
-                + (f" (+{test['quick_seconds']:.0f} quick prefix)" if rule == "similarity" else "")
+                + (f" (of which {test['quick_seconds']:.0f} quick prefix)" if rule == "similarity" else "")
                 + " |"
             )
         lines.append("")
