@@ -10,6 +10,8 @@ prefixes by cross-validation on the examples only, never on a test split.
   preferring the least tuned (``tau = inf`` is ``all``); blocks scaled below :data:`MIN_WEIGHT` dropped.
 - ``stacked``: one probe per source, a probe over their out-of-fold logits on top; both linear, so
   the head is one linear map (:func:`service.fitting.model.stacked_model`).
+- ``best-cv``: ``greedy``, ``weighted`` and ``stacked`` on one evaluator (their CV searches shared),
+  the one with the best CV accuracy on the examples kept (ties: in that order).
 - ``similarity``: the sources ranked by the registry's similarity to a quick prefix trained on the
   examples (:mod:`service.fitting.quick`, thrown away after), then ``base`` + the top k, k from
   :data:`TOP_KS` by CV, the one-SE rule preferring fewer.
@@ -198,11 +200,23 @@ def similarity(ev: Evaluator) -> Choice:
     return Choice("similarity", names, cv, trials=trials, detail=detail)
 
 
+BEST_OF = ("greedy", "weighted", "stacked")  # best-cv's candidates: the three CV rules
+
+
+def best_cv(ev: Evaluator) -> Choice:
+    choices = [RULES[name](ev) for name in BEST_OF]
+    chosen = max(choices, key=lambda c: c.cv_accuracy)  # the first of equals
+    trials = tuple(t for c in choices for t in c.trials)
+    detail = {"chosen": chosen.rule, "cv": {c.rule: c.cv_accuracy for c in choices}, **chosen.detail}
+    return Choice("best-cv", chosen.inputs, chosen.cv, chosen.weights, chosen.stacked, trials, detail)
+
+
 RULES: dict[str, Callable[[Evaluator], Choice]] = {
     "greedy": greedy,
     "weighted": weighted,
     "stacked": stacked,
     "similarity": similarity,
+    "best-cv": best_cv,
     "all": lambda ev: fixed(ev, ev.sources.names, "all"),
     "base": lambda ev: fixed(ev, (BASE_NAME,), "base"),
 }
