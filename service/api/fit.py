@@ -78,6 +78,7 @@ async def _fit_and_publish(
         chunk_texts=settings.fit_chunk_texts,
         timeout_s=settings.fit_timeout_s,
         progress=job.progress,
+        model=settings.model_path(),
     )
     job.progress("write", 0, 1)
     data = head_bytes(outcome.params, serving.encoder.spec)

@@ -82,7 +82,9 @@ def service_cmd(
     ),
     backbone: Annotated[
         Literal["minilm", "bert-base"],
-        typer.Option(help="minilm | bert-base (random BERT-base-sized weights, for GPU speed runs)."),
+        typer.Option(
+            help="minilm: the --model as installed | bert-base (random BERT-base-sized weights, GPU speed runs)."
+        ),
     ] = "minilm",
     texts: Annotated[int, typer.Option(help="Texts per phase.")] = 64,
     prefixes: Annotated[int, typer.Option(help="P of the concurrency sweep and the ratios.")] = 8,
@@ -97,7 +99,7 @@ def service_cmd(
     seq_len: Annotated[
         int | None, typer.Option(help="Fixed text length in tokens (long texts truncated to it).")
     ] = None,
-    peer: Annotated[bool, typer.Option(help="Also run infinity-emb (MiniLM only).")] = True,
+    peer: Annotated[bool, typer.Option(help="Also run infinity-emb (on the same --model).")] = True,
     peer_exe: Annotated[
         Path | None, typer.Option(help="infinity_emb executable (its own venv; default: the one on PATH).")
     ] = None,
@@ -107,6 +109,23 @@ def service_cmd(
         bool, typer.Option(help="Also shapes (a) 1 text c=1, (b) 1 text c=32, (c) 32 texts c=4 vs infinity.")
     ] = True,
     only_shapes: Annotated[bool, typer.Option(help="Run only the shape comparison.")] = False,
+    shape_variants: Annotated[
+        str, typer.Option(help="Our servers at the shapes, comma-separated (service/bench/shapes.py).")
+    ] = "ours,ours_int8,ours_torch",
+    shape_models: Annotated[
+        str,
+        typer.Option(
+            help="What our servers are asked for at the shapes, comma-separated (/v1/embeddings' model: "
+            "base, a shipped prefix of --prefix-dir, a served model of its models.json), each interleaved; "
+            "empty: one random all-layer prefix."
+        ),
+    ] = "",
+    shape_p8: Annotated[
+        bool, typer.Option(help="Also our server at (b) with P = 8 random all-layer prefixes per text.")
+    ] = True,
+    many_tasks: Annotated[
+        bool, typer.Option(help="Also the many-task request (base + the shipped prefixes of --prefix-dir).")
+    ] = True,
     shape_scale: Annotated[float, typer.Option(help="x the request count of each shape.")] = 1.0,
     peer_onnx_dir: Annotated[
         Path | None, typer.Option(help="infinity's ONNX export folder (made once if missing).")
@@ -126,8 +145,13 @@ def service_cmd(
     Runs on the CPU unless --device (or PREFIX_EMBED_DEVICE) says otherwise."""
     from service.bench.report import markdown, plot_scaling
     from service.bench.service_bench import ServiceBench, ServiceBenchConfig
+    from service.bench.shapes import OUR_VARIANTS
 
     logging.basicConfig(level=logging.WARNING)
+    variants = tuple(v for v in shape_variants.split(",") if v)
+    unknown = [v for v in variants if v not in OUR_VARIANTS]
+    if unknown or not variants:
+        raise typer.BadParameter(f"--shape-variants {shape_variants!r}: known are {', '.join(OUR_VARIANTS)}")
     cfg = ServiceBenchConfig(
         out_dir=out_dir, model=settings.model_path(), backbone=backbone, device=settings.device,
         dtype=settings.dtype, texts=texts, prefixes=prefixes, prefix_len=prefix_len,
@@ -136,6 +160,8 @@ def service_cmd(
         chunk_rows=settings.forward_chunk_rows, peer=peer, peer_exe=peer_exe, policy=policy, rounds=rounds,
         shapes=shapes, only_shapes=only_shapes, shape_scale=shape_scale, peer_onnx_dir=peer_onnx_dir,
         cache_repeats=tuple(int(x) for x in cache_repeats.split(",") if x.strip()), only_cache=only_cache,
+        shape_variants=variants, shape_models=tuple(m for m in shape_models.split(",") if m),
+        shape_p8=shape_p8, many_tasks=many_tasks, shipped_prefix_dir=settings.prefix_dir,
     )  # fmt: skip
     if only_cache and not cfg.cache_repeats:
         raise typer.BadParameter("--only-cache needs --cache-repeats (e.g. 0,50,90)")
@@ -279,7 +305,7 @@ bench_app.command("engine")(settings_command(engine_cmd, TORCH_ENGINE, defaults=
 bench_app.command("service")(
     settings_command(
         service_cmd,
-        (*BACKBONE, "device", "dtype", "forward_chunk_rows", "max_batch_tokens"),
+        (*BACKBONE, "prefix_dir", "device", "dtype", "forward_chunk_rows", "max_batch_tokens"),
         defaults={"device": "cpu"},
     )
 )

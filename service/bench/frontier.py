@@ -9,7 +9,10 @@ the experiments' ``ship`` records: a linear probe on the same vectors on the thr
 (RESULTS.md), the mean over targets; the members the accuracy was measured on are recorded next to the
 set timed, so a mismatch is visible.
 
-TODO(issue 29): the greedy fit variants (per target, the sources chosen by CV) of both backbones.
+The greedy-fit points (issue 29's ``fit --select greedy``): per target, the inputs greedy forward
+selection kept by CV on the fit part, read from the ``fit-rules`` test rows (fit on 1,000 of the
+1,500 probe-training texts, the 750 test texts scored); their cost is the mean over the targets of
+each chosen set's layer-rows and time (each set timed as served).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 
 from service.bench.engine import time_interleaved
 from service.bench.texts import sample_texts
-from service.engine.encoder import ForwardCall
+from service.engine.encoder import CallLoop, ForwardCall
 from service.engine.prefix import BASE_NAME
 
 
@@ -33,6 +36,7 @@ class Point:
     model: str  # a known backbone name
     served: bool  # True: the default served model of its prefix folder; False: base alone
     shipped: Path  # the experiments' ship record of this backbone (accuracy on the targets)
+    fit: Path | None = None  # a greedy-fit point: fit-rules' record (per target, the inputs kept)
 
 
 FRONTIER = (
@@ -45,11 +49,50 @@ FRONTIER = (
         True,
         Path("results/trunk/all-mpnet-base-v2/shipped.json"),
     ),
+    Point(
+        "MiniLM + prefixes (greedy fit)",
+        "all-MiniLM-L6-v2",
+        True,
+        Path("results/trunk/shipped.json"),
+        Path("results/fit/rules.json"),
+    ),
+    Point(
+        "mpnet + prefixes (greedy fit)",
+        "all-mpnet-base-v2",
+        True,
+        Path("results/trunk/all-mpnet-base-v2/shipped.json"),
+        Path("results/fit/all-mpnet-base-v2/rules.json"),
+    ),
 )
 
 
+def greedy_sets(point: Point) -> dict[str, list[str]]:
+    """Per target, the inputs greedy selection kept (fit-rules' test row over its current sources)."""
+    assert point.fit is not None
+    doc = json.loads(point.fit.read_text())
+    sources = [BASE_NAME, *doc["prefixes"]]
+    return {
+        r["target"]: list(r["inputs"])
+        for r in doc["rows"]
+        if r["rule"] == "greedy" and r["draw"] == 0 and r["prefixes"] == sources
+    }
+
+
 def accuracy(point: Point) -> dict[str, Any]:
-    """Mean and per-target test accuracy of the point's vectors (probe on base, or on the concat)."""
+    """Mean and per-target test accuracy of the point's vectors (probe on base, or on the concat, or
+    the greedy fit's test rows)."""
+    if point.fit is not None:
+        if not point.fit.is_file():
+            return {"error": f"{point.fit} missing: run the experiments' fit-rules for {point.model}"}
+        doc = json.loads(point.fit.read_text())
+        sources = [BASE_NAME, *doc["prefixes"]]
+        rows = [
+            r for r in doc["rows"] if r["rule"] == "greedy" and r["draw"] == 0 and r["prefixes"] == sources
+        ]
+        if not rows:
+            return {"error": f"{point.fit}: no greedy test rows over its sources"}
+        per = {r["target"]: r["accuracy"] for r in rows}
+        return {"mean": statistics.mean(per.values()), "targets": per, "members": greedy_sets(point)}
     if not point.shipped.is_file():
         return {"error": f"{point.shipped} missing: run the experiments' ship step for {point.model}"}
     rec = json.loads(point.shipped.read_text())
@@ -84,34 +127,53 @@ def measure(points: tuple[Point, ...], n_texts: int, repeats: int, backbones_dir
         encoder, choice = build_encoder_for(settings)
         loaded, rejected = scan_folder(settings.prefix_dir, encoder.spec, settings.prefix_limits())
         bank = PrefixBank.build(loaded, base=base_prefix(encoder.spec))
-        names = [BASE_NAME]
-        if p.served:
+        sets = [[BASE_NAME]]
+        if p.fit is not None:
+            chosen = greedy_sets(p) if p.fit.is_file() else {}
+            if not chosen:
+                continue  # no fit record yet: the point is left out (its accuracy says why)
+            sets = list(chosen.values())
+        elif p.served:
             served = read_served_models(settings.prefix_dir)
             if served.default is None:
                 raise SystemExit(f"{settings.prefix_dir}: no default served model (models.json)")
-            names = served.models[served.default].names
+            sets = [served.models[served.default].names]
+        for names in sets:  # warm-up: a first call starts the ONNX export of a new depth in the background
+            embed_sync(encoder, bank, names, texts)
+        if isinstance(encoder, CallLoop):  # until then calls run at a shallower depth (no trunk shared)
+            encoder.wait_for_exports()
         counted: list[ForwardCall] = []
         encoder.set_observer(counted.append)
-        embed_sync(encoder, bank, names, texts)  # warm-up (exports a depth on first use) and the count
+        for names in sets:  # the count, at the depths as served
+            embed_sync(encoder, bank, names, texts)
         encoder.set_observer(None)
-        runs[p.label] = lambda e=encoder, b=bank, n=names: embed_sync(e, b, n, texts)
+        runs[p.label] = lambda e=encoder, b=bank, ns=sets: [embed_sync(e, b, n, texts) for n in ns]
         rows[p.label] = {
             "model": p.model,
             "backend": encoder.backend,
             "backend_reason": choice.reason,
-            "vectors": names,
-            "dim": encoder.dim * len(names),
+            "vectors": sets[0] if len(sets) == 1 else sets,
+            "sets": len(sets),
+            "dim": encoder.dim * statistics.mean(len(n) for n in sets),
             "rejected": [r.reason for r in rejected],
-            "layer_rows_per_text": sum(c.layer_rows for c in counted) / n_texts,
+            "layer_rows_per_text": sum(c.layer_rows for c in counted) / n_texts / len(sets),
         }
     seconds = time_interleaved(runs, repeats)
     for p in points:
+        if p.label not in rows:
+            continue
         row = rows[p.label]
-        row["texts_per_s"] = n_texts / seconds[p.label]
-        row["ms_per_text"] = 1000 * seconds[p.label] / n_texts
+        per_set = seconds[p.label] / row["sets"]  # a greedy point: the mean over its targets' sets
+        row["texts_per_s"] = n_texts / per_set
+        row["ms_per_text"] = 1000 * per_set / n_texts
         row["accuracy"] = accuracy(p)
         timed, measured = row["vectors"], row["accuracy"].get("members")
-        row["accuracy_members_match"] = measured is None or sorted(timed) == sorted(measured)
+        if isinstance(measured, dict):  # greedy: one set per target, timed as chosen
+            row["accuracy_members_match"] = sorted(map(sorted, measured.values())) == sorted(
+                map(sorted, timed)
+            )
+        else:
+            row["accuracy_members_match"] = measured is None or sorted(timed) == sorted(measured)
     return {
         "n_texts": n_texts,
         "repeats": repeats,
@@ -134,8 +196,14 @@ def markdown(result: dict[str, Any]) -> str:
             f"{per[t]:.3f}" if t in per else "" for t in ("text-genre", "tweet-sentiment", "email-spam")
         )
         mean = f"{acc['mean']:.3f}" if "mean" in acc else acc.get("error", "")
+        vectors = r["vectors"]
+        count = (
+            f"{statistics.mean(len(v) for v in vectors):.1f}"
+            if isinstance(vectors[0], list)
+            else len(vectors)
+        )
         lines.append(
-            f"| {label} | {len(r['vectors'])} | {r['dim']} | {r['layer_rows_per_text']:.0f} | "
+            f"| {label} | {count} | {r['dim']:.0f} | {r['layer_rows_per_text']:.0f} | "
             f"{r['texts_per_s']:.1f} | {r['ms_per_text']:.1f} | {mean} | {cells} |"
         )
     return "\n".join(lines)

@@ -88,15 +88,20 @@ def shapes_markdown(result: dict[str, Any]) -> list[str]:
     if not summary:
         return []
     targets = list(next(iter(summary["vectors_per_s"].values()), {}))
-    out = ["| shape | " + " | ".join(targets) + " | ours / fastest infinity (rounds) |"]
-    out.append("|---|" + "---|" * (len(targets) + 1))
+    ours = list(summary["ours_vs_fastest_peer"]) or ["ours"]  # every server (and model) of ours
+    out = [
+        "| shape | " + " | ".join(targets) + " | "
+        + " | ".join(f"{o} / fastest infinity (rounds)" for o in ours) + " |"
+    ]  # fmt: skip
+    out.append("|---|" + "---|" * (len(targets) + len(ours)))
     for shape, rates in summary["vectors_per_s"].items():
-        ratio = summary["ours_vs_fastest_peer"].get("ours", {}).get(shape, {})
-        rounds = ", ".join(str(r) for r in ratio.get("rounds", []))
+        cells = []
+        for o in ours:
+            ratio = summary["ours_vs_fastest_peer"].get(o, {}).get(shape, {})
+            rounds = ", ".join(str(r) for r in ratio.get("rounds", []))
+            cells.append(f"**{ratio.get('median')}** ({rounds})")
         out.append(
-            f"| ({shape}) | "
-            + " | ".join(str(rates[t]) for t in targets)
-            + f" | **{ratio.get('median')}** ({rounds}) |"
+            f"| ({shape}) | " + " | ".join(str(rates[t]) for t in targets) + " | " + " | ".join(cells) + " |"
         )
     out.append("")
     for key in ("service_vs_raw_b", "p8_vectors_vs_p1_texts_b"):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -109,8 +110,34 @@ def infinity_server(
 def export_for_optimum(peer_exe: Path, model: Path, folder: Path) -> Path:
     """The ONNX export infinity's optimum engine serves, made once with the peer venv's
     ``optimum-cli export onnx --task feature-extraction --library-name transformers``."""
-    if (folder / "model.onnx").is_file():
-        return folder
+    if not (folder / "model.onnx").is_file():
+        _export(peer_exe, model, folder)
+    cap_peer_positions(model, folder)
+    return folder
+
+
+def cap_peer_positions(model: Path, folder: Path) -> bool:
+    """infinity 0.0.78's optimum engine truncates at ``config.max_position_embeddings`` tokens: for an
+    MPNet/RoBERTa-style model (positions offset by the padding id: 514 entries for the tokenizer's 512
+    tokens) its own 512-token warm-up then indexes past the table and the server exits. Where the table
+    is longer than the tokenizer's limit, the export's config gets the length the model was trained at
+    (sentence-transformers' ``max_seq_length``: mpnet 384, what ours and infinity's torch engine
+    truncate at); the graph and its weights are unchanged. True if the config was changed."""
+    trained, config_path = model / "sentence_bert_config.json", folder / "config.json"
+    tokenizer_path = folder / "tokenizer_config.json"
+    if not (trained.is_file() and config_path.is_file() and tokenizer_path.is_file()):
+        return False
+    config = json.loads(config_path.read_text())
+    positions = int(config.get("max_position_embeddings", 0))
+    limit = int(json.loads(tokenizer_path.read_text()).get("model_max_length", positions))
+    if positions <= limit:
+        return False  # BERT-style (MiniLM): the table is the tokenizer's limit
+    config["max_position_embeddings"] = min(limit, int(json.loads(trained.read_text())["max_seq_length"]))
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
+    return True
+
+
+def _export(peer_exe: Path, model: Path, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     cmd = [
         str(peer_exe.parent / "optimum-cli"),
@@ -126,4 +153,3 @@ def export_for_optimum(peer_exe: Path, model: Path, folder: Path) -> Path:
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
     subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=1800)
-    return folder

@@ -42,6 +42,8 @@ from service.engine.bank import PrefixBank
 from service.procs import ServerProcess, free_port
 from service.registry.folder import scan_folder
 
+PEER_MODEL = "peer-model"  # the name infinity-emb serves the bench's model folder under
+
 
 @dataclass
 class ServiceBenchConfig:
@@ -75,6 +77,10 @@ class ServiceBenchConfig:
     cache_requests: int = 400  # requests per stream (90 % repeats: 40 new texts, more than c = 32)
     # our servers in the shape comparison (labels of shapes.OUR_VARIANTS); "ours" = default settings
     shape_variants: tuple[str, ...] = ("ours", "ours_int8", "ours_torch")
+    # what our servers are asked for at the shapes (`/v1/embeddings`' model: a prefix name, `base`,
+    # or a served model of the shipped models.json); empty: one random all-layer bench prefix
+    shape_models: tuple[str, ...] = ()
+    shape_p8: bool = True  # also our server at (b) with P = 8 random all-layer prefixes per text
     # the many-task request (issue 27 item 4): P = base + P-1 shipped prefixes vs P requests to the peer
     many_tasks: bool = True
     many_task_counts: tuple[int, ...] = (1, 2, 4, 6)
@@ -241,7 +247,7 @@ class ServiceBench:
         """infinity-emb vs our service with one prefix: same client, same texts, alternating."""
         cfg = self.cfg
         if cfg.backbone != "minilm":
-            self.result["peer_error"] = "peer comparison runs on the MiniLM backbone only"
+            self.result["peer_error"] = "peer comparison runs on a real backbone only (not bert-base)"
             return
         found = shutil.which("infinity_emb")
         exe = cfg.peer_exe or (Path(found) if found else None)
@@ -256,22 +262,24 @@ class ServiceBench:
                 executable=exe,
                 model=self.model,
                 device=cfg.device,
-                served_name="minilm",
+                served_name=PEER_MODEL,
                 log_path=cfg.out_dir / "infinity.log",
             ) as srv:
                 self.result["peer_startup_s"] = round(srv.startup_s, 1)
                 self.result["peer_version"] = _peer_version(exe)
-                doc = asyncio.run(fetch_json(peer, openai_calls(self.texts[:1], "minilm", "/embeddings")[0]))
+                doc = asyncio.run(
+                    fetch_json(peer, openai_calls(self.texts[:1], PEER_MODEL, "/embeddings")[0])
+                )
                 _check(
                     len(doc["data"]) == 1 and len(doc["data"][0]["embedding"]) == self.spec.hidden_size, doc
                 )
-                self.load(peer, openai_calls(self.texts[:8], "minilm", "/embeddings"), 8)  # warm-up
+                self.load(peer, openai_calls(self.texts[:8], PEER_MODEL, "/embeddings"), 8)  # warm-up
                 self.load(ours, openai_calls(self.texts[:8], self.names[0]), 8)
                 for k in cfg.concurrency:
                     for rnd in range(cfg.rounds):
                         r = self.load(ours, openai_calls(self.texts, self.names[0]), k)
                         self.phase("peer_ours_one_prefix", {"round": rnd, "route": "/v1/embeddings", **r})
-                        r = self.load(peer, openai_calls(self.texts, "minilm", "/embeddings"), k)
+                        r = self.load(peer, openai_calls(self.texts, PEER_MODEL, "/embeddings"), k)
                         self.phase("peer_infinity", {"round": rnd, "route": "/embeddings", **r})
         except (OSError, RuntimeError, TimeoutError) as exc:
             self.result["peer_error"] = f"{type(exc).__name__}: {exc}"[-4000:]
@@ -286,7 +294,7 @@ class ServiceBench:
 
         cfg = self.cfg
         if cfg.backbone != "minilm":
-            self.result["shapes_error"] = "the shape comparison runs on the MiniLM backbone only"
+            self.result["shapes_error"] = "the shape comparison runs on a real backbone only (not bert-base)"
             return
         shapes = default_shapes(cfg.shape_scale, cfg.shape_concurrency)
         texts = self.texts
@@ -297,7 +305,7 @@ class ServiceBench:
             "PREFIX_EMBED_MAX_QUEUE_REQUESTS": "4096",
         }
         specs: list[tuple[str, str, str, str, ServerProcess]] = []
-        shipped = self.add_shipped_prefixes() if cfg.many_tasks else []
+        shipped = self.add_shipped_prefixes() if cfg.many_tasks or cfg.shape_models else []
         for label in cfg.shape_variants:
             port = free_port()
             server = our_server(
@@ -307,7 +315,9 @@ class ServiceBench:
                 env={**base_env, **OUR_VARIANTS[label]},
                 log_path=logs / f"shapes-{label}.log",
             )
-            specs.append((label, "ours", f"http://127.0.0.1:{port}", self.names[0], server))
+            for asked in cfg.shape_models or (self.names[0],):  # one server, each model interleaved
+                name = f"{label}:{asked}" if cfg.shape_models else label
+                specs.append((name, "ours", f"http://127.0.0.1:{port}", asked, server))
         found = shutil.which("infinity_emb")
         peer_exe = cfg.peer_exe or (Path(found) if found else None)
         if cfg.peer and peer_exe is None:
@@ -325,11 +335,11 @@ class ServiceBench:
                     executable=peer_exe,
                     model=folder,
                     device=cfg.device,
-                    served_name="minilm",
+                    served_name=PEER_MODEL,
                     log_path=logs / f"shapes-infinity-{engine}.log",
                     engine=engine,
                 )
-                specs.append((f"infinity_{engine}", "peer", f"http://127.0.0.1:{port}", "minilm", server))
+                specs.append((f"infinity_{engine}", "peer", f"http://127.0.0.1:{port}", PEER_MODEL, server))
         settings = self.settings.model_copy(update={"backend": "auto"})
         raw_encoder, choice = build_encoder_for(settings)
         self.result["shapes_default_backend"] = {"backend": raw_encoder.backend, "reason": choice.reason}
@@ -342,8 +352,11 @@ class ServiceBench:
 
         with contextlib.ExitStack() as stack:
             targets = []
+            started: list[ServerProcess] = []
             for name, kind, url, model, srv in specs:
-                stack.enter_context(srv)
+                if not any(srv is s for s in started):  # a server that answers several targets starts once
+                    stack.enter_context(srv)
+                    started.append(srv)
                 self.result.setdefault("startup_s", {})[name] = round(srv.startup_s, 1)
                 path = "/v1/embeddings" if kind == "ours" else "/embeddings"
                 targets.append(Target(name, kind, url, path, model, srv))
@@ -353,12 +366,12 @@ class ServiceBench:
                 shapes,
                 rounds=cfg.rounds,
                 raw_b=raw_b,
-                p8=(targets[0], self.names[: cfg.prefixes]),
+                p8=(targets[0], self.names[: cfg.prefixes]) if cfg.shape_p8 else None,
                 record=self.phase,
                 time_limit_s=cfg.time_limit_s,
             )
             self.result["shapes"] = shape_summary(self.result["phases"], targets)
-            if shipped:
+            if shipped and cfg.many_tasks:  # shape_models alone copies them too
                 self.run_many_tasks(targets, shipped)
 
     def add_shipped_prefixes(self) -> list[str]:
@@ -367,6 +380,9 @@ class ServiceBench:
         for path in sorted(self.cfg.shipped_prefix_dir.glob("*.safetensors")):
             shutil.copyfile(path, self.prefix_dir / path.name)
             names.append(path.stem)
+        pins = self.cfg.shipped_prefix_dir / "models.json"
+        if pins.is_file():  # the served models (the shipped default among them) may be asked for by name
+            shutil.copyfile(pins, self.prefix_dir / pins.name)
         return ["base", *names]
 
     def run_many_tasks(self, targets: list[Target], names: list[str]) -> None:

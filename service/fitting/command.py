@@ -117,6 +117,7 @@ def fit_cmd(
             limits=limits,
             chunk_texts=settings.fit_chunk_texts,
             timeout_s=settings.fit_timeout_s,
+            model=settings.model_path(),
             progress=bar,
         )
         head = write_head(settings.prefix_dir, name, outcome.params, pipeline.batcher.encoder.spec)

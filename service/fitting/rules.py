@@ -10,6 +10,11 @@ prefixes by cross-validation on the examples only, never on a test split.
   preferring the least tuned (``tau = inf`` is ``all``); blocks scaled below :data:`MIN_WEIGHT` dropped.
 - ``stacked``: one probe per source, a probe over their out-of-fold logits on top; both linear, so
   the head is one linear map (:func:`service.fitting.model.stacked_model`).
+- ``best-cv``: ``greedy``, ``weighted`` and ``stacked`` on one evaluator (their CV searches shared),
+  the one with the best CV accuracy on the examples kept (ties: in that order).
+- ``similarity``: the sources ranked by the registry's similarity to a quick prefix trained on the
+  examples (:mod:`service.fitting.quick`, thrown away after), then ``base`` + the top k, k from
+  :data:`TOP_KS` by CV, the one-SE rule preferring fewer.
 
 Each rule returns a :class:`Choice` and the :class:`Trial` rows of what it tried.
 """
@@ -24,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from service.engine.prefix import BASE_NAME
+from service.errors import InvalidInput
 from service.fitting.probe import CrossValidated, cross_validate
 from service.fitting.sources import Evaluator, paired_se
 from service.fitting.task import FOLDS
@@ -32,6 +38,7 @@ MIN_GAIN = 0.005  # greedy: half a point at least, and more than one paired SE
 TAUS = (math.inf, 0.05, 0.02, 0.01, 0.005)  # weighted: inf = every block at 1 (the ``all`` set)
 MIN_WEIGHT = 0.05  # weighted: a block scaled below this costs a prefix per text for nothing
 META_CS = (0.001, 0.01, 0.1, 1.0)  # stacked: the meta-probe reads a few logits per source
+TOP_KS = (1, 2, 3, 5, 8)  # similarity: how many of the most similar sources join base (CV chooses)
 
 
 @dataclass(frozen=True)
@@ -147,10 +154,69 @@ def stacked(ev: Evaluator) -> Choice:
     return Choice("stacked", names, meta, stacked=True, trials=(trial,), detail={"meta_c": meta.c})
 
 
+def one_se(
+    tried: list[tuple[Any, tuple[str, ...], CrossValidated]],
+) -> tuple[Any, tuple[str, ...], CrossValidated]:
+    """The first of ``tried`` (ordered from the least tuned) within one paired SE of the best CV accuracy."""
+    best = max(tried, key=lambda t: t[2].cv_accuracy)
+    return next(
+        t for t in tried if t[2].cv_accuracy >= best[2].cv_accuracy - paired_se(best[2].correct, t[2].correct)
+    )
+
+
+def similarity(ev: Evaluator) -> Choice:
+    embedding = ev.task_embedding
+    if embedding is None:
+        raise InvalidInput("select similarity needs the examples' texts and the sources' prefixes (a fit's)")
+    budget = ev.budget
+
+    def step(done: int, total: int) -> None:
+        if budget is not None:
+            budget.check("training its quick prefix (select similarity)")
+        if ev.progress is not None:
+            ev.progress("quick-prefix", done, total)
+
+    step(0, embedding.steps)
+    sims, seconds = embedding.rank(step)
+    ranked = [n for n in sims if n in ev.sources.names]
+    ks = sorted({min(k, len(ranked)) for k in TOP_KS if ranked})
+    ev.plan("similarity", len(ks))
+    tried = []
+    for k in ks:
+        top = set(ranked[:k])
+        names = tuple(n for n in ev.sources.names if n == BASE_NAME or n in top)
+        tried.append((k, names, ev.cv(names)))
+    k, names, cv = one_se(tried) if tried else (0, (BASE_NAME,), ev.cv((BASE_NAME,)))
+    trials = tuple(
+        Trial("similarity", t[1], t[2].cv_accuracy, f"top {t[0]}" + (" (chosen)" if t[0] == k else ""))
+        for t in tried
+    )
+    detail = {
+        "k": k,
+        "ranking": {n: None if x is None else round(x, 4) for n, x in sims.items()},
+        "quick_steps": embedding.steps,
+        "quick_seconds": round(seconds, 3),
+    }
+    return Choice("similarity", names, cv, trials=trials, detail=detail)
+
+
+BEST_OF = ("greedy", "weighted", "stacked")  # best-cv's candidates: the issue's three CV rules
+
+
+def best_cv(ev: Evaluator) -> Choice:
+    choices = [RULES[name](ev) for name in BEST_OF]
+    chosen = max(choices, key=lambda c: c.cv_accuracy)  # the first of equals
+    trials = tuple(t for c in choices for t in c.trials)
+    detail = {"chosen": chosen.rule, "cv": {c.rule: c.cv_accuracy for c in choices}, **chosen.detail}
+    return Choice("best-cv", chosen.inputs, chosen.cv, chosen.weights, chosen.stacked, trials, detail)
+
+
 RULES: dict[str, Callable[[Evaluator], Choice]] = {
     "greedy": greedy,
     "weighted": weighted,
     "stacked": stacked,
+    "similarity": similarity,
+    "best-cv": best_cv,
     "all": lambda ev: fixed(ev, ev.sources.names, "all"),
     "base": lambda ev: fixed(ev, (BASE_NAME,), "base"),
 }

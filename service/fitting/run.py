@@ -5,8 +5,9 @@ server's fit job alike (so both write the same bytes from the same examples and 
 2. Vectors: the examples through the embedding pipeline (the batcher, as ``/embed``), one pass per
    text over every input, in requests of ``chunk_texts`` texts, so the fit never holds more than one
    of its own batches in the queue ahead of other traffic.
-3. The choice and the fit (CPU-bound: scikit-learn, one BLAS thread) in a thread of its own at a
-   lower scheduling priority, so the event loop and the batcher keep their CPU.
+3. The choice and the fit (CPU-bound: scikit-learn, one BLAS thread; ``similarity``'s quick prefix,
+   torch) in a thread of its own at a lower scheduling priority, so the event loop and the batcher
+   keep their CPU.
 4. :class:`HeadParams` for the one writer (:mod:`service.heads.writer`): the caller writes them.
 """
 
@@ -20,11 +21,14 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
+from service.engine.prefix import LoadedPrefix
 from service.fitting.fit import Fitted, select_and_fit
+from service.fitting.quick import TaskEmbedding
 from service.fitting.sources import FIT_CS, Budget, Progress, Sources
 from service.fitting.task import FitLimits, FitTask, candidate_names, parse_select
 from service.heads.head import HeadInput
@@ -60,8 +64,9 @@ async def embed_examples(
     chunk_texts: int,
     progress: Progress | None = None,
     budget: Budget | None = None,
-) -> tuple[np.ndarray, tuple[str, ...]]:
-    """float32 [N, len(names), dim] vectors of ``texts`` and the inputs' digests, all from one snapshot."""
+) -> tuple[np.ndarray, tuple[LoadedPrefix, ...]]:
+    """float32 [N, len(names), dim] vectors of ``texts`` and the inputs (their digests, and their
+    parameters for ``similarity``), all from one snapshot."""
     selection = pipeline.select(pipeline.snapshot(), names)
     parts = []
     for start in range(0, len(texts), chunk_texts):
@@ -71,7 +76,7 @@ async def embed_examples(
         parts.append(out.vectors)
         if progress is not None:
             progress("embed", min(len(texts), start + chunk_texts), len(texts))
-    return np.concatenate(parts), tuple(p.digest for p in selection.prefixes)
+    return np.concatenate(parts), tuple(selection.prefixes)
 
 
 async def in_fit_thread(work: Callable[[], T], stop: threading.Event) -> T:
@@ -154,20 +159,29 @@ async def fit_head(
     chunk_texts: int,
     timeout_s: float | None = None,
     progress: Progress | None = None,
+    model: Path | None = None,
 ) -> FitOutcome:
-    """Embed ``task``'s examples under every candidate input, choose, fit: the head's parameters."""
+    """Embed ``task``'s examples under every candidate input, choose, fit: the head's parameters.
+    ``model``: the served backbone's folder, for ``similarity``'s quick prefix (torch, loaded by that
+    rule only; None: the rule is refused)."""
     budget = Budget.of(timeout_s)
     names = candidate_names(pipeline.snapshot())
     parse_select(task.select, names)  # before the examples are embedded
     task.examples.check_size(len(names), pipeline.dim, limits)
     start = time.perf_counter()
-    vectors, digests = await embed_examples(
+    vectors, inputs = await embed_examples(
         pipeline, task.examples.texts, names, chunk_texts=chunk_texts, progress=progress, budget=budget
     )
     embed_seconds = time.perf_counter() - start
-    sources = Sources(tuple(names), digests, vectors, task.examples.labels)
+    sources = Sources(tuple(names), tuple(p.digest for p in inputs), vectors, task.examples.labels)
+    embedding = None
+    if model is not None:
+        prefixes = {p.name: p for p in inputs if not p.builtin}
+        embedding = TaskEmbedding(model, task.examples.texts, task.examples.labels, prefixes, seed=task.seed)
     fitted = await in_fit_thread(
-        lambda: select_and_fit(sources, task.select, seed=task.seed, budget=budget, progress=progress),
+        lambda: select_and_fit(
+            sources, task.select, seed=task.seed, budget=budget, progress=progress, task_embedding=embedding
+        ),
         budget.stop,
     )
     params = head_params(task, fitted, sources, pipeline.registry.pooling)

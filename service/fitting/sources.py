@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +22,9 @@ from service.errors import FitTimedOut
 from service.fitting.probe import CrossValidated, cross_validate
 from service.fitting.task import FOLDS
 from service.wire.encodings import l2_normalize
+
+if TYPE_CHECKING:
+    from service.fitting.quick import TaskEmbedding
 
 # The C grid of every fit (standardized logistic regression on 384..5,000 dimensions from a few hundred
 # to 20,000 examples): the grid of RESULTS.md's probes and the shipped heads.
@@ -89,12 +93,14 @@ def paired_se(a: np.ndarray, b: np.ndarray) -> float:
 @dataclass
 class Evaluator:
     """Cross-validates input sets of ``sources`` (cached by set and weights) within ``budget``, counting
-    each search as a step of ``progress``."""
+    each search as a step of ``progress``. ``task_embedding``: what ``similarity`` ranks the sources
+    with (the examples' texts and the sources' prefixes; None: that rule is not available)."""
 
     sources: Sources
     seed: int = 0
     budget: Budget | None = None
     progress: Progress | None = None
+    task_embedding: TaskEmbedding | None = None
     stage: str = "select"
     planned: int = 0
     done: int = 0

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 FOLDS = 3  # of every CV search of a fit (stratified): each label needs at least this many examples
 # The rules of service/fitting/rules.py; ``auto`` is the one that measured best (service/fitting/fit.py).
-RULE_NAMES = ("greedy", "weighted", "stacked", "all", "base")
+RULE_NAMES = ("greedy", "weighted", "stacked", "best-cv", "similarity", "all", "base")
 SELECT_CHOICES = ("auto", *RULE_NAMES)
 
 

@@ -66,7 +66,7 @@ class SplitRecipe:
 
     loader: str  # a built-in data set (service/method/corpora.py)
     seed: int = 0
-    pool_max: int = 8000
+    pool_max: int | None = 8000  # None: every example left after the holdout
     dev_fraction: float = 0.15
     holdout: float = 0.3
 
@@ -86,6 +86,18 @@ class SplitRecipe:
     @classmethod
     def from_metadata(cls, meta: dict[str, Any]) -> SplitRecipe:
         return cls(**{k: meta[k] for k in cls.__dataclass_fields__ if k in meta})
+
+    @classmethod
+    def of_prefix(cls, meta: dict[str, Any]) -> SplitRecipe:
+        """The splits a prefix file was trained on: its built-in data set and the data protocol and
+        seed it records (:func:`service.method.recipe.like`; e.g. mpnet's 2,000-example pool)."""
+        from service.method.recipe import like
+
+        cfg = like(meta).config
+        return cls(
+            meta["data"]["loader"], seed=int(meta["init"]["seed"]), pool_max=cfg.max_examples,
+            dev_fraction=cfg.dev_fraction, holdout=cfg.holdout,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -91,8 +91,16 @@ class Loop:
     """One training run: build the heads (call after the learner, so the seeded draws come in the
     same order), then :meth:`run`; afterwards the learner and the heads hold the kept step."""
 
-    def __init__(self, learner: Learner, tasks: list[TaskSplit], cfg: TrainConfig, progress: bool):
+    def __init__(
+        self,
+        learner: Learner,
+        tasks: list[TaskSplit],
+        cfg: TrainConfig,
+        progress: bool,
+        on_step: Callable[[int], None] | None = None,
+    ):
         self.learner, self.tasks, self.cfg, self.progress = learner, tasks, cfg, progress
+        self.on_step = on_step  # called after each step with the steps done (it may raise to stop)
         self.names = {t.name: sorted(set(t.train.labels) | set(t.dev.labels)) for t in tasks}
         hidden = learner.spec.hidden_size
         self.heads = nn.ModuleDict(
@@ -153,6 +161,8 @@ class Loop:
             self.steps += 1
             self.seen += len(idx)
             self.bar.update(1)
+            if self.on_step is not None:
+                self.on_step(self.steps)
             best = f"{self.best['score']:.3f}" if self.best["state"] is not None else "-"
             self.bar.set_postfix(loss=f"{loss.item():.3f}", best_dev=best, refresh=False)
             if self.steps in cfg.checkpoint_steps:

@@ -10,6 +10,7 @@ with the vectors it reads, for a head file beside the prefix.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,15 +100,17 @@ def train_prefix(
     progress: bool = True,
     threads: int | None = None,
     caches: dict[str, TrunkCache] | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> TrainResult:
     """Train one prefix on ``tasks`` (one task: a source prefix; several: the multi-task baseline).
     ``model``: a loaded backbone or its folder; ``caches``: trunk caches by data digest (see
-    :class:`~service.method.learners.TrunkLearner`), shared between runs on one data set."""
+    :class:`~service.method.learners.TrunkLearner`), shared between runs on one data set; ``on_step``:
+    called after each training step with the steps done (a progress hook; it may raise to stop)."""
     start = time.perf_counter()  # the time reported covers the caches, the probe fit and tuning
     if threads:
         torch.set_num_threads(threads)
     learner = build_learner(model, tasks, cfg, caches)
-    loop = Loop(learner, tasks, cfg, progress)
+    loop = Loop(learner, tasks, cfg, progress, on_step)
     loop.run()
     key, value = learner.key_value()
     heads = {

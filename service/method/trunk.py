@@ -35,6 +35,11 @@ class TrunkCache:
     def __len__(self) -> int:
         return int(self.base.shape[0])
 
+    def rows(self, idx: Sequence[int]) -> TrunkCache:
+        """The cache of texts ``idx`` only, in that order (every cached depth)."""
+        states = {d: [per_text[i] for i in idx] for d, per_text in self.states.items()}
+        return TrunkCache(states, self.base[torch.as_tensor(list(idx), dtype=torch.long)])
+
     def batch(self, depth: int, idx: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """(hidden [B, T, hidden] right-padded, mask [B, T] bool) of texts ``idx`` at ``depth``."""
         rows = [self.states[depth][i] for i in idx]

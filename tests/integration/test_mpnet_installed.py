@@ -20,7 +20,10 @@ from service.engine.backbone import read_spec
 from service.engine.bank import PrefixBank
 from service.engine.direct import embed_sync
 from service.engine.prefix import BASE_NAME, base_prefix
+from service.heads.format import parse_head
 from service.registry.folder import scan_folder
+from service.registry.limits import PrefixLimits
+from service.registry.names import HEADS_DIR
 from service.registry.served import read_served_models
 
 pytestmark = pytest.mark.slow
@@ -95,7 +98,8 @@ def test_embed_command_with_the_known_name(st_vectors: np.ndarray) -> None:
 
 def test_the_shipped_mpnet_folder_loads_whole_and_its_model_pins_its_files(mpnet_path: Path) -> None:
     """Every file of mpnet's own prefix folder is accepted by the installed mpnet (trained for it,
-    checksummed), and models.json's default model pins exactly base + those files at their digests."""
+    checksummed), models.json's default model pins exactly base + those files at their digests, and
+    every prefix has a head in heads/ fitted on its file's digest (and no head reads anything else)."""
     spec = read_spec(mpnet_path)
     folder = ALL_MPNET_BASE_V2.prefix_dir
     loaded, rejected = scan_folder(folder, spec, Settings().prefix_limits())
@@ -106,3 +110,9 @@ def test_the_shipped_mpnet_folder_loads_whole_and_its_model_pins_its_files(mpnet
     assert served.default == ALL_MPNET_BASE_V2.name
     pinned = {m.name: m.digest for m in served.models[served.default].members}
     assert pinned == {BASE_NAME: base_prefix(spec).digest} | {p.name: p.digest for p in loaded}
+    heads = sorted((folder / HEADS_DIR).glob("*.safetensors"))
+    assert [h.stem for h in heads] == sorted(p.name for p in loaded)
+    digests = {p.name: p.digest for p in loaded}
+    for path in heads:
+        head = parse_head(path.stem, path.read_bytes(), spec, source=path.name, limits=PrefixLimits())
+        assert [(i.name, i.digest) for i in head.inputs] == [(path.stem, digests[path.stem])], path.name

@@ -44,3 +44,20 @@ def test_ratios_pair_phases_of_the_same_round_and_report_their_median(tmp_path: 
     table = markdown(result)
     assert "| ratio_all_prefixes | 2 | 8 | 64 | 20.0 |" in table
     assert "| raw_encoder |  | 8 | 40.0 |" in table
+
+
+def test_the_shape_table_has_a_ratio_column_per_model_of_ours() -> None:
+    from service.bench.report import shapes_markdown
+
+    summary = {
+        "vectors_per_s": {"a": {"ours:base": 15.0, "ours:question-type": 14.0, "infinity_torch": 10.0}},
+        "ours_vs_fastest_peer": {
+            "ours:base": {"a": {"median": 1.5, "rounds": [1.5]}},
+            "ours:question-type": {"a": {"median": 1.4, "rounds": [1.4]}},
+        },
+        "rss_mb": {},
+    }
+    header, rule, row = shapes_markdown({"shapes": summary})[:3]
+    assert header.count("/ fastest infinity") == 2
+    assert rule.count("---|") == 6
+    assert row == "| (a) | 15.0 | 14.0 | 10.0 | **1.5** (1.5) | **1.4** (1.4) |"

@@ -34,7 +34,7 @@ _TAKES = {
     "export-onnx": {"model", "pooling", "pooling_layers", "onnx_cache_dir", "dtype"},
     "bench engine": {"model", "device", "dtype", "forward_chunk_rows", "pooling", "pooling_layers"},
     "bench onnx": {"model", "device", "dtype", "forward_chunk_rows", "pooling", "onnx_cache_dir"},
-    "bench service": {"model", "device", "dtype", "forward_chunk_rows", "max_batch_tokens"},
+    "bench service": {"model", "prefix_dir", "device", "dtype", "forward_chunk_rows", "max_batch_tokens"},
     "bench soak": {"model", "backend"},
     "bench ray": {"model", "prefix_dir"},
     "bench predict": {"model", "prefix_dir", "backend"},

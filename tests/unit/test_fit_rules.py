@@ -90,3 +90,17 @@ def test_named_inputs_are_checked() -> None:
     fitted = select_and_fit(_sources(vectors, labels), "signal,base")
     assert fitted.inputs == ("signal", "base")
     assert fitted.model.weight.shape == (3, 16)
+
+
+def test_best_cv_keeps_the_rule_of_the_best_cv_accuracy() -> None:
+    vectors, labels = _synthetic(180, 7)
+    src = _sources(vectors, labels)
+    alone = {rule: select_and_fit(src, rule) for rule in ("greedy", "weighted", "stacked")}
+    best = select_and_fit(src, "best-cv")
+    top = max(alone.values(), key=lambda f: f.choice.cv_accuracy)
+    assert best.choice.rule == "best-cv"
+    assert best.choice.detail["chosen"] == top.choice.rule
+    assert best.choice.detail["cv"] == {r: f.choice.cv_accuracy for r, f in alone.items()}
+    assert best.inputs == top.inputs
+    assert best.choice.stacked == top.choice.stacked
+    np.testing.assert_array_equal(best.model.weight, top.model.weight)

@@ -151,7 +151,9 @@ def heads(
 
 @app.command("fit-rules")
 def fit_rules(
-    prefix_dir: Annotated[Path, typer.Option(help="The source prefixes (first_layer 3).")] = Path("prefixes"),
+    prefix_dir: Annotated[
+        Path | None, typer.Option(help="The source prefixes (default: the backbone's own folder).")
+    ] = None,
     rules: Annotated[
         str, typer.Option(help="Comma-separated: base, all, greedy, weighted, stacked, similarity.")
     ] = ("base,all,greedy,weighted,stacked,similarity"),
@@ -164,9 +166,13 @@ def fit_rules(
         str | None,
         typer.Option(help="Comma-separated source prefixes (default: every prefix of the folder)."),
     ] = None,
+    model: ModelOption = None,
 ) -> None:
-    """The input rules of ``fit --select`` on the three targets (results/fit/rules.{json,md})."""
+    """The input rules of ``fit --select`` on the three targets (results/fit/rules.{json,md}; another
+    backbone NAME's under results/fit/NAME/)."""
     from service.method.experiments.fit_rules import report_rules, run_rules
 
-    run_rules(prefix_dir, _split(rules), draws, quick_steps, threads, _split(prefixes) if prefixes else None)
-    report_rules()
+    chosen = _study(model)
+    only = _split(prefixes) if prefixes else None
+    run_rules(prefix_dir or chosen.ship_dir, _split(rules), draws, quick_steps, threads, only, chosen)
+    report_rules(chosen)

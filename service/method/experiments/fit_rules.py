@@ -7,55 +7,80 @@ rule fits on 1,000 of the 1,500 (draw 0) and scores the 750 test texts; the **de
 1,000 drawn with seeds 1..D and score the other 500 of the 1,500. ``auto`` is the rule with the best
 mean dev accuracy that meets the targets on dev (within 0.5 points of base and of all everywhere).
 
-``similarity`` (Zhou et al. 2022, "Efficiently Tuned Parameters are Task Embeddings"): a quick prefix
-(the shipped recipe, ``--quick-steps`` steps, the shipped prefixes' seed, so the same recorded start)
-trained on the 1,000 examples; the sources ranked by the registry's similarity to it; ``base`` + the
-top k, k from :data:`TOP_KS` by CV (one-SE rule toward fewer).
+``similarity`` is the service's rule (:func:`service.fitting.rules.similarity`, its quick prefix
+:mod:`service.fitting.quick`) with ``--quick-steps`` steps, its trunk taken from the targets' cache.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from service.config import default_model_path
-from service.engine.backbone import Backbone, load_backbone
+from service.backbones.catalog import DEFAULT_BACKBONE
+from service.engine.backbone import Backbone
+from service.engine.calibration import vectors_identity
 from service.engine.prefix import BASE_NAME, LoadedPrefix
 from service.fitting.fit import Fitted, select_and_fit
 from service.fitting.probe import CrossValidated
-from service.fitting.rules import Choice, Trial
+from service.fitting.quick import TaskEmbedding
+from service.fitting.rules import BEST_OF
 from service.fitting.sources import Evaluator, Sources, paired_se
-from service.method.data import TaskData, split
-from service.method.experiments.rows import TARGETS, TVEC, log, study
+from service.method.experiments.rows import TARGETS, Study, log, study
 from service.method.experiments.targets import _target_cache, target_labels
 from service.method.prefix_io import load_prefixes
-from service.method.recipe import TrainConfig
-from service.method.train import TaskSplit, train_prefix
 from service.method.trunk import TrunkCache, pooled_all
-from service.registry.similarity import similarity
 
 OUT = Path("results/fit")
-BY_DIGEST = TVEC / "by-digest"
+BY_TENSORS = "by-tensors"  # under a study's target vectors, keyed by what decides the vectors
 N_FIT = 1000
-TOP_KS = (1, 2, 3, 5)
-RULES = ("base", "all", "greedy", "weighted", "stacked", "similarity")
+RULES = ("base", "all", "greedy", "weighted", "stacked", "best-cv", "similarity")
+
+
+def tensors_key(prefix: LoadedPrefix) -> str:
+    """sha256 of a prefix's depth and K/V tensors: all its vectors depend on (the file's digest also
+    covers its metadata, which a re-calibration changes)."""
+    h = hashlib.sha256(f"{prefix.first_layer}:{tuple(prefix.key.shape)}:{prefix.key.dtype}".encode())
+    for t in (prefix.key, prefix.value):
+        h.update(t.detach().contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def rules_out(st: Study) -> Path:
+    """Where the rules' table goes: results/fit, another backbone NAME's under results/fit/NAME."""
+    return OUT if st.model == DEFAULT_BACKBONE else OUT / st.model
+
+
+def _row_vectors(st: Study, backbone: Backbone, prefix: LoadedPrefix, target: str) -> Path | None:
+    """The ``targets`` step's vectors of the experiment row this file was shipped from, when that
+    row's file has the same tensors (a calibrated copy has another digest, the same vectors)."""
+    row, seed = prefix.metadata.get("experiment_row"), prefix.metadata.get("init", {}).get("seed")
+    source = st.prefix_out / str(row) / f"{prefix.name}.seed{seed}.safetensors"
+    found = st.tvec / str(row) / f"{source.stem}.{target}.npy"
+    if row is None or not source.is_file() or not found.is_file():
+        return None
+    (trained,) = load_prefixes([source], backbone.spec)
+    return found if vectors_identity(trained) == vectors_identity(prefix) else None
 
 
 def prefix_vectors(
-    backbone: Backbone, caches: dict[str, TrunkCache], prefix: LoadedPrefix
+    backbone: Backbone, caches: dict[str, TrunkCache], prefix: LoadedPrefix, st: Study
 ) -> dict[str, np.ndarray]:
-    """{target: [1500 + 750, dim]} of ``prefix`` (cached by digest)."""
+    """{target: [1500 + 750, dim]} of ``prefix`` (cached by :func:`tensors_key`)."""
     out = {}
+    key = tensors_key(prefix)
     for target, cache in caches.items():
-        f = BY_DIGEST / f"{prefix.digest}.{target}.npy"
+        f = st.tvec / BY_TENSORS / f"{key}.{target}.npy"
+        if not f.is_file():
+            f = _row_vectors(st, backbone, prefix, target) or f
         if not f.is_file():
             t0 = time.perf_counter()
             f.parent.mkdir(parents=True, exist_ok=True)
@@ -63,46 +88,6 @@ def prefix_vectors(
             log(f"{prefix.name} on {target}: {time.perf_counter() - t0:.0f}s")
         out[target] = np.load(f)
     return out
-
-
-def _subset(cache: TrunkCache, idx: np.ndarray, depth: int) -> TrunkCache:
-    return TrunkCache({depth: [cache.states[depth][i] for i in idx]}, cache.base[torch.as_tensor(idx)])
-
-
-def quick_prefix(
-    backbone: Backbone, texts: list[str], labels: list[str], cache: TrunkCache, steps: int, depth: int
-) -> tuple[LoadedPrefix, float]:
-    """An early-checkpoint prefix (the shipped recipe, ``steps`` steps) trained on the examples
-    (90/10 train/dev), as a loaded prefix with its recorded start; and the seconds it took."""
-    t0 = time.perf_counter()
-    data = TaskData("quick", list(texts), list(labels), groups=[str(i) for i in range(len(texts))])
-    train, dev = split(data, 0.1, 0)
-    where = {t: i for i, t in enumerate(texts)}
-    caches = {d.digest(): _subset(cache, np.array([where[t] for t in d.texts]), depth) for d in (train, dev)}
-    cfg = TrainConfig(max_steps=steps, eval_every=max(1, steps // 2), max_length=64, first_layer=depth)
-    result = train_prefix(backbone, [TaskSplit(train, dev)], cfg, progress=False, caches=caches)
-    meta = result.metadata
-    prefix = LoadedPrefix(
-        "quick", "quick", result.key, result.value, "none", "<quick>", "native", meta, first_layer=depth
-    )
-    return prefix, time.perf_counter() - t0
-
-
-def similarity_choice(ev: Evaluator, quick: LoadedPrefix, prefixes: dict[str, LoadedPrefix]) -> Choice:
-    """``base`` + the k sources most similar to ``quick``, k by CV (one SE toward fewer)."""
-    ranked = sorted(prefixes, key=lambda n: (-(similarity(quick, prefixes[n]) or -2.0), n))
-    tried = []
-    for k in TOP_KS:
-        top = set(ranked[:k])
-        names = tuple(n for n in ev.sources.names if n == BASE_NAME or n in top)
-        tried.append((k, names, ev.cv(names)))
-    best = max(tried, key=lambda t: t[2].cv_accuracy)
-    k, names, cv = next(
-        t for t in tried if t[2].cv_accuracy >= best[2].cv_accuracy - paired_se(best[2].correct, t[2].correct)
-    )
-    sims = {n: round(similarity(quick, prefixes[n]) or float("nan"), 4) for n in ranked}
-    trials = tuple(Trial("similarity", t[1], t[2].cv_accuracy, f"top {t[0]}") for t in tried)
-    return Choice("similarity", names, cv, trials=trials, detail={"k": k, "ranking": sims})
 
 
 @dataclass
@@ -143,24 +128,28 @@ def run_rules(
     quick_steps: int,
     threads: int,
     only: list[str] | None = None,
-    depth: int = 3,
+    st: Study | None = None,
 ) -> dict[str, Any]:
     """Every rule on every target: test (draw 0) and dev (draws 1..``draws``) rows, written to
-    results/fit/rules.json as they come (a rerun skips the rows it has)."""
+    results/fit/rules.json as they come (a rerun skips the rows it has); the sources are the
+    folder's prefixes at its shallowest depth (MiniLM's 3, mpnet's 8), over that depth's target trunk."""
     torch.set_num_threads(threads)
-    backbone = load_backbone(default_model_path(), device="cpu", dtype="float32")
-    caches = _target_cache(backbone, depth, study())  # the default backbone (MiniLM)
+    st = st or study()
+    backbone = st.load()
     loaded = load_prefixes(sorted(Path(prefix_dir).glob("*.safetensors")), backbone.spec)
+    depth = min((p.first_layer for p in loaded), default=3)
+    caches = _target_cache(backbone, depth, st)
     prefixes = {
         p.name: p
         for p in loaded
         if p.first_layer == depth and not p.position_shift and (not only or p.name in only)
     }
     names = (BASE_NAME, *sorted(prefixes))
-    vectors = {n: prefix_vectors(backbone, caches, prefixes[n]) for n in sorted(prefixes)}
+    vectors = {n: prefix_vectors(backbone, caches, prefixes[n], st) for n in sorted(prefixes)}
     labels = target_labels()
-    OUT.mkdir(parents=True, exist_ok=True)
-    out_file = OUT / "rules.json"
+    out_dir = rules_out(st)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out_file = out_dir / "rules.json"
     doc: dict[str, Any] = json.loads(out_file.read_text()) if out_file.is_file() else {}
     doc["prefixes"] = {n: prefixes[n].digest for n in sorted(prefixes)}
     rows: list[dict[str, Any]] = doc.setdefault("rows", [])
@@ -180,32 +169,23 @@ def run_rules(
             eval_idx = np.arange(n_train, len(y)) if draw == 0 else perm[N_FIT:]
             src = Sources(names, digests, stacked[fit_idx], tuple(y[fit_idx]))
             held = Sources(names, digests, stacked[eval_idx], tuple(y[eval_idx]))
-            shared = TimedEvaluator(src)
+            # similarity's quick prefix over the fit texts' cached trunk (their indices are its keys)
+            embedding = TaskEmbedding(
+                backbone,
+                tuple(str(i) for i in fit_idx),
+                tuple(y[fit_idx]),
+                prefixes,
+                steps=quick_steps,
+                cache=caches[target].rows(fit_idx.tolist()),
+            )
+            shared = TimedEvaluator(src, task_embedding=embedding)
             for rule in rules:
                 if (target, draw, rule) in have:
                     continue
                 shared.reused()  # counts from here
-                t0, extra = time.perf_counter(), 0.0
-                if rule == "similarity":
-                    fit_texts = [str(i) for i in fit_idx]  # unique keys: the cache is indexed, not read
-                    quick, extra = quick_prefix(
-                        backbone,
-                        fit_texts,
-                        list(y[fit_idx]),
-                        _subset(caches[target], fit_idx, depth),
-                        quick_steps,
-                        depth,
-                    )
-                    choice = similarity_choice(shared, quick, prefixes)
-                    fitted = select_and_fit(src, ",".join(choice.inputs), evaluator=shared)
-                    fitted = replace(
-                        fitted,
-                        choice=replace(
-                            fitted.choice, rule="similarity", trials=choice.trials, detail=choice.detail
-                        ),
-                    )
-                else:
-                    fitted = select_and_fit(src, rule, evaluator=shared)
+                t0 = time.perf_counter()
+                fitted = select_and_fit(src, rule, evaluator=shared)
+                extra = float(fitted.choice.detail.get("quick_seconds", 0.0))
                 seconds = time.perf_counter() - t0 + shared.reused()
                 correct = _predict(fitted, held) == y[eval_idx]
                 rows.append(
@@ -233,12 +213,32 @@ def _mean(xs: list[float]) -> float:
 
 
 def _kept(row: dict[str, Any]) -> str:
+    chosen = f"{row['detail']['chosen']}: " if row["rule"] == "best-cv" else ""
     if row["weights"]:
-        return ", ".join(f"{n} {w:.2f}" for n, w in row["weights"].items())
+        return chosen + ", ".join(f"{n} {w:.2f}" for n, w in row["weights"].items())
     inputs = row["inputs"]
-    if row["rule"] in ("all", "stacked") or len(inputs) == len(row["prefixes"]):
-        return f"all {len(inputs)}"
-    return ", ".join(inputs)
+    if row["stacked"] or row["rule"] == "all" or len(inputs) == len(row["prefixes"]):
+        return chosen + f"all {len(inputs)}"
+    return chosen + ", ".join(inputs)
+
+
+def derived_best_cv(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``best-cv`` rows from the rows of its candidates (:data:`~service.fitting.rules.BEST_OF`) where a
+    run measured them but not it: the rule keeps the candidate of the best CV accuracy (first of
+    equals), and each candidate's fit does not depend on the others (deterministic, the CV searches
+    only shared), so its predictions are that row's. Its seconds: the candidates' summed (an upper
+    bound: run together, they share the CV searches of the single sources)."""
+    by = {(r["target"], r["draw"], r["rule"]): r for r in rows}
+    out = []
+    for target, draw in sorted({(r["target"], r["draw"]) for r in rows}):
+        cands = [by.get((target, draw, rule)) for rule in BEST_OF]
+        if (target, draw, "best-cv") in by or any(c is None for c in cands):
+            continue
+        chosen = max((c for c in cands if c is not None), key=lambda c: c["cv_accuracy"])
+        detail = {"chosen": chosen["rule"], "cv": {c["rule"]: c["cv_accuracy"] for c in cands if c}}
+        seconds = sum(c["seconds"] for c in cands if c)
+        out.append({**chosen, "rule": "best-cv", "seconds": seconds, "derived": True, "detail": detail})
+    return out
 
 
 def _dev_margin(by: dict[tuple[str, int], dict[str, Any]], rule: str) -> float:
@@ -264,12 +264,15 @@ def auto_line(means: dict[str, dict[str, list[float]]]) -> str:
     return f"auto (no dev rows; chosen on the fit's CV accuracy, optimistic for selecting rules): **{best}**"
 
 
-def report_rules() -> str:
-    """results/fit/rules.md from rules.json: per target, each rule's test accuracy with paired SEs
-    against base and all, its mean dev accuracy, what it kept, and seconds; then the means."""
-    doc = json.loads((OUT / "rules.json").read_text())
+def report_rules(st: Study | None = None) -> str:
+    """results/fit/rules.md (another backbone's under results/fit/NAME) from rules.json: per target,
+    each rule's test accuracy with paired SEs against base and all, its mean dev accuracy, what it
+    kept, and seconds; then the means."""
+    out_dir = rules_out(st or study())
+    doc = json.loads((out_dir / "rules.json").read_text())
     names = [BASE_NAME, *doc["prefixes"]]
     rows = [r for r in doc["rows"] if r["prefixes"] == names]
+    rows += derived_best_cv(rows)
     rules = [r for r in RULES if any(x["rule"] == r for x in rows)]
     lines = [
         f"Sources: base + {len(names) - 1} prefixes ({', '.join(names[1:])}). Test: fit on 1,000, score the "
@@ -308,7 +311,7 @@ def report_rules() -> str:
                 f"| {rule} | {test['accuracy']:.4f} | {vb:+.1f} ± {paired_se(c, base_c) * 100:.1f} | "
                 f"{va:+.1f} ± {paired_se(c, all_c) * 100:.1f} | {_mean(dev):.4f} | {test['cv_accuracy']:.4f} | "
                 f"{_kept(test)} | {secs:.0f}"
-                + (f" (+{test['quick_seconds']:.0f} quick prefix)" if rule == "similarity" else "")
+                + (f" (of which {test['quick_seconds']:.0f} quick prefix)" if rule == "similarity" else "")
                 + " |"
             )
         lines.append("")
@@ -326,5 +329,5 @@ def report_rules() -> str:
         )
     lines += ["", auto_line(means)]
     text = "\n".join(lines) + "\n"
-    (OUT / "rules.md").write_text(text)
+    (out_dir / "rules.md").write_text(text)
     return text

@@ -65,7 +65,7 @@ def fit_task(
     snap = PrefixRegistry.from_settings(settings, encoder.spec).scan()
     prefix = snap.bank.get(task)
     meta = prefix.metadata
-    recipe = SplitRecipe(meta["data"]["loader"], seed=int(meta["init"]["seed"]))
+    recipe = SplitRecipe.of_prefix(meta)
     train, _, test = recipe.splits(task)
     if train.digest() != meta["data"]["train_digest"]:
         raise SystemExit(
