@@ -70,6 +70,19 @@ REPOS = {
         "research use (excerpts of published works; the authors expect fair use, no guarantee)",
         "Warstadt, Singh & Bowman 2019, CoLA (TACL)",
     ),
+    "20-newsgroups": Repo(
+        "mayarachew/20_news_groups",
+        "ce6b858f4cbf35d04f1ff10319bb80eba312b35e",
+        "free of charge for any educational purpose, with attribution (the UCI copy's terms, its README)",
+        "Lang 1995, 20 Newsgroups (ICML; UCI copy by T. Mitchell)",
+    ),
+    "politeness": Repo(
+        "sudhof/politeness",
+        "1e0cc7dcc666b5a9a9d92c7d2d8d737cd0a7dc7d",
+        "research data as distributed by the authors (no licence of its own in the copy; the "
+        "repository's code is Apache-2.0)",
+        "Danescu-Niculescu-Mizil et al. 2013, Stanford Politeness Corpus (ACL)",
+    ),
 }
 
 

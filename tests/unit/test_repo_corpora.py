@@ -18,9 +18,11 @@ import pytest
 from service.method.corpora import BUILTIN, load_builtin
 from service.method.repo_corpora import (
     REPO_BUILTIN,
+    load_20newsgroups,
     load_banking77,
     load_clinc150,
     load_cola,
+    load_politeness,
     load_sent_conv,
     load_tweeteval,
 )
@@ -162,7 +164,10 @@ REAL = {
     "ag-news": ("ag-news", 7600, {"Business": 1900, "Sci/Tech": 1900, "Sports": 1900, "World": 1900}),
     "banking77": ("banking77", 13072, None),
     "clinc150": ("clinc150", 22495, None),
+    "20-newsgroups": ("20-newsgroups", 19235, None),
+    "politeness": ("politeness", 5465, {"impolite": 2732, "polite": 2733}),
 }
+LABEL_COUNTS = {"banking77": 77, "clinc150": 150, "tweeteval-emoji": 20, "20-newsgroups": 20}
 
 
 @pytest.mark.parametrize("name", sorted(REAL))
@@ -173,8 +178,8 @@ def test_real_checkout_has_the_documented_size(name: str) -> None:
     assert len(t) == size
     if counts is not None:
         assert t.counts() == counts
-    else:  # the intent sets (77 and 150 intents) and the 20 emoji
-        assert len(t.label_names) == {"banking77": 77, "clinc150": 150, "tweeteval-emoji": 20}[name]
+    else:  # the intent sets (77 and 150 intents), the 20 emoji and the 20 newsgroups
+        assert len(t.label_names) == LABEL_COUNTS[name]
         assert min(Counter(t.labels).values()) >= 30
     assert t.provenance["commit"] == REPOS[key].commit
 
@@ -186,3 +191,81 @@ def test_tweeteval_emoji_mapping_names_the_emoji(tmp_path: Path) -> None:
     )
     t = load_tweeteval("emoji", tmp_path)
     assert list(zip(t.texts, t.labels, strict=True)) == [("lit", "fire"), ("love u", "red_heart")]
+
+
+# the digests docs/DATA.md records for the sets added in session 4 (files read; loaded examples)
+DIGESTS = {
+    "20-newsgroups": ("be7debab433f901829b6484cbc567b132b308acf01422d64d60a797570d3c87e", "d148b43647b7c1cb"),
+    "politeness": ("70d5f663b8bac51d944916c0ec644f3f1d634b63d6ce07c85006fc2ebde64d54", "33ff8411bd42f291"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DIGESTS))
+def test_real_checkout_has_the_documented_digests(name: str) -> None:
+    _checkout(name)
+    t = load_builtin(name)
+    assert (t.provenance["files_sha256"], t.digest()) == DIGESTS[name]
+
+
+def test_real_newsgroup_posts_do_not_name_their_group_in_a_header() -> None:
+    _checkout("20-newsgroups")
+    t = load_builtin("20-newsgroups")
+    assert not any(x.startswith(("Newsgroups:", "From:", "Subject:")) for x in t.texts)
+    assert min(t.counts().values()) > 600  # talk.religion.misc loses most to quotes and cross-posts
+
+
+POST = """Newsgroups: sci.space
+From: someone@example.edu (Some One)
+Subject: Big rockets
+
+In article <1@x.edu> other@y.edu writes:
+> Rockets are loud.
+|> very loud
+BR> Newsgroups: sci.space
+	From: quoted@x.edu
+I agree, and they are
+expensive.
+Newsgroups: rec.autos
+--
+Some One, example.edu
+"""
+
+
+def test_newsgroup_layout_keeps_the_posts_own_words(tmp_path: Path) -> None:
+    for group, posts in {
+        "sci.space": {"60804": POST, "9": "H: x\n\nshort"},
+        "rec.autos": {"1": POST},
+    }.items():
+        d = tmp_path / "data" / group
+        d.mkdir(parents=True)
+        for name, text in posts.items():
+            (d / name).write_bytes(text.encode("latin-1"))
+    t = load_20newsgroups(tmp_path)
+    # group folders in name order, posts in number order; the cross-post keeps the first group
+    assert list(zip(t.texts, t.labels, strict=True)) == [
+        ("I agree, and they are expensive.", "rec.autos"),
+        ("short", "sci.space"),
+    ]
+    assert t.provenance["dedup"] == "1 empty or repeated texts dropped"
+    assert t.provenance["path"] == "data/rec.autos/1, data/sci.space/9, data/sci.space/60804"
+
+
+def test_politeness_keeps_each_communitys_top_and_bottom_quarter(tmp_path: Path) -> None:
+    d = tmp_path / "corpora"
+    d.mkdir()
+    header = ["Community", "Id", "Request", "Normalized Score"]
+    for f, scores in {"wikipedia.annotated.csv": [0.5, -2.0, 1.5, 0.0, -0.1, 0.2, 0.1, 2.0],
+                      "stack-exchange.annotated.csv": [0.3, -0.3, 0.0, 0.1]}.items():  # fmt: skip
+        with (d / f).open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(header)
+            w.writerows(["c", i, f"{f[:4]} request {s}", s] for i, s in enumerate(scores))
+    t = load_politeness(tmp_path)
+    assert list(zip(t.texts, t.labels, strict=True)) == [
+        ("wiki request -2.0", "impolite"),
+        ("wiki request -0.1", "impolite"),
+        ("wiki request 1.5", "polite"),
+        ("wiki request 2.0", "polite"),
+        ("stac request -0.3", "impolite"),
+        ("stac request 0.3", "polite"),
+    ]
