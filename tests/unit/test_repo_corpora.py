@@ -15,16 +15,16 @@ from pathlib import Path
 
 import pytest
 
+from service.method.community_corpora import load_20newsgroups, load_politeness
 from service.method.corpora import BUILTIN, load_builtin
 from service.method.repo_corpora import (
     REPO_BUILTIN,
-    load_20newsgroups,
     load_banking77,
     load_clinc150,
     load_cola,
-    load_politeness,
     load_sent_conv,
     load_tweeteval,
+    load_tweeteval_stance,
 )
 from service.method.repos import REPOS, repo_dir
 
@@ -166,6 +166,7 @@ REAL = {
     "clinc150": ("clinc150", 22495, None),
     "20-newsgroups": ("20-newsgroups", 19235, None),
     "politeness": ("politeness", 5465, {"impolite": 2732, "polite": 2733}),
+    "tweeteval-stance": ("tweeteval", 4151, {"against": 2102, "favor": 1054, "none": 995}),
 }
 LABEL_COUNTS = {"banking77": 77, "clinc150": 150, "tweeteval-emoji": 20, "20-newsgroups": 20}
 
@@ -197,12 +198,16 @@ def test_tweeteval_emoji_mapping_names_the_emoji(tmp_path: Path) -> None:
 DIGESTS = {
     "20-newsgroups": ("be7debab433f901829b6484cbc567b132b308acf01422d64d60a797570d3c87e", "d148b43647b7c1cb"),
     "politeness": ("70d5f663b8bac51d944916c0ec644f3f1d634b63d6ce07c85006fc2ebde64d54", "33ff8411bd42f291"),
+    "tweeteval-stance": (
+        "0fca863ab2ec4de006abbfd4136da182d2bb522ea42a374d4fadb7b07b959c6f",
+        "a99af56bd532f3c7",
+    ),
 }
 
 
 @pytest.mark.parametrize("name", sorted(DIGESTS))
 def test_real_checkout_has_the_documented_digests(name: str) -> None:
-    _checkout(name)
+    _checkout(REAL[name][0])
     t = load_builtin(name)
     assert (t.provenance["files_sha256"], t.digest()) == DIGESTS[name]
 
@@ -269,3 +274,27 @@ def test_politeness_keeps_each_communitys_top_and_bottom_quarter(tmp_path: Path)
         ("stac request -0.3", "impolite"),
         ("stac request 0.3", "polite"),
     ]
+
+
+def test_stance_layout_joins_every_target_and_part(tmp_path: Path) -> None:
+    root = tmp_path / "datasets" / "stance"
+    root.mkdir(parents=True)
+    (root / "mapping.txt").write_text("0\tnone\n1\tagainst\n2\tfavor")  # no final newline, as in the copy
+    for i, target in enumerate(("abortion", "atheism", "climate", "feminist", "hillary")):
+        d = root / target
+        d.mkdir()
+        for part in ("train", "val", "test"):
+            (d / f"{part}_text.txt").write_text(f"{target} {part} #SemST\n")
+            (d / f"{part}_labels.txt").write_text(f"{i % 3}\n")
+    t = load_tweeteval_stance(tmp_path)
+    assert (t.name, len(t)) == ("tweet-stance", 15)
+    assert t.texts[:4] == [
+        "abortion train #SemST",
+        "abortion val #SemST",
+        "abortion test #SemST",
+        "atheism train #SemST",
+    ]
+    assert t.counts() == {"none": 6, "against": 6, "favor": 3}
+    (root / "hillary" / "val_labels.txt").write_text("0\n1\n")
+    with pytest.raises(ValueError, match="hillary/val: 1 texts for 2 labels"):
+        load_tweeteval_stance(tmp_path)
