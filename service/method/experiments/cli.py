@@ -167,12 +167,16 @@ def fit_rules(
         typer.Option(help="Comma-separated source prefixes (default: every prefix of the folder)."),
     ] = None,
     model: ModelOption = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Write rules.{json,md} here (default: results/fit, or results/fit/NAME)."),
+    ] = None,
 ) -> None:
     """The input rules of ``fit --select`` on the three targets (results/fit/rules.{json,md}; another
-    backbone NAME's under results/fit/NAME/)."""
+    backbone NAME's under results/fit/NAME/; another source set's under --out)."""
     from service.method.experiments.fit_rules import report_rules, run_rules
 
     chosen = _study(model)
     only = _split(prefixes) if prefixes else None
-    run_rules(prefix_dir or chosen.ship_dir, _split(rules), draws, quick_steps, threads, only, chosen)
-    report_rules(chosen)
+    run_rules(prefix_dir or chosen.ship_dir, _split(rules), draws, quick_steps, threads, only, chosen, out)
+    report_rules(chosen, out)

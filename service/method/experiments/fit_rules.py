@@ -129,10 +129,12 @@ def run_rules(
     threads: int,
     only: list[str] | None = None,
     st: Study | None = None,
+    out: Path | None = None,
 ) -> dict[str, Any]:
     """Every rule on every target: test (draw 0) and dev (draws 1..``draws``) rows, written to
-    results/fit/rules.json as they come (a rerun skips the rows it has); the sources are the
-    folder's prefixes at its shallowest depth (MiniLM's 3, mpnet's 8), over that depth's target trunk."""
+    results/fit/rules.json (or ``out``/rules.json: another source set's record beside it) as they
+    come (a rerun skips the rows it has); the sources are the folder's prefixes at its shallowest
+    depth (MiniLM's 3, mpnet's 8), over that depth's target trunk."""
     torch.set_num_threads(threads)
     st = st or study()
     backbone = st.load()
@@ -147,7 +149,7 @@ def run_rules(
     names = (BASE_NAME, *sorted(prefixes))
     vectors = {n: prefix_vectors(backbone, caches, prefixes[n], st) for n in sorted(prefixes)}
     labels = target_labels()
-    out_dir = rules_out(st)
+    out_dir = out or rules_out(st)
     out_dir.mkdir(parents=True, exist_ok=True)
     out_file = out_dir / "rules.json"
     doc: dict[str, Any] = json.loads(out_file.read_text()) if out_file.is_file() else {}
@@ -264,11 +266,11 @@ def auto_line(means: dict[str, dict[str, list[float]]]) -> str:
     return f"auto (no dev rows; chosen on the fit's CV accuracy, optimistic for selecting rules): **{best}**"
 
 
-def report_rules(st: Study | None = None) -> str:
-    """results/fit/rules.md (another backbone's under results/fit/NAME) from rules.json: per target,
-    each rule's test accuracy with paired SEs against base and all, its mean dev accuracy, what it
-    kept, and seconds; then the means."""
-    out_dir = rules_out(st or study())
+def report_rules(st: Study | None = None, out: Path | None = None) -> str:
+    """results/fit/rules.md (another backbone's under results/fit/NAME; or ``out``/rules.md) from
+    rules.json beside it: per target, each rule's test accuracy with paired SEs against base and all,
+    its mean dev accuracy, what it kept, and seconds; then the means."""
+    out_dir = out or rules_out(st or study())
     doc = json.loads((out_dir / "rules.json").read_text())
     names = [BASE_NAME, *doc["prefixes"]]
     rows = [r for r in doc["rows"] if r["prefixes"] == names]
