@@ -98,8 +98,9 @@ def test_embed_command_with_the_known_name(st_vectors: np.ndarray) -> None:
 
 def test_the_shipped_mpnet_folder_loads_whole_and_its_model_pins_its_files(mpnet_path: Path) -> None:
     """Every file of mpnet's own prefix folder is accepted by the installed mpnet (trained for it,
-    checksummed), models.json's default model pins exactly base + those files at their digests, and
-    every prefix has a head in heads/ fitted on its file's digest (and no head reads anything else)."""
+    checksummed), models.json's default model pins base first + some of those files (the set chosen
+    on CV, RESULTS.md) at their digests, and every prefix has a head in heads/ fitted on its file's
+    digest (and no head reads anything else)."""
     spec = read_spec(mpnet_path)
     folder = ALL_MPNET_BASE_V2.prefix_dir
     loaded, rejected = scan_folder(folder, spec, Settings().prefix_limits())
@@ -108,8 +109,10 @@ def test_the_shipped_mpnet_folder_loads_whole_and_its_model_pins_its_files(mpnet
     served = read_served_models(folder)
     assert served.error is None
     assert served.default == ALL_MPNET_BASE_V2.name
-    pinned = {m.name: m.digest for m in served.models[served.default].members}
-    assert pinned == {BASE_NAME: base_prefix(spec).digest} | {p.name: p.digest for p in loaded}
+    members = served.models[served.default].members
+    assert members[0].name == BASE_NAME and members[0].digest == base_prefix(spec).digest
+    files = {p.name: p.digest for p in loaded}
+    assert len(members) > 1 and {m.name: m.digest for m in members[1:]}.items() <= files.items()
     heads = sorted((folder / HEADS_DIR).glob("*.safetensors"))
     assert [h.stem for h in heads] == sorted(p.name for p in loaded)
     digests = {p.name: p.digest for p in loaded}
