@@ -110,9 +110,11 @@ def test_the_shipped_mpnet_folder_loads_whole_and_its_model_pins_its_files(mpnet
     assert served.error is None
     assert served.default == ALL_MPNET_BASE_V2.name
     members = served.models[served.default].members
-    assert members[0].name == BASE_NAME and members[0].digest == base_prefix(spec).digest
+    assert members[0].name == BASE_NAME
+    assert members[0].digest == base_prefix(spec).digest
     files = {p.name: p.digest for p in loaded}
-    assert len(members) > 1 and {m.name: m.digest for m in members[1:]}.items() <= files.items()
+    assert len(members) > 1
+    assert {m.name: m.digest for m in members[1:]}.items() <= files.items()
     heads = sorted((folder / HEADS_DIR).glob("*.safetensors"))
     assert [h.stem for h in heads] == sorted(p.name for p in loaded)
     digests = {p.name: p.digest for p in loaded}
