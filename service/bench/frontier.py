@@ -1,7 +1,10 @@
 """The accuracy-against-cost frontier of backbones and prefix sets (issue 26).
 
-Each point is a backbone with a set of vectors per text: ``base`` alone (the plain encoder) or its
-default served model (``models.json`` of its prefix folder: base + its prefixes, concatenated).
+Each point is a backbone with a set of vectors per text: ``base`` alone (the plain encoder) or
+base + every prefix its ``ship`` record measured (its shipped prefixes, concatenated; the served
+default of ``models.json`` when that record is missing). The set timed is the set whose accuracy is
+read, so a default served model chosen on CV as a subset of the shipped prefixes (mpnet) does not
+pair one set's cost with another's accuracy.
 Cost per text is measured here, side by side in ONE process with the points interleaved: layer-rows
 per text (from the engine's own forward calls, so the trunk's sharing is counted as served) and
 texts/s through the served encoder (the backend ``auto`` picks: ONNX on CPU). Accuracy is read from
@@ -34,7 +37,7 @@ from service.engine.prefix import BASE_NAME
 class Point:
     label: str
     model: str  # a known backbone name
-    served: bool  # True: the default served model of its prefix folder; False: base alone
+    served: bool  # True: base + the prefixes of its ship record (concat); False: base alone
     shipped: Path  # the experiments' ship record of this backbone (accuracy on the targets)
     fit: Path | None = None  # a greedy-fit point: fit-rules' record (per target, the inputs kept)
 
@@ -106,6 +109,15 @@ def accuracy(point: Point) -> dict[str, Any]:
     return {"mean": statistics.mean(per.values()), "targets": per, "members": members}
 
 
+def _served_default(prefix_dir: Path) -> list[str]:
+    from service.registry.served import read_served_models
+
+    served = read_served_models(prefix_dir)
+    if served.default is None:
+        raise SystemExit(f"{prefix_dir}: no default served model (models.json)")
+    return list(served.models[served.default].names)
+
+
 def measure(points: tuple[Point, ...], n_texts: int, repeats: int, backbones_dir: Path) -> dict[str, Any]:
     """Layer-rows per text and texts/s of every point (interleaved), with the accuracy records."""
     from service.backend import build_encoder_for
@@ -114,7 +126,6 @@ def measure(points: tuple[Point, ...], n_texts: int, repeats: int, backbones_dir
     from service.engine.direct import embed_sync
     from service.engine.prefix import base_prefix
     from service.registry.folder import scan_folder
-    from service.registry.served import read_served_models
 
     load_before = os.getloadavg()
     texts = sample_texts(n_texts)
@@ -134,10 +145,7 @@ def measure(points: tuple[Point, ...], n_texts: int, repeats: int, backbones_dir
                 continue  # no fit record yet: the point is left out (its accuracy says why)
             sets = list(chosen.values())
         elif p.served:
-            served = read_served_models(settings.prefix_dir)
-            if served.default is None:
-                raise SystemExit(f"{settings.prefix_dir}: no default served model (models.json)")
-            sets = [served.models[served.default].names]
+            sets = [accuracy(p).get("members") or _served_default(settings.prefix_dir)]
         for names in sets:  # warm-up: a first call starts the ONNX export of a new depth in the background
             embed_sync(encoder, bank, names, texts)
         if isinstance(encoder, CallLoop):  # until then calls run at a shallower depth (no trunk shared)
