@@ -1,6 +1,7 @@
-"""Loaders for text from online communities kept in public repositories (issue 24, session 4;
-docs/DATA.md): 20 Newsgroups (Usenet posts, 20 groups) and the Stanford Politeness Corpus (requests
-on Wikipedia talk pages and Stack Exchange, rated for politeness).
+"""Loaders for text from online communities and media kept in public repositories (issue 24, session 4;
+docs/DATA.md): 20 Newsgroups (Usenet posts, 20 groups), the Stanford Politeness Corpus (requests
+on Wikipedia talk pages and Stack Exchange, rated for politeness) and clickbait headlines (Chakraborty
+et al. 2016: viral-media against news-site headlines).
 
 Each reads a checkout at the commit pinned in :data:`service.method.repos.REPOS`; the returned task
 records what was read (:class:`~service.method.repos.RepoReader`).
@@ -76,4 +77,26 @@ def load_politeness(path: Path | None = None) -> TaskData:
         r,
         "politeness of a request (Stanford Politeness Corpus): polite / impolite (top / bottom quarter)",
         filter="per community: top and bottom quarter by normalized score; the middle half left out",
+    )
+
+
+CLICKBAIT_FILES = {"clickbait": "clickbait_data.gz", "not-clickbait": "non_clickbait_data.gz"}
+
+
+def load_clickbait(path: Path | None = None) -> TaskData:
+    """Clickbait headlines (BuzzFeed, Upworthy, ViralNova, ...) against news headlines (WikiNews, NYT,
+    The Guardian, The Hindu): 16,000 a file, one headline a line (gzip); blank lines and repeats
+    dropped. A style / register set: both sides are headlines about any topic."""
+    r = RepoReader(REPOS["clickbait"], path)
+    texts, labels = [], []
+    for label, f in CLICKBAIT_FILES.items():
+        for line in r.lines(f"dataset/{f}"):
+            texts.append(line)
+            labels.append(label)
+    return repo_task(
+        "clickbait",
+        texts,
+        labels,
+        r,
+        "clickbait headline (Chakraborty et al. 2016): clickbait / not-clickbait (news sites)",
     )

@@ -8,6 +8,7 @@ Nothing is downloaded here.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +84,12 @@ REPOS = {
         "repository's code is Apache-2.0)",
         "Danescu-Niculescu-Mizil et al. 2013, Stanford Politeness Corpus (ACL)",
     ),
+    "clickbait": Repo(
+        "bhargaviparanjape/clickbait",
+        "203d979a81545ae6160ff45ffdac83e74469c97a",
+        "MIT",
+        "Chakraborty, Paranjape, Kakarla & Ganguly 2016, Stop Clickbait (ASONAM)",
+    ),
 }
 
 
@@ -108,11 +115,18 @@ class RepoReader:
         self.files: list[str] = []
         self.sha = hashlib.sha256()
 
-    def text(self, rel: str, encoding: str = "utf-8") -> str:
-        """The file ``rel`` (relative to the checkout) decoded; its bytes enter the digest."""
+    def data(self, rel: str) -> bytes:
+        """The bytes of the file ``rel`` (relative to the checkout); they enter the digest."""
         data = (self.root / rel).read_bytes()
         self.files.append(rel)
         self.sha.update(rel.encode() + b"\0" + data)
+        return data
+
+    def text(self, rel: str, encoding: str = "utf-8") -> str:
+        """The file ``rel`` decoded (a ``.gz`` file decompressed first); its bytes enter the digest."""
+        data = self.data(rel)
+        if rel.endswith(".gz"):
+            data = gzip.decompress(data)
         return data.decode(encoding, errors="replace")
 
     def lines(self, rel: str, encoding: str = "utf-8") -> list[str]:

@@ -1,6 +1,6 @@
 """Readers of the data sets kept in public repositories (service/method/repo_corpora.py).
 
-BANKING77 and CLINC150 (CC BY) are read from real slices of their files under tests/data/repos/.
+BANKING77, CLINC150 (CC BY) and the clickbait headlines (MIT) are read from real slices of their files under tests/data/repos/.
 The other sets' licences do not let us copy them here: their real-file tests run on a checkout at the
 default location (docs/DATA.md) and are skipped with the reason when it is absent; their parsing is
 also checked on files of the same layout written here.
@@ -9,13 +9,14 @@ also checked on files of the same layout written here.
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from service.method.community_corpora import load_20newsgroups, load_politeness
+from service.method.community_corpora import load_20newsgroups, load_clickbait, load_politeness
 from service.method.corpora import BUILTIN, load_builtin
 from service.method.repo_corpora import (
     REPO_BUILTIN,
@@ -67,6 +68,36 @@ def test_clinc150_slice_leaves_out_of_scope_queries_out() -> None:
     assert oos
     assert not oos & set(t.texts)
     assert "oos" not in t.labels
+
+
+def test_clickbait_slice_parses_the_real_gzip_files() -> None:
+    root = SLICES / REPOS["clickbait"].folder
+    expected = []
+    for label, f in (("clickbait", "clickbait_data.gz"), ("not-clickbait", "non_clickbait_data.gz")):
+        lines = gzip.decompress((root / "dataset" / f).read_bytes()).decode().split("\n")
+        expected += [(line.strip(), label) for line in lines if line.strip()]
+    t = load_clickbait(root)
+    assert list(zip(t.texts, t.labels, strict=True)) == expected  # the slice has no repeats
+    assert t.counts() == {"clickbait": 128, "not-clickbait": 71}
+    assert t.name == "clickbait"
+    p = t.provenance
+    assert (p["repository"], p["licence"]) == ("bhargaviparanjape/clickbait", "MIT")
+    assert p["path"] == "dataset/clickbait_data.gz, dataset/non_clickbait_data.gz"
+    assert p["dedup"] == "35 empty or repeated texts dropped"  # 35 blank lines in the slice
+
+
+def test_clickbait_drops_blank_lines_and_repeats_first_label_wins(tmp_path: Path) -> None:
+    (tmp_path / "dataset").mkdir()
+    for f, lines in (("clickbait_data.gz", ["You Won't Believe This", "", "You Won't Believe This", "Quiz"]),
+                     ("non_clickbait_data.gz", ["Senate passes bill", "", "", "Quiz"])):  # fmt: skip
+        (tmp_path / "dataset" / f).write_bytes(gzip.compress("\n".join(lines).encode() + b"\n"))
+    t = load_clickbait(tmp_path)
+    assert list(zip(t.texts, t.labels, strict=True)) == [
+        ("You Won't Believe This", "clickbait"),
+        ("Quiz", "clickbait"),
+        ("Senate passes bill", "not-clickbait"),
+    ]
+    assert t.provenance["dedup"] == "5 empty or repeated texts dropped"
 
 
 def test_the_digest_changes_with_the_bytes(tmp_path: Path) -> None:
@@ -167,6 +198,7 @@ REAL = {
     "20-newsgroups": ("20-newsgroups", 19235, None),
     "politeness": ("politeness", 5465, {"impolite": 2732, "polite": 2733}),
     "tweeteval-stance": ("tweeteval", 4151, {"against": 2102, "favor": 1054, "none": 995}),
+    "clickbait": ("clickbait", 32000, {"clickbait": 15999, "not-clickbait": 16001}),
 }
 LABEL_COUNTS = {"banking77": 77, "clinc150": 150, "tweeteval-emoji": 20, "20-newsgroups": 20}
 
@@ -196,6 +228,7 @@ def test_tweeteval_emoji_mapping_names_the_emoji(tmp_path: Path) -> None:
 
 # the digests docs/DATA.md records for the sets added in session 4 (files read; loaded examples)
 DIGESTS = {
+    "clickbait": ("dc06ac4577fb02523fd368e18a2e254b2ce951a9299720bb9b7e0b2fc77ea364", "1aeecd9ac4d575de"),
     "20-newsgroups": ("be7debab433f901829b6484cbc567b132b308acf01422d64d60a797570d3c87e", "d148b43647b7c1cb"),
     "politeness": ("70d5f663b8bac51d944916c0ec644f3f1d634b63d6ce07c85006fc2ebde64d54", "33ff8411bd42f291"),
     "tweeteval-stance": (

@@ -46,6 +46,7 @@ SOURCES = {
     "newsgroup-topic": ("20-newsgroups", 128),  # session 4: a finer topic set (20 groups)
     "politeness": ("politeness", 64),  # session 4: a second "not content" set (register)
     "tweet-stance": ("tweeteval-stance", 64),  # session 4: stance on five targets
+    "clickbait": ("clickbait", 64),  # session 4: headline style (a third "not content" set)
 }
 N_TARGET = (1500, 750)  # probe-training / test texts per target
 TVEC = VEC / f"targets{N_TARGET[0]}x{N_TARGET[1]}"  # the targets' vectors (base and per prefix)
