@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -39,6 +39,7 @@ TAUS = (math.inf, 0.05, 0.02, 0.01, 0.005)  # weighted: inf = every block at 1 (
 MIN_WEIGHT = 0.05  # weighted: a block scaled below this costs a prefix per text for nothing
 META_CS = (0.001, 0.01, 0.1, 1.0)  # stacked: the meta-probe reads a few logits per source
 TOP_KS = (1, 2, 3, 5, 8)  # similarity: how many of the most similar sources join base (CV chooses)
+Tried = TypeVar("Tried", bound=tuple[Any, ...])  # a tried setting, its CrossValidated last
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,17 @@ def block_weights(alone: dict[str, CrossValidated], tau: float) -> dict[str, flo
     return {n: round(x, 6) for n, x in w.items() if x >= MIN_WEIGHT}
 
 
+def one_se(tried: list[Tried]) -> Tried:
+    """The one-SE rule: the first of ``tried`` (ordered from the least tuned; each a tuple whose last
+    item is its :class:`CrossValidated`) within one paired SE of the best CV accuracy."""
+    best = max(tried, key=lambda t: t[-1].cv_accuracy)
+    return next(
+        t
+        for t in tried
+        if t[-1].cv_accuracy >= best[-1].cv_accuracy - paired_se(best[-1].correct, t[-1].correct)
+    )
+
+
 def weighted(ev: Evaluator) -> Choice:
     alone = per_source(ev)
     ev.plan("weighted", len(TAUS))
@@ -130,11 +142,7 @@ def weighted(ev: Evaluator) -> Choice:
         weights = tuple(w[n] for n in names)
         cv = ev.cv(names) if all(x == 1.0 for x in weights) else ev.cv(names, weights)
         tried.append((tau, names, weights, cv))
-    best = max(tried, key=lambda t: t[3].cv_accuracy)
-    # one-SE rule: the least tuned scale (largest tau) within one paired SE of the best
-    tau, names, weights, cv = next(
-        t for t in tried if t[3].cv_accuracy >= best[3].cv_accuracy - paired_se(best[3].correct, t[3].correct)
-    )
+    tau, names, weights, cv = one_se(tried)  # the least tuned scale (largest tau) within one SE of the best
     trials = tuple(
         Trial("weighted", t[1], t[3].cv_accuracy, f"tau {t[0]:g}" + (" (chosen)" if t[0] == tau else ""))
         for t in tried
@@ -152,16 +160,6 @@ def stacked(ev: Evaluator) -> Choice:
     meta = cross_validate(meta_x, ev.sources.labels, cs=META_CS, seed=ev.seed, folds=FOLDS)
     trial = Trial("stacked", names, meta.cv_accuracy, f"meta-probe on {meta_x.shape[1]} out-of-fold logits")
     return Choice("stacked", names, meta, stacked=True, trials=(trial,), detail={"meta_c": meta.c})
-
-
-def one_se(
-    tried: list[tuple[Any, tuple[str, ...], CrossValidated]],
-) -> tuple[Any, tuple[str, ...], CrossValidated]:
-    """The first of ``tried`` (ordered from the least tuned) within one paired SE of the best CV accuracy."""
-    best = max(tried, key=lambda t: t[2].cv_accuracy)
-    return next(
-        t for t in tried if t[2].cv_accuracy >= best[2].cv_accuracy - paired_se(best[2].correct, t[2].correct)
-    )
 
 
 def similarity(ev: Evaluator) -> Choice:

@@ -33,12 +33,24 @@ def load_tweeteval(task: str, path: Path | None = None) -> TaskData:
     """One TweetEval set: its train, val and test files joined (our own split is carved later)."""
     r = RepoReader(REPOS["tweeteval"], path)
     base = f"datasets/{task}"
+    texts, labels = _tweeteval_parts(r, base, _tweeteval_mapping(r, f"{base}/mapping.txt"))
+    name, description = TWEETEVAL_TASKS[task]
+    return repo_task(name, texts, labels, r, description)
+
+
+def _tweeteval_mapping(r: RepoReader, rel: str) -> dict[str, str]:
+    """A TweetEval ``mapping.txt``: label id -> label name."""
     mapping = {}
-    for line in r.lines(f"{base}/mapping.txt"):
+    for line in r.lines(rel):
         # "id<TAB>name", or for emoji "id<TAB>emoji<TAB>_its_name_<TAB>": the label is the last name
         parts = [p.strip() for p in line.split("\t") if p.strip()]
         if len(parts) >= 2:
             mapping[parts[0]] = parts[-1].strip("_")
+    return mapping
+
+
+def _tweeteval_parts(r: RepoReader, base: str, mapping: dict[str, str]) -> tuple[list[str], list[str]]:
+    """The texts and label names of ``base``'s train, val and test files, joined in that order."""
     texts, labels = [], []
     for part in ("train", "val", "test"):
         xs = r.lines(f"{base}/{part}_text.txt")
@@ -47,8 +59,7 @@ def load_tweeteval(task: str, path: Path | None = None) -> TaskData:
             raise ValueError(f"{base}/{part}: {len(xs)} texts for {len(ys)} labels")
         texts += xs
         labels += [mapping[y] for y in ys]
-    name, description = TWEETEVAL_TASKS[task]
-    return repo_task(name, texts, labels, r, description)
+    return texts, labels
 
 
 STANCE_TARGETS = ("abortion", "atheism", "climate", "feminist", "hillary")
@@ -59,19 +70,12 @@ def load_tweeteval_stance(path: Path | None = None) -> TaskData:
     atheism, climate change, feminism, Hillary Clinton), every target's parts joined; the target is
     not part of the text (each tweet is about its own)."""
     r = RepoReader(REPOS["tweeteval"], path)
-    mapping = dict(line.split("\t") for line in r.lines("datasets/stance/mapping.txt") if "\t" in line)
+    mapping = _tweeteval_mapping(r, "datasets/stance/mapping.txt")
     texts, labels = [], []
     for target in STANCE_TARGETS:
-        for part in ("train", "val", "test"):
-            base = f"datasets/stance/{target}/{part}"
-            xs, ys = (
-                r.lines(f"{base}_text.txt"),
-                [y.strip() for y in r.lines(f"{base}_labels.txt") if y.strip()],
-            )
-            if len(xs) != len(ys):
-                raise ValueError(f"{base}: {len(xs)} texts for {len(ys)} labels")
-            texts += xs
-            labels += [mapping[y].strip() for y in ys]
+        xs, ys = _tweeteval_parts(r, f"datasets/stance/{target}", mapping)
+        texts += xs
+        labels += ys
     return repo_task(
         "tweet-stance",
         texts,
