@@ -96,14 +96,11 @@ def test_embed_command_with_the_known_name(st_vectors: np.ndarray) -> None:
     np.testing.assert_allclose(got, st_vectors[:2], atol=TOL, rtol=0)
 
 
-NO_HEAD_YET = {"news-topic"}
-
-
 def test_the_shipped_mpnet_folder_loads_whole_and_its_model_pins_its_files(mpnet_path: Path) -> None:
     """Every file of mpnet's own prefix folder is accepted by the installed mpnet (trained for it,
     checksummed), models.json's default model pins base first + some of those files (the set chosen
     on CV, RESULTS.md) at their digests, and every prefix has a head in heads/ fitted on its file's
-    digest except those listed in NO_HEAD_YET (and no head reads anything else)."""
+    digest (and no head reads anything else)."""
     spec = read_spec(mpnet_path)
     folder = ALL_MPNET_BASE_V2.prefix_dir
     loaded, rejected = scan_folder(folder, spec, Settings().prefix_limits())
@@ -119,8 +116,7 @@ def test_the_shipped_mpnet_folder_loads_whole_and_its_model_pins_its_files(mpnet
     assert len(members) > 1
     assert {m.name: m.digest for m in members[1:]}.items() <= files.items()
     heads = sorted((folder / HEADS_DIR).glob("*.safetensors"))
-    # news-topic's head (384-token BBC texts through mpnet) did not fit session 4 (RESULTS.md, mpnet "Not done")
-    assert [h.stem for h in heads] == sorted(p.name for p in loaded if p.name not in NO_HEAD_YET)
+    assert [h.stem for h in heads] == sorted(p.name for p in loaded)
     digests = {p.name: p.digest for p in loaded}
     for path in heads:
         head = parse_head(path.stem, path.read_bytes(), spec, source=path.name, limits=PrefixLimits())
