@@ -9,7 +9,7 @@ accuracy is what ``POST /predict`` reproduces on the same texts (tests/e2e/test_
 same probe on ``base`` (same examples) is fitted and reported beside it, not shipped.
 
 ``python -m service.method.experiments heads [--tasks question-type,sentiment]``; vectors are cached
-under ``.cache/heads``; results go to ``results/heads/shipped.{json,md}``.
+under ``.cache/heads`` (a long encoding resumes from its checkpoint there); results go to ``results/heads/shipped.{json,md}``.
 """
 
 from __future__ import annotations
