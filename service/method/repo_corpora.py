@@ -1,8 +1,7 @@
 """Loaders for labelled text kept in public source repositories (issue 24; docs/DATA.md): TweetEval,
 subjectivity / MPQA / customer reviews (Kim 2014's copies), BANKING77, CLINC150, CoLA, AG's News and
 TweetEval stance; 20 Newsgroups, the Stanford Politeness Corpus, clickbait headlines and Stack Overflow
-titles are read by
-:mod:`service.method.community_corpora`.
+titles are read by :mod:`service.method.community_corpora`.
 
 Each reads a checkout of its repository at the commit pinned in :data:`service.method.repos.REPOS`
 (default location or ``path``); the returned task records what was read (:class:`RepoReader`).
