@@ -1,7 +1,7 @@
-"""Loaders for text from online communities and media kept in public repositories (issue 24, session 4;
-docs/DATA.md): 20 Newsgroups (Usenet posts, 20 groups), the Stanford Politeness Corpus (requests
-on Wikipedia talk pages and Stack Exchange, rated for politeness) and clickbait headlines (Chakraborty
-et al. 2016: viral-media against news-site headlines).
+"""Loaders for text from online communities and media kept in public repositories (issue 24, sessions 4
+and 5; docs/DATA.md): 20 Newsgroups (Usenet posts, 20 groups), the Stanford Politeness Corpus (requests
+on Wikipedia talk pages and Stack Exchange, rated for politeness), clickbait headlines (Chakraborty
+et al. 2016: viral-media against news-site headlines) and Stack Overflow question titles (20 tags).
 
 Each reads a checkout at the commit pinned in :data:`service.method.repos.REPOS`; the returned task
 records what was read (:class:`~service.method.repos.RepoReader`).
@@ -99,4 +99,31 @@ def load_clickbait(path: Path | None = None) -> TaskData:
         labels,
         r,
         "clickbait headline (Chakraborty et al. 2016): clickbait / not-clickbait (news sites)",
+    )
+
+
+# StackOverflow_gnd.txt's label ids 1-20 in the order of Xu et al.'s tag list (checked on the file:
+# each id's titles name its tag, e.g. id 1 "... tag in Wordpress?", id 20 "Magento: ...")
+STACKOVERFLOW_TAGS = (
+    "wordpress", "oracle", "svn", "apache", "excel", "matlab", "visual-studio", "cocoa", "osx", "bash",
+    "spring", "hibernate", "scala", "sharepoint", "ajax", "qt", "drupal", "linq", "haskell", "magento",
+)  # fmt: skip
+
+
+def load_stackoverflow(path: Path | None = None) -> TaskData:
+    """Stack Overflow question titles -> their tag (20 tags, 1,000 titles each; Xu et al.'s short-text
+    set): ``StackOverflow.txt`` one title a line, ``StackOverflow_gnd.txt`` its label id on the same
+    line; repeated titles dropped (the first label wins)."""
+    r = RepoReader(REPOS["stackoverflow"], path)
+    texts = r.lines("dataset/StackOverflow.txt")
+    ids = r.lines("dataset/StackOverflow_gnd.txt")
+    if len(texts) != len(ids):
+        raise ValueError(f"StackOverflow: {len(texts)} titles for {len(ids)} labels")
+    labels = [STACKOVERFLOW_TAGS[int(i) - 1] for i in ids]
+    return repo_task(
+        "stackoverflow-topic",
+        texts,
+        labels,
+        r,
+        "topic of a Stack Overflow question title: its tag, 20 tags (Xu et al. 2015 short-text set)",
     )

@@ -1,7 +1,7 @@
 """Loaders for labelled text kept in public source repositories (issue 24; docs/DATA.md): TweetEval,
 subjectivity / MPQA / customer reviews (Kim 2014's copies), BANKING77, CLINC150, CoLA, AG's News and
-TweetEval stance; 20 Newsgroups, the Stanford Politeness Corpus and clickbait headlines are read by
-:mod:`service.method.community_corpora`.
+TweetEval stance; 20 Newsgroups, the Stanford Politeness Corpus, clickbait headlines and Stack Overflow
+titles are read by :mod:`service.method.community_corpora`.
 
 Each reads a checkout of its repository at the commit pinned in :data:`service.method.repos.REPOS`
 (default location or ``path``); the returned task records what was read (:class:`RepoReader`).
@@ -16,7 +16,12 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from service.method.community_corpora import load_20newsgroups, load_clickbait, load_politeness
+from service.method.community_corpora import (
+    load_20newsgroups,
+    load_clickbait,
+    load_politeness,
+    load_stackoverflow,
+)
 from service.method.data import TaskData
 from service.method.repos import REPOS, RepoReader, repo_task
 
@@ -212,4 +217,5 @@ REPO_BUILTIN: dict[str, Callable[[Path | None], TaskData]] = {
     "20-newsgroups": load_20newsgroups,
     "politeness": load_politeness,
     "clickbait": load_clickbait,
+    "stackoverflow": load_stackoverflow,
 }

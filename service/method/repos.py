@@ -90,6 +90,14 @@ REPOS = {
         "MIT",
         "Chakraborty, Paranjape, Kakarla & Ganguly 2016, Stop Clickbait (ASONAM)",
     ),
+    "stackoverflow": Repo(
+        "jacoxu/STC2",
+        "34a28c5a8cf2d6e1db300d32f271f6522db3bde5",
+        "CC BY-SA (Stack Overflow user contributions, Stack Exchange's terms; the copy has no licence "
+        "of its own: attribution to the askers through Stack Overflow, share alike)",
+        "Xu et al. 2015/2017, short-text clustering (StackOverflow titles, 20 tags, from Kaggle's 2012 "
+        "Stack Overflow closed-questions data)",
+    ),
 }
 
 

@@ -139,12 +139,14 @@ def server_process(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
 
 
 @pytest.fixture(scope="session")
-def serve_install(tmp_path_factory: pytest.TempPathFactory) -> ServeInstall:
+def serve_install(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeInstall]:
     """A ``git clone`` of HEAD with ``make install`` (the serve install) into its ``.venv``: made once
     per session, for every test that checks what a newcomer gets (tests/support/install.py)."""
     if shutil.which("nvidia-smi") is not None:
         pytest.skip("checks the install of a machine without a GPU (with one, pip's CUDA build of torch)")
-    return clone_and_install(tmp_path_factory.mktemp("newcomer") / "prefix-embed")
+    folder = tmp_path_factory.mktemp("newcomer")
+    yield clone_and_install(folder / "prefix-embed")
+    shutil.rmtree(folder, ignore_errors=True)  # ~1.8 GB (a venv with torch): not kept past the session
 
 
 @pytest.fixture

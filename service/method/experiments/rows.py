@@ -47,6 +47,7 @@ SOURCES = {
     "politeness": ("politeness", 64),  # session 4: a second "not content" set (register)
     "tweet-stance": ("tweeteval-stance", 64),  # session 4: stance on five targets
     "clickbait": ("clickbait", 64),  # session 4: headline style (a third "not content" set)
+    "stackoverflow-topic": ("stackoverflow", 48),  # session 5: short titles, 20 tags (topic family)
 }
 N_TARGET = (1500, 750)  # probe-training / test texts per target
 TVEC = VEC / f"targets{N_TARGET[0]}x{N_TARGET[1]}"  # the targets' vectors (base and per prefix)
