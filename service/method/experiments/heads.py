@@ -72,7 +72,10 @@ def vectors(encoder: Encoder, bank: Any, names: list[str], texts: list[str], cac
         if (batch + 1) % CHECKPOINT_BATCHES == 0 and end < len(order):
             _checkpoint(partial, texts_digest, out, end)
             log(f"{cache.name}: {end}/{len(texts)} texts")
-    np.save(cache, out)
+    tmp = cache.with_name(cache.name + ".tmp")
+    with tmp.open("wb") as fh:  # whole or not at all: a stop mid-save leaves no truncated cache
+        np.save(fh, out)
+    os.replace(tmp, cache)
     partial.unlink(missing_ok=True)
     return out
 
