@@ -123,16 +123,12 @@ class RepoReader:
         self.files: list[str] = []
         self.sha = hashlib.sha256()
 
-    def data(self, rel: str) -> bytes:
-        """The bytes of the file ``rel`` (relative to the checkout); they enter the digest."""
+    def text(self, rel: str, encoding: str = "utf-8") -> str:
+        """The file ``rel`` (relative to the checkout) decoded, a ``.gz`` file decompressed first; its
+        bytes as stored enter the digest."""
         data = (self.root / rel).read_bytes()
         self.files.append(rel)
         self.sha.update(rel.encode() + b"\0" + data)
-        return data
-
-    def text(self, rel: str, encoding: str = "utf-8") -> str:
-        """The file ``rel`` decoded (a ``.gz`` file decompressed first); its bytes enter the digest."""
-        data = self.data(rel)
         if rel.endswith(".gz"):
             data = gzip.decompress(data)
         return data.decode(encoding, errors="replace")
