@@ -25,6 +25,7 @@ from service.registry.folder import scan_folder
 from service.registry.limits import PrefixLimits
 from service.registry.names import HEADS_DIR
 from service.registry.served import read_served_models
+from tests.support.calibrated import assert_folder_calibrated
 
 pytestmark = pytest.mark.slow
 
@@ -121,3 +122,9 @@ def test_the_shipped_mpnet_folder_loads_whole_and_its_model_pins_its_files(mpnet
     for path in heads:
         head = parse_head(path.stem, path.read_bytes(), spec, source=path.name, limits=PrefixLimits())
         assert [(i.name, i.digest) for i in head.inputs] == [(path.stem, digests[path.stem])], path.name
+
+
+def test_every_shipped_mpnet_prefix_and_base_are_calibrated_as_served(mpnet_path: Path) -> None:
+    """int8/binary on mpnet use each file's own calibration over the shipped corpus (not the fallback)."""
+    names = assert_folder_calibrated(ALL_MPNET_BASE_V2.prefix_dir, read_spec(mpnet_path))
+    assert {"question-type", "sentiment"} <= set(names)

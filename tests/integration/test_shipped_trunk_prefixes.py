@@ -9,6 +9,7 @@ from service.engine.backbone import Backbone
 from service.method.prefix_io import load_prefixes
 from service.method.repo_corpora import REPO_BUILTIN
 from service.method.repos import REPOS
+from tests.support.calibrated import assert_folder_calibrated
 
 PREFIXES = Path(__file__).resolve().parents[2] / "prefixes"
 # the five source tasks of issue 11, shipped as shared-trunk prefixes (RESULTS.md)
@@ -89,3 +90,9 @@ def test_the_default_model_is_pinned_and_every_shipped_prefix_has_a_head_on_its_
         head = parse_head(name, path.read_bytes(), minilm.spec, source=path.name, limits=PrefixLimits())
         assert [i.name for i in head.inputs] == [name]
         assert head.inputs[0].digest == prefix.digest, f"{name}: head fitted on another version"
+
+
+def test_every_shipped_prefix_and_base_are_calibrated_as_served(minilm: Backbone) -> None:
+    """int8/binary of every shipped MiniLM file use its own calibration (not the fallback)."""
+    names = assert_folder_calibrated(PREFIXES, minilm.spec)
+    assert set(names) >= SOURCE_TASKS
