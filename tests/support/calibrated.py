@@ -20,7 +20,7 @@ from service.registry.folder import scan_folder
 def assert_folder_calibrated(folder: Path, spec: BackboneSpec) -> list[str]:
     """Assert every native prefix of ``folder`` and its base record are calibrated as served; return
     the names checked."""
-    settings = Settings()
+    settings = Settings.model_validate({})  # the defaults a plain `serve` runs with
     pooling = pooling_id(settings.pooling, settings.pooling_layers)
     corpus = default_corpus()
     loaded, rejected = scan_folder(folder, spec, settings.prefix_limits())

@@ -116,17 +116,17 @@ def ship(
 @app.command()
 def quantization(
     prefix_dir: Annotated[
-        str, typer.Option(help="The folder whose default served model is measured.")
-    ] = "prefixes",
+        Path | None,
+        typer.Option(help="The folder whose default served model is measured (default: the backbone's own)."),
+    ] = None,
     threads: Annotated[int, typer.Option(help="torch threads.")] = 1,
+    model: ModelOption = None,
 ) -> None:
     """Every encoding of the served default concat on the three targets, calibrated and not
-    (results/quantization.{json,md})."""
-    from pathlib import Path
-
+    (results/quantization.{json,md}; another backbone NAME: results/quantization/NAME.{json,md})."""
     from service.method.experiments.quantization import quantization as measure
 
-    measure(Path(prefix_dir), threads)
+    measure(_study(model), prefix_dir, threads)
 
 
 @app.command()

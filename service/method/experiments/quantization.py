@@ -6,7 +6,8 @@ The vectors are the engine's (``encode_all``, the served path: base and the fold
 max 64 tokens, the targets' 1,500/750 texts of the RESULTS protocol); each encoding is the concat's
 codes exactly as ``/embed`` returns them (service/method/features.py), with each member's calibration
 from the folder ("calibrated") or with none (the "uncalibrated" fallback). Writes
-results/quantization.{json,md}.
+results/quantization.{json,md}; another known backbone NAME (``--model``) its own folder's default
+model, into results/quantization/NAME.{json,md}.
 """
 
 from __future__ import annotations
@@ -17,13 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from service.config import default_model_path
-from service.engine.backbone import load_backbone
 from service.engine.prefix import BASE_NAME
 from service.engine.torch_encoder import TorchEncoder
 from service.method.corpora import load_builtin
 from service.method.evaluate import make_target
-from service.method.experiments.rows import CS, N_TARGET, TARGETS, VEC, log
+from service.method.experiments.rows import CS, DEFAULT_BACKBONE, N_TARGET, TARGETS, Study, log
 from service.method.features import BYTES_PER_DIM, encodings
 from service.method.probes import ProbeScore, paired_gain, score_probe
 from service.method.represent import PLAIN, encode_all
@@ -43,12 +42,14 @@ def _row(p: ProbeScore, versus: dict[str, ProbeScore], dim: int, enc: str) -> di
     return row
 
 
-def quantization(prefix_dir: Path, threads: int = 1) -> dict[str, Any]:
-    """Measure every encoding of the folder's default served model on the three targets."""
+def quantization(study: Study, prefix_dir: Path | None = None, threads: int = 1) -> dict[str, Any]:
+    """Measure every encoding of the default served model of ``prefix_dir`` (default: the study
+    backbone's own folder) on the three targets."""
     import torch
 
     torch.set_num_threads(threads)
-    backbone = load_backbone(default_model_path(), device="cpu", dtype="float32")
+    prefix_dir = prefix_dir or study.ship_dir
+    backbone = study.load()
     encoder = TorchEncoder(backbone, pooling="mean")
     snap = PrefixRegistry(prefix_dir, backbone.spec).scan()
     if snap.served.default is None:
@@ -69,7 +70,9 @@ def quantization(prefix_dir: Path, threads: int = 1) -> dict[str, Any]:
     for target, (dataset, length) in TARGETS.items():
         t = make_target(load_builtin(dataset), test_fraction=0.3, n_train=N_TARGET[0], n_test=N_TARGET[1])
         texts = t.train.texts + t.test.texts
-        reps = encode_all(encoder, files, texts, max_length=length, cache_dir=VEC / "served", progress=False)
+        reps = encode_all(
+            encoder, files, texts, max_length=length, cache_dir=study.vec / "served", progress=False
+        )
         vectors = [reps[PLAIN if p.name == BASE_NAME else p.name] for p in members]
         n, y_train, y_test = len(t.train), t.train.labels, t.test.labels
 
@@ -91,9 +94,11 @@ def quantization(prefix_dir: Path, threads: int = 1) -> dict[str, Any]:
                 res[f"{enc} {label}"] = _row(probe(x), {"float": concat, "base": base}, dim, enc)
         out["targets"][target] = res
         log(f"{target}: " + ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in res.items()))
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "quantization.json").write_text(json.dumps(out, indent=2) + "\n")
-    (OUT / "quantization.md").write_text(markdown(out))
+    out["backbone"] = {"name": study.model, "fingerprint": backbone.spec.fingerprint}
+    stem = OUT / "quantization" if study.model == DEFAULT_BACKBONE else OUT / "quantization" / study.model
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps(out, indent=2) + "\n")
+    stem.with_suffix(".md").write_text(markdown(out))
     return out
 
 
