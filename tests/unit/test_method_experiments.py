@@ -32,7 +32,7 @@ def test_the_shipped_row_is_the_default_recipe(task: str) -> None:
     assert cfg_for("depth4", 0, task).first_layer == 4
 
 
-@pytest.mark.parametrize("command", ["bench", "run", "targets", "report", "ship", "heads"])
+@pytest.mark.parametrize("command", ["bench", "run", "targets", "report", "ship", "heads", "quantization"])
 def test_every_command_renders_its_help(command: str) -> None:
     """Each command's help renders (rich markup in a docstring, such as ``[/NAME]``, fails it), and
     the commands that study a backbone take ``--model``."""
