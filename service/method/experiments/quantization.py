@@ -97,8 +97,8 @@ def quantization(study: Study, prefix_dir: Path | None = None, threads: int = 1)
     out["backbone"] = {"name": study.model, "fingerprint": backbone.spec.fingerprint}
     stem = OUT / "quantization" if study.model == DEFAULT_BACKBONE else OUT / "quantization" / study.model
     stem.parent.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix(".json").write_text(json.dumps(out, indent=2) + "\n")
-    stem.with_suffix(".md").write_text(markdown(out))
+    (stem.parent / f"{stem.name}.json").write_text(json.dumps(out, indent=2) + "\n")
+    (stem.parent / f"{stem.name}.md").write_text(markdown(out))
     return out
 
 
